@@ -1,0 +1,95 @@
+// The seams through which core/ reaches the world (STYLE.md §1, §2): storage, clock, randomness.
+// core/ never touches a file descriptor, a clock or an entropy source itself; platform/ implements
+// these with libuv, and tests/ with fakes (fault injection, simulated time).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "core/status.h"
+
+namespace bitsd {
+
+using FileHandle = int32_t;
+inline constexpr FileHandle kNoFile = -1;
+
+enum class FileKind : uint8_t { Missing, File, Directory, Other };
+
+class StorageOp;
+
+// Receives the completion of a StorageOp. Runs on the loop thread.
+class StorageCallback {
+ public:
+  virtual void onStorageDone(StorageOp& op) = 0;
+
+ protected:
+  ~StorageCallback() = default;
+};
+
+// One asynchronous storage request, owned by the caller (like uv_fs_t). At most one operation is in
+// flight per StorageOp. `impl` is scratch space for the platform's own request object.
+class StorageOp {
+ public:
+  static constexpr size_t kImplBytes = 512;
+
+  StorageCallback* callback = nullptr;
+  bool busy = false;
+  // Outcome, valid in onStorageDone.
+  Status status;
+  int64_t result = 0;          // handle (create/open) or bytes written (write)
+  FileKind kind = FileKind::Missing;  // checkDestination
+  uint64_t sizeBytes = 0;      // checkDestination
+
+  alignas(16) unsigned char impl[kImplBytes];
+};
+
+// Asynchronous file operations. Every call starts one operation on `op` (not busy, callback set)
+// and completes later through op.callback->onStorageDone(op): never from inside the call itself,
+// so callers need not guard against re-entry. Paths are NUL-terminated and must stay valid until
+// completion. Errors come back as op.status (NoSpace, NotFound, AlreadyExists, AccessDenied, Io...).
+class Storage {
+ public:
+  virtual ~Storage() = default;
+
+  // Creates a new file for writing; AlreadyExists if present. result = handle.
+  virtual void createExclusive(StorageOp& op, const char* path) = 0;
+  // Opens an existing file for writing. result = handle.
+  virtual void openWrite(StorageOp& op, const char* path) = 0;
+  // Writes `data` at `offsetBytes` straight from the caller's buffer (no copy). result = bytes
+  // written, which may be fewer than asked.
+  virtual void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data) = 0;
+  // fdatasync.
+  virtual void syncData(StorageOp& op, FileHandle file) = 0;
+  virtual void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) = 0;
+  // Checks a destination below the upload root: its parent directory `parentDir` must exist
+  // (NotFound otherwise) and resolve inside the root (AccessDenied otherwise, e.g. through a
+  // symlink). Sets `kind` of `path` itself, without following a final symlink.
+  virtual void checkDestination(StorageOp& op, const char* path, const char* parentDir) = 0;
+  // Links `from` as `to`, failing with AlreadyExists if `to` exists (commit without overwrite).
+  virtual void linkNoReplace(StorageOp& op, const char* from, const char* to) = 0;
+  // Renames `from` over `to` (commit with overwrite). Atomic on POSIX file systems.
+  virtual void rename(StorageOp& op, const char* from, const char* to) = 0;
+  // Removes a file; a missing file is success.
+  virtual void remove(StorageOp& op, const char* path) = 0;
+  // fsync of a directory, so a rename or link inside it is durable.
+  virtual void syncDir(StorageOp& op, const char* dirPath) = 0;
+  // Closes a handle synchronously (close(2) of a regular file does not wait on the device).
+  virtual void closeNow(FileHandle file) = 0;
+};
+
+// Monotonic milliseconds. Simulated in tests.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual uint64_t nowMs() = 0;
+};
+
+// Cryptographically secure random bytes (CTR-DRBG on the platform). False if the generator failed.
+class Random {
+ public:
+  virtual ~Random() = default;
+  virtual bool fill(uint8_t* out, size_t len) = 0;
+};
+
+}  // namespace bitsd

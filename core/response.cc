@@ -1,0 +1,69 @@
+#include "core/response.h"
+
+#include <cinttypes>
+#include <cstdio>
+
+namespace bitsd {
+
+const char* reasonPhrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+void formatHresult(uint32_t code, char out[11]) {
+  if (code == 0) {
+    std::snprintf(out, 11, "0x0");
+  } else {
+    std::snprintf(out, 11, "0x%08" PRIX32, code);
+  }
+}
+
+size_t formatAck(const AckSpec& spec, char* out) {
+  size_t n = 0;
+  auto put = [&](const char* fmt, auto... args) {
+    int w = std::snprintf(out + n, kMaxAckBytes - n, fmt, args...);
+    if (w > 0) n += static_cast<size_t>(w);
+    if (n >= kMaxAckBytes) n = kMaxAckBytes - 1;
+  };
+  put("HTTP/1.1 %d %s\r\nBITS-Packet-Type: Ack\r\nContent-Length: 0\r\n", spec.status,
+      reasonPhrase(spec.status));
+  if (spec.createSession) {
+    put("BITS-Protocol: %.*s\r\nAccept-Encoding: identity\r\n",
+        static_cast<int>(kUploadProtocolGuid.size()), kUploadProtocolGuid.data());
+  }
+  if (spec.sessionId != nullptr) {
+    char id[kSessionIdTextBytes];
+    formatSessionId(*spec.sessionId, id);
+    put("BITS-Session-Id: %.*s\r\n", static_cast<int>(kSessionIdTextBytes), id);
+  }
+  if (spec.hasReceived) put("BITS-Received-Content-Range: %" PRIu64 "\r\n", spec.receivedBytes);
+  if (spec.hasError) {
+    char code[11];
+    formatHresult(spec.errorCode, code);
+    put("BITS-Error-Code: %s\r\nBITS-Error-Context: 0x%X\r\n", code,
+        static_cast<unsigned>(spec.context));
+  }
+  if (spec.allowHeader) put("Allow: BITS_POST\r\n");
+  if (spec.retryAfterSeconds != 0) put("Retry-After: %u\r\n", spec.retryAfterSeconds);
+  if (spec.close) put("Connection: close\r\n");
+  put("\r\n");
+  return n;
+}
+
+}  // namespace bitsd

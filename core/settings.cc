@@ -1,0 +1,194 @@
+#include "core/settings.h"
+
+#include "core/content_range.h"
+#include "core/protocol.h"
+
+namespace bitsd {
+
+namespace {
+
+enum class Kind { Str, U32, U64, Size32, Size64, Bool };
+
+struct Field {
+  const char* key;
+  Kind kind;
+  size_t offset;
+  const char* help;
+};
+
+#define BITSD_FIELD(key, kind, member, help) {key, Kind::kind, offsetof(Settings, member), help}
+// offsetof on a non-standard-layout type is conditionally supported; g++ and clang accept it for
+// Settings, and a unit test round-trips every key.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+const Field kFields[] = {
+    BITSD_FIELD("listen", Str, listen, "ADDR:PORT to listen on (port 0 picks a free port)"),
+    BITSD_FIELD("root", Str, root, "upload root directory; URLs map below it"),
+    BITSD_FIELD("state", Str, state, "state directory (in-progress data); same file system as root"),
+    BITSD_FIELD("max-upload-size", Size64, maxUploadSizeBytes, "largest upload in bytes (500 BG_E_TOO_LARGE)"),
+    BITSD_FIELD("session-timeout", U64, sessionTimeoutSeconds, "seconds without a packet before a session expires"),
+    BITSD_FIELD("allow-overwrites", Bool, allowOverwrites, "let an upload replace an existing file"),
+    BITSD_FIELD("fdatasync", Bool, fdatasync, "sync data before each Ack (turn off only for benchmarks)"),
+    BITSD_FIELD("log-level", Str, logLevel, "debug, info, warn or error"),
+    BITSD_FIELD("max-connections", U32, maxConnections, "open connections; beyond: 503 and close"),
+    BITSD_FIELD("max-sessions", U32, maxSessions, "sessions held (open and closed tombstones)"),
+    BITSD_FIELD("request-slots", U32, requestSlots, "requests parsed at once"),
+    BITSD_FIELD("read-buffers", U32, readBuffers, "socket read buffers in the pool"),
+    BITSD_FIELD("read-buffer-bytes", Size32, readBufferBytes, "size of one read buffer"),
+    BITSD_FIELD("max-open-files", U32, maxOpenFiles, "in-progress files kept open"),
+    BITSD_FIELD("max-header-bytes", Size32, maxHeaderBytes, "request line + headers; beyond: 431"),
+    BITSD_FIELD("max-path-bytes", U32, maxPathBytes, "decoded URL path; beyond: 400"),
+    BITSD_FIELD("max-fragment-bytes", Size64, maxFragmentBytes, "one Fragment body; beyond: 413"),
+    BITSD_FIELD("idle-timeout-ms", U32, idleTimeoutMs, "idle keep-alive connection lifetime"),
+    BITSD_FIELD("header-timeout-ms", U32, headerTimeoutMs, "time allowed to send request headers"),
+    BITSD_FIELD("body-timeout-ms", U32, bodyTimeoutMs, "longest pause inside a request body"),
+    BITSD_FIELD("sweep-interval-ms", U32, sweepIntervalMs, "session expiry sweep period"),
+    BITSD_FIELD("shutdown-grace-ms", U32, shutdownGraceMs, "SIGTERM: time for in-flight writes"),
+};
+#pragma GCC diagnostic pop
+#undef BITSD_FIELD
+
+const Field* findField(std::string_view key) {
+  for (const Field& f : kFields) {
+    if (key == f.key) return &f;
+  }
+  return nullptr;
+}
+
+bool parseSize(std::string_view v, uint64_t* out) {
+  uint64_t mul = 1;
+  if (!v.empty()) {
+    char c = v.back();
+    if (c == 'k' || c == 'K') mul = 1024;
+    if (c == 'm' || c == 'M') mul = 1024 * 1024;
+    if (c == 'g' || c == 'G') mul = 1024ull * 1024 * 1024;
+    if (mul != 1) v.remove_suffix(1);
+  }
+  uint64_t n = 0;
+  if (!parseDecimal(v, &n) || n > UINT64_MAX / mul) return false;
+  *out = n * mul;
+  return true;
+}
+
+}  // namespace
+
+bool isSettingKey(std::string_view key, bool* isBool) {
+  const Field* f = findField(key);
+  if (f != nullptr && isBool != nullptr) *isBool = f->kind == Kind::Bool;
+  return f != nullptr;
+}
+
+bool applySetting(Settings* s, std::string_view key, std::string_view value, std::string* error) {
+  const Field* f = findField(key);
+  if (f == nullptr) {
+    *error = "unknown setting '" + std::string(key) + "'";
+    return false;
+  }
+  value = trimOws(value);
+  char* base = reinterpret_cast<char*>(s) + f->offset;
+  auto bad = [&](const char* what) {
+    *error = "invalid value '" + std::string(value) + "' for " + f->key + ": expected " + what;
+    return false;
+  };
+  uint64_t n = 0;
+  switch (f->kind) {
+    case Kind::Str:
+      if (value.empty()) return bad("a non-empty string");
+      *reinterpret_cast<std::string*>(base) = std::string(value);
+      return true;
+    case Kind::Bool: {
+      bool v;
+      if (value == "true" || value == "on" || value == "yes" || value == "1") {
+        v = true;
+      } else if (value == "false" || value == "off" || value == "no" || value == "0") {
+        v = false;
+      } else {
+        return bad("true or false");
+      }
+      *reinterpret_cast<bool*>(base) = v;
+      return true;
+    }
+    case Kind::U32:
+      if (!parseDecimal(value, &n) || n > UINT32_MAX) return bad("a whole number");
+      *reinterpret_cast<uint32_t*>(base) = static_cast<uint32_t>(n);
+      return true;
+    case Kind::U64:
+      if (!parseDecimal(value, &n)) return bad("a whole number");
+      *reinterpret_cast<uint64_t*>(base) = n;
+      return true;
+    case Kind::Size32:
+      if (!parseSize(value, &n) || n > UINT32_MAX) return bad("a size in bytes (K/M/G suffix allowed)");
+      *reinterpret_cast<uint32_t*>(base) = static_cast<uint32_t>(n);
+      return true;
+    case Kind::Size64:
+      if (!parseSize(value, &n)) return bad("a size in bytes (K/M/G suffix allowed)");
+      *reinterpret_cast<uint64_t*>(base) = n;
+      return true;
+  }
+  return false;
+}
+
+bool applySettingsText(Settings* s, std::string_view text, std::string_view origin, std::string* error) {
+  int lineNo = 0;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    ++lineNo;
+    size_t hash = line.find('#');
+    if (hash != std::string_view::npos) line = line.substr(0, hash);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    line = trimOws(line);
+    if (line.empty()) continue;
+    size_t eq = line.find('=');
+    std::string reason;
+    if (eq == std::string_view::npos) {
+      reason = "expected 'key = value', got '" + std::string(line) + "'";
+    } else if (applySetting(s, trimOws(line.substr(0, eq)), line.substr(eq + 1), &reason)) {
+      continue;
+    }
+    *error = std::string(origin) + ":" + std::to_string(lineNo) + ": " + reason;
+    return false;
+  }
+  return true;
+}
+
+bool validateSettings(const Settings& s, std::string* error) {
+  auto fail = [&](const char* msg) {
+    *error = msg;
+    return false;
+  };
+  if (s.maxConnections == 0) return fail("max-connections must be at least 1");
+  if (s.maxSessions == 0) return fail("max-sessions must be at least 1");
+  if (s.requestSlots == 0) return fail("request-slots must be at least 1");
+  if (s.readBuffers == 0) return fail("read-buffers must be at least 1");
+  if (s.readBufferBytes < 4096) return fail("read-buffer-bytes must be at least 4096");
+  if (s.maxOpenFiles == 0) return fail("max-open-files must be at least 1");
+  if (s.maxHeaderBytes < 512) return fail("max-header-bytes must be at least 512");
+  if (s.maxPathBytes < 16 || s.maxPathBytes > 4096) return fail("max-path-bytes must be 16..4096");
+  if (s.maxFragmentBytes < 5120) return fail("max-fragment-bytes must be at least 5120 (BITS minimum fragment)");
+  if (s.sessionTimeoutSeconds == 0) return fail("session-timeout must be at least 1 second");
+  if (s.idleTimeoutMs == 0 || s.headerTimeoutMs == 0 || s.bodyTimeoutMs == 0 || s.sweepIntervalMs == 0) {
+    return fail("timeouts must be at least 1 ms");
+  }
+  if (s.logLevel != "debug" && s.logLevel != "info" && s.logLevel != "warn" && s.logLevel != "error") {
+    return fail("log-level must be debug, info, warn or error");
+  }
+  return true;
+}
+
+const char* settingsHelp() {
+  static std::string text = [] {
+    std::string t;
+    for (const Field& f : kFields) {
+      std::string k = std::string("  --") + f.key;
+      if (f.kind != Kind::Bool) k += " V";
+      while (k.size() < 28) k += ' ';
+      t += k + f.help + "\n";
+    }
+    return t;
+  }();
+  return text.c_str();
+}
+
+}  // namespace bitsd

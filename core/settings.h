@@ -1,0 +1,62 @@
+// Everything bitsd can be told: the board's limits (STYLE.md: one `BoardLimits`-style value read at
+// start-up) and the server options, in one struct with one text format.
+//
+// Format (board/<name>/board.conf, --config FILE, and every --flag): `key = value` lines; `#` starts
+// a comment; blank lines are ignored. Keys are the long flag names without `--`. Layers apply in
+// order: board defaults (embedded at build time), then the config file, then command-line flags.
+// Sizes accept K, M, G suffixes (powers of 1024); booleans accept true/false, on/off, yes/no, 1/0.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace bitsd {
+
+struct Settings {
+  // Server options.
+  std::string listen = "127.0.0.1:8080";
+  std::string root = "var/uploads";
+  std::string state = "var/state";
+  uint64_t maxUploadSizeBytes = UINT64_MAX;   // whole upload; beyond: 500 BG_E_TOO_LARGE
+  uint64_t sessionTimeoutSeconds = 1209600;   // 14 days, as IIS BITSSessionTimeout
+  bool allowOverwrites = false;
+  bool fdatasync = true;                      // sync data before every Ack (off only for benchmarks)
+  std::string logLevel = "info";
+
+  // Board limits.
+  uint32_t maxConnections = 1024;       // beyond: 503, then close
+  uint32_t maxSessions = 4096;          // open sessions plus tombstones
+  uint32_t requestSlots = 256;          // requests being parsed at once (each ~8 KiB)
+  uint32_t readBuffers = 64;            // pool of socket read buffers
+  uint32_t readBufferBytes = 65536;     // size of each read buffer
+  uint32_t maxOpenFiles = 256;          // in-progress files kept open at once
+  uint32_t maxHeaderBytes = 8192;       // request line + headers; beyond: 431
+  uint32_t maxPathBytes = 1024;         // decoded, normalised path; beyond: 400
+  uint64_t maxFragmentBytes = 16777216; // one Fragment body; beyond: 413 (client shrinks)
+  uint32_t idleTimeoutMs = 120000;      // keep-alive connection with no request
+  uint32_t headerTimeoutMs = 30000;     // from the first byte of a request to the end of its headers
+  uint32_t bodyTimeoutMs = 60000;       // longest gap between body bytes
+  uint32_t sweepIntervalMs = 5000;      // session-timeout sweep period (at most)
+  uint32_t shutdownGraceMs = 4000;      // SIGTERM: time allowed for in-flight writes
+};
+
+// Applies one `key`/`value` pair. On failure returns false and writes a one-line reason (naming the
+// key and the problem) into `error`.
+bool applySetting(Settings* s, std::string_view key, std::string_view value, std::string* error);
+
+// Applies a whole `key = value` text. `origin` names the source in error messages ("board host",
+// "config file x.conf"); errors read "<origin>:<line>: <reason>".
+bool applySettingsText(Settings* s, std::string_view text, std::string_view origin, std::string* error);
+
+// Checks cross-field rules (non-zero limits, sane ranges). One-line reason on failure.
+bool validateSettings(const Settings& s, std::string* error);
+
+// True when `key` is a known setting; `isBool` tells whether a flag may omit its value.
+bool isSettingKey(std::string_view key, bool* isBool);
+
+// The text of --help's settings table: one line per key with its meaning.
+const char* settingsHelp();
+
+}  // namespace bitsd

@@ -1,0 +1,198 @@
+// The BITS upload protocol as an I/O-free state machine (STYLE.md §2). The connection layer feeds it
+// parsed requests, body bytes (views into its read buffer) and "now"; the engine decides, drives
+// storage through the Storage seam, and leaves an Ack in the Exchange.
+//
+// Per-request flow, for the connection that owns an Exchange:
+//   onHeaders(ex, head)        -> Continue | Wait   (Create-Session checks the disk; Fragment opens its file)
+//   onBody(ex, bytes)*         -> Continue | Wait   (Wait while the bytes are written, zero-copy:
+//                                                   the caller keeps `bytes` alive and stops reading)
+//   onMessageComplete(ex)      -> Continue | Wait   (data sync, commit, Close/Cancel cleanup)
+//   ex.response() is then the Ack to send; finish(ex) releases the request's hold on its session.
+// Wait means the engine calls host.onExchangeReady(ex) exactly once when the step is done; it never
+// does so from inside the call that returned Wait. If the connection dies, the host calls finish(ex)
+// once !ex.inFlight() (a commit in progress always runs to its end, with nobody to answer).
+//
+// Durability order for every Fragment: data written, then fdatasync, then `have` advances, then the
+// Ack. At the last byte: commit by one atomic rename (or link, when overwrites are off, so an
+// existing destination is never replaced), then fsync of the destination directory, then the Ack.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/ports.h"
+#include "core/request_parser.h"
+#include "core/response.h"
+#include "core/session_table.h"
+#include "core/settings.h"
+
+namespace bitsd {
+
+class Exchange;
+class UploadEngine;
+
+// Implemented by the connection that owns an Exchange.
+class ExchangeHost {
+ public:
+  virtual void onExchangeReady(Exchange& ex) = 0;
+
+ protected:
+  ~ExchangeHost() = default;
+};
+
+enum class Flow : uint8_t { Continue, Wait };
+
+// Counters for the log and for tests.
+struct EngineStats {
+  uint64_t sessionsCreated = 0;
+  uint64_t fragments = 0;
+  uint64_t bytesWritten = 0;
+  uint64_t commits = 0;
+  uint64_t syncs = 0;
+  uint64_t sessionsExpired = 0;
+  uint64_t errors = 0;
+  uint64_t diskFull = 0;
+};
+
+// Per-request state, embedded in the connection's request slot. Not copyable.
+class Exchange final : public StorageCallback {
+ public:
+  static constexpr size_t kPathBufBytes = 4608;
+
+  Exchange() = default;
+  // The connection that owns this exchange now (request slots are pooled across connections).
+  void setHost(ExchangeHost* host) { host_ = host; }
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  // After onHeaders returned Continue (or the host got onExchangeReady for it):
+  // answer now, without reading the body, then close (a refused `Expect: 100-continue`).
+  bool respondNow() const { return respondNow_; }
+  // Send `100 Continue` before reading the body.
+  bool expectContinue() const { return expectContinue_; }
+  // The Ack, valid once the request is over (or respondNow()).
+  std::string_view response() const { return std::string_view(response_, responseLen_); }
+  bool closeAfterResponse() const { return close_; }
+  bool inFlight() const { return op_.busy; }
+  int status() const { return status_; }
+
+ private:
+  friend class UploadEngine;
+
+  enum class Step : uint8_t {
+    Idle,
+    CreateCheck,     // Create-Session: checkDestination
+    CreateFile,      // Create-Session: createExclusive(partial)
+    OpenFile,        // Fragment: reopen a closed in-progress file
+    Write,           // Fragment body
+    Truncate,        // after a failed write: trim back to `have`
+    Sync,            // fdatasync before the Ack
+    CommitLink,      // link or rename partial -> destination
+    CommitUnlink,    // remove the partial name after a link
+    CommitSyncDir,   // make the new name durable
+    CleanupRemove,   // Close/Cancel of an incomplete session: delete the partial file
+  };
+
+  void onStorageDone(StorageOp& op) override;
+  void clear();
+
+  ExchangeHost* host_ = nullptr;
+  UploadEngine* engine_ = nullptr;
+  StorageOp op_;
+  Step step_ = Step::Idle;
+  PacketType type_ = PacketType::Unknown;
+  Session* session_ = nullptr;     // session this request holds busy
+  SessionId sessionId_{};
+  bool hasSessionId_ = false;
+  bool failed_ = false;            // response decided early; the body is discarded
+  bool writeFailed_ = false;
+  bool respondNow_ = false;
+  bool expectContinue_ = false;
+  bool close_ = false;
+  int status_ = 0;
+  bool writing_ = false;           // body bytes go to the file
+  uint64_t skipBytes_ = 0;         // leading body bytes already stored (overlap)
+  uint64_t writeOffset_ = 0;       // file offset of the next new byte
+  uint64_t rangeEnd_ = 0;
+  uint64_t rangeTotal_ = 0;
+  std::span<const char> pending_;  // body bytes being written
+  uint32_t relOffset_ = 0;         // relative path starts at dest_ + relOffset_
+  uint32_t relLen_ = 0;
+  size_t responseLen_ = 0;
+  char response_[kMaxAckBytes];
+  char dest_[kPathBufBytes];
+  char partial_[kPathBufBytes];
+};
+
+class UploadEngine final : public StorageCallback {
+ public:
+  UploadEngine(Storage& storage, Clock& clock, Random& random);
+  ~UploadEngine();
+
+  // Takes the server options and board limits. Fails on impossible values (paths too long).
+  Status init(const Settings& settings);
+
+  Flow onHeaders(Exchange& ex, const RequestHead& head);
+  Flow onBody(Exchange& ex, std::span<const char> bytes);
+  Flow onMessageComplete(Exchange& ex);
+  // Ends the request: releases the session, resets `ex`. Requires !ex.inFlight().
+  void finish(Exchange& ex);
+
+  // An answer for a request the parser could not even read (400/405/414/431/505), or a timeout (408).
+  void formatProtocolError(Exchange& ex, int status);
+
+  // Expires sessions idle for longer than the session timeout and deletes their data. Cheap to call
+  // often; the platform calls it from a timer.
+  void sweep();
+
+  const EngineStats& stats() const { return stats_; }
+  uint32_t sessionCount() const { return sessions_.size(); }
+  // The partial-file directory (`<state>/partial`) that the platform creates and cleans at start-up.
+  const std::string& partialDir() const { return partialDir_; }
+  // True while background deletions are still running (shutdown waits for them).
+  bool backgroundBusy() const;
+
+  // Tests: look at a session.
+  const Session* findSessionForTest(const SessionId& id) { return sessions_.find(id); }
+
+ private:
+  friend class Exchange;
+  static constexpr int kBackgroundOps = 8;
+
+  void onStorageDone(StorageOp& op) override;
+  void step(Exchange& ex);  // completion of ex.op_
+  Flow fail(Exchange& ex, int status, uint32_t hresult, bool withRange = false);
+  void respond(Exchange& ex, int status, bool withRange);
+  Flow startCreate(Exchange& ex);
+  Flow startFragment(Exchange& ex, const RequestHead& head);
+  Flow finishFragment(Exchange& ex);
+  Flow startCommit(Exchange& ex);
+  Flow closeOrCancel(Exchange& ex);
+  Flow issueWrite(Exchange& ex);
+  void ready(Exchange& ex);
+  void formatPartialPath(const SessionId& id, char* out);
+  void closeFile(Session& s);
+  void makeRoomForOpenFile();
+  bool removeInBackground(const SessionId& id);
+  Session* evictForNewSession();
+  void touch(Session& s);
+
+  Storage& storage_;
+  Clock& clock_;
+  Random& random_;
+  Settings settings_;
+  uint64_t sessionTimeoutMs_ = 0;
+  std::string root_;
+  std::string partialDir_;
+  SessionTable sessions_;
+  uint32_t openFiles_ = 0;
+  uint32_t highWater_ = 0;  // slots [0, highWater_) have ever been used
+  EngineStats stats_;
+  StorageOp background_[kBackgroundOps];
+  char backgroundPath_[kBackgroundOps][Exchange::kPathBufBytes];
+};
+
+}  // namespace bitsd

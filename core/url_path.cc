@@ -1,0 +1,98 @@
+#include "core/url_path.h"
+
+#include "core/protocol.h"
+
+namespace bitsd {
+
+namespace {
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+constexpr size_t kMaxSegmentBytes = 255;
+}  // namespace
+
+const char* pathErrorText(PathError e) {
+  switch (e) {
+    case PathError::None: return "ok";
+    case PathError::Malformed: return "malformed URL path";
+    case PathError::Traversal: return "URL path leaves the upload root";
+    case PathError::TooLong: return "URL path too long";
+    case PathError::Directory: return "URL names a directory";
+  }
+  return "?";
+}
+
+PathError resolveUploadPath(std::string_view target, size_t maxPathBytes, char* out,
+                            UploadPath* result) {
+  // Absolute-form: strip "scheme://authority".
+  if (target.size() > 8 && (equalsIgnoreCase(target.substr(0, 7), "http://") ||
+                            equalsIgnoreCase(target.substr(0, 8), "https://"))) {
+    size_t schemeEnd = target.find("://") + 3;
+    size_t slash = target.find('/', schemeEnd);
+    if (slash == std::string_view::npos) return PathError::Directory;
+    target.remove_prefix(slash);
+  }
+  if (target.empty() || target[0] != '/') return PathError::Malformed;
+  size_t q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  result->query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
+  if (path.find('#') != std::string_view::npos) return PathError::Malformed;
+
+  size_t outLen = 0;
+  size_t segStart = 0;   // start of the current segment in `out`
+  bool lastWasSlash = true;
+  auto endSegment = [&]() -> PathError {
+    std::string_view seg(out + segStart, outLen - segStart);
+    if (seg.empty() || seg == ".") {
+      outLen = segStart;  // drop it
+    } else if (seg == "..") {
+      return PathError::Traversal;
+    } else if (seg.size() > kMaxSegmentBytes) {
+      return PathError::TooLong;
+    } else {
+      if (outLen >= maxPathBytes) return PathError::TooLong;
+      out[outLen++] = '/';
+    }
+    segStart = outLen;
+    return PathError::None;
+  };
+
+  for (size_t i = 1; i < path.size(); ++i) {
+    char c = path[i];
+    if (c == '/') {
+      PathError e = endSegment();
+      if (e != PathError::None) return e;
+      lastWasSlash = true;
+      continue;
+    }
+    if (c == '%') {
+      if (i + 2 >= path.size()) return PathError::Malformed;
+      int hi = hexValue(path[i + 1]);
+      int lo = hexValue(path[i + 2]);
+      if (hi < 0 || lo < 0) return PathError::Malformed;
+      c = static_cast<char>(hi << 4 | lo);
+      i += 2;
+      // A decoded slash would change the segment structure after the fact: refuse it.
+      if (c == '/') return PathError::Traversal;
+    }
+    if (c == '\\') return PathError::Traversal;
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) return PathError::Malformed;
+    if (outLen >= maxPathBytes) return PathError::TooLong;
+    out[outLen++] = c;
+    lastWasSlash = false;
+  }
+  if (lastWasSlash) return PathError::Directory;
+  // Final segment, without a trailing slash.
+  std::string_view seg(out + segStart, outLen - segStart);
+  if (seg == "..") return PathError::Traversal;
+  if (seg == ".") return PathError::Directory;
+  if (seg.size() > kMaxSegmentBytes) return PathError::TooLong;
+  if (outLen == 0) return PathError::Directory;
+  result->relative = std::string_view(out, outLen);
+  return PathError::None;
+}
+
+}  // namespace bitsd

@@ -1,0 +1,88 @@
+#include "platform/cli.h"
+
+#include <cstring>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "platform/system.h"
+
+namespace bitsd::board {
+extern const char kBoardName[];
+extern const char kBoardDefaults[];
+}  // namespace bitsd::board
+
+namespace bitsd::platform {
+
+const char* usageText() {
+  static std::string text = std::string(
+      "usage: bitsd [--config FILE] [OPTIONS]\n"
+      "A BITS upload server: Windows clients upload with Start-BitsTransfer -TransferType Upload\n"
+      "or bitsadmin /upload. Defaults come from the board '") + board::kBoardName +
+      "'; a config file of 'key = value' lines overrides them; flags override both.\n\n"
+      "  --config FILE               read settings from FILE\n"
+      "  --help                      show this help\n" + settingsHelp();
+  return text.c_str();
+}
+
+CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* error) {
+  Settings s;
+  std::string boardError;
+  if (!applySettingsText(&s, board::kBoardDefaults, std::string("board ") + board::kBoardName, &boardError)) {
+    *error = boardError;
+    return CliOutcome::Error;
+  }
+  std::vector<std::pair<std::string, std::string>> flags;
+  std::string configPath;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") return CliOutcome::Help;
+    if (arg.size() < 3 || arg.substr(0, 2) != "--") {
+      *error = "unexpected argument '" + std::string(arg) + "' (see --help)";
+      return CliOutcome::Error;
+    }
+    arg.remove_prefix(2);
+    std::string key, value;
+    size_t eq = arg.find('=');
+    bool hasValue = eq != std::string_view::npos;
+    key = std::string(arg.substr(0, eq));
+    if (hasValue) value = std::string(arg.substr(eq + 1));
+    bool isBool = false;
+    if (key != "config" && !isSettingKey(key, &isBool)) {
+      *error = "unknown option --" + key + " (see --help)";
+      return CliOutcome::Error;
+    }
+    if (!hasValue) {
+      if (isBool) {
+        value = "true";
+      } else if (i + 1 < argc) {
+        value = argv[++i];
+      } else {
+        *error = "option --" + key + " needs a value";
+        return CliOutcome::Error;
+      }
+    }
+    if (key == "config") {
+      configPath = value;
+    } else {
+      flags.emplace_back(key, value);
+    }
+  }
+  if (!configPath.empty()) {
+    std::string text;
+    if (!readTextFile(configPath, &text, error)) return CliOutcome::Error;
+    if (!applySettingsText(&s, text, "config file " + configPath, error)) return CliOutcome::Error;
+  }
+  for (auto& [key, value] : flags) {
+    std::string reason;
+    if (!applySetting(&s, key, value, &reason)) {
+      *error = "--" + key + ": " + reason;
+      return CliOutcome::Error;
+    }
+  }
+  if (!validateSettings(s, error)) return CliOutcome::Error;
+  *out = std::move(s);
+  return CliOutcome::Run;
+}
+
+}  // namespace bitsd::platform

@@ -1,0 +1,18 @@
+// Command line: `bitsd [--config FILE] [--KEY VALUE | --KEY=VALUE | --BOOL-KEY]... [--help]`.
+// Layers: board defaults (embedded), then the config file, then flags, whatever their order.
+#pragma once
+
+#include <string>
+
+#include "core/settings.h"
+
+namespace bitsd::platform {
+
+enum class CliOutcome { Run, Help, Error };
+
+// On Error, `error` is one line naming the problem.
+CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* error);
+
+const char* usageText();
+
+}  // namespace bitsd::platform

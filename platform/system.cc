@@ -1,0 +1,154 @@
+#include "platform/system.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/log.h"
+
+namespace bitsd::platform {
+
+DrbgRandom::DrbgRandom() {
+  mbedtls_entropy_init(&entropy_);
+  mbedtls_ctr_drbg_init(&drbg_);
+}
+
+DrbgRandom::~DrbgRandom() {
+  mbedtls_ctr_drbg_free(&drbg_);
+  mbedtls_entropy_free(&entropy_);
+}
+
+bool DrbgRandom::init(std::string* error) {
+  static const unsigned char kPersonalisation[] = "bitsd session ids";
+  int rc = mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_, kPersonalisation,
+                                 sizeof kPersonalisation - 1);
+  if (rc != 0) {
+    *error = "cannot seed the random generator (mbedtls error " + std::to_string(rc) + ")";
+    return false;
+  }
+  mbedtls_ctr_drbg_set_prediction_resistance(&drbg_, MBEDTLS_CTR_DRBG_PR_OFF);
+  ready_ = true;
+  return true;
+}
+
+bool DrbgRandom::fill(uint8_t* out, size_t len) {
+  return ready_ && mbedtls_ctr_drbg_random(&drbg_, out, len) == 0;
+}
+
+namespace {
+void stderrSink(LogLevel level, const char* line) {
+  static const char* kNames[] = {"debug", "info", "warn", "error"};
+  std::fprintf(stderr, "bitsd: %s: %s\n", kNames[static_cast<int>(level)], line);
+}
+
+bool makeDirs(const std::string& path, std::string* error) {
+  std::string partial;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    partial = path.substr(0, pos);
+    if (partial.empty()) continue;
+    if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+      *error = "cannot create directory " + partial + ": " + std::strerror(errno);
+      return false;
+    }
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    *error = path + " is not a directory";
+    return false;
+  }
+  return true;
+}
+
+bool realPath(const std::string& path, std::string* out, std::string* error) {
+  char buf[PATH_MAX];
+  if (::realpath(path.c_str(), buf) == nullptr) {
+    *error = "cannot resolve " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  *out = buf;
+  return true;
+}
+
+bool contains(const std::string& dir, const std::string& inner) {
+  return inner == dir || (inner.size() > dir.size() && inner.compare(0, dir.size(), dir) == 0 &&
+                          (dir == "/" || inner[dir.size()] == '/'));
+}
+}  // namespace
+
+void installLogging(const std::string& level) {
+  setLogSink(stderrSink);
+  setLogLevel(level == "debug" ? LogLevel::Debug
+              : level == "warn" ? LogLevel::Warn
+              : level == "error" ? LogLevel::Error
+                                  : LogLevel::Info);
+}
+
+bool prepareDirectories(const Settings& s, std::string* rootReal, std::string* error) {
+  std::string partialDir = s.state + "/partial";
+  if (!makeDirs(s.root, error) || !makeDirs(partialDir, error)) return false;
+  std::string stateReal;
+  if (!realPath(s.root, rootReal, error) || !realPath(s.state, &stateReal, error)) return false;
+  if (contains(*rootReal, stateReal) || contains(stateReal, *rootReal)) {
+    *error = "root (" + *rootReal + ") and state (" + stateReal + ") must not contain each other";
+    return false;
+  }
+  struct stat a, b;
+  if (::stat(rootReal->c_str(), &a) != 0 || ::stat(partialDir.c_str(), &b) != 0) {
+    *error = std::string("cannot stat root or state: ") + std::strerror(errno);
+    return false;
+  }
+  if (a.st_dev != b.st_dev) {
+    *error = "root and state are on different file systems; the commit must be a single rename";
+    return false;
+  }
+  if (::access(rootReal->c_str(), W_OK) != 0 || ::access(partialDir.c_str(), W_OK) != 0) {
+    *error = "root and state must be writable by this user";
+    return false;
+  }
+  DIR* d = ::opendir(partialDir.c_str());
+  if (d == nullptr) {
+    *error = "cannot open " + partialDir + ": " + std::strerror(errno);
+    return false;
+  }
+  int removed = 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".part") == 0) {
+      if (::unlink((partialDir + "/" + name).c_str()) == 0) ++removed;
+    }
+  }
+  ::closedir(d);
+  if (removed > 0) logf(LogLevel::Info, "removed %d orphaned in-progress file(s) from %s", removed, partialDir.c_str());
+  return true;
+}
+
+bool readTextFile(const std::string& path, std::string* out, std::string* error) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    *error = "cannot read config file " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  char buf[4096];
+  size_t n;
+  out->clear();
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+    out->append(buf, n);
+    if (out->size() > (1u << 20)) {
+      std::fclose(f);
+      *error = "config file " + path + " is larger than 1 MiB";
+      return false;
+    }
+  }
+  std::fclose(f);
+  return true;
+}
+
+}  // namespace bitsd::platform

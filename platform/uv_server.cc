@@ -1,0 +1,600 @@
+#include "platform/uv_server.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "core/log.h"
+#include "core/response.h"
+#include "platform/uv_storage.h"
+
+namespace bitsd::platform {
+
+namespace {
+constexpr uint32_t kRejectSlots = 16;  // extra connection slots used only to answer 503
+constexpr int kWaitBuffer = 0;
+constexpr int kWaitSlot = 1;
+constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+enum class Phase : uint8_t {
+  Parsing,       // reading and parsing client bytes
+  WaitHeaders,   // engine works on the request head (Create-Session disk checks, file open)
+  WaitBody,      // engine writes body bytes from our read buffer
+  WaitComplete,  // engine syncs/commits before the Ack
+  Writing,       // the Ack is being written
+};
+}  // namespace
+
+struct RequestSlot {
+  explicit RequestSlot(size_t maxHeaderBytes) : parser(maxHeaderBytes) {}
+  RequestParser parser;
+  Exchange exchange;
+  uv_write_t writeReq;
+};
+
+struct Connection final : public ExchangeHost {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  UvServer* server = nullptr;
+  RequestSlot* slot = nullptr;
+  uint32_t slotIndex = 0;
+  char* rbuf = nullptr;       // read buffer holding unparsed bytes (or bytes being written)
+  uint32_t rbufIndex = 0;
+  size_t rpos = 0;
+  size_t rlen = 0;
+  Phase phase = Phase::Parsing;
+  bool reading = false;
+  bool closing = false;
+  bool reject = false;
+  uint8_t pendingCloses = 0;
+  int waitingFor = -1;
+  Connection* waitNext = nullptr;
+  uint32_t index = 0;
+
+  void onExchangeReady(Exchange&) override { server->onExchangeReady(this); }
+};
+
+UvServer::UvServer(uv_loop_t* loop, const Settings& settings, UploadEngine& engine)
+    : loop_(loop), settings_(settings), engine_(engine) {}
+
+UvServer::~UvServer() {
+  if (slots_ != nullptr) {
+    for (uint32_t i = 0; i < settings_.requestSlots; ++i) {
+      if (slotBuilt_[i]) slots_[i].~RequestSlot();
+    }
+  }
+  std::free(conns_);
+  std::free(connUsed_);
+  std::free(freeConns_);
+  std::free(slots_);
+  std::free(slotBuilt_);
+  std::free(freeSlots_);
+  std::free(buffers_);
+  std::free(freeBuffers_);
+}
+
+bool UvServer::start(std::string* url, std::string* error) {
+  // Pools. calloc'ed so that pages stay out of RSS until a slot is first used.
+  connCapacity_ = settings_.maxConnections + kRejectSlots;
+  conns_ = static_cast<Connection*>(std::calloc(connCapacity_, sizeof(Connection)));
+  connUsed_ = static_cast<bool*>(std::calloc(connCapacity_, sizeof(bool)));
+  freeConns_ = static_cast<uint32_t*>(std::malloc(connCapacity_ * sizeof(uint32_t)));
+  slots_ = static_cast<RequestSlot*>(std::calloc(settings_.requestSlots, sizeof(RequestSlot)));
+  slotBuilt_ = static_cast<bool*>(std::calloc(settings_.requestSlots, sizeof(bool)));
+  freeSlots_ = static_cast<uint32_t*>(std::malloc(settings_.requestSlots * sizeof(uint32_t)));
+  buffers_ = static_cast<char*>(std::calloc(settings_.readBuffers, settings_.readBufferBytes));
+  freeBuffers_ = static_cast<uint32_t*>(std::malloc(settings_.readBuffers * sizeof(uint32_t)));
+  if (!conns_ || !connUsed_ || !freeConns_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_) {
+    *error = "out of memory allocating connection pools (lower max-connections, request-slots or read-buffers)";
+    return false;
+  }
+  // Free lists hand out low indices first, so a quiet server touches few pages.
+  for (uint32_t i = 0; i < connCapacity_; ++i) freeConns_[i] = connCapacity_ - 1 - i;
+  freeConnCount_ = connCapacity_;
+  for (uint32_t i = 0; i < settings_.requestSlots; ++i) freeSlots_[i] = settings_.requestSlots - 1 - i;
+  freeSlotCount_ = settings_.requestSlots;
+  for (uint32_t i = 0; i < settings_.readBuffers; ++i) freeBuffers_[i] = settings_.readBuffers - 1 - i;
+  freeBufferCount_ = settings_.readBuffers;
+
+  // Address: "HOST:PORT", "[V6]:PORT".
+  std::string host = settings_.listen;
+  size_t colon = host.rfind(':');
+  if (colon == std::string::npos) {
+    *error = "--listen '" + settings_.listen + "': expected ADDR:PORT";
+    return false;
+  }
+  std::string portText = host.substr(colon + 1);
+  host = host.substr(0, colon);
+  char* end = nullptr;
+  long port = std::strtol(portText.c_str(), &end, 10);
+  if (portText.empty() || *end != '\0' || port < 0 || port > 65535) {
+    *error = "--listen '" + settings_.listen + "': bad port";
+    return false;
+  }
+  bool v6 = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (v6) host = host.substr(1, host.size() - 2);
+  sockaddr_storage addr;
+  int rc = v6 ? uv_ip6_addr(host.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in6*>(&addr))
+              : uv_ip4_addr(host.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in*>(&addr));
+  if (rc != 0) {
+    *error = "--listen '" + settings_.listen + "': not an IP address";
+    return false;
+  }
+  uv_tcp_init(loop_, &listener_);
+  listener_.data = this;
+  rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, onConnectionThunk);
+  if (rc != 0) {
+    *error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    return false;
+  }
+  listening_ = true;
+  sockaddr_storage bound;
+  int len = sizeof bound;
+  uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&bound), &len);
+  char ip[64] = {0};
+  int boundPort = 0;
+  if (bound.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&bound);
+    uv_ip6_name(a, ip, sizeof ip);
+    boundPort = ntohs(a->sin6_port);
+    *url = std::string("http://[") + ip + "]:" + std::to_string(boundPort);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&bound);
+    uv_ip4_name(a, ip, sizeof ip);
+    boundPort = ntohs(a->sin_port);
+    *url = std::string("http://") + ip + ":" + std::to_string(boundPort);
+  }
+
+  // Session expiry: sweep often enough that expired data goes within a few seconds (§10.1).
+  uint64_t period = settings_.sweepIntervalMs;
+  uint64_t timeoutMs = settings_.sessionTimeoutSeconds * 1000;
+  if (timeoutMs / 2 < period) period = timeoutMs / 2 > 100 ? timeoutMs / 2 : 100;
+  uv_timer_init(loop_, &sweepTimer_);
+  sweepTimer_.data = this;
+  uv_timer_start(&sweepTimer_, onSweepThunk, period, period);
+  uv_timer_init(loop_, &graceTimer_);
+  graceTimer_.data = this;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Accepting
+
+void UvServer::onConnectionThunk(uv_stream_t* server, int status) {
+  UvServer* self = static_cast<UvServer*>(server->data);
+  if (status < 0) {
+    logf(LogLevel::Warn, "accept: %s", uv_strerror(status));
+    return;
+  }
+  self->acceptPending();
+}
+
+void UvServer::acceptPending() {
+  if (shuttingDown_) return;
+  if (freeConnCount_ == 0) {
+    // Not even a slot to answer 503 from: leave the connection in the kernel's backlog. libuv stops
+    // watching the listener until uv_accept is called, which we do when a slot frees.
+    acceptPaused_ = true;
+    return;
+  }
+  acceptPaused_ = false;
+  uint32_t idx = freeConns_[--freeConnCount_];
+  Connection* c = new (&conns_[idx]) Connection();
+  connUsed_[idx] = true;
+  c->server = this;
+  c->index = idx;
+  uv_tcp_init(loop_, &c->tcp);
+  uv_timer_init(loop_, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  ++stats_.active;
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
+    closeConnection(c);
+    return;
+  }
+  ++stats_.accepted;
+  if (stats_.active > settings_.maxConnections) {
+    // Over the limit: a one-shot 503 from a reserve slot, then close (§7: transient for the client).
+    ++stats_.rejected;
+    c->reject = true;
+    AckSpec spec;
+    spec.status = 503;
+    spec.hasError = true;
+    spec.errorCode = hresult::kNoSystemResources;
+    spec.close = true;
+    spec.retryAfterSeconds = 5;
+    char text[kMaxAckBytes];
+    uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
+    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+    logf(LogLevel::Warn, "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
+    closeConnection(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  arm(c, settings_.idleTimeoutMs);
+  startReading(c);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Pools and waiting
+
+char* UvServer::takeBuffer() {
+  if (freeBufferCount_ == 0) return nullptr;
+  uint32_t i = freeBuffers_[--freeBufferCount_];
+  return buffers_ + static_cast<size_t>(i) * settings_.readBufferBytes;
+}
+
+void UvServer::releaseBuffer(Connection* c) {
+  if (c->rbuf == nullptr) return;
+  freeBuffers_[freeBufferCount_++] =
+      static_cast<uint32_t>((c->rbuf - buffers_) / settings_.readBufferBytes);
+  c->rbuf = nullptr;
+  c->rpos = c->rlen = 0;
+  wakeWaiter(kWaitBuffer);
+}
+
+bool UvServer::acquireSlot(Connection* c) {
+  if (freeSlotCount_ == 0) return false;
+  uint32_t i = freeSlots_[--freeSlotCount_];
+  if (!slotBuilt_[i]) {
+    new (&slots_[i]) RequestSlot(settings_.maxHeaderBytes);
+    slotBuilt_[i] = true;
+  }
+  c->slot = &slots_[i];
+  c->slotIndex = i;
+  c->slot->exchange.setHost(c);
+  c->slot->writeReq.data = c;
+  c->slot->parser.reset();
+  return true;
+}
+
+void UvServer::releaseSlot(Connection* c) {
+  if (c->slot == nullptr) return;
+  c->slot->exchange.setHost(nullptr);
+  c->slot = nullptr;
+  freeSlots_[freeSlotCount_++] = c->slotIndex;
+  wakeWaiter(kWaitSlot);
+}
+
+void UvServer::enqueueWaiter(Connection* c, int kind) {
+  if (c->waitingFor >= 0) return;
+  c->waitingFor = kind;
+  c->waitNext = nullptr;
+  if (waitTail_[kind] != nullptr) {
+    waitTail_[kind]->waitNext = c;
+  } else {
+    waitHead_[kind] = c;
+  }
+  waitTail_[kind] = c;
+}
+
+void UvServer::removeWaiter(Connection* c) {
+  if (c->waitingFor < 0) return;
+  int kind = c->waitingFor;
+  Connection* prev = nullptr;
+  for (Connection* w = waitHead_[kind]; w != nullptr; prev = w, w = w->waitNext) {
+    if (w != c) continue;
+    if (prev != nullptr) {
+      prev->waitNext = w->waitNext;
+    } else {
+      waitHead_[kind] = w->waitNext;
+    }
+    if (waitTail_[kind] == w) waitTail_[kind] = prev;
+    break;
+  }
+  c->waitingFor = -1;
+  c->waitNext = nullptr;
+}
+
+void UvServer::wakeWaiter(int kind) {
+  Connection* c = waitHead_[kind];
+  if (c == nullptr) return;
+  removeWaiter(c);
+  if (kind == kWaitBuffer) {
+    startReading(c);
+  } else {
+    pump(c);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Reading and parsing
+
+void UvServer::startReading(Connection* c) {
+  if (c->reading || c->closing) return;
+  c->reading = true;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAllocThunk, onReadThunk);
+}
+
+void UvServer::stopReading(Connection* c) {
+  if (!c->reading) return;
+  c->reading = false;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+}
+
+void UvServer::arm(Connection* c, uint32_t ms) { uv_timer_start(&c->timer, onTimerThunk, ms, 0); }
+
+void UvServer::onAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  Connection* c = static_cast<Connection*>(h->data);
+  UvServer* self = c->server;
+  char* b = c->rbuf == nullptr ? self->takeBuffer() : nullptr;
+  // No buffer: libuv reports UV_ENOBUFS to the read callback, which parks the connection.
+  *buf = uv_buf_init(b, b == nullptr ? 0 : self->settings_.readBufferBytes);
+}
+
+void UvServer::onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  Connection* c = static_cast<Connection*>(s->data);
+  UvServer* self = c->server;
+  if (nread == UV_ENOBUFS) {
+    self->stopReading(c);
+    self->enqueueWaiter(c, kWaitBuffer);
+    return;
+  }
+  if (nread <= 0) {
+    if (buf->base != nullptr) {
+      self->freeBuffers_[self->freeBufferCount_++] =
+          static_cast<uint32_t>((buf->base - self->buffers_) / self->settings_.readBufferBytes);
+      self->wakeWaiter(kWaitBuffer);
+    }
+    if (nread < 0) self->closeConnection(c);  // EOF or reset
+    return;
+  }
+  c->rbuf = buf->base;
+  c->rpos = 0;
+  c->rlen = static_cast<size_t>(nread);
+  if (c->slot != nullptr && c->slot->parser.headersDone()) self->arm(c, self->settings_.bodyTimeoutMs);
+  self->pump(c);
+}
+
+void UvServer::pump(Connection* c) {
+  static const char kNothing[1] = {0};
+  // After HeadersComplete and Body events llhttp must run once more, even on no input, to report
+  // the end of a request whose body is already complete.
+  bool kick = c->slot != nullptr && c->slot->parser.headersDone();
+  while (!c->closing && c->phase == Phase::Parsing) {
+    if (c->rpos == c->rlen && !kick) {
+      releaseBuffer(c);
+      startReading(c);
+      return;
+    }
+    kick = false;
+    if (c->slot == nullptr) {
+      if (!acquireSlot(c)) {
+        stopReading(c);
+        enqueueWaiter(c, kWaitSlot);
+        return;
+      }
+      arm(c, settings_.headerTimeoutMs);
+    }
+    RequestSlot& rs = *c->slot;
+    size_t used = 0;
+    const char* in = c->rbuf != nullptr ? c->rbuf + c->rpos : kNothing;
+    ParseEvent ev = rs.parser.execute(in, c->rlen - c->rpos, &used);
+    c->rpos += used;
+    switch (ev) {
+      case ParseEvent::NeedMore:
+        break;
+      case ParseEvent::HeadersComplete:
+        kick = true;
+        arm(c, settings_.bodyTimeoutMs);
+        if (engine_.onHeaders(rs.exchange, rs.parser.head()) == Flow::Wait) {
+          c->phase = Phase::WaitHeaders;
+          stopReading(c);
+          return;
+        }
+        afterHeaders(c);
+        break;
+      case ParseEvent::Body:
+        kick = true;
+        if (engine_.onBody(rs.exchange, rs.parser.body()) == Flow::Wait) {
+          // The bytes are being written straight from c->rbuf: hold it, read nothing more.
+          c->phase = Phase::WaitBody;
+          stopReading(c);
+          return;
+        }
+        break;
+      case ParseEvent::MessageComplete:
+        if (engine_.onMessageComplete(rs.exchange) == Flow::Wait) {
+          c->phase = Phase::WaitComplete;
+          stopReading(c);
+          return;
+        }
+        sendResponse(c);
+        return;
+      case ParseEvent::Error:
+        ++stats_.protocolErrors;
+        logf(LogLevel::Info, "bad request: %s", rs.parser.errorText());
+        engine_.formatProtocolError(rs.exchange, rs.parser.errorStatus());
+        sendResponse(c);
+        return;
+    }
+  }
+}
+
+void UvServer::afterHeaders(Connection* c) {
+  Exchange& ex = c->slot->exchange;
+  if (ex.respondNow()) {
+    sendResponse(c);
+    return;
+  }
+  if (ex.expectContinue()) {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(kContinue), sizeof kContinue - 1);
+    if (uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1) != static_cast<int>(b.len)) {
+      closeConnection(c);
+    }
+  }
+}
+
+void UvServer::onExchangeReady(Connection* c) {
+  if (c->closing) {
+    if (!c->slot->exchange.inFlight()) finishClose(c);
+    return;
+  }
+  switch (c->phase) {
+    case Phase::WaitHeaders:
+      c->phase = Phase::Parsing;
+      afterHeaders(c);
+      pump(c);
+      return;
+    case Phase::WaitBody:
+      c->phase = Phase::Parsing;
+      pump(c);
+      return;
+    case Phase::WaitComplete:
+      sendResponse(c);
+      return;
+    default:
+      BITS_CHECK(false && "exchange ready in an unexpected phase");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Answering
+
+void UvServer::sendResponse(Connection* c) {
+  if (c->closing) return;
+  c->phase = Phase::Writing;
+  stopReading(c);
+  std::string_view r = c->slot->exchange.response();
+  uv_buf_t b = uv_buf_init(const_cast<char*>(r.data()), static_cast<unsigned>(r.size()));
+  int rc = uv_write(&c->slot->writeReq, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onWriteThunk);
+  if (rc != 0) closeConnection(c);
+}
+
+void UvServer::onWriteThunk(uv_write_t* req, int status) {
+  Connection* c = static_cast<Connection*>(req->data);
+  c->server->onWrite(c, status);
+}
+
+void UvServer::onWrite(Connection* c, int status) {
+  if (c->closing) return;  // cancelled by uv_close; the close callback cleans up
+  if (status < 0) {
+    closeConnection(c);
+    return;
+  }
+  Exchange& ex = c->slot->exchange;
+  bool close = ex.closeAfterResponse() || shuttingDown_;
+  engine_.finish(ex);
+  releaseSlot(c);
+  if (close) {
+    closeConnection(c);
+    return;
+  }
+  c->phase = Phase::Parsing;
+  arm(c, settings_.idleTimeoutMs);
+  pump(c);  // bytes of a pipelined next request may already be buffered
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Timeouts and closing
+
+void UvServer::onTimerThunk(uv_timer_t* t) {
+  Connection* c = static_cast<Connection*>(t->data);
+  c->server->onTimer(c);
+}
+
+void UvServer::onTimer(Connection* c) {
+  if (c->closing) return;
+  if (c->phase == Phase::WaitHeaders || c->phase == Phase::WaitBody || c->phase == Phase::WaitComplete) {
+    arm(c, settings_.bodyTimeoutMs);  // our own disk is slow; the client is not to blame
+    return;
+  }
+  if (c->phase == Phase::Parsing && c->slot != nullptr && c->slot->parser.started()) {
+    // A stalled or slow request: a best-effort 408, then close.
+    ++stats_.timeouts;
+    logf(LogLevel::Info, "request timed out (%s)", c->slot->parser.headersDone() ? "body" : "headers");
+    AckSpec spec;
+    spec.status = 408;
+    spec.hasError = true;
+    spec.errorCode = hresult::kInvalidArg;
+    spec.close = true;
+    char text[kMaxAckBytes];
+    uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
+    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+  }
+  closeConnection(c);
+}
+
+void UvServer::closeConnection(Connection* c) {
+  if (c->closing) return;
+  c->closing = true;
+  stopReading(c);
+  removeWaiter(c);
+  uv_timer_stop(&c->timer);
+  if (c->slot != nullptr && c->slot->exchange.inFlight()) return;  // onExchangeReady finishes it
+  finishClose(c);
+}
+
+void UvServer::finishClose(Connection* c) {
+  if (c->slot != nullptr) engine_.finish(c->slot->exchange);
+  releaseBuffer(c);
+  c->pendingCloses = 2;
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), onCloseThunk);
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), onCloseThunk);
+}
+
+void UvServer::onCloseThunk(uv_handle_t* h) {
+  Connection* c = static_cast<Connection*>(h->data);
+  c->server->onHandleClosed(c);
+}
+
+void UvServer::onHandleClosed(Connection* c) {
+  if (--c->pendingCloses > 0) return;
+  // Only now is the slot's uv_write_t surely finished with (a cancelled write calls back first).
+  releaseSlot(c);
+  uint32_t idx = c->index;
+  c->~Connection();
+  connUsed_[idx] = false;
+  freeConns_[freeConnCount_++] = idx;
+  --stats_.active;
+  if (acceptPaused_) acceptPending();
+  if (shuttingDown_) maybeFinishShutdown();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sweep and shutdown
+
+void UvServer::onSweepThunk(uv_timer_t* t) {
+  UvServer* self = static_cast<UvServer*>(t->data);
+  self->engine_.sweep();
+  if (self->shuttingDown_) self->maybeFinishShutdown();
+}
+
+void UvServer::onGraceThunk(uv_timer_t* t) {
+  UvServer* self = static_cast<UvServer*>(t->data);
+  logf(LogLevel::Info, "shutdown: grace period over, aborting %u connection(s)", self->stats_.active);
+  for (uint32_t i = 0; i < self->connCapacity_; ++i) {
+    Connection* c = &self->conns_[i];
+    if (self->connUsed_[i] && !c->closing) self->closeConnection(c);
+  }
+}
+
+void UvServer::shutdown() {
+  if (shuttingDown_) return;
+  shuttingDown_ = true;
+  if (listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    listening_ = false;
+  }
+  // Idle connections go now; requests in progress may finish (their connection closes after the
+  // answer) until the grace timer aborts them.
+  for (uint32_t i = 0; i < connCapacity_; ++i) {
+    Connection* c = &conns_[i];
+    if (!connUsed_[i] || c->closing) continue;
+    bool idle = c->phase == Phase::Parsing && (c->slot == nullptr || !c->slot->parser.started());
+    if (idle) closeConnection(c);
+  }
+  uv_timer_start(&graceTimer_, onGraceThunk, settings_.shutdownGraceMs, 0);
+  maybeFinishShutdown();
+}
+
+void UvServer::maybeFinishShutdown() {
+  if (handlesClosed_ || stats_.active > 0 || engine_.backgroundBusy()) return;
+  handlesClosed_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&sweepTimer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&graceTimer_), nullptr);
+}
+
+}  // namespace bitsd::platform

@@ -1,0 +1,115 @@
+// The network side of bitsd: one libuv loop, a TCP listener, and a fixed pool of connections, each an
+// explicit state machine (STYLE.md §6) that feeds the RequestParser and the UploadEngine.
+//
+// Memory is bounded and allocated at start-up (STYLE.md §5): connection slots, request slots (parser +
+// exchange, held only while a request is being read or answered) and read buffers (held only while
+// their bytes are parsed or written to disk) come from pools sized by the board. An idle keep-alive
+// connection holds no request slot and no read buffer. While body bytes are being written to the file
+// straight from a read buffer, that connection stops reading: memory per connection does not depend on
+// the fragment size. An empty pool is an expected event: the connection waits for a free slot or
+// buffer (reading stopped), and connections beyond max-connections get 503 and are closed.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/settings.h"
+#include "core/upload_engine.h"
+
+namespace bitsd::platform {
+
+struct Connection;
+struct RequestSlot;
+
+struct ServerStats {
+  uint64_t accepted = 0;
+  uint64_t rejected = 0;     // 503 beyond max-connections
+  uint64_t timeouts = 0;
+  uint64_t protocolErrors = 0;
+  uint32_t active = 0;
+};
+
+class UvServer {
+ public:
+  UvServer(uv_loop_t* loop, const Settings& settings, UploadEngine& engine);
+  ~UvServer();
+  UvServer(const UvServer&) = delete;
+  UvServer& operator=(const UvServer&) = delete;
+
+  // Allocates the pools, binds and listens. On success `url` is "http://ADDR:PORT" with the real port.
+  bool start(std::string* url, std::string* error);
+
+  // Stops accepting, lets in-flight requests finish (up to shutdown-grace-ms, then aborts them),
+  // and closes every handle it owns so uv_run returns. Idempotent.
+  void shutdown();
+
+  const ServerStats& stats() const { return stats_; }
+
+ private:
+  friend struct Connection;
+
+  static void onConnectionThunk(uv_stream_t* server, int status);
+  static void onAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onWriteThunk(uv_write_t* req, int status);
+  static void onTimerThunk(uv_timer_t* t);
+  static void onCloseThunk(uv_handle_t* h);
+  static void onSweepThunk(uv_timer_t* t);
+  static void onGraceThunk(uv_timer_t* t);
+
+  void acceptPending();
+  void pump(Connection* c);
+  void afterHeaders(Connection* c);
+  void sendResponse(Connection* c);
+  void onWrite(Connection* c, int status);
+  void onTimer(Connection* c);
+  void closeConnection(Connection* c);
+  void finishClose(Connection* c);
+  void onHandleClosed(Connection* c);
+  void onExchangeReady(Connection* c);
+  void startReading(Connection* c);
+  void stopReading(Connection* c);
+  void arm(Connection* c, uint32_t ms);
+  bool acquireSlot(Connection* c);
+  void releaseSlot(Connection* c);
+  char* takeBuffer();
+  void releaseBuffer(Connection* c);
+  void enqueueWaiter(Connection* c, int kind);
+  void removeWaiter(Connection* c);
+  void wakeWaiter(int kind);
+  void maybeFinishShutdown();
+
+  uv_loop_t* loop_;
+  Settings settings_;
+  UploadEngine& engine_;
+  uv_tcp_t listener_;
+  uv_timer_t sweepTimer_;
+  uv_timer_t graceTimer_;
+  bool listening_ = false;
+  bool acceptPaused_ = false;
+  bool shuttingDown_ = false;
+  bool handlesClosed_ = false;
+  ServerStats stats_;
+
+  Connection* conns_ = nullptr;
+  bool* connUsed_ = nullptr;
+  uint32_t connCapacity_ = 0;
+  uint32_t* freeConns_ = nullptr;
+  uint32_t freeConnCount_ = 0;
+
+  RequestSlot* slots_ = nullptr;   // raw storage; constructed on first use
+  bool* slotBuilt_ = nullptr;
+  uint32_t* freeSlots_ = nullptr;
+  uint32_t freeSlotCount_ = 0;
+
+  char* buffers_ = nullptr;
+  uint32_t* freeBuffers_ = nullptr;
+  uint32_t freeBufferCount_ = 0;
+
+  Connection* waitHead_[2] = {nullptr, nullptr};
+  Connection* waitTail_[2] = {nullptr, nullptr};
+};
+
+}  // namespace bitsd::platform

@@ -1,0 +1,221 @@
+#include "platform/uv_storage.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <new>
+
+namespace bitsd::platform {
+
+namespace {
+enum Kind {
+  kCreate,
+  kOpen,
+  kWrite,
+  kSync,
+  kTruncate,
+  kCheckRealpath,
+  kCheckLstat,
+  kLink,
+  kRename,
+  kRemove,
+  kDirOpen,
+  kDirSync,
+  kDirClose,
+};
+}  // namespace
+
+struct UvStorage::UvOp {
+  uv_fs_t req;
+  UvStorage* self;
+  StorageOp* op;
+  int kind;
+  const char* path;
+  uv_file file;
+  Status firstError;
+};
+static_assert(sizeof(UvStorage::UvOp) <= StorageOp::kImplBytes, "StorageOp::kImplBytes too small");
+
+Status statusFromUv(int e, const char* what) {
+  switch (e) {
+    case 0: return Status::ok();
+    case UV_ENOSPC:
+    case UV_EFBIG: return Status(Code::NoSpace, what, e);
+    case UV_ENOENT:
+    case UV_ENOTDIR: return Status(Code::NotFound, what, e);
+    case UV_EEXIST: return Status(Code::AlreadyExists, what, e);
+    case UV_EACCES:
+    case UV_EPERM:
+    case UV_EROFS: return Status(Code::AccessDenied, what, e);
+    case UV_EISDIR: return Status(Code::IsDirectory, what, e);
+    default: return Status(Code::Io, what, e);
+  }
+}
+
+UvStorage::UvOp* UvStorage::prepare(StorageOp& op, int kind) {
+  UvOp* u = new (op.impl) UvOp();
+  u->req.data = u;
+  u->self = this;
+  u->op = &op;
+  u->kind = kind;
+  op.status = Status::ok();
+  op.result = 0;
+  return u;
+}
+
+void UvStorage::onFsThunk(uv_fs_t* req) {
+  UvOp* u = static_cast<UvOp*>(req->data);
+  u->self->onFs(u);
+}
+
+void UvStorage::createExclusive(StorageOp& op, const char* path) {
+  UvOp* u = prepare(op, kCreate);
+  uv_fs_open(loop_, &u->req, path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644, onFsThunk);
+}
+
+void UvStorage::openWrite(StorageOp& op, const char* path) {
+  UvOp* u = prepare(op, kOpen);
+  uv_fs_open(loop_, &u->req, path, O_WRONLY | O_CLOEXEC, 0, onFsThunk);
+}
+
+void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data) {
+  UvOp* u = prepare(op, kWrite);
+  // The buffer points into the connection's read buffer; libuv keeps up to 4 uv_buf_t inline.
+  uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
+  uv_fs_write(loop_, &u->req, file, &buf, 1, static_cast<int64_t>(offsetBytes), onFsThunk);
+}
+
+void UvStorage::syncData(StorageOp& op, FileHandle file) {
+  UvOp* u = prepare(op, kSync);
+  uv_fs_fdatasync(loop_, &u->req, file, onFsThunk);
+}
+
+void UvStorage::truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) {
+  UvOp* u = prepare(op, kTruncate);
+  uv_fs_ftruncate(loop_, &u->req, file, static_cast<int64_t>(sizeBytes), onFsThunk);
+}
+
+void UvStorage::checkDestination(StorageOp& op, const char* path, const char* parentDir) {
+  UvOp* u = prepare(op, kCheckRealpath);
+  u->path = path;
+  uv_fs_realpath(loop_, &u->req, parentDir, onFsThunk);
+}
+
+void UvStorage::linkNoReplace(StorageOp& op, const char* from, const char* to) {
+  UvOp* u = prepare(op, kLink);
+  uv_fs_link(loop_, &u->req, from, to, onFsThunk);
+}
+
+void UvStorage::rename(StorageOp& op, const char* from, const char* to) {
+  UvOp* u = prepare(op, kRename);
+  uv_fs_rename(loop_, &u->req, from, to, onFsThunk);
+}
+
+void UvStorage::remove(StorageOp& op, const char* path) {
+  UvOp* u = prepare(op, kRemove);
+  uv_fs_unlink(loop_, &u->req, path, onFsThunk);
+}
+
+void UvStorage::syncDir(StorageOp& op, const char* dirPath) {
+  UvOp* u = prepare(op, kDirOpen);
+  uv_fs_open(loop_, &u->req, dirPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, onFsThunk);
+}
+
+void UvStorage::closeNow(FileHandle file) {
+  uv_fs_t req;
+  uv_fs_close(loop_, &req, file, nullptr);  // no callback: synchronous, as documented
+  uv_fs_req_cleanup(&req);
+}
+
+void UvStorage::onFs(UvOp* u) {
+  StorageOp& op = *u->op;
+  const int r = static_cast<int>(u->req.result);
+  const ssize_t result = u->req.result;
+  auto complete = [&]() {
+    StorageOp* o = u->op;
+    u->~UvOp();
+    o->callback->onStorageDone(*o);
+  };
+  switch (u->kind) {
+    case kCreate:
+    case kOpen:
+      uv_fs_req_cleanup(&u->req);
+      if (r < 0) op.status = statusFromUv(r, "open failed");
+      op.result = r;
+      return complete();
+    case kWrite:
+      uv_fs_req_cleanup(&u->req);
+      if (result < 0) {
+        op.status = statusFromUv(r, "write failed");
+      } else {
+        op.result = result;
+      }
+      return complete();
+    case kSync:
+    case kTruncate:
+    case kLink:
+    case kRename:
+      uv_fs_req_cleanup(&u->req);
+      if (r < 0) op.status = statusFromUv(r, "file operation failed");
+      return complete();
+    case kRemove:
+      uv_fs_req_cleanup(&u->req);
+      if (r < 0 && r != UV_ENOENT) op.status = statusFromUv(r, "unlink failed");
+      return complete();
+    case kCheckRealpath: {
+      if (r < 0) {
+        uv_fs_req_cleanup(&u->req);
+        op.status = statusFromUv(r == UV_ENOTDIR ? UV_ENOENT : r, "parent directory missing");
+        return complete();
+      }
+      const char* real = static_cast<const char*>(u->req.ptr);
+      const std::string& root = rootReal_;
+      bool inside = std::strncmp(real, root.c_str(), root.size()) == 0 &&
+                    (real[root.size()] == '\0' || real[root.size()] == '/' || root == "/");
+      uv_fs_req_cleanup(&u->req);
+      if (!inside) {
+        op.status = Status(Code::AccessDenied, "destination resolves outside the upload root");
+        return complete();
+      }
+      u->kind = kCheckLstat;
+      uv_fs_lstat(loop_, &u->req, u->path, onFsThunk);
+      return;
+    }
+    case kCheckLstat: {
+      if (r == UV_ENOENT) {
+        op.kind = FileKind::Missing;
+      } else if (r < 0) {
+        op.status = statusFromUv(r, "cannot stat destination");
+      } else {
+        const uv_stat_t& st = u->req.statbuf;
+        op.sizeBytes = st.st_size;
+        op.kind = S_ISREG(st.st_mode) ? FileKind::File : S_ISDIR(st.st_mode) ? FileKind::Directory : FileKind::Other;
+      }
+      uv_fs_req_cleanup(&u->req);
+      return complete();
+    }
+    case kDirOpen:
+      uv_fs_req_cleanup(&u->req);
+      if (r < 0) {
+        op.status = statusFromUv(r, "cannot open directory");
+        return complete();
+      }
+      u->file = r;
+      u->kind = kDirSync;
+      uv_fs_fsync(loop_, &u->req, u->file, onFsThunk);
+      return;
+    case kDirSync:
+      uv_fs_req_cleanup(&u->req);
+      if (r < 0) u->firstError = statusFromUv(r, "directory fsync failed");
+      u->kind = kDirClose;
+      uv_fs_close(loop_, &u->req, u->file, onFsThunk);
+      return;
+    case kDirClose:
+      uv_fs_req_cleanup(&u->req);
+      op.status = u->firstError;
+      return complete();
+  }
+}
+
+}  // namespace bitsd::platform

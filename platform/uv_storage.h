@@ -1,0 +1,46 @@
+// Storage on libuv's asynchronous fs calls (threadpool-backed), so no file operation blocks the loop.
+// Writes pass the caller's buffer to uv_fs_write as-is: body bytes go from the socket read buffer to
+// the file with no copy, and (one buffer, no path) no allocation per fragment.
+#pragma once
+
+#include <uv.h>
+
+#include <string>
+
+#include "core/ports.h"
+
+namespace bitsd::platform {
+
+class UvStorage final : public Storage {
+ public:
+  // `rootRealPath`: the upload root after realpath(3); destinations must resolve below it.
+  UvStorage(uv_loop_t* loop, std::string rootRealPath) : loop_(loop), rootReal_(std::move(rootRealPath)) {}
+
+  void createExclusive(StorageOp& op, const char* path) override;
+  void openWrite(StorageOp& op, const char* path) override;
+  void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data) override;
+  void syncData(StorageOp& op, FileHandle file) override;
+  void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
+  void checkDestination(StorageOp& op, const char* path, const char* parentDir) override;
+  void linkNoReplace(StorageOp& op, const char* from, const char* to) override;
+  void rename(StorageOp& op, const char* from, const char* to) override;
+  void remove(StorageOp& op, const char* path) override;
+  void syncDir(StorageOp& op, const char* dirPath) override;
+  void closeNow(FileHandle file) override;
+
+ // Platform request object placed in StorageOp::impl (public so its size can be checked).
+  struct UvOp;
+
+ private:
+  UvOp* prepare(StorageOp& op, int kind);
+  static void onFsThunk(uv_fs_t* req);
+  void onFs(UvOp* u);
+
+  uv_loop_t* loop_;
+  std::string rootReal_;
+};
+
+// libuv error number -> core Status (the number is kept for the log).
+Status statusFromUv(int uvErr, const char* what);
+
+}  // namespace bitsd::platform
