@@ -1,0 +1,179 @@
+#include "core/request_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace bitsd {
+namespace {
+
+struct Parsed {
+  bool headers = false;
+  bool complete = false;
+  int error = 0;
+  RequestHead head;
+  std::string target;
+  std::string packetType;
+  std::string range;
+  std::string body;
+  std::vector<const char*> bodyPtrs;
+  size_t consumed = 0;
+};
+
+// Feeds `text` in pieces of `chunk` bytes, like successive socket reads.
+Parsed parse(const std::string& text, size_t chunk, size_t maxHeader = 8192) {
+  RequestParser p(maxHeader);
+  Parsed out;
+  size_t pos = 0;
+  bool kick = false;
+  for (int guard = 0; guard < 1000000; ++guard) {
+    size_t n = std::min(chunk, text.size() - pos);
+    if (n == 0 && !kick) break;
+    kick = false;
+    size_t used = 0;
+    ParseEvent e = p.execute(text.data() + pos, n, &used);
+    pos += used;
+    out.consumed = pos;
+    if (e == ParseEvent::HeadersComplete) {
+      out.headers = true;
+      out.head = p.head();
+      out.target = std::string(p.head().target);
+      out.packetType = std::string(p.head().value(HeaderId::PacketType));
+      out.range = std::string(p.head().value(HeaderId::ContentRange));
+      kick = true;
+    } else if (e == ParseEvent::Body) {
+      out.body.append(p.body().data(), p.body().size());
+      out.bodyPtrs.push_back(p.body().data());
+      kick = true;
+    } else if (e == ParseEvent::MessageComplete) {
+      out.complete = true;
+      break;
+    } else if (e == ParseEvent::Error) {
+      out.error = p.errorStatus();
+      break;
+    }
+  }
+  return out;
+}
+
+const std::string kFragment =
+    "BITS_POST /upload/big.iso HTTP/1.1\r\n"
+    "Host: appliance\r\n"
+    "BITS-Packet-Type: Fragment\r\n"
+    "BITS-Session-Id: {A0FF5911-4144-45B3-BF27-27AFC8EC8A67}\r\n"
+    "Content-Range: bytes 0-9/20\r\n"
+    "Content-Length: 10\r\n"
+    "Connection: Keep-Alive\r\n"
+    "\r\n"
+    "0123456789";
+
+class ChunkedDelivery : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(ChunkedDelivery, BitsPostParsesAtAnyReadSize) {
+  Parsed r = parse(kFragment, GetParam());
+  ASSERT_EQ(r.error, 0);
+  ASSERT_TRUE(r.headers);
+  ASSERT_TRUE(r.complete);
+  EXPECT_EQ(r.head.method, HttpMethod::BitsPost);
+  EXPECT_EQ(r.target, "/upload/big.iso");
+  EXPECT_EQ(r.packetType, "Fragment");
+  EXPECT_EQ(r.range, "bytes 0-9/20");
+  EXPECT_TRUE(r.head.hasContentLength);
+  EXPECT_EQ(r.head.contentLength, 10u);
+  EXPECT_TRUE(r.head.keepAlive);
+  EXPECT_EQ(r.body, "0123456789");
+  EXPECT_EQ(r.consumed, kFragment.size());
+}
+
+// 1 byte at a time splits "BITS_POST" across nine reads; the others split it elsewhere.
+INSTANTIATE_TEST_SUITE_P(ReadSizes, ChunkedDelivery, ::testing::Values(1, 2, 3, 4, 5, 7, 9, 10, 13, 64, 4096));
+
+TEST(RequestParser, BodyIsAViewIntoTheInputNotACopy) {
+  Parsed r;
+  RequestParser p(8192);
+  size_t used = 0;
+  const std::string& t = kFragment;
+  ASSERT_EQ(p.execute(t.data(), t.size(), &used), ParseEvent::HeadersComplete);
+  size_t pos = used;
+  ASSERT_EQ(p.execute(t.data() + pos, t.size() - pos, &used), ParseEvent::Body);
+  EXPECT_EQ(p.body().data(), t.data() + t.size() - 10);
+  EXPECT_EQ(p.body().size(), 10u);
+}
+
+TEST(RequestParser, OtherMethodsParseAndAreReportedAsSuch) {
+  Parsed g = parse("GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 3);
+  ASSERT_TRUE(g.complete);
+  EXPECT_EQ(g.head.method, HttpMethod::Get);
+  Parsed post = parse("POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 1);
+  ASSERT_TRUE(post.complete);
+  EXPECT_EQ(post.head.method, HttpMethod::Other);  // plain POST is not BITS_POST
+  Parsed unknown = parse("BITS_POSTX /x HTTP/1.1\r\n\r\n", 1);
+  EXPECT_EQ(unknown.error, 405);
+  Parsed lower = parse("bits_post /x HTTP/1.1\r\n\r\n", 1);
+  EXPECT_NE(lower.error, 0);
+}
+
+TEST(RequestParser, MalformedRequestsGiveAStatus) {
+  EXPECT_EQ(parse("BITS_POST\x01 /x HTTP/1.1\r\n\r\n", 4).error, 400);
+  EXPECT_EQ(parse("AAAAAAAAAAAAAAAAAAAAAAAA /x HTTP/1.1\r\n\r\n", 4).error, 400);
+  EXPECT_EQ(parse("BITS_POST /x HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 4).error, 400);
+  EXPECT_EQ(parse("BITS_POST /x HTTP/9.9\r\n\r\n", 4).error, 505);
+  EXPECT_EQ(parse("BITS_POST /x JUNK\r\n\r\n", 4).error, 400);
+  EXPECT_EQ(parse("BITS_POST /x HTTP/1.1\r\nBad Header\r\n\r\n", 4).error, 400);
+}
+
+TEST(RequestParser, HeaderBytesOverTheLimitGive431) {
+  std::string big = "BITS_POST /x HTTP/1.1\r\nX-Filler: " + std::string(3000, 'a') + "\r\n\r\n";
+  EXPECT_EQ(parse(big, 100, 1024).error, 431);
+  EXPECT_EQ(parse(big, 100, 8192).error, 0);
+}
+
+TEST(RequestParser, OversizedKeptValueIsFlagged) {
+  std::string t = "BITS_POST /x HTTP/1.1\r\nBITS-Session-Id: " + std::string(5000, 'a') +
+                  "\r\nContent-Length: 0\r\n\r\n";
+  Parsed r = parse(t, 512, 16384);
+  ASSERT_TRUE(r.headers);
+  EXPECT_TRUE(r.head.oversizedValue);
+}
+
+TEST(RequestParser, DuplicateKeptHeaderIsFlagged) {
+  Parsed r = parse("BITS_POST /x HTTP/1.1\r\nBITS-Packet-Type: Ping\r\nbits-packet-type: Fragment\r\n"
+                   "Content-Length: 0\r\n\r\n", 5);
+  ASSERT_TRUE(r.headers);
+  EXPECT_TRUE(r.head.duplicateHeader);
+}
+
+TEST(RequestParser, MissingContentLengthIsVisible) {
+  Parsed r = parse("BITS_POST /x HTTP/1.1\r\nBITS-Packet-Type: Ping\r\n\r\n", 7);
+  ASSERT_TRUE(r.headers);
+  EXPECT_FALSE(r.head.hasContentLength);
+}
+
+TEST(RequestParser, ResetParsesTheNextRequestOnTheConnection) {
+  RequestParser p(8192);
+  std::string two = kFragment + kFragment;
+  size_t pos = 0, used = 0;
+  int completes = 0;
+  for (int i = 0; i < 20 && completes < 2; ++i) {
+    ParseEvent e = p.execute(two.data() + pos, two.size() - pos, &used);
+    pos += used;
+    if (e == ParseEvent::MessageComplete) {
+      ++completes;
+      p.reset();
+    }
+    ASSERT_NE(e, ParseEvent::Error);
+  }
+  EXPECT_EQ(completes, 2);
+  EXPECT_EQ(pos, two.size());
+}
+
+TEST(RequestParser, Http10IsReportedForTheEngineToRefuse) {
+  Parsed r = parse("BITS_POST /x HTTP/1.0\r\nContent-Length: 0\r\n\r\n", 2);
+  ASSERT_TRUE(r.headers);
+  EXPECT_EQ(r.head.httpMinor, 0);
+  EXPECT_FALSE(r.head.keepAlive);
+}
+
+}  // namespace
+}  // namespace bitsd

@@ -1,0 +1,72 @@
+#include "core/settings.h"
+
+#include <gtest/gtest.h>
+
+namespace bitsd {
+namespace {
+
+TEST(Settings, AppliesKeyValueTextWithCommentsAndSuffixes) {
+  Settings s;
+  std::string err;
+  ASSERT_TRUE(applySettingsText(&s,
+                                "# comment\n"
+                                "listen = 0.0.0.0:9000\n"
+                                "\n"
+                                "max-fragment-bytes = 2M   # trailing comment\r\n"
+                                "read-buffer-bytes=16K\n"
+                                "allow-overwrites = yes\n"
+                                "session-timeout = 60\n",
+                                "test", &err))
+      << err;
+  EXPECT_EQ(s.listen, "0.0.0.0:9000");
+  EXPECT_EQ(s.maxFragmentBytes, 2u * 1024 * 1024);
+  EXPECT_EQ(s.readBufferBytes, 16u * 1024);
+  EXPECT_TRUE(s.allowOverwrites);
+  EXPECT_EQ(s.sessionTimeoutSeconds, 60u);
+}
+
+TEST(Settings, ErrorsNameTheOriginLineAndKey) {
+  Settings s;
+  std::string err;
+  EXPECT_FALSE(applySettingsText(&s, "listen = a:1\nmax-sessions = lots\n", "config file x.conf", &err));
+  EXPECT_EQ(err, "config file x.conf:2: invalid value 'lots' for max-sessions: expected a whole number");
+  EXPECT_FALSE(applySettingsText(&s, "no-such-key = 1\n", "f", &err));
+  EXPECT_EQ(err, "f:1: unknown setting 'no-such-key'");
+  EXPECT_FALSE(applySettingsText(&s, "just words\n", "f", &err));
+  EXPECT_NE(err.find("expected 'key = value'"), std::string::npos);
+  EXPECT_FALSE(applySetting(&s, "fdatasync", "maybe", &err));
+  EXPECT_FALSE(applySetting(&s, "max-connections", "99999999999", &err));
+}
+
+TEST(Settings, EveryHelpKeyIsAKnownSetting) {
+  std::string help = settingsHelp();
+  size_t pos = 0;
+  int keys = 0;
+  while ((pos = help.find("--", pos)) != std::string::npos) {
+    size_t end = help.find_first_of(" \n", pos);
+    std::string key = help.substr(pos + 2, end - pos - 2);
+    bool isBool = false;
+    EXPECT_TRUE(isSettingKey(key, &isBool)) << key;
+    pos = end;
+    ++keys;
+  }
+  EXPECT_GE(keys, 20);
+}
+
+TEST(Settings, ValidationRejectsImpossibleLimits) {
+  Settings s;
+  std::string err;
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  s.maxConnections = 0;
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "max-connections must be at least 1");
+  s = Settings();
+  s.maxFragmentBytes = 100;
+  EXPECT_FALSE(validateSettings(s, &err));
+  s = Settings();
+  s.logLevel = "loud";
+  EXPECT_FALSE(validateSettings(s, &err));
+}
+
+}  // namespace
+}  // namespace bitsd

@@ -1,0 +1,440 @@
+// The BITS state machine on fake storage and a fake clock: every packet, every error, durability
+// order, expiry and fault handling, without sockets or a real disk.
+#include "core/upload_engine.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/support/engine_driver.h"
+
+namespace bitsd::testing {
+namespace {
+
+constexpr const char* kProto = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
+
+void expectAck(const Reply& r) {
+  EXPECT_EQ(r.get("BITS-Packet-Type"), "Ack") << r.raw;
+  EXPECT_EQ(r.get("Content-Length"), "0") << r.raw;
+}
+
+void expectError(const Reply& r, int status, const char* code, const char* ctx = "0x5") {
+  expectAck(r);
+  EXPECT_EQ(r.status, status) << r.raw;
+  EXPECT_EQ(r.get("BITS-Error-Code"), code) << r.raw;
+  EXPECT_EQ(r.get("BITS-Error-Context"), ctx) << r.raw;
+}
+
+std::string data(size_t n, uint32_t seed = 1) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    seed = seed * 1103515245 + 12345;
+    s[i] = static_cast<char>(seed >> 16);
+  }
+  return s;
+}
+
+TEST(UploadEngine, PingIsAckedWithoutASession) {
+  EngineDriver d;
+  Reply r = d.send(bitsRequest("/any", "Ping"));
+  expectAck(r);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_FALSE(r.has("BITS-Error-Code"));
+}
+
+TEST(UploadEngine, CreateSessionAnswersProtocolIdAndEncoding) {
+  EngineDriver d;
+  Reply r = d.send(bitsRequest("/f.bin", "Create-Session", {{"BITS-Supported-Protocols", kProto}}));
+  expectAck(r);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.get("BITS-Protocol"), kProto);
+  EXPECT_EQ(r.get("Accept-Encoding"), "identity");
+  std::string id = r.get("BITS-Session-Id");
+  SessionId parsed;
+  ASSERT_TRUE(parseSessionId(id, &parsed));
+  EXPECT_TRUE(d.storage.exists(d.partialPath(id)));
+  // A second session gets a different id.
+  EXPECT_NE(d.createSession("/f.bin"), id);
+}
+
+TEST(UploadEngine, CreateSessionWithoutTheUploadProtocolIsRefused) {
+  EngineDriver d;
+  expectError(d.send(bitsRequest("/f", "Create-Session", {{"BITS-Supported-Protocols", "{00000000-0000-0000-0000-000000000000}"}})),
+              400, "0x80070057");
+  expectError(d.send(bitsRequest("/f", "Create-Session")), 400, "0x80070057");
+  EXPECT_EQ(d.engine.sessionCount(), 0u);
+}
+
+TEST(UploadEngine, CreateSessionChecksTheDestination) {
+  EngineDriver d;
+  expectError(d.send(bitsRequest("/nodir/f", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 404,
+              "0x80070003");
+  d.storage.addFile("/root/exists.txt", "old");
+  expectError(d.send(bitsRequest("/exists.txt", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 403,
+              "0x80070005");
+  d.storage.addDir("/root/sub");
+  expectError(d.send(bitsRequest("/sub", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 400,
+              "0x80070057");
+  EXPECT_EQ(d.engine.sessionCount(), 0u);
+  EXPECT_EQ(d.storage.contents("/root/exists.txt"), "old");
+}
+
+TEST(UploadEngine, WholeUploadCommitsByteIdenticalAndRemovesThePartial) {
+  EngineDriver d;
+  std::string id = d.createSession("/f.bin");
+  std::string body = data(10000);
+  for (size_t off = 0; off < body.size(); off += 3000) {
+    std::string piece = body.substr(off, 3000);
+    Reply r = d.fragment("/f.bin", id, off, piece, body.size());
+    expectAck(r);
+    ASSERT_EQ(r.status, 200) << r.raw;
+    EXPECT_EQ(r.get("BITS-Received-Content-Range"), std::to_string(off + piece.size()));
+    EXPECT_EQ(r.get("BITS-Session-Id"), id);
+  }
+  ASSERT_TRUE(d.storage.exists("/root/f.bin"));
+  EXPECT_EQ(d.storage.contents("/root/f.bin"), body);
+  EXPECT_FALSE(d.storage.exists(d.partialPath(id)));
+  EXPECT_EQ(d.engine.stats().commits, 1u);
+  EXPECT_EQ(d.storage.openHandles(), 0);
+  Reply c = d.close("/f.bin", id);
+  expectAck(c);
+  EXPECT_EQ(c.status, 200);
+  EXPECT_EQ(d.storage.contents("/root/f.bin"), body);  // Close-Session is cleanup only
+}
+
+TEST(UploadEngine, EveryFragmentIsSyncedBeforeItsAck) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  d.fragment("/f", id, 0, data(100), 300);
+  EXPECT_EQ(d.storage.syncCalls, 1u);
+  d.fragment("/f", id, 100, data(100), 300);
+  EXPECT_EQ(d.storage.syncCalls, 2u);
+  // A sync that fails must not advance `have`.
+  d.storage.failSync = true;
+  Reply r = d.fragment("/f", id, 200, data(50), 300);
+  expectError(r, 500, "0x8007054F");
+  EXPECT_EQ(r.get("BITS-Received-Content-Range"), "200");
+  d.storage.failSync = false;
+  EXPECT_EQ(d.fragment("/f", id, 200, data(100), 300).get("BITS-Received-Content-Range"), "300");
+}
+
+TEST(UploadEngine, SyncCanBeTurnedOffForBenchmarks) {
+  Settings s = EngineDriver::defaultSettings();
+  s.fdatasync = false;
+  EngineDriver d(s);
+  std::string id = d.createSession("/f");
+  EXPECT_EQ(d.fragment("/f", id, 0, data(100), 100).status, 200);
+  EXPECT_EQ(d.storage.syncCalls, 0u);
+  EXPECT_TRUE(d.storage.exists("/root/f"));
+}
+
+TEST(UploadEngine, OverlapWritesOnlyTheNewTail) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  std::string body = data(1000);
+  d.fragment("/f", id, 0, body.substr(0, 600), 1000);
+  uint64_t before = d.storage.bytesWritten;
+  Reply r = d.fragment("/f", id, 400, body.substr(400, 400), 1000);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.get("BITS-Received-Content-Range"), "800");
+  EXPECT_EQ(d.storage.bytesWritten - before, 200u);
+  d.fragment("/f", id, 800, body.substr(800), 1000);
+  EXPECT_EQ(d.storage.contents("/root/f"), body);
+}
+
+TEST(UploadEngine, PureRepeatWritesNothing) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  std::string body = data(1000);
+  d.fragment("/f", id, 0, body.substr(0, 500), 1000);
+  uint64_t writes = d.storage.writeCalls, syncs = d.storage.syncCalls;
+  Reply r = d.fragment("/f", id, 0, body.substr(0, 500), 1000);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.get("BITS-Received-Content-Range"), "500");
+  EXPECT_EQ(d.storage.writeCalls, writes);
+  EXPECT_EQ(d.storage.syncCalls, syncs);
+}
+
+TEST(UploadEngine, GapAnswers416WithTheResumeOffset) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  d.fragment("/f", id, 0, data(100), 1000);
+  uint64_t writes = d.storage.writeCalls;
+  Reply r = d.fragment("/f", id, 500, data(100), 1000);
+  expectError(r, 416, "0x0");
+  EXPECT_EQ(r.get("BITS-Received-Content-Range"), "100");
+  EXPECT_EQ(d.storage.writeCalls, writes);
+  EXPECT_FALSE(r.has("Connection"));  // the connection stays usable
+}
+
+TEST(UploadEngine, FragmentValidation) {
+  Settings s = EngineDriver::defaultSettings();
+  s.maxUploadSizeBytes = 20000;
+  s.maxFragmentBytes = 8192;
+  EngineDriver d(s);
+  std::string id = d.createSession("/f");
+  // Body length does not match the range.
+  expectError(d.send(bitsRequest("/f", "Fragment", {{"BITS-Session-Id", id}, {"Content-Range", "bytes 0-9/100"}},
+                                 "12345")),
+              400, "0x80070057");
+  // Unparsable or missing range.
+  expectError(d.send(bitsRequest("/f", "Fragment", {{"BITS-Session-Id", id}, {"Content-Range", "bytes x"}}, "1")),
+              400, "0x80070057");
+  expectError(d.send(bitsRequest("/f", "Fragment", {{"BITS-Session-Id", id}}, "1")), 400, "0x80070057");
+  // Total too large.
+  expectError(d.fragment("/f", id, 0, data(10), 20001), 500, "0x80200020");
+  // Fix the total, then change it.
+  EXPECT_EQ(d.fragment("/f", id, 0, data(10), 100).status, 200);
+  expectError(d.fragment("/f", id, 10, data(10), 200), 400, "0x80070057");
+  // Fragment over the per-request limit: 413, the client shrinks it.
+  EXPECT_EQ(d.fragment("/f", id, 10, data(90), 100).status, 200);
+  std::string g = d.createSession("/g");
+  Reply big = d.fragment("/g", g, 0, data(8193), 10000);
+  expectAck(big);
+  EXPECT_EQ(big.status, 413);
+  EXPECT_FALSE(big.has("BITS-Error-Code"));
+  EXPECT_EQ(d.fragment("/g", g, 0, data(8192), 10000).status, 200);
+}
+
+TEST(UploadEngine, UnknownSessionIs500SessionNotFound) {
+  EngineDriver d;
+  expectError(d.fragment("/f", "{A0FF5911-4144-45B3-BF27-27AFC8EC8A67}", 0, data(10), 10), 500, "0x8020001F");
+  expectError(d.close("/f", "{A0FF5911-4144-45B3-BF27-27AFC8EC8A67}"), 500, "0x8020001F");
+  expectError(d.close("/f", "not-a-guid", "Cancel-Session"), 500, "0x8020001F");
+  expectError(d.send(bitsRequest("/f", "Fragment", {{"Content-Range", "bytes 0-0/1"}}, "x")), 500, "0x8020001F");
+  // A session is bound to the URL it was created for.
+  std::string id = d.createSession("/a");
+  expectError(d.fragment("/b", id, 0, data(10), 10), 500, "0x8020001F");
+}
+
+TEST(UploadEngine, RepeatedFinalFragmentGetsTheSameFinalAckAndNoSecondCommit) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  std::string body = data(300);
+  d.fragment("/f", id, 0, body.substr(0, 200), 300);
+  Reply fin = d.fragment("/f", id, 200, body.substr(200), 300);
+  ASSERT_EQ(fin.status, 200);
+  Reply again = d.fragment("/f", id, 200, body.substr(200), 300);
+  EXPECT_EQ(again.raw, fin.raw);
+  Reply earlier = d.fragment("/f", id, 0, body.substr(0, 200), 300);  // any fragment after completion
+  EXPECT_EQ(earlier.raw, fin.raw);
+  EXPECT_EQ(d.engine.stats().commits, 1u);
+  expectError(d.fragment("/f", id, 0, body, 999), 400, "0x80070057");  // a different total
+}
+
+TEST(UploadEngine, DestinationThatAppearsBeforeCommitIsNotOverwritten) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  d.storage.addFile("/root/f", "someone else's");
+  Reply r = d.fragment("/f", id, 0, data(10), 10);
+  expectError(r, 403, "0x80070005");
+  EXPECT_EQ(d.storage.contents("/root/f"), "someone else's");
+}
+
+TEST(UploadEngine, OverwritesAllowedReplaceAtomically) {
+  Settings s = EngineDriver::defaultSettings();
+  s.allowOverwrites = true;
+  EngineDriver d(s);
+  d.storage.addFile("/root/f", "old");
+  std::string id = d.createSession("/f");
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(d.fragment("/f", id, 0, "new!", 4).status, 200);
+  EXPECT_EQ(d.storage.contents("/root/f"), "new!");
+  EXPECT_FALSE(d.storage.exists(d.partialPath(id)));
+}
+
+TEST(UploadEngine, CloseBeforeCompletionDiscardsThePartialAndIsIdempotent) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  d.fragment("/f", id, 0, data(10), 100);
+  Reply c = d.close("/f", id);
+  expectAck(c);
+  EXPECT_EQ(c.status, 200);
+  EXPECT_FALSE(d.storage.exists(d.partialPath(id)));
+  EXPECT_FALSE(d.storage.exists("/root/f"));
+  EXPECT_EQ(d.close("/f", id).status, 200);
+  EXPECT_EQ(d.close("/f", id, "Cancel-Session").status, 200);
+  expectError(d.fragment("/f", id, 10, data(10), 100), 500, "0x8020001F");
+}
+
+TEST(UploadEngine, CancelAfterCompletionKeepsTheUpload) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  d.fragment("/f", id, 0, "abc", 3);
+  EXPECT_EQ(d.close("/f", id, "Cancel-Session").status, 200);
+  EXPECT_EQ(d.storage.contents("/root/f"), "abc");
+  EXPECT_EQ(d.close("/f", id, "Cancel-Session").status, 200);
+}
+
+class ZeroByte : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ZeroByte, EmptyUploadCommitsAnEmptyFile) {
+  EngineDriver d;
+  std::string id = d.createSession("/empty");
+  Reply r = d.send(bitsRequest("/empty", "Fragment", {{"BITS-Session-Id", id}, {"Content-Range", GetParam()}}));
+  expectAck(r);
+  EXPECT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.get("BITS-Received-Content-Range"), "0");
+  ASSERT_TRUE(d.storage.exists("/root/empty"));
+  EXPECT_EQ(d.storage.contents("/root/empty"), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Forms, ZeroByte, ::testing::Values("bytes 0--1/0", "bytes */0"));
+
+TEST(UploadEngine, DiskFullAnswers500AndCorruptsNothing) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  std::string body = data(3000);
+  EXPECT_EQ(d.fragment("/f", id, 0, body.substr(0, 1000), 3000).status, 200);
+  d.storage.spaceLeftBytes = 300;  // the next write stores 300 bytes, then the disk is full
+  Reply r = d.fragment("/f", id, 1000, body.substr(1000, 1000), 3000);
+  expectError(r, 500, "0x80070112");
+  EXPECT_EQ(r.get("BITS-Received-Content-Range"), "1000");
+  EXPECT_EQ(d.storage.contents(d.partialPath(id)).size(), 1000u) << "trimmed back to the acked prefix";
+  EXPECT_EQ(d.engine.stats().diskFull, 1u);
+  d.storage.spaceLeftBytes = UINT64_MAX;
+  EXPECT_EQ(d.fragment("/f", id, 1000, body.substr(1000), 3000).status, 200);
+  EXPECT_EQ(d.storage.contents("/root/f"), body);
+}
+
+TEST(UploadEngine, ShortWritesAreCompleted) {
+  EngineDriver d;
+  d.storage.maxWriteBytes = 7;
+  std::string id = d.createSession("/f");
+  std::string body = data(100);
+  EXPECT_EQ(d.fragment("/f", id, 0, body, 100).status, 200);
+  EXPECT_EQ(d.storage.contents("/root/f"), body);
+}
+
+TEST(UploadEngine, SessionsExpireAndTheirDataIsDeleted) {
+  Settings s = EngineDriver::defaultSettings();
+  s.sessionTimeoutSeconds = 60;
+  EngineDriver d(s);
+  std::string id = d.createSession("/f");
+  d.fragment("/f", id, 0, data(10), 100);
+  d.clock.advanceMs(59000);
+  d.engine.sweep();
+  d.storage.runAll();
+  EXPECT_TRUE(d.storage.exists(d.partialPath(id)));
+  d.fragment("/f", id, 10, data(10), 100);  // activity restarts the timer
+  d.clock.advanceMs(59000);
+  d.engine.sweep();
+  EXPECT_EQ(d.engine.sessionCount(), 1u);
+  d.clock.advanceMs(1000);
+  d.engine.sweep();
+  d.storage.runAll();
+  EXPECT_EQ(d.engine.sessionCount(), 0u);
+  EXPECT_FALSE(d.storage.exists(d.partialPath(id)));
+  EXPECT_EQ(d.storage.openHandles(), 0);
+  expectError(d.fragment("/f", id, 20, data(10), 100), 500, "0x8020001F");
+}
+
+TEST(UploadEngine, TombstonesExpireToo) {
+  Settings s = EngineDriver::defaultSettings();
+  s.sessionTimeoutSeconds = 10;
+  EngineDriver d(s);
+  std::string id = d.createSession("/f");
+  d.close("/f", id);
+  d.clock.advanceMs(10000);
+  d.engine.sweep();
+  EXPECT_EQ(d.engine.sessionCount(), 0u);
+  expectError(d.close("/f", id), 500, "0x8020001F");
+}
+
+TEST(UploadEngine, FullTableEvictsTombstonesThenAnswers503) {
+  Settings s = EngineDriver::defaultSettings();
+  s.maxSessions = 3;
+  EngineDriver d(s);
+  std::string a = d.createSession("/a"), b = d.createSession("/b"), c = d.createSession("/c");
+  ASSERT_FALSE(c.empty());
+  expectError(d.send(bitsRequest("/d", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 503, "0x800705AA");
+  d.close("/a", a);
+  std::string e = d.createSession("/e");  // evicts a's tombstone
+  EXPECT_FALSE(e.empty());
+  EXPECT_EQ(d.engine.findSessionForTest([&] { SessionId x; parseSessionId(a, &x); return x; }()), nullptr);
+}
+
+TEST(UploadEngine, MoreSessionsThanOpenFilesStillInterleave) {
+  Settings s = EngineDriver::defaultSettings();
+  s.maxOpenFiles = 2;
+  EngineDriver d(s);
+  std::vector<std::string> ids, bodies;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(d.createSession("/f" + std::to_string(i)));
+    bodies.push_back(data(400, static_cast<uint32_t>(i + 10)));
+  }
+  for (size_t off = 0; off < 400; off += 100) {
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_EQ(d.fragment("/f" + std::to_string(i), ids[i], off, bodies[i].substr(off, 100), 400).status, 200);
+      EXPECT_LE(d.storage.openHandles(), 2);
+    }
+  }
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(d.storage.contents("/root/f" + std::to_string(i)), bodies[i]);
+}
+
+TEST(UploadEngine, LostPartialFileEndsTheSession) {
+  Settings s = EngineDriver::defaultSettings();
+  s.maxOpenFiles = 1;
+  EngineDriver d(s);
+  std::string a = d.createSession("/a");
+  std::string b = d.createSession("/b");  // closes a's file
+  d.storage.runAll();
+  StorageOp op;
+  struct Cb : StorageCallback {
+    void onStorageDone(StorageOp&) override {}
+  } cb;
+  op.callback = &cb;
+  d.storage.remove(op, d.partialPath(a).c_str());
+  d.storage.runAll();
+  expectError(d.fragment("/a", a, 0, data(10), 10), 500, "0x8020001F");
+}
+
+TEST(UploadEngine, HttpLevelErrors) {
+  EngineDriver d;
+  Reply get = d.send("GET /f HTTP/1.1\r\nHost: a\r\n\r\n");
+  expectError(get, 405, "0x80070057");
+  EXPECT_EQ(get.get("Allow"), "BITS_POST");
+  Reply noLen = d.send("BITS_POST /f HTTP/1.1\r\nBITS-Packet-Type: Ping\r\n\r\n");
+  expectError(noLen, 411, "0x80070057");
+  Reply v10 = d.send("BITS_POST /f HTTP/1.0\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(v10.status, 505);
+  EXPECT_EQ(v10.get("Connection"), "close");
+  expectError(d.send(bitsRequest("/f", "Launch-Missiles")), 400, "0x80070057");
+  expectError(d.send(bitsRequest("/f", "")), 400, "0x80070057");
+  expectError(d.send(bitsRequest("/../etc/passwd", "Ping")), 400, "0x80070057");
+  expectError(d.send(bitsRequest("/f", "Ping", {{"Content-Encoding", "gzip"}})), 400, "0x80070057");
+}
+
+TEST(UploadEngine, ExpectContinue) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  // Acceptable: the engine asks for 100 Continue, then takes the body.
+  Reply ok = d.send(bitsRequest("/f", "Fragment",
+                                {{"BITS-Session-Id", id}, {"Content-Range", "bytes 0-3/8"}, {"Expect", "100-continue"}},
+                                "abcd"));
+  EXPECT_EQ(ok.status, 200);
+  // Refused: the error goes out before the body, and the connection closes.
+  Reply bad = d.send(bitsRequest("/f", "Fragment",
+                                 {{"BITS-Session-Id", id}, {"Content-Range", "bytes 6-7/8"}, {"Expect", "100-continue"}},
+                                 "gh"));
+  EXPECT_EQ(bad.status, 416);
+  EXPECT_EQ(bad.get("Connection"), "close");
+}
+
+TEST(UploadEngine, RandomFailureIsAnInternalError) {
+  EngineDriver d;
+  d.random.fail = true;
+  expectError(d.send(bitsRequest("/f", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 500,
+              "0x8007054F");
+}
+
+TEST(UploadEngine, ByteAtATimeDeliveryGivesTheSameResult) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  std::string body = data(64);
+  std::string req = bitsRequest("/f", "Fragment", {{"BITS-Session-Id", id}, {"Content-Range", "bytes 0-63/64"}}, body);
+  Reply r = d.send(req, 1);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(d.storage.contents("/root/f"), body);
+}
+
+}  // namespace
+}  // namespace bitsd::testing

@@ -1,0 +1,81 @@
+#include "core/url_path.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace bitsd {
+namespace {
+
+struct Resolved {
+  PathError error;
+  std::string path;
+  std::string query;
+};
+
+Resolved resolve(const std::string& target, size_t max = 1024) {
+  std::string buf(max, '\0');
+  UploadPath up;
+  PathError e = resolveUploadPath(target, max, buf.data(), &up);
+  return {e, e == PathError::None ? std::string(up.relative) : "", std::string(up.query)};
+}
+
+TEST(UrlPath, NormalisesDotsAndEmptySegments) {
+  EXPECT_EQ(resolve("/a/b.iso").path, "a/b.iso");
+  EXPECT_EQ(resolve("//a///./b.iso").path, "a/b.iso");
+  EXPECT_EQ(resolve("/./x").path, "x");
+}
+
+TEST(UrlPath, DecodesPercentOnce) {
+  EXPECT_EQ(resolve("/my%20file.txt").path, "my file.txt");
+  EXPECT_EQ(resolve("/%2541").path, "%41");  // decoded exactly once
+}
+
+TEST(UrlPath, SplitsQueryAndStripsAbsoluteForm) {
+  Resolved r = resolve("/up/f.bin?ACCOUNT=86433");
+  EXPECT_EQ(r.path, "up/f.bin");
+  EXPECT_EQ(r.query, "ACCOUNT=86433");
+  EXPECT_EQ(resolve("http://appliance:8080/up/f.bin").path, "up/f.bin");
+  EXPECT_EQ(resolve("HTTPS://appliance/f").path, "f");
+}
+
+class RefusedPath : public ::testing::TestWithParam<std::pair<const char*, PathError>> {};
+
+TEST_P(RefusedPath, IsRefused) {
+  auto [target, expected] = GetParam();
+  EXPECT_EQ(resolve(target).error, expected) << target;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Matrix, RefusedPath,
+    ::testing::Values(std::make_pair("/../etc/passwd", PathError::Traversal),
+                      std::make_pair("/a/../../b", PathError::Traversal),
+                      std::make_pair("/a/..", PathError::Traversal),
+                      std::make_pair("/%2e%2e/x", PathError::Traversal),
+                      std::make_pair("/a%2fb", PathError::Traversal),
+                      std::make_pair("/a%2Fb", PathError::Traversal),
+                      std::make_pair("/a\\b", PathError::Traversal),
+                      std::make_pair("/a%5cb", PathError::Traversal),
+                      std::make_pair("/a%00b", PathError::Malformed),
+                      std::make_pair("/a%0ab", PathError::Malformed),
+                      std::make_pair("/a%zzb", PathError::Malformed),
+                      std::make_pair("/a%4", PathError::Malformed),
+                      std::make_pair("/a%", PathError::Malformed),
+                      std::make_pair("a/b", PathError::Malformed),
+                      std::make_pair("", PathError::Malformed),
+                      std::make_pair("/", PathError::Directory),
+                      std::make_pair("/dir/", PathError::Directory),
+                      std::make_pair("/dir/.", PathError::Directory),
+                      std::make_pair("http://host", PathError::Directory)));
+
+TEST(UrlPath, LengthLimits) {
+  EXPECT_EQ(resolve("/" + std::string(100, 'a'), 100).error, PathError::None);
+  EXPECT_EQ(resolve("/" + std::string(101, 'a'), 100).error, PathError::TooLong);
+  EXPECT_EQ(resolve("/" + std::string(256, 'a'), 1024).error, PathError::TooLong);  // segment > 255
+  std::string deep;
+  for (int i = 0; i < 300; ++i) deep += "/abcd";
+  EXPECT_EQ(resolve(deep, 1024).error, PathError::TooLong);
+}
+
+}  // namespace
+}  // namespace bitsd

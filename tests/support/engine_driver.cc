@@ -1,0 +1,132 @@
+#include "tests/support/engine_driver.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace bitsd::testing {
+
+Reply parseReply(const std::string& raw) {
+  Reply r;
+  r.raw = raw;
+  size_t eol = raw.find("\r\n");
+  std::string line = raw.substr(0, eol);
+  if (line.rfind("HTTP/1.1 ", 0) == 0) r.status = std::stoi(line.substr(9, 3));
+  size_t pos = eol + 2;
+  while (pos < raw.size()) {
+    size_t e = raw.find("\r\n", pos);
+    if (e == std::string::npos || e == pos) break;
+    std::string h = raw.substr(pos, e - pos);
+    size_t colon = h.find(':');
+    if (colon != std::string::npos) {
+      std::string v = h.substr(colon + 1);
+      while (!v.empty() && v.front() == ' ') v.erase(0, 1);
+      r.headers[h.substr(0, colon)] = v;
+    }
+    pos = e + 2;
+  }
+  return r;
+}
+
+std::string bitsRequest(const std::string& path, const std::string& packetType,
+                        const std::map<std::string, std::string>& headers, const std::string& body) {
+  std::string r = "BITS_POST " + path + " HTTP/1.1\r\nHost: appliance\r\nUser-Agent: Microsoft BITS/7.8\r\n";
+  if (!packetType.empty()) r += "BITS-Packet-Type: " + packetType + "\r\n";
+  bool hasLength = false;
+  for (auto& [k, v] : headers) {
+    r += k + ": " + v + "\r\n";
+    if (k == "Content-Length") hasLength = true;
+  }
+  if (!hasLength) r += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  r += "\r\n" + body;
+  return r;
+}
+
+Settings EngineDriver::defaultSettings() {
+  Settings s;
+  s.root = "/root";
+  s.state = "/state";
+  s.maxSessions = 64;
+  s.maxOpenFiles = 8;
+  s.maxFragmentBytes = 1 << 20;
+  return s;
+}
+
+EngineDriver::EngineDriver(Settings settings) : engine(storage, clock, random), parser_(settings.maxHeaderBytes) {
+  storage.addDir("/root");
+  storage.addDir("/state/partial");
+  EXPECT_TRUE(engine.init(settings).isOk());
+  ex_.setHost(this);
+}
+
+void EngineDriver::waitFor(Flow f) {
+  if (f == Flow::Continue) return;
+  int before = readyCalls;
+  // Storage completes only when we run it: exactly one ready call must follow.
+  while (readyCalls == before && storage.pending() > 0) storage.runOne();
+  ASSERT_EQ(readyCalls, before + 1) << "engine returned Wait but never became ready";
+}
+
+Reply EngineDriver::send(const std::string& request, size_t chunk) {
+  parser_.reset();
+  size_t pos = 0;
+  bool kick = false;
+  while (true) {
+    size_t n = std::min(chunk, request.size() - pos);
+    if (n == 0 && !kick && pos == request.size()) {
+      ADD_FAILURE() << "request ended before the parser finished it";
+      return Reply();
+    }
+    kick = false;
+    size_t used = 0;
+    ParseEvent ev = parser_.execute(request.data() + pos, n, &used);
+    pos += used;
+    switch (ev) {
+      case ParseEvent::NeedMore:
+        break;
+      case ParseEvent::HeadersComplete:
+        kick = true;
+        waitFor(engine.onHeaders(ex_, parser_.head()));
+        if (ex_.respondNow()) {
+          Reply r = parseReply(std::string(ex_.response()));
+          engine.finish(ex_);
+          return r;
+        }
+        break;
+      case ParseEvent::Body:
+        kick = true;
+        waitFor(engine.onBody(ex_, parser_.body()));
+        break;
+      case ParseEvent::MessageComplete: {
+        waitFor(engine.onMessageComplete(ex_));
+        Reply r = parseReply(std::string(ex_.response()));
+        engine.finish(ex_);
+        return r;
+      }
+      case ParseEvent::Error: {
+        engine.formatProtocolError(ex_, parser_.errorStatus());
+        return parseReply(std::string(ex_.response()));
+      }
+    }
+  }
+}
+
+std::string EngineDriver::createSession(const std::string& path) {
+  Reply r = send(bitsRequest(path, "Create-Session",
+                             {{"BITS-Supported-Protocols", "{7df0354d-249b-430f-820d-3d2a9bef4931}"}}));
+  return r.status == 200 ? r.get("BITS-Session-Id") : std::string();
+}
+
+Reply EngineDriver::fragment(const std::string& path, const std::string& id, uint64_t first,
+                             const std::string& bytes, uint64_t total) {
+  std::string range = "bytes " + std::to_string(first) + "-" + std::to_string(first + bytes.size() - 1) + "/" +
+                      std::to_string(total);
+  if (total == 0) range = "bytes 0--1/0";
+  return send(bitsRequest(path, "Fragment", {{"BITS-Session-Id", id}, {"Content-Range", range}}, bytes));
+}
+
+Reply EngineDriver::close(const std::string& path, const std::string& id, const char* type) {
+  return send(bitsRequest(path, type, {{"BITS-Session-Id", id}}));
+}
+
+}  // namespace bitsd::testing

@@ -1,0 +1,63 @@
+// Drives the real RequestParser and UploadEngine the way the libuv connection does, over FakeStorage,
+// FakeClock and FakeRandom, so protocol behaviour is tested deterministically without sockets.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "core/request_parser.h"
+#include "core/upload_engine.h"
+#include "tests/support/fakes.h"
+
+namespace bitsd::testing {
+
+struct Reply {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // names as sent
+  std::string raw;
+  bool has(const std::string& name) const { return headers.count(name) != 0; }
+  std::string get(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+// Parses an HTTP response head (status line + headers) as produced by formatAck.
+Reply parseReply(const std::string& raw);
+
+// Builds a BITS_POST request.
+std::string bitsRequest(const std::string& path, const std::string& packetType,
+                        const std::map<std::string, std::string>& headers = {}, const std::string& body = "");
+
+class EngineDriver final : public ExchangeHost {
+ public:
+  explicit EngineDriver(Settings settings = defaultSettings());
+  static Settings defaultSettings();
+
+  // Sends one whole request, delivered `chunk` bytes at a time, and returns the Ack.
+  Reply send(const std::string& request, size_t chunk = SIZE_MAX);
+
+  // Conveniences for the usual packets. Paths are URL paths ("/a.bin").
+  std::string createSession(const std::string& path);  // returns the session id, or "" on failure
+  Reply fragment(const std::string& path, const std::string& id, uint64_t first, const std::string& bytes,
+                 uint64_t total);
+  Reply close(const std::string& path, const std::string& id, const char* type = "Close-Session");
+
+  std::string rootPath(const std::string& rel) const { return "/root/" + rel; }
+  std::string partialPath(const std::string& id) const { return "/state/partial/" + id + ".part"; }
+
+  FakeStorage storage;
+  FakeClock clock;
+  FakeRandom random;
+  UploadEngine engine;
+  int readyCalls = 0;
+
+ private:
+  void onExchangeReady(Exchange&) override { ++readyCalls; }
+  void waitFor(Flow f);
+
+  RequestParser parser_;
+  Exchange ex_;
+};
+
+}  // namespace bitsd::testing

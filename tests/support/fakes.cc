@@ -1,0 +1,138 @@
+#include "tests/support/fakes.h"
+
+#include <cstring>
+
+namespace bitsd::testing {
+
+void FakeStorage::enqueue(StorageOp& op, std::function<void(StorageOp&)> work) {
+  op.status = Status::ok();
+  op.result = 0;
+  queue_.emplace_back(&op, std::move(work));
+}
+
+void FakeStorage::runOne() {
+  auto [op, work] = std::move(queue_.front());
+  queue_.pop_front();
+  work(*op);
+  op->callback->onStorageDone(*op);
+}
+
+void FakeStorage::createExclusive(StorageOp& op, const char* path) {
+  std::string p = path;
+  enqueue(op, [this, p](StorageOp& o) {
+    if (files_.count(p)) {
+      o.status = Status(Code::AlreadyExists, "exists");
+      return;
+    }
+    files_[p] = "";
+    handles_[nextHandle_] = p;
+    o.result = nextHandle_++;
+  });
+}
+
+void FakeStorage::openWrite(StorageOp& op, const char* path) {
+  std::string p = path;
+  enqueue(op, [this, p](StorageOp& o) {
+    if (!files_.count(p)) {
+      o.status = Status(Code::NotFound, "missing");
+      return;
+    }
+    handles_[nextHandle_] = p;
+    o.result = nextHandle_++;
+  });
+}
+
+void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::span<const char> data) {
+  ++writeCalls;
+  // Capture the bytes now: the real platform writes from the caller's buffer before completing, and
+  // the caller keeps it alive until then, so reading at completion would be equally valid.
+  std::string bytes(data.data(), data.size());
+  enqueue(op, [this, file, offset, bytes](StorageOp& o) {
+    auto h = handles_.find(file);
+    if (h == handles_.end()) {
+      o.status = Status(Code::Io, "bad handle");
+      return;
+    }
+    std::string& f = files_[h->second];
+    size_t n = std::min(bytes.size(), maxWriteBytes);
+    if (n > spaceLeftBytes) {
+      if (spaceLeftBytes == 0) {
+        o.status = Status(Code::NoSpace, "no space", 28);
+        return;
+      }
+      n = static_cast<size_t>(spaceLeftBytes);
+    }
+    if (f.size() < offset + n) f.resize(offset + n, '\0');
+    std::memcpy(f.data() + offset, bytes.data(), n);
+    if (spaceLeftBytes != UINT64_MAX) spaceLeftBytes -= n;
+    bytesWritten += n;
+    o.result = static_cast<int64_t>(n);
+  });
+}
+
+void FakeStorage::syncData(StorageOp& op, FileHandle) {
+  ++syncCalls;
+  enqueue(op, [this](StorageOp& o) {
+    if (failSync) o.status = Status(Code::Io, "sync failed", 5);
+  });
+}
+
+void FakeStorage::truncate(StorageOp& op, FileHandle file, uint64_t size) {
+  enqueue(op, [this, file, size](StorageOp& o) {
+    auto h = handles_.find(file);
+    if (h == handles_.end()) {
+      o.status = Status(Code::Io, "bad handle");
+      return;
+    }
+    files_[h->second].resize(size);
+  });
+}
+
+void FakeStorage::checkDestination(StorageOp& op, const char* path, const char* parentDir) {
+  std::string p = path, parent = parentDir;
+  enqueue(op, [this, p, parent](StorageOp& o) {
+    if (!dirs_.count(parent)) {
+      o.status = Status(Code::NotFound, "no parent");
+      return;
+    }
+    o.kind = dirs_.count(p) ? FileKind::Directory : files_.count(p) ? FileKind::File : FileKind::Missing;
+  });
+}
+
+void FakeStorage::linkNoReplace(StorageOp& op, const char* from, const char* to) {
+  std::string f = from, t = to;
+  enqueue(op, [this, f, t](StorageOp& o) {
+    if (files_.count(t)) {
+      o.status = Status(Code::AlreadyExists, "exists");
+      return;
+    }
+    if (!files_.count(f)) {
+      o.status = Status(Code::NotFound, "missing");
+      return;
+    }
+    files_[t] = files_[f];
+  });
+}
+
+void FakeStorage::rename(StorageOp& op, const char* from, const char* to) {
+  std::string f = from, t = to;
+  enqueue(op, [this, f, t](StorageOp& o) {
+    if (!files_.count(f)) {
+      o.status = Status(Code::NotFound, "missing");
+      return;
+    }
+    files_[t] = files_[f];
+    files_.erase(f);
+  });
+}
+
+void FakeStorage::remove(StorageOp& op, const char* path) {
+  std::string p = path;
+  enqueue(op, [this, p](StorageOp&) { files_.erase(p); });
+}
+
+void FakeStorage::syncDir(StorageOp& op, const char*) {
+  enqueue(op, [](StorageOp&) {});
+}
+
+}  // namespace bitsd::testing

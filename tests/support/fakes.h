@@ -1,0 +1,89 @@
+// Fakes for core/ unit tests: in-memory storage with queued completions and fault injection, a
+// simulated clock, and a deterministic random source.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "core/ports.h"
+
+namespace bitsd::testing {
+
+class FakeClock final : public Clock {
+ public:
+  uint64_t nowMs() override { return nowMs_; }
+  void advanceMs(uint64_t ms) { nowMs_ += ms; }
+
+ private:
+  uint64_t nowMs_ = 1000000;
+};
+
+class FakeRandom final : public Random {
+ public:
+  bool fill(uint8_t* out, size_t len) override {
+    if (fail) return false;
+    for (size_t i = 0; i < len; ++i) {
+      state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;
+      out[i] = static_cast<uint8_t>(state_ >> 56);
+    }
+    return true;
+  }
+  bool fail = false;
+
+ private:
+  uint64_t state_ = 42;
+};
+
+// Files live in a map from path to contents. Directories are a set of known paths: a path's parent
+// "exists" if it was added with addDir(). Operations complete only when the test calls runAll() (or
+// runOne()), never inside the call, as the Storage contract requires.
+class FakeStorage final : public Storage {
+ public:
+  void addDir(const std::string& path) { dirs_[path] = true; }
+  void addFile(const std::string& path, std::string contents = "") { files_[path] = std::move(contents); }
+  bool exists(const std::string& path) const { return files_.count(path) != 0; }
+  const std::string& contents(const std::string& path) const { return files_.at(path); }
+  size_t fileCount() const { return files_.size(); }
+  const std::map<std::string, std::string>& files() const { return files_; }
+  size_t pending() const { return queue_.size(); }
+  int openHandles() const { return static_cast<int>(handles_.size()); }
+
+  // Faults.
+  uint64_t spaceLeftBytes = UINT64_MAX;  // writes beyond it fail with NoSpace (after a short write)
+  bool failSync = false;
+  size_t maxWriteBytes = SIZE_MAX;       // short writes
+  uint64_t writeCalls = 0;
+  uint64_t syncCalls = 0;
+  uint64_t bytesWritten = 0;
+
+  void runOne();
+  void runAll() {
+    while (!queue_.empty()) runOne();
+  }
+
+  void createExclusive(StorageOp& op, const char* path) override;
+  void openWrite(StorageOp& op, const char* path) override;
+  void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data) override;
+  void syncData(StorageOp& op, FileHandle file) override;
+  void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
+  void checkDestination(StorageOp& op, const char* path, const char* parentDir) override;
+  void linkNoReplace(StorageOp& op, const char* from, const char* to) override;
+  void rename(StorageOp& op, const char* from, const char* to) override;
+  void remove(StorageOp& op, const char* path) override;
+  void syncDir(StorageOp& op, const char* dirPath) override;
+  void closeNow(FileHandle file) override { handles_.erase(file); }
+
+ private:
+  void enqueue(StorageOp& op, std::function<void(StorageOp&)> work);
+
+  std::map<std::string, std::string> files_;
+  std::map<std::string, bool> dirs_;
+  std::map<FileHandle, std::string> handles_;
+  FileHandle nextHandle_ = 3;
+  std::deque<std::pair<StorageOp*, std::function<void(StorageOp&)>>> queue_;
+};
+
+}  // namespace bitsd::testing
