@@ -115,6 +115,7 @@ ParseEvent RequestParser::execute(const char* data, size_t len, size_t* consumed
 
 ParseEvent RequestParser::feedLlhttp(const char* data, size_t len, size_t* consumed) {
   pending_ = ParseEvent::NeedMore;
+  const bool headersWereDone = headersDone_;
   llhttp_errno_t err = llhttp_execute(&llhttp_, data, len);
   size_t used = len;
   if (err == HPE_PAUSED) {
@@ -132,7 +133,7 @@ ParseEvent RequestParser::feedLlhttp(const char* data, size_t len, size_t* consu
       default: return fail(400, llhttp_errno_name(err));
     }
   }
-  if (!headersDone_) {
+  if (!headersWereDone) {
     headerBytes_ += used;
     if (headerBytes_ > maxHeaderBytes_) {
       *consumed = used;
@@ -235,6 +236,9 @@ int RequestParser::onHeadersCompleteThunk(llhttp_t* p) {
 }
 
 int RequestParser::onBodyThunk(llhttp_t* p, const char* at, size_t len) {
+  // llhttp flushes an open body span at the end of every execute, even an empty one (as when we run
+  // it on no input): that is not an event.
+  if (len == 0) return 0;
   RequestParser* s = self(p);
   s->body_ = std::span<const char>(at, len);
   s->pending_ = ParseEvent::Body;

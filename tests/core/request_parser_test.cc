@@ -177,3 +177,33 @@ TEST(RequestParser, Http10IsReportedForTheEngineToRefuse) {
 
 }  // namespace
 }  // namespace bitsd
+
+namespace bitsd {
+namespace {
+
+// Regression: running llhttp on no input in the middle of a body (as the server does after each
+// event) must not report an empty Body event, or the caller spins forever.
+TEST(RequestParser, NoInputInTheMiddleOfABodyIsNotABodyEvent) {
+  RequestParser p(8192);
+  std::string head = "BITS_POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\n";
+  size_t used = 0;
+  ASSERT_EQ(p.execute(head.data(), head.size(), &used), ParseEvent::HeadersComplete);
+  ASSERT_EQ(p.execute(head.data() + used, head.size() - used, &used), ParseEvent::NeedMore);
+  ASSERT_EQ(p.execute("abcd", 4, &used), ParseEvent::Body);
+  EXPECT_EQ(p.execute("", 0, &used), ParseEvent::NeedMore);
+  EXPECT_EQ(p.execute("", 0, &used), ParseEvent::NeedMore);
+  ASSERT_EQ(p.execute("efghij", 6, &used), ParseEvent::Body);
+  EXPECT_EQ(p.body().size(), 6u);
+  EXPECT_EQ(p.execute("", 0, &used), ParseEvent::MessageComplete);
+}
+
+TEST(RequestParser, HeadersArrivingInOneReadStillCountTowardTheLimit) {
+  RequestParser p(1024);
+  std::string t = "BITS_POST /x HTTP/1.1\r\nX-Big: " + std::string(2000, 'a') + "\r\nContent-Length: 0\r\n\r\n";
+  size_t used = 0;
+  EXPECT_EQ(p.execute(t.data(), t.size(), &used), ParseEvent::Error);
+  EXPECT_EQ(p.errorStatus(), 431);
+}
+
+}  // namespace
+}  // namespace bitsd

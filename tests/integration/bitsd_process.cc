@@ -1,1 +1,285 @@
+#include "tests/integration/bitsd_process.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace bitsd::testing {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+int msLeft(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : static_cast<int>(left);
+}
+
+int removeEntry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
+
+// Waits for `pid` up to `timeoutMs`; returns the decoded status or -1.
+int waitExit(pid_t pid, int timeoutMs) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (true) {
+    int status = 0;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      return -1;
+    }
+    if (r < 0 || msLeft(deadline) == 0) return -1;
+    ::poll(nullptr, 0, 5);
+  }
+}
+
+pid_t spawn(const std::vector<std::string>& args, int outFd, int errFd) {
+  std::vector<char*> argv;
+  std::string bin = BITSD_BINARY;
+  argv.push_back(bin.data());
+  std::vector<std::string> copy = args;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(outFd, 1);
+    ::dup2(errFd, 2);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+TempDir::TempDir() {
+  const char* base = std::getenv("TMPDIR");
+  std::string tmpl = std::string(base != nullptr ? base : "/tmp") + "/bitsd-test-XXXXXX";
+  char* p = ::mkdtemp(tmpl.data());
+  path_ = p != nullptr ? p : "";
+}
+
+TempDir::~TempDir() {
+  if (!path_.empty()) ::nftw(path_.c_str(), removeEntry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+RunResult runBitsd(const std::vector<std::string>& args, int timeoutMs) {
+  TempDir d;
+  std::string outPath = d.path() + "/out", errPath = d.path() + "/err";
+  int outFd = ::open(outPath.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  int errFd = ::open(errPath.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  pid_t pid = spawn(args, outFd, errFd);
+  ::close(outFd);
+  ::close(errFd);
+  RunResult r;
+  r.exitCode = waitExit(pid, timeoutMs);
+  if (r.exitCode == -1) {
+    ::kill(pid, SIGKILL);
+    waitExit(pid, 5000);
+  }
+  r.out = slurp(outPath);
+  r.err = slurp(errPath);
+  return r;
+}
+
+BitsdProcess::BitsdProcess(std::vector<std::string> extraArgs) {
+  root_ = dir_.path() + "/root";
+  state_ = dir_.path() + "/state";
+  errPath_ = dir_.path() + "/stderr.log";
+  args_ = {"--listen", "127.0.0.1:0", "--root", root_, "--state", state_};
+  for (auto& a : extraArgs) args_.push_back(a);
+}
+
+BitsdProcess::~BitsdProcess() {
+  if (pid_ > 0) stop(SIGKILL, 5000);
+}
+
+bool BitsdProcess::start() {
+  int pipeFds[2];
+  if (::pipe(pipeFds) != 0) return false;
+  int errFd = ::open(errPath_.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0644);
+  pid_ = spawn(args_, pipeFds[1], errFd);
+  ::close(pipeFds[1]);
+  ::close(errFd);
+  // The ready line: "bitsd listening on http://127.0.0.1:PORT".
+  std::string line;
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (line.find('\n') == std::string::npos && msLeft(deadline) > 0) {
+    pollfd p{pipeFds[0], POLLIN, 0};
+    if (::poll(&p, 1, msLeft(deadline)) <= 0) break;
+    char buf[256];
+    ssize_t n = ::read(pipeFds[0], buf, sizeof buf);
+    if (n <= 0) break;
+    line.append(buf, static_cast<size_t>(n));
+  }
+  ::close(pipeFds[0]);
+  readyLine_ = line;
+  size_t colon = line.rfind(':');
+  if (line.rfind("bitsd listening on http://", 0) != 0 || colon == std::string::npos) return false;
+  port_ = std::atoi(line.c_str() + colon + 1);
+  return port_ > 0;
+}
+
+int BitsdProcess::stop(int sig, int timeoutMs) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, sig);
+  int code = waitExit(pid_, timeoutMs);
+  if (code == -1) {
+    ::kill(pid_, SIGKILL);
+    waitExit(pid_, 5000);
+  }
+  pid_ = -1;
+  return code;
+}
+
+std::string BitsdProcess::stderrText() const { return slurp(errPath_); }
+
+Client::~Client() { close(); }
+
+void Client::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  buffered_.clear();
+}
+
+bool Client::connect(int port) {
+  close();
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  timeval tv{10, 0};
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+}
+
+bool Client::sendAll(const std::string& bytes) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool Client::readResponse(Reply* out, int timeoutMs) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
+  auto fill = [&]() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, msLeft(deadline)) <= 0) return false;
+    char buf[4096];
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    buffered_.append(buf, static_cast<size_t>(n));
+    return true;
+  };
+  size_t end;
+  while ((end = buffered_.find("\r\n\r\n")) == std::string::npos) {
+    if (!fill()) return false;
+  }
+  std::string head = buffered_.substr(0, end + 4);
+  *out = parseReply(head);
+  size_t bodyLen = 0;
+  for (auto& [k, v] : out->headers) {
+    if (equalsIgnoreCase(k, "Content-Length")) bodyLen = std::stoul(v);
+  }
+  while (buffered_.size() < end + 4 + bodyLen) {
+    if (!fill()) return false;
+  }
+  buffered_.erase(0, end + 4 + bodyLen);
+  return true;
+}
+
+Reply Client::roundTrip(const std::string& request, int timeoutMs) {
+  Reply r;
+  if (!sendAll(request) || !readResponse(&r, timeoutMs)) return Reply();
+  return r;
+}
+
+bool Client::waitClosed(int timeoutMs) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (true) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, msLeft(deadline)) <= 0) return false;
+    char buf[4096];
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+    if (n < 0) return false;
+  }
+}
+
+std::string createSession(Client& c, const std::string& path) {
+  Reply r = c.roundTrip(bitsRequest(path, "Create-Session",
+                                    {{"BITS-Supported-Protocols", "{7df0354d-249b-430f-820d-3d2a9bef4931}"}}));
+  return r.status == 200 ? r.get("BITS-Session-Id") : std::string();
+}
+
+std::string fragmentRequest(const std::string& path, const std::string& id, uint64_t first, const std::string& bytes,
+                            uint64_t total) {
+  std::string range = "bytes " + std::to_string(first) + "-" + std::to_string(first + bytes.size() - 1) + "/" +
+                      std::to_string(total);
+  return bitsRequest(path, "Fragment", {{"BITS-Session-Id", id}, {"Content-Range", range}}, bytes);
+}
+
+std::string randomBytes(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s[i] = static_cast<char>(x);
+  }
+  return s;
+}
+
+bool readFile(const std::string& path, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return false;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+bool fileExists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::vector<std::string> listDir(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(path.c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+
+}  // namespace bitsd::testing

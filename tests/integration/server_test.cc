@@ -1,1 +1,260 @@
+// bitsd as a process: limits, timeouts, signals, restart, and its command line.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <memory>
+
+#include "tests/integration/bitsd_process.h"
+
+namespace bitsd::testing {
+namespace {
+
+using Steady = std::chrono::steady_clock;
+
+long msSince(Steady::time_point t) {
+  return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - t).count());
+}
+
+void uploadWhole(int port, const std::string& path, const std::string& body, size_t frag) {
+  Client c;
+  ASSERT_TRUE(c.connect(port));
+  std::string id = createSession(c, path);
+  ASSERT_FALSE(id.empty());
+  for (size_t off = 0; off < body.size(); off += frag) {
+    Reply r = c.roundTrip(fragmentRequest(path, id, off, body.substr(off, frag), body.size()));
+    ASSERT_EQ(r.status, 200) << r.raw;
+  }
+}
+
+TEST(BitsdServer, FiveHundredIdleConnectionsDoNotStopARealUpload) {
+  BitsdProcess server;
+  ASSERT_TRUE(server.start());
+  std::vector<std::unique_ptr<Client>> idle;
+  for (int i = 0; i < 500; ++i) {
+    idle.push_back(std::make_unique<Client>());
+    ASSERT_TRUE(idle.back()->connect(server.port())) << i;
+    // Half of them start a request and stall in the middle of its headers.
+    if (i % 2 == 0) {
+      ASSERT_TRUE(idle.back()->sendAll("BITS_POST /idle HTTP/1.1\r\nBITS-Pack"));
+    }
+  }
+  std::string body = randomBytes(4 * 1024 * 1024, 11);
+  uploadWhole(server.port(), "/real.bin", body, 1024 * 1024);
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/real.bin", &got));
+  EXPECT_TRUE(got == body);
+}
+
+TEST(BitsdServer, ConnectionsBeyondTheLimitGet503ThenClose) {
+  BitsdProcess server({"--max-connections", "3"});
+  ASSERT_TRUE(server.start());
+  Client a, b, c, d;
+  for (Client* k : {&a, &b, &c}) {
+    ASSERT_TRUE(k->connect(server.port()));
+    ASSERT_EQ(k->roundTrip(bitsRequest("/x", "Ping")).status, 200);
+  }
+  ASSERT_TRUE(d.connect(server.port()));
+  Reply r;
+  ASSERT_TRUE(d.readResponse(&r));
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.get("BITS-Packet-Type"), "Ack");
+  EXPECT_EQ(r.get("Connection"), "close");
+  EXPECT_TRUE(d.waitClosed(5000));
+  // Capacity comes back when a connection goes.
+  a.close();
+  Reply ok;
+  for (int i = 0; i < 100 && ok.status != 200; ++i) {
+    Client e;
+    ASSERT_TRUE(e.connect(server.port()));
+    ok = e.roundTrip(bitsRequest("/x", "Ping"));
+  }
+  EXPECT_EQ(ok.status, 200);
+}
+
+TEST(BitsdServer, OversizedHeadersGet431) {
+  BitsdProcess server({"--max-header-bytes", "1024"});
+  ASSERT_TRUE(server.start());
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  Reply r = c.roundTrip("BITS_POST /x HTTP/1.1\r\nBITS-Packet-Type: Ping\r\nX-Big: " + std::string(2000, 'a') +
+                        "\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(r.status, 431);
+  EXPECT_EQ(r.get("BITS-Packet-Type"), "Ack");
+  EXPECT_TRUE(c.waitClosed(5000));
+}
+
+TEST(BitsdServer, StalledHeadersTimeOutWith408) {
+  BitsdProcess server({"--header-timeout-ms", "300"});
+  ASSERT_TRUE(server.start());
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  ASSERT_TRUE(c.sendAll("BITS_POST /x HTTP/1.1\r\nBITS-Packet"));
+  auto t0 = Steady::now();
+  Reply r;
+  ASSERT_TRUE(c.readResponse(&r, 5000));
+  EXPECT_EQ(r.status, 408);
+  EXPECT_TRUE(c.waitClosed(5000));
+  EXPECT_LT(msSince(t0), 5000);
+}
+
+TEST(BitsdServer, StalledBodyTimesOutAndTheSessionSurvives) {
+  BitsdProcess server({"--body-timeout-ms", "300"});
+  ASSERT_TRUE(server.start());
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string id = createSession(c, "/s.bin");
+  std::string req = fragmentRequest("/s.bin", id, 0, std::string(1000, 'a'), 1000);
+  ASSERT_TRUE(c.sendAll(req.substr(0, req.size() - 500)));
+  Reply r;
+  ASSERT_TRUE(c.readResponse(&r, 5000));
+  EXPECT_EQ(r.status, 408);
+  EXPECT_TRUE(c.waitClosed(5000));
+  Client again;
+  ASSERT_TRUE(again.connect(server.port()));
+  EXPECT_EQ(again.roundTrip(req).status, 200);
+}
+
+TEST(BitsdServer, IdleKeepAliveConnectionsAreClosed) {
+  BitsdProcess server({"--idle-timeout-ms", "200"});
+  ASSERT_TRUE(server.start());
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  ASSERT_EQ(c.roundTrip(bitsRequest("/x", "Ping")).status, 200);
+  EXPECT_TRUE(c.waitClosed(5000));
+}
+
+TEST(BitsdServer, ExpiredSessionDataIsDeletedWithinSeconds) {
+  BitsdProcess server({"--session-timeout", "1", "--sweep-interval-ms", "100"});
+  ASSERT_TRUE(server.start());
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string id = createSession(c, "/t.bin");
+  ASSERT_EQ(c.roundTrip(fragmentRequest("/t.bin", id, 0, "abc", 10)).status, 200);
+  ASSERT_EQ(listDir(server.state() + "/partial").size(), 1u);
+  auto t0 = Steady::now();
+  while (!listDir(server.state() + "/partial").empty() && msSince(t0) < 5000) usleep(20000);
+  EXPECT_TRUE(listDir(server.state() + "/partial").empty()) << "expired data still there after 5 s";
+  Reply r = c.roundTrip(fragmentRequest("/t.bin", id, 3, "d", 10));
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.get("BITS-Error-Code"), "0x8020001F");
+}
+
+TEST(BitsdServer, RestartWithoutAJournalForgetsSessionsAndRemovesOrphans) {
+  BitsdProcess server;
+  ASSERT_TRUE(server.start());
+  std::string id;
+  {
+    Client c;
+    ASSERT_TRUE(c.connect(server.port()));
+    id = createSession(c, "/o.bin");
+    ASSERT_EQ(c.roundTrip(fragmentRequest("/o.bin", id, 0, "abc", 10)).status, 200);
+  }
+  EXPECT_EQ(server.stop(9), 128 + 9);
+  ASSERT_EQ(listDir(server.state() + "/partial").size(), 1u);
+  ASSERT_TRUE(server.start());
+  EXPECT_TRUE(listDir(server.state() + "/partial").empty());
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  Reply r = c.roundTrip(fragmentRequest("/o.bin", id, 3, "d", 10));
+  EXPECT_EQ(r.get("BITS-Error-Code"), "0x8020001F");
+}
+
+TEST(BitsdServer, SigtermDuringAFragmentExitsZeroWithinFiveSeconds) {
+  BitsdProcess server;
+  ASSERT_TRUE(server.start());
+  Client idle, busy;
+  ASSERT_TRUE(idle.connect(server.port()));
+  ASSERT_TRUE(busy.connect(server.port()));
+  std::string id = createSession(busy, "/sig.bin");
+  std::string req = fragmentRequest("/sig.bin", id, 0, std::string(100000, 'q'), 200000);
+  ASSERT_TRUE(busy.sendAll(req.substr(0, req.size() - 40000)));
+  auto t0 = Steady::now();
+  EXPECT_EQ(server.stop(SIGTERM, 5000), 0);
+  EXPECT_LT(msSince(t0), 5000);
+  EXPECT_TRUE(idle.waitClosed(1000));
+}
+
+TEST(BitsdServer, SigintExitsZero) {
+  BitsdProcess server;
+  ASSERT_TRUE(server.start());
+  EXPECT_EQ(server.stop(SIGINT, 5000), 0);
+}
+
+// --- Command line --------------------------------------------------------------------------------
+
+void expectOneLineError(const RunResult& r, const std::string& needle) {
+  EXPECT_EQ(r.exitCode, 2) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("bitsd: ", 0), 0u) << r.err;
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST(BitsdCommandLine, BadFlagsAndConfigGiveOneLineAndExit2) {
+  TempDir d;
+  std::string root = d.path() + "/r", state = d.path() + "/s";
+  std::vector<std::string> base = {"--listen", "127.0.0.1:0", "--root", root, "--state", state};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return runBitsd(a);
+  };
+  expectOneLineError(with({"--frobnicate"}), "unknown option --frobnicate");
+  expectOneLineError(with({"--max-upload-size", "lots"}), "max-upload-size");
+  expectOneLineError(with({"--session-timeout"}), "--session-timeout needs a value");
+  expectOneLineError(with({"--max-connections", "0"}), "max-connections must be at least 1");
+  expectOneLineError(with({"stray"}), "unexpected argument 'stray'");
+  expectOneLineError(with({"--config", d.path() + "/nope.conf"}), "cannot read config file");
+  {
+    std::ofstream(d.path() + "/bad.conf") << "# ok\nroot = /tmp\nmax-sessions = many\n";
+    expectOneLineError(with({"--config", d.path() + "/bad.conf"}), "bad.conf:3: invalid value 'many' for max-sessions");
+  }
+  expectOneLineError(runBitsd({"--listen", "nonsense", "--root", root, "--state", state}), "expected ADDR:PORT");
+  expectOneLineError(runBitsd({"--listen", "999.1.1.1:80", "--root", root, "--state", state}), "not an IP address");
+  expectOneLineError(runBitsd({"--listen", "127.0.0.1:0", "--root", root, "--state", root + "/inside"}),
+                     "must not contain each other");
+  std::ofstream(d.path() + "/afile") << "x";
+  expectOneLineError(runBitsd({"--listen", "127.0.0.1:0", "--root", d.path() + "/afile", "--state", state}),
+                     "afile");
+}
+
+TEST(BitsdCommandLine, BusyPortIsAOneLineError) {
+  BitsdProcess first;
+  ASSERT_TRUE(first.start());
+  TempDir d;
+  expectOneLineError(runBitsd({"--listen", "127.0.0.1:" + std::to_string(first.port()), "--root", d.path() + "/r",
+                               "--state", d.path() + "/s"}),
+                     "cannot listen on");
+}
+
+TEST(BitsdCommandLine, HelpListsEverySetting) {
+  RunResult r = runBitsd({"--help"});
+  EXPECT_EQ(r.exitCode, 0);
+  for (const char* key : {"--listen", "--root", "--state", "--max-upload-size", "--session-timeout",
+                          "--allow-overwrites", "--config", "--max-connections", "--fdatasync"}) {
+    EXPECT_NE(r.out.find(key), std::string::npos) << key;
+  }
+}
+
+TEST(BitsdCommandLine, ConfigFileThenFlagsOverrideIt) {
+  TempDir d;
+  std::ofstream(d.path() + "/bitsd.conf") << "max-upload-size = 10\nallow-overwrites = on\n";
+  BitsdProcess server({"--config", d.path() + "/bitsd.conf", "--max-upload-size", "20"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string id = createSession(c, "/f");
+  EXPECT_EQ(c.roundTrip(fragmentRequest("/f", id, 0, "x", 21)).get("BITS-Error-Code"), "0x80200020");
+  EXPECT_EQ(c.roundTrip(fragmentRequest("/f", id, 0, std::string(20, 'x'), 20)).status, 200);
+  std::string id2 = createSession(c, "/f");  // allow-overwrites from the file
+  EXPECT_FALSE(id2.empty());
+}
+
+}  // namespace
+}  // namespace bitsd::testing
