@@ -53,8 +53,13 @@ CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* e
       return CliOutcome::Error;
     }
     if (!hasValue) {
-      if (isBool) {
-        value = "true";
+      std::string_view next = i + 1 < argc ? std::string_view(argv[i + 1]) : std::string_view();
+      bool nextIsBoolWord = next == "true" || next == "false" || next == "on" || next == "off" ||
+                            next == "yes" || next == "no" || next == "1" || next == "0";
+      if (isBool && nextIsBoolWord) {
+        value = argv[++i];  // `--fdatasync off`
+      } else if (isBool) {
+        value = "true";     // `--allow-overwrites`
       } else if (i + 1 < argc) {
         value = argv[++i];
       } else {

@@ -1,1 +1,243 @@
-int main(){return 0;}
+// bitsbench: the benchmark client for docs/BENCHMARKS.md (libuv's benchmark-*.c style: one scenario
+// per mode, each printing key=value figures). It is a plain blocking client; tools/bench.sh drives it.
+//
+//   bitsbench upload --port P --size BYTES --fragment BYTES [--path /f]
+//       One BITS upload (Create-Session, Fragments, Close-Session) over one keep-alive connection.
+//   bitsbench raw --size BYTES --out FILE
+//       The baseline: an in-process receiver reads a raw TCP stream on 127.0.0.1 into a buffer and
+//       write()s it to FILE; the same size is sent. Same client, same loopback, no HTTP, no BITS.
+//   bitsbench idle --port P --count N --pid PID
+//       Opens N keep-alive connections, each after one Ping, and reports bitsd's RSS growth.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/protocol.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void die(const std::string& why) {
+  std::fprintf(stderr, "bitsbench: %s\n", why.c_str());
+  std::exit(1);
+}
+
+int connectTo(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) die("connect: " + std::string(strerror(errno)));
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+void sendAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w <= 0) die("send failed");
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+// Reads one response head; returns the status and fills `headers`.
+int readAck(int fd, std::map<std::string, std::string>* headers) {
+  std::string buf;
+  char c[4096];
+  while (buf.find("\r\n\r\n") == std::string::npos) {
+    ssize_t n = ::recv(fd, c, sizeof c, 0);
+    if (n <= 0) die("connection closed while waiting for an Ack");
+    buf.append(c, static_cast<size_t>(n));
+  }
+  int status = std::atoi(buf.c_str() + 9);
+  size_t pos = buf.find("\r\n") + 2;
+  while (headers != nullptr && pos < buf.size()) {
+    size_t e = buf.find("\r\n", pos);
+    if (e == pos) break;
+    std::string line = buf.substr(pos, e - pos);
+    size_t colon = line.find(':');
+    if (colon != std::string::npos) (*headers)[line.substr(0, colon)] = line.substr(colon + 2);
+    pos = e + 2;
+  }
+  return status;
+}
+
+std::string head(const std::string& path, const std::string& type, const std::string& extra, uint64_t len) {
+  return "BITS_POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bitsbench\r\nBITS-Packet-Type: " + type +
+         "\r\n" + extra + "Content-Length: " + std::to_string(len) + "\r\n\r\n";
+}
+
+std::map<std::string, std::string> parseArgs(int argc, char** argv) {
+  std::map<std::string, std::string> a;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    if (std::strncmp(argv[i], "--", 2) != 0) die(std::string("bad argument ") + argv[i]);
+    a[argv[i] + 2] = argv[i + 1];
+  }
+  return a;
+}
+
+uint64_t num(const std::map<std::string, std::string>& a, const char* k) {
+  auto it = a.find(k);
+  if (it == a.end()) die(std::string("missing --") + k);
+  return std::strtoull(it->second.c_str(), nullptr, 10);
+}
+
+std::vector<char> pattern(size_t n) {
+  std::vector<char> v(n);
+  uint32_t x = 12345;
+  for (char& c : v) {
+    x = x * 1103515245 + 12345;
+    c = static_cast<char>(x >> 16);
+  }
+  return v;
+}
+
+int upload(const std::map<std::string, std::string>& a) {
+  int port = static_cast<int>(num(a, "port"));
+  uint64_t size = num(a, "size"), frag = num(a, "fragment");
+  std::string path = a.count("path") ? a.at("path") : "/bench.bin";
+  std::vector<char> body = pattern(frag);
+  int fd = connectTo(port);
+  auto t0 = Clock::now();
+  std::string create =
+      head(path, "Create-Session", "BITS-Supported-Protocols: " + std::string(bitsd::kUploadProtocolGuid) + "\r\n", 0);
+  sendAll(fd, create.data(), create.size());
+  std::map<std::string, std::string> h;
+  if (readAck(fd, &h) != 200) die("Create-Session failed");
+  std::string id = h["BITS-Session-Id"];
+  for (uint64_t off = 0; off < size; off += frag) {
+    uint64_t n = std::min<uint64_t>(frag, size - off);
+    std::string hd = head(path, "Fragment",
+                          "BITS-Session-Id: " + id + "\r\nContent-Range: bytes " + std::to_string(off) + "-" +
+                              std::to_string(off + n - 1) + "/" + std::to_string(size) + "\r\n",
+                          n);
+    iovec iov[2] = {{hd.data(), hd.size()}, {body.data(), n}};
+    size_t total = hd.size() + n, sent = 0;
+    while (sent < total) {
+      ssize_t w = ::writev(fd, iov, 2);
+      if (w <= 0) die("writev failed");
+      sent += static_cast<size_t>(w);
+      size_t skip = static_cast<size_t>(w);
+      for (iovec& v : iov) {
+        size_t k = std::min(skip, v.iov_len);
+        v.iov_base = static_cast<char*>(v.iov_base) + k;
+        v.iov_len -= k;
+        skip -= k;
+      }
+    }
+    int st = readAck(fd, nullptr);
+    if (st != 200) die("fragment answered " + std::to_string(st));
+  }
+  std::string cl = head(path, "Close-Session", "BITS-Session-Id: " + id + "\r\n", 0);
+  sendAll(fd, cl.data(), cl.size());
+  readAck(fd, nullptr);
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  ::close(fd);
+  std::printf("bytes=%llu seconds=%.3f MiBps=%.1f\n", static_cast<unsigned long long>(size), s, size / s / 1048576.0);
+  return 0;
+}
+
+int raw(const std::map<std::string, std::string>& a) {
+  uint64_t size = num(a, "size");
+  std::string out = a.at("out");
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::listen(lfd, 1);
+  socklen_t len = sizeof addr;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
+  uint64_t received = 0;
+  std::thread receiver([&] {
+    int c = ::accept(lfd, nullptr, nullptr);
+    int f = ::open(out.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    std::vector<char> buf(64 * 1024);  // the same read size as bitsd's host board
+    ssize_t n;
+    while ((n = ::recv(c, buf.data(), buf.size(), 0)) > 0) {
+      if (::write(f, buf.data(), static_cast<size_t>(n)) != n) die("baseline write failed");
+      received += static_cast<uint64_t>(n);
+    }
+    ::close(f);
+    ::close(c);
+  });
+  std::vector<char> body = pattern(8 * 1024 * 1024);
+  int fd = connectTo(ntohs(addr.sin_port));
+  auto t0 = Clock::now();
+  for (uint64_t off = 0; off < size; off += body.size()) {
+    sendAll(fd, body.data(), std::min<uint64_t>(body.size(), size - off));
+  }
+  ::shutdown(fd, SHUT_WR);
+  receiver.join();
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  ::close(fd);
+  ::close(lfd);
+  if (received != size) die("baseline lost bytes");
+  std::printf("bytes=%llu seconds=%.3f MiBps=%.1f\n", static_cast<unsigned long long>(size), s, size / s / 1048576.0);
+  return 0;
+}
+
+long rssKiB(int pid, const char* field) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field));
+  }
+  die("cannot read /proc status");
+}
+
+int idle(const std::map<std::string, std::string>& a) {
+  int port = static_cast<int>(num(a, "port"));
+  int count = static_cast<int>(num(a, "count"));
+  int pid = static_cast<int>(num(a, "pid"));
+  // Warm up: one connection does a request first, so pools touched by any request are counted in the
+  // "before" figure and the difference is what idle connections themselves cost.
+  int warm = connectTo(port);
+  std::string ping = head("/x", "Ping", "", 0);
+  sendAll(warm, ping.data(), ping.size());
+  readAck(warm, nullptr);
+  long before = rssKiB(pid, "VmRSS:");
+  std::vector<int> fds;
+  for (int i = 0; i < count; ++i) {
+    int fd = connectTo(port);
+    sendAll(fd, ping.data(), ping.size());
+    if (readAck(fd, nullptr) != 200) die("ping failed");
+    fds.push_back(fd);
+  }
+  long after = rssKiB(pid, "VmRSS:");
+  std::printf("connections=%d rss_before_kib=%ld rss_after_kib=%ld bytes_per_connection=%.0f\n", count, before, after,
+              (after - before) * 1024.0 / count);
+  for (int fd : fds) ::close(fd);
+  ::close(warm);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) die("usage: bitsbench upload|raw|idle --key value ... (see the top of tools/bitsbench.cc)");
+  std::string mode = argv[1];
+  auto a = parseArgs(argc, argv);
+  if (mode == "upload") return upload(a);
+  if (mode == "raw") return raw(a);
+  if (mode == "idle") return idle(a);
+  die("unknown mode " + mode);
+}

@@ -242,6 +242,19 @@ TEST(BitsdCommandLine, HelpListsEverySetting) {
   }
 }
 
+TEST(BitsdCommandLine, BooleanFlagsTakeAnOptionalWord) {
+  // `--allow-overwrites` alone means true; `--allow-overwrites off` and `--fdatasync=off` set false.
+  BitsdProcess server({"--allow-overwrites", "--fdatasync", "off", "--allow-overwrites", "off"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  EXPECT_NE(server.stderrText().find("fdatasync off"), std::string::npos);
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string id = createSession(c, "/f");
+  ASSERT_EQ(c.roundTrip(fragmentRequest("/f", id, 0, "x", 1)).status, 200);
+  Reply again = c.roundTrip(bitsRequest("/f", "Create-Session", {{"BITS-Supported-Protocols", "{7df0354d-249b-430f-820d-3d2a9bef4931}"}}));
+  EXPECT_EQ(again.status, 403);  // the last --allow-overwrites (off) wins
+}
+
 TEST(BitsdCommandLine, ConfigFileThenFlagsOverrideIt) {
   TempDir d;
   std::ofstream(d.path() + "/bitsd.conf") << "max-upload-size = 10\nallow-overwrites = on\n";
