@@ -29,8 +29,8 @@ struct Settings {
   uint32_t maxConnections = 1024;       // beyond: 503, then close
   uint32_t maxSessions = 4096;          // open sessions plus tombstones
   uint32_t requestSlots = 256;          // requests being parsed at once (each ~17 KiB)
-  uint32_t readBuffers = 64;            // pool of socket read buffers
-  uint32_t readBufferBytes = 65536;     // size of each read buffer
+  uint32_t readBuffers = 32;            // pool of socket read buffers
+  uint32_t readBufferBytes = 262144;    // size of each read buffer
   uint32_t maxOpenFiles = 256;          // in-progress files kept open at once
   uint32_t maxHeaderBytes = 8192;       // request line + headers; beyond: 431
   uint32_t maxPathBytes = 1024;         // decoded, normalised path; beyond: 400

@@ -184,6 +184,12 @@ Flow UploadEngine::fail(Exchange& ex, int status, uint32_t code, bool withRange)
 }
 
 void UploadEngine::formatProtocolError(Exchange& ex, int status) {
+  // The request may not have reached onHeaders, so nothing in `ex` describes it yet: start clean,
+  // but keep a session this request holds busy, so finish() releases it.
+  Session* held = ex.session_;
+  ex.clear();
+  ex.session_ = held;
+  ex.engine_ = this;
   ex.close_ = true;
   uint32_t code = status == 505 ? hresult::kInsufficientHttp : hresult::kInvalidArg;
   (void)fail(ex, status, code);

@@ -15,6 +15,8 @@ tools/install-deps
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF >/dev/null
 cmake --build build-bench -j"$(nproc)" --target bitsd bitsbench >/dev/null
 BIN=build-bench/bin
+# The baseline reads with the same buffer size as bitsd on the host board.
+RBUF=$(awk -F= '/^read-buffer-bytes/ {v=$2; gsub(/ /, "", v); m=1; if (v ~ /K$/) m=1024; if (v ~ /M$/) m=1048576; sub(/[KM]$/, "", v); print v*m}' board/host/board.conf)
 WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/bitsd-bench.XXXXXX")
 trap 'pkill -P $$ bitsd 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -32,7 +34,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 : > "$WORK/raw"; : > "$WORK/nosync"; : > "$WORK/sync"; : > "$WORK/hwm"; : > "$WORK/ratio"
 for r in $(seq "$ROUNDS"); do
-  raw=$("$BIN/bitsbench" raw --size "$SIZE" --out "$WORK/raw.bin" | field MiBps); rm -f "$WORK/raw.bin"
+  raw=$("$BIN/bitsbench" raw --size "$SIZE" --buffer "$RBUF" --out "$WORK/raw.bin" | field MiBps); rm -f "$WORK/raw.bin"
   start_bitsd --fdatasync off
   nosync=$("$BIN/bitsbench" upload --port "$PORT" --size "$SIZE" --fragment "$FRAG" | field MiBps)
   hwm=$(awk '/VmHWM/ {print $2}' /proc/$PID/status)
@@ -56,7 +58,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "median over $ROUNDS rounds, $((SIZE / 1048576)) MiB upload in $((FRAG / 1048576)) MiB fragments:"
+echo "median over $ROUNDS rounds, $((SIZE / 1048576)) MiB upload in $((FRAG / 1048576)) MiB fragments, $((RBUF / 1024)) KiB reads:"
 echo "  raw socket-to-file baseline:  $(median < "$WORK/raw") MiB/s"
 echo "  bitsd, fdatasync off:         $(median < "$WORK/nosync") MiB/s  (ratio to baseline $(median < "$WORK/ratio"))"
 echo "  bitsd, fdatasync on:          $(median < "$WORK/sync") MiB/s"

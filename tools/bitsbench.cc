@@ -3,9 +3,10 @@
 //
 //   bitsbench upload --port P --size BYTES --fragment BYTES [--path /f]
 //       One BITS upload (Create-Session, Fragments, Close-Session) over one keep-alive connection.
-//   bitsbench raw --size BYTES --out FILE
-//       The baseline: an in-process receiver reads a raw TCP stream on 127.0.0.1 into a buffer and
-//       write()s it to FILE; the same size is sent. Same client, same loopback, no HTTP, no BITS.
+//   bitsbench raw --size BYTES --out FILE [--buffer BYTES]
+//       The baseline: an in-process receiver reads a raw TCP stream on 127.0.0.1 into a buffer of
+//       --buffer bytes (give it bitsd's read-buffer-bytes) and write()s it to FILE; the same size is
+//       sent. Same client, same loopback, same read size, no HTTP, no BITS.
 //   bitsbench idle --port P --count N --pid PID
 //       Opens N keep-alive connections, each after one Ping, and reports bitsd's RSS growth.
 #include <arpa/inet.h>
@@ -157,6 +158,8 @@ int upload(const std::map<std::string, std::string>& a) {
 
 int raw(const std::map<std::string, std::string>& a) {
   uint64_t size = num(a, "size");
+  size_t bufferBytes = a.count("buffer") ? static_cast<size_t>(num(a, "buffer")) : 256 * 1024;
+  if (!a.count("out")) die("missing --out");
   std::string out = a.at("out");
   int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -170,7 +173,7 @@ int raw(const std::map<std::string, std::string>& a) {
   std::thread receiver([&] {
     int c = ::accept(lfd, nullptr, nullptr);
     int f = ::open(out.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
-    std::vector<char> buf(64 * 1024);  // the same read size as bitsd's host board
+    std::vector<char> buf(bufferBytes);
     ssize_t n;
     while ((n = ::recv(c, buf.data(), buf.size(), 0)) > 0) {
       if (::write(f, buf.data(), static_cast<size_t>(n)) != n) die("baseline write failed");

@@ -403,6 +403,18 @@ TEST(UploadEngine, HttpLevelErrors) {
   expectError(d.send(bitsRequest("/f", "Ping", {{"Content-Encoding", "gzip"}})), 400, "0x80070057");
 }
 
+TEST(UploadEngine, ParseErrorAfterASessionRequestCarriesNothingFromIt) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  ASSERT_EQ(d.fragment("/f", id, 0, "ab", 4).status, 200);
+  Reply bad = d.send("BITS_POST /f HTTP/1.1\r\nContent-Length: zz\r\n\r\n");
+  expectError(bad, 400, "0x80070057");
+  EXPECT_FALSE(bad.has("BITS-Session-Id")) << bad.raw;
+  EXPECT_FALSE(bad.has("BITS-Received-Content-Range")) << bad.raw;
+  EXPECT_EQ(bad.get("Connection"), "close");
+  EXPECT_EQ(d.fragment("/f", id, 2, "cd", 4).status, 200);  // the session is not left busy
+}
+
 TEST(UploadEngine, ExpectContinue) {
   EngineDriver d;
   std::string id = d.createSession("/f");
