@@ -78,11 +78,28 @@ class Storage {
   virtual void closeNow(FileHandle file) = 0;
 };
 
-// Monotonic milliseconds. Simulated in tests.
+// Monotonic milliseconds for timers, and wall-clock Unix seconds for what outlives a restart (the
+// journal). Simulated in tests.
 class Clock {
  public:
   virtual ~Clock() = default;
   virtual uint64_t nowMs() = 0;
+  virtual uint64_t wallSeconds() = 0;
+};
+
+// SHA-256 of uploads, computed on the fly as fragments are written (mbedTLS on the platform). The
+// running state lives in caller-owned opaque storage, one per session.
+struct Sha256State {
+  static constexpr size_t kBytes = 128;
+  alignas(8) unsigned char bytes[kBytes];
+};
+
+class Sha256 {
+ public:
+  virtual ~Sha256() = default;
+  virtual void start(Sha256State& st) = 0;
+  virtual void update(Sha256State& st, std::span<const char> data) = 0;
+  virtual void finish(Sha256State& st, uint8_t out[32]) = 0;
 };
 
 // Cryptographically secure random bytes (CTR-DRBG on the platform). False if the generator failed.

@@ -25,10 +25,16 @@ struct Session {
   SessionState state = SessionState::Free;
   bool busy = false;          // an exchange is writing/committing for this session
   bool totalKnown = false;
+  bool committed = false;     // the upload reached its destination (stays true after Close)
   FileHandle file = kNoFile;  // in-progress file, when open
   uint64_t totalBytes = 0;
   uint64_t haveBytes = 0;     // contiguous bytes durably stored from offset 0
+  uint64_t journaledBytes = 0;  // the `have` that the journal holds durably
   uint64_t lastActivityMs = 0;
+  bool hashValid = false;     // `hash` covers exactly [0, hashedBytes)
+  uint64_t hashedBytes = 0;
+  uint8_t sha256[32] = {};    // of the committed content
+  Sha256State hash;           // running SHA-256 of the bytes written so far
   uint32_t pathLen = 0;
   uint32_t slot = 0;
 };

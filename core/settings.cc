@@ -44,6 +44,8 @@ const Field kFields[] = {
     BITSD_FIELD("body-timeout-ms", U32, bodyTimeoutMs, "longest pause inside a request body"),
     BITSD_FIELD("sweep-interval-ms", U32, sweepIntervalMs, "session expiry sweep period"),
     BITSD_FIELD("shutdown-grace-ms", U32, shutdownGraceMs, "SIGTERM: time for in-flight writes"),
+    BITSD_FIELD("journal-max-bytes", Size64, journalMaxBytes, "journal size cap; near it, new sessions get 503"),
+    BITSD_FIELD("journal-buffer-bytes", Size32, journalBufferBytes, "records batched into one journal sync"),
 };
 #pragma GCC diagnostic pop
 #undef BITSD_FIELD
@@ -168,6 +170,8 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.maxPathBytes < 16 || s.maxPathBytes > 4096) return fail("max-path-bytes must be 16..4096");
   if (s.maxFragmentBytes < 5120) return fail("max-fragment-bytes must be at least 5120 (BITS minimum fragment)");
   if (s.sessionTimeoutSeconds == 0) return fail("session-timeout must be at least 1 second");
+  if (s.journalBufferBytes < 8192) return fail("journal-buffer-bytes must be at least 8192");
+  if (s.journalMaxBytes < 256 * 1024) return fail("journal-max-bytes must be at least 256K");
   if (s.idleTimeoutMs == 0 || s.headerTimeoutMs == 0 || s.bodyTimeoutMs == 0 || s.sweepIntervalMs == 0) {
     return fail("timeouts must be at least 1 ms");
   }

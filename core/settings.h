@@ -40,6 +40,8 @@ struct Settings {
   uint32_t bodyTimeoutMs = 60000;       // longest gap between body bytes
   uint32_t sweepIntervalMs = 5000;      // session-timeout sweep period (at most)
   uint32_t shutdownGraceMs = 4000;      // SIGTERM: time allowed for in-flight writes
+  uint64_t journalMaxBytes = 64ull << 20;  // cap on the journal file; compaction keeps it below
+  uint32_t journalBufferBytes = 65536;  // records waiting for one group commit
 };
 
 // Applies one `key`/`value` pair. On failure returns false and writes a one-line reason (naming the

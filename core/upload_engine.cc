@@ -43,6 +43,9 @@ void Exchange::clear() {
   rangeEnd_ = 0;
   rangeTotal_ = 0;
   pending_ = {};
+  newFile_ = kNoFile;
+  journaledTo_ = 0;
+  closeIncomplete_ = false;
   relOffset_ = 0;
   relLen_ = 0;
   responseLen_ = 0;
@@ -54,11 +57,17 @@ void Exchange::onStorageDone(StorageOp& op) {
   engine_->step(*this);
 }
 
+void Exchange::onJournalDurable(const Status& status) {
+  journalWait_ = false;
+  journalStatus_ = status;
+  engine_->journalStep(*this);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Engine set-up
 
-UploadEngine::UploadEngine(Storage& storage, Clock& clock, Random& random)
-    : storage_(storage), clock_(clock), random_(random) {
+UploadEngine::UploadEngine(Storage& storage, Clock& clock, Random& random, Sha256& sha, Journal& journal)
+    : storage_(storage), clock_(clock), random_(random), sha_(sha), journal_(journal) {
   for (StorageOp& op : background_) op.callback = this;
 }
 
@@ -80,7 +89,28 @@ Status UploadEngine::init(const Settings& settings) {
   if (partialDir_.size() + 2 + kSessionIdTextBytes + kPartialSuffix.size() > Exchange::kPathBufBytes) {
     return Status(Code::InvalidArgument, "state path is too long");
   }
+  journal_.setSnapshotSource(this);
   return sessions_.init(settings.maxSessions, settings.maxPathBytes);
+}
+
+bool UploadEngine::appendOrFail(Exchange& ex, const JournalRecord& r, Exchange::Step step) {
+  Status st = journal_.append(r, &ex);
+  if (!st.isOk()) {
+    ++stats_.journalRefusals;
+    logf(LogLevel::Warn, "journal cannot take a record (%s): answering 503", st.message());
+    fail(ex, 503, hresult::kNoSystemResources, true);
+    return false;
+  }
+  ex.step_ = step;
+  ex.journalWait_ = true;
+  return true;
+}
+
+bool UploadEngine::backgroundOpFree() const {
+  for (const StorageOp& op : background_) {
+    if (!op.busy) return true;
+  }
+  return false;
 }
 
 bool UploadEngine::backgroundBusy() const {
@@ -415,6 +445,24 @@ Flow UploadEngine::finishFragment(Exchange& ex) {
     }
     s.haveBytes = ex.writeOffset_;
   }
+  return journalProgress(ex);
+}
+
+// `have` is durable on disk; make it durable in the journal before acking it (also for a repeat
+// after an earlier journal failure), then commit if the upload is complete.
+Flow UploadEngine::journalProgress(Exchange& ex) {
+  Session& s = *ex.session_;
+  if (s.haveBytes > s.journaledBytes) {
+    JournalRecord rec;
+    rec.type = RecordType::Progress;
+    rec.id = s.id;
+    rec.wallSeconds = clock_.wallSeconds();
+    rec.totalBytes = s.totalBytes;
+    rec.haveBytes = s.haveBytes;
+    ex.journaledTo_ = s.haveBytes;
+    if (!appendOrFail(ex, rec, Exchange::Step::JournalProgress)) return Flow::Continue;
+    return Flow::Wait;
+  }
   if (s.haveBytes == s.totalBytes) return startCommit(ex);
   respond(ex, 200, true);
   return Flow::Continue;
@@ -440,20 +488,114 @@ Flow UploadEngine::closeOrCancel(Exchange& ex) {
   if (s == nullptr) {  // expired while the request was in flight
     return fail(ex, 500, hresult::kSessionNotFound);
   }
-  bool incomplete = s->state == SessionState::Open;
-  s->state = SessionState::Closed;
-  touch(*s);
-  closeFile(*s);
-  if (incomplete) {
-    // A partial upload is never committed (§2.2): its data goes.
-    formatPartialPath(s->id, ex.partial_);
-    ex.step_ = Exchange::Step::CleanupRemove;
-    ex.op_.busy = true;
-    storage_.remove(ex.op_, ex.partial_);
-    return Flow::Wait;
+  if (s->state == SessionState::Closed) {  // a repeat: the tombstone answers
+    touch(*s);
+    respond(ex, 200, false);
+    return Flow::Continue;
   }
-  respond(ex, 200, false);
-  return Flow::Continue;
+  // The tombstone is journaled before the data goes: a crash in between must still answer a
+  // repeated Close-Session with 200, never with BG_E_SESSION_NOT_FOUND.
+  ex.closeIncomplete_ = s->state == SessionState::Open;
+  JournalRecord rec;
+  rec.type = RecordType::Closed;
+  rec.id = s->id;
+  rec.wallSeconds = clock_.wallSeconds();
+  rec.cancelled = ex.type_ == PacketType::CancelSession;
+  if (!appendOrFail(ex, rec, Exchange::Step::JournalClose)) return Flow::Continue;
+  return Flow::Wait;
+}
+
+void UploadEngine::finishCreate(Exchange& ex) {
+  Session* s = sessions_.insert(ex.sessionId_, std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_));
+  if (s == nullptr) {  // cannot happen: room was made before the file was created, and we are single-threaded
+    storage_.closeNow(ex.newFile_);
+    ex.newFile_ = kNoFile;
+    fail(ex, 503, hresult::kNoSystemResources);
+    return;
+  }
+  if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
+  s->file = ex.newFile_;
+  ex.newFile_ = kNoFile;
+  ++openFiles_;
+  sha_.start(s->hash);
+  s->hashValid = true;
+  s->hashedBytes = 0;
+  touch(*s);
+  ++stats_.sessionsCreated;
+  AckSpec spec;
+  spec.status = 200;
+  spec.createSession = true;
+  spec.sessionId = &ex.sessionId_;
+  spec.close = ex.close_;
+  ex.status_ = 200;
+  ex.responseLen_ = formatAck(spec, ex.response_);
+}
+
+void UploadEngine::journalStep(Exchange& ex) {
+  const Status st = ex.journalStatus_;
+  switch (ex.step_) {
+    case Exchange::Step::JournalCreate:
+      if (!st.isOk()) {
+        storage_.closeNow(ex.newFile_);
+        ex.newFile_ = kNoFile;
+        removeInBackground(ex.sessionId_);
+        ex.hasSessionId_ = false;
+        fail(ex, 500, hresultFor(st));
+        return ready(ex);
+      }
+      finishCreate(ex);
+      return ready(ex);
+    case Exchange::Step::JournalProgress: {
+      Session& s = *ex.session_;
+      if (!st.isOk()) {
+        fail(ex, 500, hresultFor(st), true);
+        return ready(ex);
+      }
+      if (ex.journaledTo_ > s.journaledBytes) s.journaledBytes = ex.journaledTo_;
+      if (s.haveBytes == s.totalBytes) {
+        if (startCommit(ex) == Flow::Continue) return ready(ex);
+        return;
+      }
+      respond(ex, 200, true);
+      return ready(ex);
+    }
+    case Exchange::Step::JournalCommit:
+      if (!st.isOk()) {
+        // Committed in place, not in the journal: a repeat gets the final Ack from memory, and after a
+        // restart recovery finds the file at its destination.
+        fail(ex, 500, hresultFor(st), true);
+        return ready(ex);
+      }
+      ++stats_.commits;
+      respond(ex, 200, true);
+      return ready(ex);
+    case Exchange::Step::JournalClose: {
+      if (!st.isOk()) {
+        fail(ex, 500, hresultFor(st));
+        return ready(ex);
+      }
+      Session* s = sessions_.find(ex.sessionId_);
+      if (s == nullptr) {
+        respond(ex, 200, false);
+        return ready(ex);
+      }
+      s->state = SessionState::Closed;
+      touch(*s);
+      closeFile(*s);
+      if (ex.closeIncomplete_) {
+        // A partial upload is never committed (§2.2): its data goes.
+        formatPartialPath(s->id, ex.partial_);
+        ex.step_ = Exchange::Step::CleanupRemove;
+        ex.op_.busy = true;
+        storage_.remove(ex.op_, ex.partial_);
+        return;
+      }
+      respond(ex, 200, false);
+      return ready(ex);
+    }
+    default: break;
+  }
+  BITS_CHECK(false && "journal completion without a journal step");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -487,6 +629,12 @@ void UploadEngine::step(Exchange& ex) {
         fail(ex, 403, hresult::kAccessDenied);
         return ready(ex);
       }
+      if (journal_.nearlyFull()) {
+        ++stats_.journalRefusals;
+        logf(LogLevel::Warn, "create-session refused: the journal is near its size cap even when compacted");
+        fail(ex, 503, hresult::kNoSystemResources);
+        return ready(ex);
+      }
       uint8_t rnd[16];
       if (!random_.fill(rnd, sizeof rnd)) {
         logf(LogLevel::Error, "create-session: random generator failed");
@@ -516,25 +664,20 @@ void UploadEngine::step(Exchange& ex) {
         fail(ex, 500, hresultFor(st));
         return ready(ex);
       }
-      Session* s = sessions_.insert(ex.sessionId_, std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_));
-      if (s == nullptr) {  // cannot happen: room was made above, on this same turn
-        storage_.closeNow(static_cast<FileHandle>(ex.op_.result));
-        fail(ex, 503, hresult::kNoSystemResources);
+      ex.newFile_ = static_cast<FileHandle>(ex.op_.result);
+      JournalRecord rec;
+      rec.type = RecordType::SessionCreated;
+      rec.id = ex.sessionId_;
+      rec.wallSeconds = clock_.wallSeconds();
+      rec.path = std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_);
+      if (!appendOrFail(ex, rec, Exchange::Step::JournalCreate)) {
+        storage_.closeNow(ex.newFile_);
+        ex.newFile_ = kNoFile;
+        removeInBackground(ex.sessionId_);
+        ex.hasSessionId_ = false;
         return ready(ex);
       }
-      if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
-      s->file = static_cast<FileHandle>(ex.op_.result);
-      ++openFiles_;
-      touch(*s);
-      ++stats_.sessionsCreated;
-      AckSpec spec;
-      spec.status = 200;
-      spec.createSession = true;
-      spec.sessionId = &ex.sessionId_;
-      spec.close = ex.close_;
-      ex.status_ = 200;
-      ex.responseLen_ = formatAck(spec, ex.response_);
-      return ready(ex);
+      return;
     }
     case Exchange::Step::OpenFile: {
       Session& s = *ex.session_;
@@ -564,6 +707,13 @@ void UploadEngine::step(Exchange& ex) {
       }
       size_t n = static_cast<size_t>(ex.op_.result);
       stats_.bytesWritten += n;
+      Session& hs = *ex.session_;
+      if (hs.hashValid && hs.hashedBytes == ex.writeOffset_) {
+        sha_.update(hs.hash, ex.pending_.first(n));
+        hs.hashedBytes += n;
+      } else if (ex.writeOffset_ < hs.hashedBytes) {
+        hs.hashValid = false;  // rewriting bytes already hashed (after a failed write): digest unknown
+      }
       ex.writeOffset_ += n;
       ex.pending_ = ex.pending_.subspan(n);
       if (!ex.pending_.empty()) {  // short write: go on with the rest
@@ -585,12 +735,8 @@ void UploadEngine::step(Exchange& ex) {
         return ready(ex);
       }
       s.haveBytes = ex.writeOffset_;
-      if (s.haveBytes == s.totalBytes) {
-        startCommit(ex);
-        return;
-      }
-      respond(ex, 200, true);
-      return ready(ex);
+      if (journalProgress(ex) == Flow::Continue) return ready(ex);
+      return;
     }
     case Exchange::Step::CommitLink: {
       if (!st.isOk()) {
@@ -605,9 +751,10 @@ void UploadEngine::step(Exchange& ex) {
         }
         return ready(ex);
       }
-      // The upload is now at its destination. From here on, never commit it again.
+      // The upload is now at its destination. From here on, never commit it again (recovery finds
+      // the file in place even if the Committed record does not make it to the journal).
       ex.session_->state = SessionState::Complete;
-      ++stats_.commits;
+      ex.session_->committed = true;
       ex.op_.busy = true;
       if (settings_.allowOverwrites) {
         ex.step_ = Exchange::Step::CommitSyncDir;
@@ -629,16 +776,33 @@ void UploadEngine::step(Exchange& ex) {
     }
     case Exchange::Step::CommitSyncDir: {
       if (!st.isOk()) logf(LogLevel::Warn, "directory sync after commit: %s", st.message());
-      logf(LogLevel::Info, "committed %s (%" PRIu64 " bytes)", ex.dest_, ex.session_->totalBytes);
-      respond(ex, 200, true);
-      return ready(ex);
+      Session& s = *ex.session_;
+      logf(LogLevel::Info, "committed %s (%" PRIu64 " bytes)", ex.dest_, s.totalBytes);
+      if (s.hashValid && s.hashedBytes == s.totalBytes) {
+        sha_.finish(s.hash, s.sha256);
+      } else {
+        logf(LogLevel::Warn, "no SHA-256 for %s: a failed write interrupted the running digest", ex.dest_);
+      }
+      s.hashValid = false;
+      JournalRecord rec;
+      rec.type = RecordType::Committed;
+      rec.id = s.id;
+      rec.wallSeconds = clock_.wallSeconds();
+      rec.totalBytes = s.totalBytes;
+      std::memcpy(rec.sha256, s.sha256, 32);
+      if (!appendOrFail(ex, rec, Exchange::Step::JournalCommit)) return ready(ex);
+      return;
     }
     case Exchange::Step::CleanupRemove: {
       if (!st.isOk()) logf(LogLevel::Warn, "removing %s: %s", ex.partial_, st.message());
       respond(ex, 200, false);
       return ready(ex);
     }
-    case Exchange::Step::Idle: break;
+    case Exchange::Step::Idle:
+    case Exchange::Step::JournalCreate:
+    case Exchange::Step::JournalProgress:
+    case Exchange::Step::JournalCommit:
+    case Exchange::Step::JournalClose: break;
   }
   BITS_CHECK(false && "storage completion without a step");
 }
@@ -693,10 +857,18 @@ void UploadEngine::sweep() {
     Session& s = sessions_.slotAt(i);
     if (s.state == SessionState::Free || s.busy) continue;
     if (now - s.lastActivityMs < sessionTimeoutMs_) continue;
-    if (s.state == SessionState::Open) {
-      // Deleting the data needs a background op; if all are busy, try again next sweep.
+    // Forget it in the journal first (no need to wait: if that record is lost, recovery expires the
+    // session again), then delete its data. When the journal buffer or the background ops are
+    // full, the next sweep tries again.
+    JournalRecord rec;
+    rec.type = RecordType::Forget;
+    rec.id = s.id;
+    bool open = s.state == SessionState::Open;
+    if (open && !backgroundOpFree()) continue;
+    if (!journal_.append(rec, nullptr).isOk()) continue;
+    if (open) {
       closeFile(s);
-      if (!removeInBackground(s.id)) continue;
+      removeInBackground(s.id);
       char id[kSessionIdTextBytes];
       formatSessionId(s.id, id);
       logf(LogLevel::Info, "session %.38s expired; in-progress data deleted", id);
@@ -704,6 +876,132 @@ void UploadEngine::sweep() {
     ++stats_.sessionsExpired;
     sessions_.erase(&s);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Recovery and compaction
+
+Status UploadEngine::restore(const JournalState& state, std::vector<SessionId>* expired) {
+  const uint64_t wallNow = clock_.wallSeconds();
+  const uint64_t nowMs = clock_.nowMs();
+  for (const auto& [id, r] : state.sessions) {
+    uint64_t idleMs = r.wallSeconds >= wallNow ? 0 : (wallNow - r.wallSeconds) * 1000;
+    if (idleMs >= sessionTimeoutMs_) {
+      expired->push_back(id);
+      continue;
+    }
+    if (r.path.size() > settings_.maxPathBytes) {
+      logf(LogLevel::Warn, "journal: session with a path over max-path-bytes dropped");
+      expired->push_back(id);
+      continue;
+    }
+    Session* s = sessions_.insert(id, r.path);
+    if (s == nullptr) {
+      return Status(Code::Exhausted, "the journal holds more sessions than max-sessions");
+    }
+    if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
+    s->state = r.closed ? SessionState::Closed : r.committed ? SessionState::Complete : SessionState::Open;
+    s->totalKnown = r.totalKnown;
+    s->committed = r.committed;
+    s->totalBytes = r.totalBytes;
+    s->haveBytes = r.haveBytes;
+    s->journaledBytes = r.haveBytes;
+    s->lastActivityMs = nowMs > idleMs ? nowMs - idleMs : 0;
+    std::memcpy(s->sha256, r.sha256, 32);
+    sha_.start(s->hash);
+    s->hashValid = s->haveBytes == 0;
+    s->hashedBytes = 0;
+  }
+  for (const auto& [txid, wall] : state.delivered) delivered_[txid] = wall;
+  return Status::ok();
+}
+
+uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
+  char partial[Exchange::kPathBufBytes];
+  char dest[Exchange::kPathBufBytes];
+  uint32_t dropped = 0;
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state != SessionState::Open) continue;
+    formatPartialPath(s.id, partial);
+    std::string_view rel = sessions_.path(s);
+    std::memcpy(dest, root_.data(), root_.size());
+    dest[root_.size()] = '/';
+    std::memcpy(dest + root_.size() + 1, rel.data(), rel.size());
+    dest[root_.size() + 1 + rel.size()] = '\0';
+    RecoveryItem item;
+    item.id = s.id;
+    item.haveBytes = s.haveBytes;
+    item.totalBytes = s.totalBytes;
+    item.totalKnown = s.totalKnown;
+    item.partialPath = partial;
+    item.destPath = dest;
+    RecoveryDecision d = inspector.inspect(item);
+    JournalRecord rec;
+    rec.id = s.id;
+    rec.wallSeconds = clock_.wallSeconds();
+    switch (d.action) {
+      case RecoveryAction::Keep: break;
+      case RecoveryAction::Drop:
+        rec.type = RecordType::Forget;
+        (void)journal_.append(rec, nullptr);
+        sessions_.erase(&s);
+        ++dropped;
+        break;
+      case RecoveryAction::Committed:
+        s.state = SessionState::Complete;
+        s.committed = true;
+        s.haveBytes = s.journaledBytes = s.totalBytes;
+        rec.type = RecordType::Committed;
+        rec.totalBytes = s.totalBytes;
+        (void)journal_.append(rec, nullptr);
+        break;
+      case RecoveryAction::SetHave:
+        s.haveBytes = s.journaledBytes = d.haveBytes;
+        rec.type = RecordType::Progress;
+        rec.totalBytes = s.totalBytes;
+        rec.haveBytes = d.haveBytes;
+        (void)journal_.append(rec, nullptr);
+        break;
+    }
+  }
+  return dropped;
+}
+
+void UploadEngine::rehashOpenSessions(RecoveryHasher& hasher) {
+  char path[Exchange::kPathBufBytes];
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state != SessionState::Open || s.hashValid) continue;
+    formatPartialPath(s.id, path);
+    sha_.start(s.hash);
+    if (hasher.hashPrefix(path, s.haveBytes, sha_, s.hash)) {
+      s.hashValid = true;
+      s.hashedBytes = s.haveBytes;
+    }
+  }
+}
+
+void UploadEngine::snapshot(JournalState* out) {
+  const uint64_t wallNow = clock_.wallSeconds();
+  const uint64_t nowMs = clock_.nowMs();
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state == SessionState::Free) continue;
+    RecoveredSession& r = out->sessions[s.id];
+    r.id = s.id;
+    r.path = std::string(sessions_.path(s));
+    uint64_t idleSeconds = (nowMs - s.lastActivityMs) / 1000;
+    r.wallSeconds = wallNow > idleSeconds ? wallNow - idleSeconds : 0;
+    r.totalKnown = s.totalKnown;
+    r.totalBytes = s.totalBytes;
+    // Only what the journal already holds durably, or the data is synced: haveBytes is synced data.
+    r.haveBytes = s.haveBytes;
+    r.committed = s.committed;
+    std::memcpy(r.sha256, s.sha256, 32);
+    r.closed = s.state == SessionState::Closed;
+  }
+  out->delivered = delivered_;
 }
 
 }  // namespace bitsd

@@ -12,9 +12,12 @@
 // does so from inside the call that returned Wait. If the connection dies, the host calls finish(ex)
 // once !ex.inFlight() (a commit in progress always runs to its end, with nobody to answer).
 //
-// Durability order for every Fragment: data written, then fdatasync, then `have` advances, then the
-// Ack. At the last byte: commit by one atomic rename (or link, when overwrites are off, so an
-// existing destination is never replaced), then fsync of the destination directory, then the Ack.
+// Durability order for every Fragment: data written, then fdatasync, then `have` advances, then a
+// Progress record is made durable in the journal, then the Ack. At the last byte: commit by one
+// atomic rename (or link, when overwrites are off, so an existing destination is never replaced),
+// then fsync of the destination directory, then a durable Committed record, then the Ack.
+// Create-Session and Close/Cancel-Session are journaled before their Acks too, so a restart never
+// makes the client see BG_E_SESSION_NOT_FOUND for a session it was told about.
 #pragma once
 
 #include <cstddef>
@@ -22,7 +25,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
+#include "core/journal.h"
 #include "core/ports.h"
 #include "core/request_parser.h"
 #include "core/response.h"
@@ -33,6 +39,37 @@ namespace bitsd {
 
 class Exchange;
 class UploadEngine;
+
+// Start-up reconciliation of journaled sessions with the files on disk (platform-implemented,
+// blocking calls allowed: the loop is not serving yet).
+struct RecoveryItem {
+  SessionId id{};
+  uint64_t haveBytes = 0;
+  uint64_t totalBytes = 0;
+  bool totalKnown = false;
+  const char* partialPath = nullptr;
+  const char* destPath = nullptr;
+};
+
+enum class RecoveryAction {
+  Keep,       // the partial file holds exactly the acked prefix (trimmed if it was longer)
+  Drop,       // the data is gone: forget the session (the client starts over)
+  Committed,  // the commit had happened before the crash: the file is at its destination
+  SetHave,    // the partial file is shorter than the journal says: resume from `haveBytes`
+};
+
+struct RecoveryDecision {
+  RecoveryAction action = RecoveryAction::Keep;
+  uint64_t haveBytes = 0;
+};
+
+class RecoveryInspector {
+ public:
+  virtual RecoveryDecision inspect(const RecoveryItem& item) = 0;
+
+ protected:
+  ~RecoveryInspector() = default;
+};
 
 // Implemented by the connection that owns an Exchange.
 class ExchangeHost {
@@ -55,10 +92,21 @@ struct EngineStats {
   uint64_t sessionsExpired = 0;
   uint64_t errors = 0;
   uint64_t diskFull = 0;
+  uint64_t journalRefusals = 0;  // 503 because the journal was full
+};
+
+// Reads the acked prefix of an in-progress file at recovery, to rebuild its running SHA-256
+// (the only time bitsd reads upload data back). Platform-implemented; may block (start-up only).
+class RecoveryHasher {
+ public:
+  virtual bool hashPrefix(const char* path, uint64_t bytes, Sha256& sha, Sha256State& st) = 0;
+
+ protected:
+  ~RecoveryHasher() = default;
 };
 
 // Per-request state, embedded in the connection's request slot. Not copyable.
-class Exchange final : public StorageCallback {
+class Exchange final : public StorageCallback, public JournalWaiter {
  public:
   static constexpr size_t kPathBufBytes = 4608;
 
@@ -76,7 +124,7 @@ class Exchange final : public StorageCallback {
   // The Ack, valid once the request is over (or respondNow()).
   std::string_view response() const { return std::string_view(response_, responseLen_); }
   bool closeAfterResponse() const { return close_; }
-  bool inFlight() const { return op_.busy; }
+  bool inFlight() const { return op_.busy || journalWait_; }
   int status() const { return status_; }
 
  private:
@@ -94,9 +142,14 @@ class Exchange final : public StorageCallback {
     CommitUnlink,    // remove the partial name after a link
     CommitSyncDir,   // make the new name durable
     CleanupRemove,   // Close/Cancel of an incomplete session: delete the partial file
+    JournalCreate,   // waiting for SessionCreated to be durable
+    JournalProgress, // waiting for Progress
+    JournalCommit,   // waiting for Committed
+    JournalClose,    // waiting for Closed
   };
 
   void onStorageDone(StorageOp& op) override;
+  void onJournalDurable(const Status& status) override;
   void clear();
 
   ExchangeHost* host_ = nullptr;
@@ -119,6 +172,11 @@ class Exchange final : public StorageCallback {
   uint64_t rangeEnd_ = 0;
   uint64_t rangeTotal_ = 0;
   std::span<const char> pending_;  // body bytes being written
+  bool journalWait_ = false;
+  Status journalStatus_;
+  FileHandle newFile_ = kNoFile;   // Create-Session: the partial file, until the session exists
+  uint64_t journaledTo_ = 0;       // `have` that the pending Progress record states
+  bool closeIncomplete_ = false;   // Close/Cancel found the upload incomplete
   uint32_t relOffset_ = 0;         // relative path starts at dest_ + relOffset_
   uint32_t relLen_ = 0;
   size_t responseLen_ = 0;
@@ -127,9 +185,9 @@ class Exchange final : public StorageCallback {
   char partial_[kPathBufBytes];
 };
 
-class UploadEngine final : public StorageCallback {
+class UploadEngine final : public StorageCallback, public SnapshotSource {
  public:
-  UploadEngine(Storage& storage, Clock& clock, Random& random);
+  UploadEngine(Storage& storage, Clock& clock, Random& random, Sha256& sha, Journal& journal);
   ~UploadEngine();
 
   // Takes the server options and board limits. Fails on impossible values (paths too long).
@@ -155,7 +213,21 @@ class UploadEngine final : public StorageCallback {
   // True while background deletions are still running (shutdown waits for them).
   bool backgroundBusy() const;
 
-  // Tests: look at a session.
+  // Start-up: rebuilds the session table from a replayed journal. Sessions whose last activity is
+  // older than the session timeout are left out (the caller deletes their data). Returns the ids
+  // it left out in `expired`.
+  Status restore(const JournalState& state, std::vector<SessionId>* expired);
+  // Start-up, after restore(): lets `inspector` check every open session against its files, applies
+  // the decisions and journals them (flushed once the loop runs). Returns how many were dropped.
+  uint32_t reconcile(RecoveryInspector& inspector);
+  // Start-up, after restore(): re-reads each open session's acked prefix to rebuild its SHA-256.
+  void rehashOpenSessions(RecoveryHasher& hasher);
+  // Writes the live state for a journal compaction (SnapshotSource).
+  void snapshot(JournalState* out) override;
+  void formatPartialPathForTest(const SessionId& id, char* out) { formatPartialPath(id, out); }
+
+  // A session by id (nullptr if unknown), for recovery and tests.
+  const Session* findSession(const SessionId& id) { return sessions_.find(id); }
   const Session* findSessionForTest(const SessionId& id) { return sessions_.find(id); }
 
  private:
@@ -171,18 +243,25 @@ class UploadEngine final : public StorageCallback {
   Flow finishFragment(Exchange& ex);
   Flow startCommit(Exchange& ex);
   Flow closeOrCancel(Exchange& ex);
+  Flow journalProgress(Exchange& ex);
+  void journalStep(Exchange& ex);
+  bool appendOrFail(Exchange& ex, const JournalRecord& r, Exchange::Step step);
+  void finishCreate(Exchange& ex);
   Flow issueWrite(Exchange& ex);
   void ready(Exchange& ex);
   void formatPartialPath(const SessionId& id, char* out);
   void closeFile(Session& s);
   void makeRoomForOpenFile();
   bool removeInBackground(const SessionId& id);
+  bool backgroundOpFree() const;
   Session* evictForNewSession();
   void touch(Session& s);
 
   Storage& storage_;
   Clock& clock_;
   Random& random_;
+  Sha256& sha_;
+  Journal& journal_;
   Settings settings_;
   uint64_t sessionTimeoutMs_ = 0;
   std::string root_;
@@ -191,6 +270,7 @@ class UploadEngine final : public StorageCallback {
   uint32_t openFiles_ = 0;
   uint32_t highWater_ = 0;  // slots [0, highWater_) have ever been used
   EngineStats stats_;
+  std::unordered_map<std::string, uint64_t> delivered_;  // transaction id -> wall seconds (next issue)
   StorageOp background_[kBackgroundOps];
   char backgroundPath_[kBackgroundOps][Exchange::kPathBufBytes];
 };

@@ -41,6 +41,46 @@ bool DrbgRandom::fill(uint8_t* out, size_t len) {
   return ready_ && mbedtls_ctr_drbg_random(&drbg_, out, len) == 0;
 }
 
+static_assert(sizeof(mbedtls_sha256_context) <= Sha256State::kBytes, "Sha256State too small");
+
+void MbedSha256::start(Sha256State& st) {
+  auto* c = reinterpret_cast<mbedtls_sha256_context*>(st.bytes);
+  mbedtls_sha256_init(c);
+  mbedtls_sha256_starts_ret(c, 0);
+}
+
+void MbedSha256::update(Sha256State& st, std::span<const char> data) {
+  mbedtls_sha256_update_ret(reinterpret_cast<mbedtls_sha256_context*>(st.bytes),
+                            reinterpret_cast<const unsigned char*>(data.data()), data.size());
+}
+
+void MbedSha256::finish(Sha256State& st, uint8_t out[32]) {
+  auto* c = reinterpret_cast<mbedtls_sha256_context*>(st.bytes);
+  mbedtls_sha256_finish_ret(c, out);
+  mbedtls_sha256_free(c);
+}
+
+UvFlushScheduler::UvFlushScheduler(uv_loop_t* loop) {
+  uv_check_init(loop, &check_);
+  check_.data = this;
+}
+
+void UvFlushScheduler::requestFlush() {
+  if (!closed_) uv_check_start(&check_, onCheckThunk);
+}
+
+void UvFlushScheduler::onCheckThunk(uv_check_t* h) {
+  auto* self = static_cast<UvFlushScheduler*>(h->data);
+  uv_check_stop(&self->check_);
+  if (self->journal_ != nullptr) self->journal_->flush();
+}
+
+void UvFlushScheduler::close() {
+  if (closed_) return;
+  closed_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+}
+
 namespace {
 void stderrSink(LogLevel level, const char* line) {
   static const char* kNames[] = {"debug", "info", "warn", "error"};
@@ -113,20 +153,6 @@ bool prepareDirectories(const Settings& s, std::string* rootReal, std::string* e
     *error = "root and state must be writable by this user";
     return false;
   }
-  DIR* d = ::opendir(partialDir.c_str());
-  if (d == nullptr) {
-    *error = "cannot open " + partialDir + ": " + std::strerror(errno);
-    return false;
-  }
-  int removed = 0;
-  while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".part") == 0) {
-      if (::unlink((partialDir + "/" + name).c_str()) == 0) ++removed;
-    }
-  }
-  ::closedir(d);
-  if (removed > 0) logf(LogLevel::Info, "removed %d orphaned in-progress file(s) from %s", removed, partialDir.c_str());
   return true;
 }
 

@@ -6,9 +6,11 @@
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
+#include <mbedtls/sha256.h>
 
 #include <string>
 
+#include "core/journal.h"
 #include "core/ports.h"
 #include "core/settings.h"
 
@@ -17,6 +19,34 @@ namespace bitsd::platform {
 class UvClock final : public Clock {
  public:
   uint64_t nowMs() override { return uv_hrtime() / 1000000; }
+  uint64_t wallSeconds() override {
+    uv_timeval64_t tv;
+    return uv_gettimeofday(&tv) == 0 ? static_cast<uint64_t>(tv.tv_sec) : 0;
+  }
+};
+
+// SHA-256 with mbedTLS; the context lives in the caller's Sha256State.
+class MbedSha256 final : public Sha256 {
+ public:
+  void start(Sha256State& st) override;
+  void update(Sha256State& st, std::span<const char> data) override;
+  void finish(Sha256State& st, uint8_t out[32]) override;
+};
+
+// Runs Journal::flush() once per loop turn, after that turn's I/O callbacks (a uv_check handle):
+// every record appended during the turn goes into one write and one fdatasync.
+class UvFlushScheduler final : public FlushScheduler {
+ public:
+  explicit UvFlushScheduler(uv_loop_t* loop);
+  void setJournal(Journal* journal) { journal_ = journal; }
+  void requestFlush() override;
+  void close();
+
+ private:
+  static void onCheckThunk(uv_check_t* h);
+  uv_check_t check_;
+  Journal* journal_ = nullptr;
+  bool closed_ = false;
 };
 
 class DrbgRandom final : public Random {

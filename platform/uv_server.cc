@@ -563,12 +563,20 @@ void UvServer::onSweepThunk(uv_timer_t* t) {
 }
 
 void UvServer::onGraceThunk(uv_timer_t* t) {
+  // Ticks every 50 ms during shutdown: aborts what is left once the grace period is over, and
+  // finishes the shutdown as soon as connections, background deletions and the journal are idle.
   UvServer* self = static_cast<UvServer*>(t->data);
-  logf(LogLevel::Info, "shutdown: grace period over, aborting %u connection(s)", self->stats_.active);
-  for (uint32_t i = 0; i < self->connCapacity_; ++i) {
-    Connection* c = &self->conns_[i];
-    if (self->connUsed_[i] && !c->closing) self->closeConnection(c);
+  if (!self->graceExpired_ && uv_now(self->loop_) - self->shutdownStartMs_ >= self->settings_.shutdownGraceMs) {
+    self->graceExpired_ = true;
+    if (self->stats_.active > 0) {
+      logf(LogLevel::Info, "shutdown: grace period over, aborting %u connection(s)", self->stats_.active);
+    }
+    for (uint32_t i = 0; i < self->connCapacity_; ++i) {
+      Connection* c = &self->conns_[i];
+      if (self->connUsed_[i] && !c->closing) self->closeConnection(c);
+    }
   }
+  self->maybeFinishShutdown();
 }
 
 void UvServer::shutdown() {
@@ -586,13 +594,16 @@ void UvServer::shutdown() {
     bool idle = c->phase == Phase::Parsing && (c->slot == nullptr || !c->slot->parser.started());
     if (idle) closeConnection(c);
   }
-  uv_timer_start(&graceTimer_, onGraceThunk, settings_.shutdownGraceMs, 0);
+  shutdownStartMs_ = uv_now(loop_);
+  uv_timer_start(&graceTimer_, onGraceThunk, 50, 50);
   maybeFinishShutdown();
 }
 
 void UvServer::maybeFinishShutdown() {
   if (handlesClosed_ || stats_.active > 0 || engine_.backgroundBusy()) return;
+  if (journal_ != nullptr && (journal_->busy() || journal_->hasPending())) return;
   handlesClosed_ = true;
+  if (scheduler_ != nullptr) scheduler_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&sweepTimer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&graceTimer_), nullptr);
 }

@@ -17,6 +17,7 @@
 
 #include "core/settings.h"
 #include "core/upload_engine.h"
+#include "platform/system.h"
 
 namespace bitsd::platform {
 
@@ -46,6 +47,12 @@ class UvServer {
   void shutdown();
 
   const ServerStats& stats() const { return stats_; }
+
+  // The journal to drain at shutdown, and its scheduler to close once it is idle.
+  void setJournal(Journal* journal, UvFlushScheduler* scheduler) {
+    journal_ = journal;
+    scheduler_ = scheduler;
+  }
 
  private:
   friend struct Connection;
@@ -91,6 +98,10 @@ class UvServer {
   bool acceptPaused_ = false;
   bool shuttingDown_ = false;
   bool handlesClosed_ = false;
+  bool graceExpired_ = false;
+  uint64_t shutdownStartMs_ = 0;
+  Journal* journal_ = nullptr;
+  UvFlushScheduler* scheduler_ = nullptr;
   ServerStats stats_;
 
   Connection* conns_ = nullptr;

@@ -52,18 +52,61 @@ Settings EngineDriver::defaultSettings() {
   return s;
 }
 
-EngineDriver::EngineDriver(Settings settings) : engine(storage, clock, random), parser_(settings.maxHeaderBytes) {
+EngineDriver::EngineDriver(Settings settings)
+    : journal(storage, scheduler, random), engine(storage, clock, random, sha, journal),
+      parser_(settings.maxHeaderBytes) {
   storage.addDir("/root");
+  storage.addDir("/state");
   storage.addDir("/state/partial");
   EXPECT_TRUE(engine.init(settings).isOk());
+  EXPECT_TRUE(journal.init(settings.journalBufferBytes, 64, settings.journalMaxBytes, kJournalPath).isOk());
+  JournalHeader h;
+  h.salt = 0x5A17;
+  std::string header(kJournalBlockBytes, '\0');
+  encodeJournalHeader(h, reinterpret_cast<uint8_t*>(header.data()));
+  storage.addFile(kJournalPath, header);
+  storage.journalPath = kJournalPath;
+  journal.attach(storage.openForTest(kJournalPath), h.salt, 1, kJournalBlockBytes, 0);
   ex_.setHost(this);
+}
+
+EngineDriver::~EngineDriver() { settle(); }
+
+void EngineDriver::settle() {
+  for (int i = 0; i < 100000; ++i) {
+    if (scheduler.requested) {
+      scheduler.requested = false;
+      journal.flush();
+    } else if (storage.pending() > 0) {
+      storage.runOne();
+    } else {
+      return;
+    }
+  }
+  ADD_FAILURE() << "storage and journal never settled";
+}
+
+JournalState EngineDriver::replayed() {
+  JournalState st;
+  const std::string& bytes = storage.contents(kJournalPath);
+  replayJournal(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), &st);
+  return st;
 }
 
 void EngineDriver::waitFor(Flow f) {
   if (f == Flow::Continue) return;
   int before = readyCalls;
-  // Storage completes only when we run it: exactly one ready call must follow.
-  while (readyCalls == before && storage.pending() > 0) storage.runOne();
+  // Storage and the journal complete only when we run them: exactly one ready call must follow.
+  while (readyCalls == before) {
+    if (scheduler.requested) {
+      scheduler.requested = false;
+      journal.flush();
+    } else if (storage.pending() > 0) {
+      storage.runOne();
+    } else {
+      break;
+    }
+  }
   ASSERT_EQ(readyCalls, before + 1) << "engine returned Wait but never became ready";
 }
 

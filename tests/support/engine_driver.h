@@ -7,6 +7,7 @@
 
 #include "core/request_parser.h"
 #include "core/upload_engine.h"
+#include "platform/system.h"
 #include "tests/support/fakes.h"
 
 namespace bitsd::testing {
@@ -32,6 +33,7 @@ std::string bitsRequest(const std::string& path, const std::string& packetType,
 class EngineDriver final : public ExchangeHost {
  public:
   explicit EngineDriver(Settings settings = defaultSettings());
+  ~EngineDriver();
   static Settings defaultSettings();
 
   // Sends one whole request, delivered `chunk` bytes at a time, and returns the Ack.
@@ -49,7 +51,15 @@ class EngineDriver final : public ExchangeHost {
   FakeStorage storage;
   FakeClock clock;
   FakeRandom random;
+  FakeScheduler scheduler;
+  platform::MbedSha256 sha;
+  Journal journal;
   UploadEngine engine;
+  // Runs pending journal flushes and storage operations until nothing is left.
+  void settle();
+  // Replays the journal file as it is on the fake disk.
+  JournalState replayed();
+  static constexpr const char* kJournalPath = "/state/journal";
   int readyCalls = 0;
 
  private:

@@ -43,11 +43,16 @@ void FakeStorage::openWrite(StorageOp& op, const char* path) {
 }
 
 void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::span<const char> data) {
-  ++writeCalls;
+  bool journal = isJournal(file);
+  if (journal) {
+    ++journalWrites;
+  } else {
+    ++writeCalls;
+  }
   // Capture the bytes now: the real platform writes from the caller's buffer before completing, and
   // the caller keeps it alive until then, so reading at completion would be equally valid.
   std::string bytes(data.data(), data.size());
-  enqueue(op, [this, file, offset, bytes](StorageOp& o) {
+  enqueue(op, [this, file, offset, bytes, journal](StorageOp& o) {
     auto h = handles_.find(file);
     if (h == handles_.end()) {
       o.status = Status(Code::Io, "bad handle");
@@ -65,13 +70,17 @@ void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::sp
     if (f.size() < offset + n) f.resize(offset + n, '\0');
     std::memcpy(f.data() + offset, bytes.data(), n);
     if (spaceLeftBytes != UINT64_MAX) spaceLeftBytes -= n;
-    bytesWritten += n;
+    if (!journal) bytesWritten += n;
     o.result = static_cast<int64_t>(n);
   });
 }
 
-void FakeStorage::syncData(StorageOp& op, FileHandle) {
-  ++syncCalls;
+void FakeStorage::syncData(StorageOp& op, FileHandle file) {
+  if (isJournal(file)) {
+    ++journalSyncs;
+  } else {
+    ++syncCalls;
+  }
   enqueue(op, [this](StorageOp& o) {
     if (failSync) o.status = Status(Code::Io, "sync failed", 5);
   });

@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "core/journal.h"
 #include "core/ports.h"
 
 namespace bitsd::testing {
@@ -15,10 +16,19 @@ namespace bitsd::testing {
 class FakeClock final : public Clock {
  public:
   uint64_t nowMs() override { return nowMs_; }
+  uint64_t wallSeconds() override { return wallBase_ + nowMs_ / 1000; }
   void advanceMs(uint64_t ms) { nowMs_ += ms; }
 
  private:
   uint64_t nowMs_ = 1000000;
+  uint64_t wallBase_ = 1700000000;
+};
+
+// Records flush requests; the test (or EngineDriver) runs Journal::flush() when it likes.
+class FakeScheduler final : public FlushScheduler {
+ public:
+  void requestFlush() override { requested = true; }
+  bool requested = false;
 };
 
 class FakeRandom final : public Random {
@@ -49,7 +59,15 @@ class FakeStorage final : public Storage {
   size_t fileCount() const { return files_.size(); }
   const std::map<std::string, std::string>& files() const { return files_; }
   size_t pending() const { return queue_.size(); }
-  int openHandles() const { return static_cast<int>(handles_.size()); }
+  // Open handles, data writes and syncs exclude the file named `journalPath` (counted apart).
+  int openHandles() const {
+    int n = 0;
+    for (auto& [h, p] : handles_) n += p != journalPath;
+    return n;
+  }
+  std::string journalPath;
+  uint64_t journalSyncs = 0;
+  uint64_t journalWrites = 0;
 
   // Faults.
   uint64_t spaceLeftBytes = UINT64_MAX;  // writes beyond it fail with NoSpace (after a short write)
@@ -59,6 +77,10 @@ class FakeStorage final : public Storage {
   uint64_t syncCalls = 0;
   uint64_t bytesWritten = 0;
 
+  bool isJournal(FileHandle f) const {
+    auto it = handles_.find(f);
+    return it != handles_.end() && it->second == journalPath;
+  }
   void runOne();
   void runAll() {
     while (!queue_.empty()) runOne();
@@ -75,6 +97,13 @@ class FakeStorage final : public Storage {
   void remove(StorageOp& op, const char* path) override;
   void syncDir(StorageOp& op, const char* dirPath) override;
   void closeNow(FileHandle file) override { handles_.erase(file); }
+  // Opens a handle on an existing (or new, empty) file without going through the queue.
+  FileHandle openForTest(const std::string& path) {
+    files_.try_emplace(path);
+    handles_[nextHandle_] = path;
+    return nextHandle_++;
+  }
+  std::string& mutableContents(const std::string& path) { return files_[path]; }
 
  private:
   void enqueue(StorageOp& op, std::function<void(StorageOp&)> work);

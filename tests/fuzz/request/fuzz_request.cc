@@ -15,6 +15,7 @@
 
 #include "core/request_parser.h"
 #include "core/upload_engine.h"
+#include "platform/system.h"
 #include "tests/support/fakes.h"
 
 namespace {
@@ -41,10 +42,27 @@ void checkAck(std::string_view r) {
   require(r.size() >= 4 && r.substr(r.size() - 4) == "\r\n\r\n", "head terminator");
 }
 
+bitsd::testing::FakeScheduler* gScheduler = nullptr;
+Journal* gJournal = nullptr;
+
+// Runs the journal and storage until nothing is pending (or, with `host`, until it is ready).
+void drain(bitsd::testing::FakeStorage& storage, Host* host, int before) {
+  while (host == nullptr || host->ready == before) {
+    if (gScheduler->requested) {
+      gScheduler->requested = false;
+      gJournal->flush();
+    } else if (storage.pending() > 0) {
+      storage.runOne();
+    } else {
+      break;
+    }
+  }
+}
+
 void wait(bitsd::testing::FakeStorage& storage, Host& host, Flow f) {
   if (f == Flow::Continue) return;
   int before = host.ready;
-  while (host.ready == before && storage.pending() > 0) storage.runOne();
+  drain(storage, &host, before);
   require(host.ready == before + 1, "engine waited but never became ready");
 }
 
@@ -65,8 +83,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   settings.maxOpenFiles = 2;
   settings.maxFragmentBytes = 64 * 1024;
   settings.maxUploadSizeBytes = 1 << 20;
-  UploadEngine engine(storage, clock, random);
-  if (!engine.init(settings).isOk()) std::abort();
+  bitsd::testing::FakeScheduler scheduler;
+  bitsd::platform::MbedSha256 sha;
+  Journal journal(storage, scheduler, random);
+  gScheduler = &scheduler;
+  gJournal = &journal;
+  UploadEngine engine(storage, clock, random, sha, journal);
+  if (!engine.init(settings).isOk() || !journal.init(16384, 16, 1 << 20, "/state/journal").isOk()) std::abort();
+  {
+    JournalHeader h;
+    h.salt = 7;
+    std::string header(kJournalBlockBytes, '\0');
+    encodeJournalHeader(h, reinterpret_cast<uint8_t*>(header.data()));
+    storage.addFile("/state/journal", header);
+    storage.journalPath = "/state/journal";
+    journal.attach(storage.openForTest("/state/journal"), h.salt, 1, kJournalBlockBytes, 0);
+  }
   RequestParser parser(2048);
   Exchange ex;
   Host host;
@@ -94,7 +126,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (ex.respondNow()) {
           checkAck(ex.response());
           engine.finish(ex);
-          return 0;  // the connection closes
+          input = {};  // the connection closes
+          break;
         }
       } else if (e == ParseEvent::Body) {
         kick = true;
@@ -107,18 +140,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         parser.reset();
         clock.advanceMs(1000);
         engine.sweep();
-        storage.runAll();
-        if (close) return 0;
+        drain(storage, nullptr, 0);
+        if (close) break;
       } else {
         engine.formatProtocolError(ex, parser.errorStatus());
         checkAck(ex.response());
-        return 0;
+        input = {};
+        break;
       }
     }
   }
-  storage.runAll();
+  drain(storage, nullptr, 0);
+  // Whatever the input did, the journal on the fake disk replays to the engine's own state.
+  {
+    const std::string& bytes = storage.contents("/state/journal");
+    JournalState replayed;
+    ReplayResult rr = replayJournal(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), &replayed);
+    require(rr.status == ReplayStatus::Ok && rr.tailBytes == 0, "the journal replays completely");
+    JournalState live;
+    engine.snapshot(&live);
+    for (const auto& [id, s] : live.sessions) {
+      auto it = replayed.sessions.find(id);
+      require(it != replayed.sessions.end(), "a live session is missing from the journal");
+      require(it->second.committed == s.committed && it->second.closed == s.closed, "journal state differs");
+      require(it->second.haveBytes == s.haveBytes, "journaled have differs from the acked have");
+    }
+  }
   for (const auto& [path, contents] : storage.files()) {
-    require(path.rfind("/root/", 0) == 0 || path.rfind("/state/partial/", 0) == 0, "file outside root and state");
+    require(path.rfind("/root/", 0) == 0 || path.rfind("/state/partial/", 0) == 0 || path == "/state/journal",
+            "file outside root and state");
   }
   return 0;
 }

@@ -1,0 +1,171 @@
+// The bitsd journal: an append-only log of sessions and delivered transaction ids.
+//
+// FILE LAYOUT. All integers are little-endian, whatever the host's byte order; nothing is ever
+// written as a raw struct. The file is a sequence of 512-byte blocks.
+//
+//   Block 0, the file header (only the first 32 bytes are used; the rest is zero):
+//     0   8  magic "BITSJRNL"
+//     8   4  format version, currently 1
+//     12  4  salt: random, new for every file (each compaction writes a new file)
+//     16  8  sequence number of the first record
+//     24  4  block size, 512
+//     28  4  CRC-32C of bytes 0..27
+//
+//   From block 1 on, records, back to back:
+//     0   4  payload length L (at most kMaxPayloadBytes)
+//     4   4  CRC-32C of: salt (4 bytes) || sequence (8) || type (1) || payload (L)
+//     8   8  sequence number: the header's first sequence for the first record, then +1 each
+//     16  1  type
+//     17  L  payload
+//
+//   Every flush (group commit) ends with a Pad record that fills the rest of its last block, so each
+//   flush writes whole, aligned blocks and the next one starts on a block boundary. A Pad's payload
+//   is zeros; if fewer than 17 bytes remain in the block, the Pad runs on to the end of the next one.
+//
+// RECORD PAYLOADS (id = 16-byte session id; wall = Unix seconds):
+//     0 Pad            zeros
+//     1 SessionCreated id, wall (8), path length (2), path (relative to the upload root)
+//     2 Progress       id, wall, total (8), have (8): `have` contiguous bytes are durable on disk
+//     3 Committed      id, wall, size (8), SHA-256 of the content (32): the file is at its destination
+//     4 Closed         id, wall, cancelled (1): tombstone after Close-Session / Cancel-Session
+//     5 Forget         id: the session expired; forget it entirely
+//     6 Delivered      wall, length (1), transaction id (1..255 bytes)
+//
+// READING. Replay checks the header, then reads records while each one is complete, fits the file,
+// has a known type and a well-formed payload, matches its CRC under this file's salt, and carries
+// the next sequence number. The first record that fails any check ends the journal: that is the
+// normal ending after a torn write (power cut mid-flush), not an error. A stale record left in a
+// reused region fails the salt or the sequence check, so it is never mistaken for a live one. Bytes
+// after the end are reported and, at start-up, truncated away before anything new is appended.
+//
+// Replay is idempotent by design: records may be applied again (compaction can write a state into
+// the new file that a pending record then repeats), so every record says "this is now true" rather
+// than "change this".
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/protocol.h"
+
+namespace bitsd {
+
+inline constexpr size_t kJournalBlockBytes = 512;
+inline constexpr size_t kJournalHeaderUsedBytes = 32;
+inline constexpr size_t kRecordHeaderBytes = 17;
+inline constexpr size_t kMaxPayloadBytes = 4200;
+inline constexpr uint32_t kJournalVersion = 1;
+inline constexpr size_t kMaxTxidBytes = 255;
+
+enum class RecordType : uint8_t {
+  Pad = 0,
+  SessionCreated = 1,
+  Progress = 2,
+  Committed = 3,
+  Closed = 4,
+  Forget = 5,
+  Delivered = 6,
+};
+
+const char* recordTypeName(RecordType t);
+
+struct JournalRecord {
+  RecordType type = RecordType::Pad;
+  SessionId id{};
+  uint64_t wallSeconds = 0;
+  uint64_t totalBytes = 0;  // Progress: total; Committed: size
+  uint64_t haveBytes = 0;   // Progress
+  uint8_t sha256[32] = {};  // Committed
+  bool cancelled = false;   // Closed
+  std::string_view path;    // SessionCreated (a view; the encoder copies it)
+  std::string_view txid;    // Delivered
+};
+
+struct JournalHeader {
+  uint32_t version = kJournalVersion;
+  uint32_t salt = 0;
+  uint64_t firstSeq = 1;
+};
+
+// Writes block 0 (kJournalBlockBytes bytes) into `out`.
+void encodeJournalHeader(const JournalHeader& h, uint8_t* out);
+
+// Encodes one record at `out` (room for `cap` bytes). Returns its size, or 0 if it does not fit or
+// the record is invalid (path or txid too long).
+size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t* out, size_t cap);
+
+// Size of the Pad record that takes `offset` to the next block boundary (0 if already aligned).
+size_t padBytesFor(uint64_t offset);
+// Encodes that Pad record at `out`.
+size_t encodePad(uint64_t offset, uint32_t salt, uint64_t seq, uint8_t* out, size_t cap);
+
+enum class ReplayStatus { Ok, Empty, NotAJournal, UnsupportedVersion, CorruptHeader };
+const char* replayStatusText(ReplayStatus s);
+
+class ReplaySink {
+ public:
+  virtual void onRecord(const JournalRecord& r, uint64_t seq, uint64_t offset) = 0;
+
+ protected:
+  ~ReplaySink() = default;
+};
+
+struct ReplayResult {
+  ReplayStatus status = ReplayStatus::Ok;
+  JournalHeader header;
+  uint64_t records = 0;      // valid records, pads included
+  uint64_t validEnd = 0;     // offset just past the last valid record
+  uint64_t nextSeq = 0;      // sequence number for the next record
+  uint64_t tailBytes = 0;    // bytes after validEnd (a torn or stale tail)
+  const char* stopReason = "end of file";
+};
+
+// Reads a whole journal image. Never reads outside `bytes`; any content is safe to pass.
+ReplayResult replayJournal(std::span<const uint8_t> bytes, ReplaySink* sink);
+
+// The state a journal describes, rebuilt by applying its records in order.
+struct RecoveredSession {
+  SessionId id{};
+  std::string path;
+  uint64_t wallSeconds = 0;  // last activity
+  bool totalKnown = false;
+  uint64_t totalBytes = 0;
+  uint64_t haveBytes = 0;
+  bool committed = false;
+  uint8_t sha256[32] = {};
+  bool closed = false;
+  bool cancelled = false;
+};
+
+struct SessionIdHash {
+  size_t operator()(const SessionId& id) const {
+    uint64_t h = 0;
+    for (int i = 0; i < 8; ++i) h = h << 8 | id.bytes[i];
+    return static_cast<size_t>(h);
+  }
+};
+
+class JournalState final : public ReplaySink {
+ public:
+  void onRecord(const JournalRecord& r, uint64_t seq, uint64_t offset) override;
+  void apply(const JournalRecord& r);
+
+  std::unordered_map<SessionId, RecoveredSession, SessionIdHash> sessions;
+  std::unordered_map<std::string, uint64_t> delivered;  // transaction id -> wall seconds
+};
+
+// Appends records describing `state` (as a compacted journal holds it) to `out`, starting at
+// sequence `seq` (updated) and file offset `offset` (updated; a Pad closes the last block).
+void encodeSnapshot(const JournalState& state, uint32_t salt, uint64_t* seq, uint64_t* offset,
+                    std::vector<uint8_t>* out);
+
+// Little-endian helpers, shared with the tests.
+void putLe(uint8_t* p, uint64_t v, int bytes);
+uint64_t getLe(const uint8_t* p, int bytes);
+
+}  // namespace bitsd

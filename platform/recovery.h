@@ -1,0 +1,33 @@
+// Start-up recovery (blocking POSIX calls are fine: the loop is not serving yet). Replays
+// <state>/journal through core's replay code, rebuilds the engine's session table, reconciles each
+// open session with its files (trims in-progress files back to their acked length, finds commits
+// that happened just before a crash), deletes orphaned and expired in-progress files, truncates a
+// torn tail, and hands the open journal file to the Journal writer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/journal.h"
+#include "core/upload_engine.h"
+
+namespace bitsd::platform {
+
+struct RecoveryReport {
+  uint64_t journalBytes = 0;
+  uint64_t records = 0;
+  uint64_t tailBytes = 0;
+  const char* stopReason = "";
+  uint32_t sessions = 0;
+  uint32_t expired = 0;
+  uint32_t dropped = 0;
+  uint32_t trimmed = 0;
+  uint32_t orphans = 0;
+  double replayMs = 0;
+  double totalMs = 0;
+};
+
+bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journal, Sha256& sha,
+                  Random& random, RecoveryReport* report, std::string* error);
+
+}  // namespace bitsd::platform
