@@ -137,7 +137,8 @@ void Journal::finishFlush(const Status& st) {
 }
 
 bool Journal::wantsCompaction() const {
-  return endOffset_ > kCompactionFloorBytes && endOffset_ > 2 * (liveBytes_ + kJournalBlockBytes) &&
+  const uint64_t floor = kCompactionFloorBytes < maxBytes_ / 4 ? kCompactionFloorBytes : maxBytes_ / 4;
+  return endOffset_ > floor && endOffset_ > 2 * (liveBytes_ + kJournalBlockBytes) &&
          (endOffset_ > maxBytes_ / 2 || endOffset_ > 8 * (liveBytes_ + kJournalBlockBytes));
 }
 

@@ -13,8 +13,38 @@ void FakeStorage::enqueue(StorageOp& op, std::function<void(StorageOp&)> work) {
 void FakeStorage::runOne() {
   auto [op, work] = std::move(queue_.front());
   queue_.pop_front();
-  work(*op);
+  ++opsExecuted;
+  if (crashAtOp != 0 && opsExecuted >= crashAtOp) dead_ = true;
+  if (dead_) {
+    op->status = Status(Code::Io, "device is dead", 5);
+  } else {
+    work(*op);
+  }
   op->callback->onStorageDone(*op);
+}
+
+std::map<std::string, std::string> FakeStorage::rebootImage(uint32_t seed, int mode) const {
+  std::map<std::string, std::string> image = durable_;
+  uint64_t x = seed * 2654435761u + 1;
+  auto next = [&]() {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (const auto& [path, writes] : unsynced_) {
+    if (!image.count(path)) continue;  // removed since
+    std::string& f = image[path];
+    for (const Unsynced& w : writes) {
+      int fate = mode == 0 ? 0 : mode == 1 ? 1 : static_cast<int>(next() % 3);
+      if (fate == 1) continue;  // dropped
+      size_t n = w.bytes.size();
+      if (fate == 2) n = static_cast<size_t>(next() % (w.bytes.size() + 1));  // torn
+      if (f.size() < w.offset + n) f.resize(w.offset + n, '\0');
+      std::memcpy(f.data() + w.offset, w.bytes.data(), n);
+    }
+  }
+  return image;
 }
 
 void FakeStorage::createExclusive(StorageOp& op, const char* path) {
@@ -25,6 +55,8 @@ void FakeStorage::createExclusive(StorageOp& op, const char* path) {
       return;
     }
     files_[p] = "";
+    durable_[p] = "";
+    unsynced_.erase(p);
     handles_[nextHandle_] = p;
     o.result = nextHandle_++;
   });
@@ -69,6 +101,7 @@ void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::sp
     }
     if (f.size() < offset + n) f.resize(offset + n, '\0');
     std::memcpy(f.data() + offset, bytes.data(), n);
+    unsynced_[h->second].push_back(Unsynced{offset, bytes.substr(0, n)});
     if (spaceLeftBytes != UINT64_MAX) spaceLeftBytes -= n;
     if (!journal) bytesWritten += n;
     o.result = static_cast<int64_t>(n);
@@ -81,8 +114,15 @@ void FakeStorage::syncData(StorageOp& op, FileHandle file) {
   } else {
     ++syncCalls;
   }
-  enqueue(op, [this](StorageOp& o) {
-    if (failSync) o.status = Status(Code::Io, "sync failed", 5);
+  enqueue(op, [this, file](StorageOp& o) {
+    if (failSync) {
+      o.status = Status(Code::Io, "sync failed", 5);
+      return;
+    }
+    auto h = handles_.find(file);
+    if (h == handles_.end()) return;
+    durable_[h->second] = files_[h->second];
+    unsynced_.erase(h->second);
   });
 }
 
@@ -94,6 +134,14 @@ void FakeStorage::truncate(StorageOp& op, FileHandle file, uint64_t size) {
       return;
     }
     files_[h->second].resize(size);
+    if (durable_.count(h->second) && durable_[h->second].size() > size) durable_[h->second].resize(size);
+    for (Unsynced& w : unsynced_[h->second]) {
+      if (w.offset >= size) {
+        w.bytes.clear();
+      } else if (w.offset + w.bytes.size() > size) {
+        w.bytes.resize(size - w.offset);
+      }
+    }
   });
 }
 
@@ -120,6 +168,8 @@ void FakeStorage::linkNoReplace(StorageOp& op, const char* from, const char* to)
       return;
     }
     files_[t] = files_[f];
+    durable_[t] = durable_.count(f) ? durable_[f] : files_[f];
+    if (unsynced_.count(f)) unsynced_[t] = unsynced_[f];
   });
 }
 
@@ -132,12 +182,27 @@ void FakeStorage::rename(StorageOp& op, const char* from, const char* to) {
     }
     files_[t] = files_[f];
     files_.erase(f);
+    durable_[t] = durable_.count(f) ? durable_[f] : "";
+    durable_.erase(f);
+    if (unsynced_.count(f)) {
+      unsynced_[t] = unsynced_[f];
+      unsynced_.erase(f);
+    } else {
+      unsynced_.erase(t);
+    }
+    for (auto& [h, p] : handles_) {
+      if (p == f) p = t;  // an open handle follows its file
+    }
   });
 }
 
 void FakeStorage::remove(StorageOp& op, const char* path) {
   std::string p = path;
-  enqueue(op, [this, p](StorageOp&) { files_.erase(p); });
+  enqueue(op, [this, p](StorageOp&) {
+    files_.erase(p);
+    durable_.erase(p);
+    unsynced_.erase(p);
+  });
 }
 
 void FakeStorage::syncDir(StorageOp& op, const char*) {

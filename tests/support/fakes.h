@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/journal.h"
 #include "core/ports.h"
@@ -53,7 +54,10 @@ class FakeRandom final : public Random {
 class FakeStorage final : public Storage {
  public:
   void addDir(const std::string& path) { dirs_[path] = true; }
-  void addFile(const std::string& path, std::string contents = "") { files_[path] = std::move(contents); }
+  void addFile(const std::string& path, std::string contents = "") {
+    durable_[path] = contents;
+    files_[path] = std::move(contents);
+  }
   bool exists(const std::string& path) const { return files_.count(path) != 0; }
   const std::string& contents(const std::string& path) const { return files_.at(path); }
   size_t fileCount() const { return files_.size(); }
@@ -81,6 +85,18 @@ class FakeStorage final : public Storage {
     auto it = handles_.find(f);
     return it != handles_.end() && it->second == journalPath;
   }
+  // --- Power loss (STYLE.md §8) ----------------------------------------------------------------
+  // Writes are volatile until their file is synced. When the operation numbered `crashAtOp`
+  // (1-based, counting every operation as it executes) comes, the device goes dead: that operation
+  // and every later one fail with Io and change nothing. Directory operations (create, link, rename,
+  // unlink, truncate) are durable at once, as on a journaling file system.
+  uint64_t crashAtOp = 0;
+  uint64_t opsExecuted = 0;
+  bool dead() const { return dead_; }
+  // What a reboot finds: the synced contents, plus each unsynced write kept, dropped or torn (a
+  // random prefix of it lands), chosen by `seed`. mode 0: all kept, 1: all dropped, 2: random.
+  std::map<std::string, std::string> rebootImage(uint32_t seed, int mode) const;
+
   void runOne();
   void runAll() {
     while (!queue_.empty()) runOne();
@@ -100,6 +116,7 @@ class FakeStorage final : public Storage {
   // Opens a handle on an existing (or new, empty) file without going through the queue.
   FileHandle openForTest(const std::string& path) {
     files_.try_emplace(path);
+    durable_.try_emplace(path);
     handles_[nextHandle_] = path;
     return nextHandle_++;
   }
@@ -111,6 +128,13 @@ class FakeStorage final : public Storage {
   std::map<std::string, std::string> files_;
   std::map<std::string, bool> dirs_;
   std::map<FileHandle, std::string> handles_;
+  struct Unsynced {
+    uint64_t offset;
+    std::string bytes;
+  };
+  std::map<std::string, std::string> durable_;
+  std::map<std::string, std::vector<Unsynced>> unsynced_;
+  bool dead_ = false;
   FileHandle nextHandle_ = 3;
   std::deque<std::pair<StorageOp*, std::function<void(StorageOp&)>>> queue_;
 };
