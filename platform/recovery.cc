@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -136,6 +137,14 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
                   Random& random, RecoveryReport* report, std::string* error) {
   auto t0 = Steady::now();
   const std::string path = journal.path();
+  // One process per state directory: bitsd holds this lock for its lifetime, and so does
+  // `bitsctl journal compact` while it rewrites the journal.
+  int lock = ::open((settings.state + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    *error = "state directory " + settings.state + " is in use by another bitsd (or bitsctl)";
+    if (lock >= 0) ::close(lock);
+    return false;
+  }
   ::unlink((path + ".tmp").c_str());  // a compaction that never reached its rename
 
   std::vector<uint8_t> bytes;
@@ -232,7 +241,6 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   engine.rehashOpenSessions(hasher);
   report->sessions = engine.sessionCount();
   report->totalMs = std::chrono::duration<double, std::milli>(Steady::now() - t0).count();
-  (void)settings;
   (void)sha;
   return true;
 }

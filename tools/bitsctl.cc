@@ -1,0 +1,210 @@
+// bitsctl: the admin tool for bitsd's state directory. Everything it knows about the journal comes
+// from core/journal_format (replayJournal, encodeSnapshot): there is no second copy of the format.
+//
+//   bitsctl sessions        --state DIR   the sessions the journal holds, one per line
+//   bitsctl journal dump    --state DIR   every record, then where and why replay stopped
+//   bitsctl journal verify  --state DIR   exit 0: clean; 1: a torn or stale tail; 2: unreadable/foreign
+//   bitsctl journal compact --state DIR   rewrite the journal with only live state (bitsd must be stopped)
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "core/journal_format.h"
+
+namespace {
+
+using namespace bitsd;
+
+int usage() {
+  std::fputs(
+      "usage: bitsctl sessions --state DIR\n"
+      "       bitsctl journal dump|verify|compact --state DIR\n",
+      stderr);
+  return 2;
+}
+
+[[noreturn]] void fail(const std::string& msg) {
+  std::fprintf(stderr, "bitsctl: %s\n", msg.c_str());
+  std::exit(2);
+}
+
+std::vector<uint8_t> readJournal(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open " + path + ": " + std::strerror(errno));
+  std::vector<uint8_t> out;
+  uint8_t buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.insert(out.end(), buf, buf + n);
+  ::close(fd);
+  return out;
+}
+
+std::string idText(const SessionId& id) {
+  char t[kSessionIdTextBytes];
+  formatSessionId(id, t);
+  return std::string(t, kSessionIdTextBytes);
+}
+
+std::string timeText(uint64_t wall) {
+  if (wall == 0) return "-";
+  std::time_t t = static_cast<std::time_t>(wall);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+ReplayResult replayOrFail(const std::string& path, const std::vector<uint8_t>& bytes, ReplaySink* sink) {
+  ReplayResult r = replayJournal(bytes, sink);
+  if (r.status != ReplayStatus::Ok) fail(path + ": " + replayStatusText(r.status));
+  return r;
+}
+
+struct Dumper : ReplaySink {
+  void onRecord(const JournalRecord& r, uint64_t seq, uint64_t offset) override {
+    std::printf("%8" PRIu64 " seq %-6" PRIu64 " %-14s", offset, seq, recordTypeName(r.type));
+    switch (r.type) {
+      case RecordType::SessionCreated:
+        std::printf(" %s %s path=%.*s", idText(r.id).c_str(), timeText(r.wallSeconds).c_str(),
+                    static_cast<int>(r.path.size()), r.path.data());
+        break;
+      case RecordType::Progress:
+        std::printf(" %s %s have=%" PRIu64 " total=%" PRIu64, idText(r.id).c_str(), timeText(r.wallSeconds).c_str(),
+                    r.haveBytes, r.totalBytes);
+        break;
+      case RecordType::Committed: {
+        std::printf(" %s %s size=%" PRIu64 " sha256=", idText(r.id).c_str(), timeText(r.wallSeconds).c_str(),
+                    r.totalBytes);
+        for (uint8_t b : r.sha256) std::printf("%02x", b);
+        break;
+      }
+      case RecordType::Closed:
+        std::printf(" %s %s%s", idText(r.id).c_str(), timeText(r.wallSeconds).c_str(), r.cancelled ? " cancelled" : "");
+        break;
+      case RecordType::Forget: std::printf(" %s", idText(r.id).c_str()); break;
+      case RecordType::Delivered:
+        std::printf(" txid=%.*s %s", static_cast<int>(r.txid.size()), r.txid.data(), timeText(r.wallSeconds).c_str());
+        break;
+      case RecordType::Pad: break;
+    }
+    std::printf("\n");
+  }
+};
+
+int sessions(const std::string& state) {
+  std::string path = state + "/journal";
+  std::vector<uint8_t> bytes = readJournal(path);
+  JournalState st;
+  replayOrFail(path, bytes, &st);
+  std::printf("%-38s %-9s %21s  %-20s %s\n", "SESSION", "STATE", "HAVE/TOTAL", "LAST ACTIVITY", "PATH");
+  for (const auto& [id, s] : st.sessions) {
+    const char* label = s.closed ? (s.cancelled ? "cancelled" : "closed") : s.committed ? "complete" : "open";
+    std::string progress = std::to_string(s.haveBytes) + "/" + (s.totalKnown ? std::to_string(s.totalBytes) : "?");
+    std::printf("%s %-9s %21s  %-20s %s\n", idText(id).c_str(), label, progress.c_str(),
+                timeText(s.wallSeconds).c_str(), s.path.c_str());
+  }
+  std::printf("%zu session(s), %zu delivered transaction id(s)\n", st.sessions.size(), st.delivered.size());
+  return 0;
+}
+
+int dump(const std::string& state) {
+  std::string path = state + "/journal";
+  std::vector<uint8_t> bytes = readJournal(path);
+  Dumper d;
+  ReplayResult r = replayOrFail(path, bytes, &d);
+  std::printf("header: version %u, salt 0x%08x, first seq %" PRIu64 "\n", r.header.version, r.header.salt,
+              r.header.firstSeq);
+  std::printf("%" PRIu64 " record(s), valid up to byte %" PRIu64 " of %zu; stopped: %s\n", r.records, r.validEnd,
+              bytes.size(), r.stopReason);
+  return 0;
+}
+
+int verify(const std::string& state) {
+  std::string path = state + "/journal";
+  std::vector<uint8_t> bytes = readJournal(path);
+  ReplayResult r = replayOrFail(path, bytes, nullptr);
+  if (r.tailBytes > 0) {
+    std::printf("%s: %" PRIu64 " valid record(s); %" PRIu64 " byte(s) after offset %" PRIu64
+                " are not a valid record (%s): a torn or stale tail, which bitsd cuts at start-up\n",
+                path.c_str(), r.records, r.tailBytes, r.validEnd, r.stopReason);
+    return 1;
+  }
+  std::printf("%s: ok, %" PRIu64 " record(s), %zu bytes\n", path.c_str(), r.records, bytes.size());
+  return 0;
+}
+
+int compact(const std::string& state) {
+  std::string path = state + "/journal";
+  int lock = ::open((state + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) fail("the state directory is in use (is bitsd running?)");
+  std::vector<uint8_t> bytes = readJournal(path);
+  JournalState st;
+  replayOrFail(path, bytes, &st);
+  uint32_t salt = 0;
+  if (::getrandom(&salt, sizeof salt, 0) != sizeof salt) fail("cannot get random bytes");
+  JournalHeader h;
+  h.salt = salt;
+  std::vector<uint8_t> out(kJournalBlockBytes, 0);
+  encodeJournalHeader(h, out.data());
+  uint64_t seq = 1, offset = kJournalBlockBytes;
+  encodeSnapshot(st, salt, &seq, &offset, &out);
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot create " + tmp + ": " + std::strerror(errno));
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::write(fd, out.data() + done, out.size() - done);
+    if (n <= 0) fail("cannot write " + tmp + ": " + std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) fail("cannot sync " + tmp + ": " + std::strerror(errno));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename " + tmp + ": " + std::strerror(errno));
+  int dir = ::open(state.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+  std::printf("%s: %zu -> %zu bytes (%zu session(s), %zu transaction id(s))\n", path.c_str(), bytes.size(),
+              out.size(), st.sessions.size(), st.delivered.size());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::string state;
+  std::vector<std::string> words;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--state" && i + 1 < args.size()) {
+      state = args[++i];
+    } else if (args[i].rfind("--state=", 0) == 0) {
+      state = args[i].substr(8);
+    } else if (args[i] == "--help" || args[i] == "-h") {
+      usage();
+      return 0;
+    } else if (args[i].rfind("--", 0) == 0) {
+      fail("unknown option " + args[i]);
+    } else {
+      words.push_back(args[i]);
+    }
+  }
+  if (words.empty()) return usage();
+  if (state.empty()) fail("--state DIR is required");
+  if (words == std::vector<std::string>{"sessions"}) return sessions(state);
+  if (words.size() == 2 && words[0] == "journal") {
+    if (words[1] == "dump") return dump(state);
+    if (words[1] == "verify") return verify(state);
+    if (words[1] == "compact") return compact(state);
+  }
+  fail("unknown command '" + words[0] + (words.size() > 1 ? " " + words[1] : "") + "' (see --help)");
+}
