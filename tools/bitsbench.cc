@@ -9,13 +9,21 @@
 //       sent. Same client, same loopback, same read size, no HTTP, no BITS.
 //   bitsbench idle --port P --count N --pid PID
 //       Opens N keep-alive connections, each after one Ping, and reports bitsd's RSS growth.
+//   bitsbench gen-journal --state DIR --sessions N --open 0|1
+//       Writes a state directory as bitsd would leave it with N sessions: a journal (each session
+//       created, then either 1 MiB acked of 4 MiB with an in-progress file, or committed and closed).
+//   bitsbench read --file F
+//       The recovery baseline: reads F once, as replay must, and prints the time.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <ctime>
 
 #include <chrono>
 #include <cstdio>
@@ -27,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/journal_format.h"
 #include "core/protocol.h"
 
 namespace {
@@ -233,6 +242,79 @@ int idle(const std::map<std::string, std::string>& a) {
   return 0;
 }
 
+int genJournal(const std::map<std::string, std::string>& a) {
+  std::string state = a.at("state");
+  uint64_t n = num(a, "sessions");
+  bool open = num(a, "open") != 0;
+  ::mkdir(state.c_str(), 0755);
+  ::mkdir((state + "/partial").c_str(), 0755);
+  std::vector<uint8_t> out(bitsd::kJournalBlockBytes, 0);
+  bitsd::JournalHeader h;
+  h.salt = 0xB175;
+  bitsd::encodeJournalHeader(h, out.data());
+  uint64_t seq = 1;
+  uint8_t buf[512];
+  auto emit = [&](const bitsd::JournalRecord& r) {
+    size_t k = bitsd::encodeRecord(r, h.salt, seq++, buf, sizeof buf);
+    out.insert(out.end(), buf, buf + k);
+  };
+  uint64_t wall = static_cast<uint64_t>(::time(nullptr));
+  for (uint64_t i = 0; i < n; ++i) {
+    bitsd::JournalRecord r;
+    uint8_t rnd[16];
+    for (int k = 0; k < 16; ++k) rnd[k] = static_cast<uint8_t>((i * 2654435761u) >> (k % 4 * 8) ^ k * 37 ^ i >> 16);
+    std::memcpy(rnd, &i, sizeof i);
+    r.id = bitsd::sessionIdFromRandom(std::span<const uint8_t, 16>(rnd, 16));
+    std::string path = "uploads/file-" + std::to_string(i) + ".bin";
+    r.type = bitsd::RecordType::SessionCreated;
+    r.path = path;
+    r.wallSeconds = wall;
+    emit(r);
+    r.totalBytes = 4u << 20;
+    if (open) {
+      r.type = bitsd::RecordType::Progress;
+      r.haveBytes = 1u << 20;
+      emit(r);
+      char id[bitsd::kSessionIdTextBytes];
+      bitsd::formatSessionId(r.id, id);
+      std::string part = state + "/partial/" + std::string(id, sizeof id) + ".part";
+      int fd = ::open(part.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+      if (fd < 0 || ::ftruncate(fd, 1 << 20) != 0) die("cannot create " + part);
+      ::close(fd);
+    } else {
+      r.type = bitsd::RecordType::Committed;
+      emit(r);
+      r.type = bitsd::RecordType::Closed;
+      emit(r);
+    }
+  }
+  uint64_t off = out.size();
+  size_t k = bitsd::encodePad(off, h.salt, seq, buf, sizeof buf);
+  out.insert(out.end(), buf, buf + k);
+  std::string jpath = state + "/journal";
+  int fd = ::open(jpath.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (fd < 0 || ::write(fd, out.data(), out.size()) != static_cast<ssize_t>(out.size())) die("cannot write " + jpath);
+  ::fsync(fd);
+  ::close(fd);
+  std::printf("sessions=%llu journal_bytes=%zu\n", static_cast<unsigned long long>(n), out.size());
+  return 0;
+}
+
+int readFileMode(const std::map<std::string, std::string>& a) {
+  std::string f = a.at("file");
+  auto t0 = Clock::now();
+  int fd = ::open(f.c_str(), O_RDONLY);
+  if (fd < 0) die("cannot open " + f);
+  std::vector<char> buf(1 << 20);
+  size_t total = 0;
+  ssize_t n;
+  while ((n = ::read(fd, buf.data(), buf.size())) > 0) total += static_cast<size_t>(n);
+  ::close(fd);
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  std::printf("bytes=%zu ms=%.1f\n", total, ms);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -242,5 +324,7 @@ int main(int argc, char** argv) {
   if (mode == "upload") return upload(a);
   if (mode == "raw") return raw(a);
   if (mode == "idle") return idle(a);
+  if (mode == "gen-journal") return genJournal(a);
+  if (mode == "read") return readFileMode(a);
   die("unknown mode " + mode);
 }
