@@ -21,7 +21,7 @@ size_t payloadSize(const JournalRecord& r) {
   switch (r.type) {
     case RecordType::Pad: return 0;
     case RecordType::SessionCreated: return 16 + 8 + 2 + r.path.size();
-    case RecordType::Progress: return 16 + 8 + 8 + 8;
+    case RecordType::Progress: return 16 + 8 + 8 + 8 + 1 + r.shaStateLen;
     case RecordType::Committed: return 16 + 8 + 8 + 32;
     case RecordType::Closed: return 16 + 8 + 1;
     case RecordType::Forget: return 16;
@@ -46,11 +46,13 @@ bool decodePayload(RecordType type, const uint8_t* p, size_t len, JournalRecord*
       return true;
     }
     case RecordType::Progress:
-      if (len != 40) return false;
+      if (len < 41 || p[40] > sizeof r->shaState || len != 41u + p[40]) return false;
       id();
       r->wallSeconds = getLe(p + 16, 8);
       r->totalBytes = getLe(p + 24, 8);
       r->haveBytes = getLe(p + 32, 8);
+      r->shaStateLen = p[40];
+      std::memcpy(r->shaState, p + 41, r->shaStateLen);
       return r->haveBytes <= r->totalBytes;
     case RecordType::Committed:
       if (len != 64) return false;
@@ -129,6 +131,7 @@ void encodeJournalHeader(const JournalHeader& h, uint8_t* out) {
 size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t* out, size_t cap) {
   if (r.type == RecordType::SessionCreated && (r.path.empty() || r.path.size() > 4096)) return 0;
   if (r.type == RecordType::Delivered && (r.txid.empty() || r.txid.size() > kMaxTxidBytes)) return 0;
+  if (r.type == RecordType::Progress && r.shaStateLen > sizeof r.shaState) return 0;
   size_t len = payloadSize(r);
   if (kRecordHeaderBytes + len > cap) return 0;
   uint8_t* p = out + kRecordHeaderBytes;
@@ -146,6 +149,8 @@ size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t
       putLe(p + 16, r.wallSeconds, 8);
       putLe(p + 24, r.totalBytes, 8);
       putLe(p + 32, r.haveBytes, 8);
+      p[40] = r.shaStateLen;
+      std::memcpy(p + 41, r.shaState, r.shaStateLen);
       break;
     case RecordType::Committed:
       id();
@@ -291,7 +296,11 @@ void JournalState::apply(const JournalRecord& r) {
       if (s.closed || s.committed) return;
       s.totalKnown = true;
       s.totalBytes = r.totalBytes;
-      if (r.haveBytes > s.haveBytes) s.haveBytes = r.haveBytes;
+      if (r.haveBytes >= s.haveBytes) {
+        s.haveBytes = r.haveBytes;
+        s.shaStateLen = r.shaStateLen;
+        std::memcpy(s.shaState, r.shaState, r.shaStateLen);
+      }
       if (r.wallSeconds > s.wallSeconds) s.wallSeconds = r.wallSeconds;
       return;
     }
@@ -348,6 +357,8 @@ void encodeSnapshot(const JournalState& state, uint32_t salt, uint64_t* seq, uin
       r.type = RecordType::Progress;
       r.totalBytes = s.totalBytes;
       r.haveBytes = s.haveBytes;
+      r.shaStateLen = s.shaStateLen;
+      std::memcpy(r.shaState, s.shaState, s.shaStateLen);
       emit(r);
     }
     if (s.closed) {

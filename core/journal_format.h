@@ -25,7 +25,9 @@
 // RECORD PAYLOADS (id = 16-byte session id; wall = Unix seconds):
 //     0 Pad            zeros
 //     1 SessionCreated id, wall (8), path length (2), path (relative to the upload root)
-//     2 Progress       id, wall, total (8), have (8): `have` contiguous bytes are durable on disk
+//     2 Progress       id, wall, total (8), have (8), digest-state length (1), digest state (0..104):
+//                      `have` contiguous bytes are durable on disk; the SHA-256 running state over
+//                      exactly those bytes (length 0 when unknown), so recovery never reads them back
 //     3 Committed      id, wall, size (8), SHA-256 of the content (32): the file is at its destination
 //     4 Closed         id, wall, cancelled (1): tombstone after Close-Session / Cancel-Session
 //     5 Forget         id: the session expired; forget it entirely
@@ -80,6 +82,8 @@ struct JournalRecord {
   uint64_t wallSeconds = 0;
   uint64_t totalBytes = 0;  // Progress: total; Committed: size
   uint64_t haveBytes = 0;   // Progress
+  uint8_t shaStateLen = 0;  // Progress: exported SHA-256 running state over [0, have)
+  uint8_t shaState[104] = {};
   uint8_t sha256[32] = {};  // Committed
   bool cancelled = false;   // Closed
   std::string_view path;    // SessionCreated (a view; the encoder copies it)
@@ -136,6 +140,8 @@ struct RecoveredSession {
   bool totalKnown = false;
   uint64_t totalBytes = 0;
   uint64_t haveBytes = 0;
+  uint8_t shaStateLen = 0;  // running digest state over [0, haveBytes), from the last Progress
+  uint8_t shaState[104] = {};
   bool committed = false;
   uint8_t sha256[32] = {};
   bool closed = false;

@@ -100,6 +100,12 @@ class Sha256 {
   virtual void start(Sha256State& st) = 0;
   virtual void update(Sha256State& st, std::span<const char> data) = 0;
   virtual void finish(Sha256State& st, uint8_t out[32]) = 0;
+  // The running state as portable bytes (explicit little-endian; at most kMaxExportBytes), so a
+  // Progress record can carry it and recovery can resume the digest without reading data back.
+  static constexpr size_t kMaxExportBytes = 104;
+  virtual size_t exportState(const Sha256State& st, uint8_t* out) = 0;
+  // False if the bytes are not a valid exported state.
+  virtual bool importState(Sha256State& st, const uint8_t* in, size_t len) = 0;
 };
 
 // Cryptographically secure random bytes (CTR-DRBG on the platform). False if the generator failed.

@@ -459,6 +459,9 @@ Flow UploadEngine::journalProgress(Exchange& ex) {
     rec.wallSeconds = clock_.wallSeconds();
     rec.totalBytes = s.totalBytes;
     rec.haveBytes = s.haveBytes;
+    if (s.hashValid && s.hashedBytes == s.haveBytes) {
+      rec.shaStateLen = static_cast<uint8_t>(sha_.exportState(s.hash, rec.shaState));
+    }
     ex.journaledTo_ = s.haveBytes;
     if (!appendOrFail(ex, rec, Exchange::Step::JournalProgress)) return Flow::Continue;
     return Flow::Wait;
@@ -911,6 +914,11 @@ Status UploadEngine::restore(const JournalState& state, std::vector<SessionId>* 
     sha_.start(s->hash);
     s->hashValid = s->haveBytes == 0;
     s->hashedBytes = 0;
+    if (s->state == SessionState::Open && s->haveBytes > 0 && r.shaStateLen > 0 &&
+        sha_.importState(s->hash, r.shaState, r.shaStateLen)) {
+      s->hashValid = true;  // resumes the digest where it stood: no data is read back
+      s->hashedBytes = s->haveBytes;
+    }
   }
   for (const auto& [txid, wall] : state.delivered) delivered_[txid] = wall;
   return Status::ok();
@@ -958,6 +966,8 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
         break;
       case RecoveryAction::SetHave:
         s.haveBytes = s.journaledBytes = d.haveBytes;
+        s.hashValid = false;  // rebuilt by rehashOpenSessions
+        sha_.start(s.hash);
         rec.type = RecordType::Progress;
         rec.totalBytes = s.totalBytes;
         rec.haveBytes = d.haveBytes;
@@ -997,6 +1007,9 @@ void UploadEngine::snapshot(JournalState* out) {
     r.totalBytes = s.totalBytes;
     // Only what the journal already holds durably, or the data is synced: haveBytes is synced data.
     r.haveBytes = s.haveBytes;
+    if (s.state == SessionState::Open && s.hashValid && s.hashedBytes == s.haveBytes) {
+      r.shaStateLen = static_cast<uint8_t>(sha_.exportState(s.hash, r.shaState));
+    }
     r.committed = s.committed;
     std::memcpy(r.sha256, s.sha256, 32);
     r.closed = s.state == SessionState::Closed;

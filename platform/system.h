@@ -31,6 +31,8 @@ class MbedSha256 final : public Sha256 {
   void start(Sha256State& st) override;
   void update(Sha256State& st, std::span<const char> data) override;
   void finish(Sha256State& st, uint8_t out[32]) override;
+  size_t exportState(const Sha256State& st, uint8_t* out) override;
+  bool importState(Sha256State& st, const uint8_t* in, size_t len) override;
 };
 
 // Runs Journal::flush() once per loop turn, after that turn's I/O callbacks (a uv_check handle):

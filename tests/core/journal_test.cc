@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/crc32c.h"
+#include <mbedtls/sha256.h>
 #include "tests/support/engine_driver.h"
 
 namespace bitsd::testing {
@@ -127,9 +128,9 @@ TEST(JournalFormat, RecordBytesAreFixedLittleEndian) {
   p.wallSeconds = 0x0102030405060708ull;
   p.totalBytes = 0x1000;
   p.haveBytes = 0x10;
-  uint8_t b[64];
-  ASSERT_EQ(encodeRecord(p, 0xA1B2C3D4, 0x33, b, sizeof b), 57u);
-  const uint8_t head[17] = {40, 0, 0, 0, b[4], b[5], b[6], b[7], 0x33, 0, 0, 0, 0, 0, 0, 0, 2};
+  uint8_t b[256];
+  ASSERT_EQ(encodeRecord(p, 0xA1B2C3D4, 0x33, b, sizeof b), 58u);
+  const uint8_t head[17] = {41, 0, 0, 0, b[4], b[5], b[6], b[7], 0x33, 0, 0, 0, 0, 0, 0, 0, 2};
   EXPECT_EQ(std::memcmp(b, head, 17), 0);
   const uint8_t wall[8] = {8, 7, 6, 5, 4, 3, 2, 1};
   EXPECT_EQ(std::memcmp(b + 17 + 16, wall, 8), 0);
@@ -332,6 +333,38 @@ TEST(JournalWriter, NearTheCapNewSessionsGet503AndOldOnesGoOn) {
   EXPECT_GT(created, 10);
   EXPECT_GT(d.engine.stats().journalRefusals, 0u);
   EXPECT_EQ(d.fragment("/first", first, 0, "abc", 3).status, 200) << "existing sessions keep working";
+}
+
+TEST(JournalWriter, CommittedDigestIsTheContentsSha256AcrossARestart) {
+  std::string body(300000, '\0');
+  for (size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>(i * 7 + i / 1000);
+  uint8_t expected[32];
+  mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(body.data()), body.size(), expected, 0);
+
+  EngineDriver first;
+  std::string id = first.createSession("/d.bin");
+  ASSERT_EQ(first.fragment("/d.bin", id, 0, body.substr(0, 100001), body.size()).status, 200);
+  ASSERT_EQ(first.fragment("/d.bin", id, 50000, body.substr(50000, 100000), body.size()).status, 200);  // overlap
+  first.settle();
+  // "Restart": a new engine on a copy of the disk, restored from the journal alone.
+  EngineDriver second;
+  second.restartFrom(first);
+  ASSERT_EQ(second.fragment("/d.bin", id, 150000, body.substr(150000), body.size()).status, 200);
+  second.settle();
+  EXPECT_EQ(second.storage.contents("/root/d.bin"), body);
+  JournalState st = second.replayed();
+  SessionId sid;
+  ASSERT_TRUE(parseSessionId(id, &sid));
+  ASSERT_TRUE(st.sessions.at(sid).committed);
+  EXPECT_EQ(std::memcmp(st.sessions.at(sid).sha256, expected, 32), 0) << "digest differs from SHA-256(content)";
+}
+
+TEST(JournalFormat, ProgressDigestStateLengthIsBounded) {
+  JournalRecord p;
+  p.type = RecordType::Progress;
+  p.shaStateLen = 105;
+  uint8_t b[512];
+  EXPECT_EQ(encodeRecord(p, 1, 1, b, sizeof b), 0u);
 }
 
 TEST(JournalWriter, BytesPerCompletedUpload) {

@@ -59,6 +59,9 @@ class EngineDriver final : public ExchangeHost {
   void settle();
   // Replays the journal file as it is on the fake disk.
   JournalState replayed();
+  // A core-level restart: copies `old`'s disk (settled) into this driver and restores the engine
+  // from the journal alone, as platform/recovery does (without its file checks).
+  void restartFrom(EngineDriver& old);
   static constexpr const char* kJournalPath = "/state/journal";
   int readyCalls = 0;
 
