@@ -884,43 +884,90 @@ void UploadEngine::sweep() {
 // ---------------------------------------------------------------------------------------------------
 // Recovery and compaction
 
-Status UploadEngine::restore(const JournalState& state, std::vector<SessionId>* expired) {
+// While restoring, Session::lastActivityMs holds the journal's wall-clock seconds; finishRestore
+// turns them into loop milliseconds. The semantics match JournalState::apply (every record states a
+// fact; a record for a forgotten session is ignored).
+void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
+  auto bumpWall = [](Session& s, uint64_t wall) {
+    if (wall > s.lastActivityMs) s.lastActivityMs = wall;
+  };
+  if (r.type == RecordType::Delivered) {
+    uint64_t& w = delivered_[std::string(r.txid)];
+    if (r.wallSeconds > w) w = r.wallSeconds;
+    return;
+  }
+  Session* s = sessions_.find(r.id);
+  switch (r.type) {
+    case RecordType::SessionCreated:
+      if (s == nullptr) {
+        if (r.path.size() > settings_.maxPathBytes) return;  // cannot be served under this config
+        s = sessions_.insert(r.id, r.path);
+        if (s == nullptr) {
+          restoreOverflow_ = true;
+          return;
+        }
+        if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
+        sha_.start(s->hash);
+        s->hashValid = true;  // over zero bytes
+      }
+      bumpWall(*s, r.wallSeconds);
+      return;
+    case RecordType::Progress:
+      if (s == nullptr || s->state != SessionState::Open) return;
+      s->totalKnown = true;
+      s->totalBytes = r.totalBytes;
+      if (r.haveBytes >= s->haveBytes) {
+        s->haveBytes = s->journaledBytes = r.haveBytes;
+        // Resume the digest where it stood: no upload data is read back.
+        s->hashValid = r.shaStateLen > 0 && sha_.importState(s->hash, r.shaState, r.shaStateLen);
+        s->hashedBytes = s->hashValid ? r.haveBytes : 0;
+      }
+      bumpWall(*s, r.wallSeconds);
+      return;
+    case RecordType::Committed:
+      if (s == nullptr) return;
+      s->committed = true;
+      if (s->state == SessionState::Open) s->state = SessionState::Complete;
+      s->totalKnown = true;
+      s->totalBytes = s->haveBytes = s->journaledBytes = r.totalBytes;
+      std::memcpy(s->sha256, r.sha256, 32);
+      s->hashValid = false;
+      bumpWall(*s, r.wallSeconds);
+      return;
+    case RecordType::Closed:
+      if (s == nullptr) return;
+      s->state = SessionState::Closed;
+      bumpWall(*s, r.wallSeconds);
+      return;
+    case RecordType::Forget:
+      if (s != nullptr) sessions_.erase(s);
+      return;
+    case RecordType::Pad:
+    case RecordType::Delivered: return;
+  }
+}
+
+Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
+  if (restoreOverflow_) return Status(Code::Exhausted, "the journal holds more sessions than max-sessions");
   const uint64_t wallNow = clock_.wallSeconds();
   const uint64_t nowMs = clock_.nowMs();
-  for (const auto& [id, r] : state.sessions) {
-    uint64_t idleMs = r.wallSeconds >= wallNow ? 0 : (wallNow - r.wallSeconds) * 1000;
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state == SessionState::Free) continue;
+    uint64_t wall = s.lastActivityMs;
+    uint64_t idleMs = wall >= wallNow ? 0 : (wallNow - wall) * 1000;
     if (idleMs >= sessionTimeoutMs_) {
-      expired->push_back(id);
+      expired->push_back(s.id);
+      sessions_.erase(&s);
       continue;
     }
-    if (r.path.size() > settings_.maxPathBytes) {
-      logf(LogLevel::Warn, "journal: session with a path over max-path-bytes dropped");
-      expired->push_back(id);
-      continue;
-    }
-    Session* s = sessions_.insert(id, r.path);
-    if (s == nullptr) {
-      return Status(Code::Exhausted, "the journal holds more sessions than max-sessions");
-    }
-    if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
-    s->state = r.closed ? SessionState::Closed : r.committed ? SessionState::Complete : SessionState::Open;
-    s->totalKnown = r.totalKnown;
-    s->committed = r.committed;
-    s->totalBytes = r.totalBytes;
-    s->haveBytes = r.haveBytes;
-    s->journaledBytes = r.haveBytes;
-    s->lastActivityMs = nowMs > idleMs ? nowMs - idleMs : 0;
-    std::memcpy(s->sha256, r.sha256, 32);
-    sha_.start(s->hash);
-    s->hashValid = s->haveBytes == 0;
-    s->hashedBytes = 0;
-    if (s->state == SessionState::Open && s->haveBytes > 0 && r.shaStateLen > 0 &&
-        sha_.importState(s->hash, r.shaState, r.shaStateLen)) {
-      s->hashValid = true;  // resumes the digest where it stood: no data is read back
-      s->hashedBytes = s->haveBytes;
+    s.lastActivityMs = nowMs > idleMs ? nowMs - idleMs : 0;
+    if (s.state == SessionState::Open && !s.hashValid && s.haveBytes == 0) {
+      sha_.start(s.hash);
+      s.hashValid = true;
+      s.hashedBytes = 0;
     }
   }
-  for (const auto& [txid, wall] : state.delivered) delivered_[txid] = wall;
   return Status::ok();
 }
 

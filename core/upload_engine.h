@@ -185,7 +185,7 @@ class Exchange final : public StorageCallback, public JournalWaiter {
   char partial_[kPathBufBytes];
 };
 
-class UploadEngine final : public StorageCallback, public SnapshotSource {
+class UploadEngine final : public StorageCallback, public SnapshotSource, public ReplaySink {
  public:
   UploadEngine(Storage& storage, Clock& clock, Random& random, Sha256& sha, Journal& journal);
   ~UploadEngine();
@@ -213,10 +213,13 @@ class UploadEngine final : public StorageCallback, public SnapshotSource {
   // True while background deletions are still running (shutdown waits for them).
   bool backgroundBusy() const;
 
-  // Start-up: rebuilds the session table from a replayed journal. Sessions whose last activity is
-  // older than the session timeout are left out (the caller deletes their data). Returns the ids
-  // it left out in `expired`.
-  Status restore(const JournalState& state, std::vector<SessionId>* expired);
+  // Start-up: the engine is itself the ReplaySink of the journal, so replay fills the preallocated
+  // session table directly (no intermediate copy). Call replayJournal(bytes, &engine), then
+  // finishRestore(), which converts journal times, leaves out sessions idle for longer than the
+  // session timeout (their ids go to `expired`; the caller deletes their data), and fails if the
+  // journal holds more sessions than max-sessions.
+  void onRecord(const JournalRecord& r, uint64_t seq, uint64_t offset) override;
+  Status finishRestore(std::vector<SessionId>* expired);
   // Start-up, after restore(): lets `inspector` check every open session against its files, applies
   // the decisions and journals them (flushed once the loop runs). Returns how many were dropped.
   uint32_t reconcile(RecoveryInspector& inspector);
@@ -270,6 +273,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource {
   uint32_t openFiles_ = 0;
   uint32_t highWater_ = 0;  // slots [0, highWater_) have ever been used
   EngineStats stats_;
+  bool restoreOverflow_ = false;
   std::unordered_map<std::string, uint64_t> delivered_;  // transaction id -> wall seconds (next issue)
   StorageOp background_[kBackgroundOps];
   char backgroundPath_[kBackgroundOps][Exchange::kPathBufBytes];

@@ -95,10 +95,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   logf(LogLevel::Info,
-       "recovered %u session(s) from the journal (%llu records, %llu bytes, replay %.1f ms, total %.1f ms); "
+       "recovered %u session(s) from the journal (%llu records, %llu bytes, replay %.1f ms, restore %.1f ms, "
+       "files %.1f ms, total %.1f ms); "
        "%u expired, %u dropped, %u trimmed, %u orphaned file(s) removed%s%s",
        rep.sessions, static_cast<unsigned long long>(rep.records), static_cast<unsigned long long>(rep.journalBytes),
-       rep.replayMs, rep.totalMs, rep.expired, rep.dropped, rep.trimmed, rep.orphans,
+       rep.replayMs, rep.restoreMs, rep.filesMs, rep.totalMs, rep.expired, rep.dropped, rep.trimmed, rep.orphans,
        rep.tailBytes > 0 ? "; torn tail cut: " : "", rep.tailBytes > 0 ? rep.stopReason : "");
   journal.flush();  // what recovery journaled goes out with the loop's first turn
   Signals sig;

@@ -152,10 +152,10 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   if (!readWhole(path, &bytes, &exists, error)) return false;
   report->journalBytes = bytes.size();
 
-  JournalState state;
+  // Replay straight into the engine's session table.
   ReplayResult rr;
   if (exists && !bytes.empty()) {
-    rr = replayJournal(bytes, &state);
+    rr = replayJournal(bytes, &engine);
     if (rr.status != ReplayStatus::Ok) {
       *error = path + ": " + replayStatusText(rr.status) + " (move it away, or use another --state)";
       return false;
@@ -166,8 +166,10 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   report->tailBytes = rr.tailBytes;
   report->stopReason = rr.stopReason;
 
+  auto tRestore = Steady::now();
   std::vector<SessionId> expired;
-  Status st = engine.restore(state, &expired);
+  Status st = engine.finishRestore(&expired);
+  report->restoreMs = std::chrono::duration<double, std::milli>(Steady::now() - tRestore).count();
   if (!st.isOk()) {
     *error = std::string("journal: ") + st.message();
     return false;
@@ -215,10 +217,11 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
     syncDir(dirOf(path));
     end = kJournalBlockBytes;
   }
-  uint64_t liveEstimate = state.sessions.size() * 160 + state.delivered.size() * 40 + kJournalBlockBytes;
+  uint64_t liveEstimate = engine.sessionCount() * 160ull + kJournalBlockBytes;
   journal.attach(fd, salt, nextSeq, end, liveEstimate);
 
   // Files: reconcile the open sessions, then delete every in-progress file no session owns.
+  auto tFiles = Steady::now();
   FileInspector inspector;
   report->dropped = engine.reconcile(inspector);
   report->trimmed = inspector.trimmed;
@@ -239,6 +242,7 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   }
   FileHasher hasher;
   engine.rehashOpenSessions(hasher);
+  report->filesMs = std::chrono::duration<double, std::milli>(Steady::now() - tFiles).count();
   report->sessions = engine.sessionCount();
   report->totalMs = std::chrono::duration<double, std::milli>(Steady::now() - t0).count();
   (void)sha;

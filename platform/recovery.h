@@ -23,7 +23,9 @@ struct RecoveryReport {
   uint32_t dropped = 0;
   uint32_t trimmed = 0;
   uint32_t orphans = 0;
-  double replayMs = 0;
+  double replayMs = 0;     // read + replay of the journal
+  double restoreMs = 0;    // session table rebuilt
+  double filesMs = 0;      // reconcile with in-progress files, orphan scan, digests
   double totalMs = 0;
 };
 

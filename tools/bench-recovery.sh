@@ -17,7 +17,7 @@ trap 'rm -rf "$WORK"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 for kind in open closed; do
   open=$([ $kind = open ] && echo 1 || echo 0)
-  : > "$WORK/replay"; : > "$WORK/total"; : > "$WORK/read"; : > "$WORK/rss"
+  : > "$WORK/replay"; : > "$WORK/total"; : > "$WORK/read"; : > "$WORK/rss"; : > "$WORK/restore"; : > "$WORK/files"
   for r in $(seq "$ROUNDS"); do
     rm -rf "$WORK/state" "$WORK/root"; mkdir -p "$WORK/root/uploads"
     gen=$("$BIN/bitsbench" gen-journal --state "$WORK/state" --sessions "$N" --open "$open")
@@ -30,9 +30,12 @@ for kind in open closed; do
     kill -TERM $pid; wait $pid || true
     line=$(grep 'recovered' "$WORK/err")
     replay=$(echo "$line" | sed -E 's/.*replay ([0-9.]+) ms.*/\1/')
+    restore=$(echo "$line" | sed -E 's/.*restore ([0-9.]+) ms.*/\1/')
+    files=$(echo "$line" | sed -E 's/.*files ([0-9.]+) ms.*/\1/')
     total=$(echo "$line" | sed -E 's/.*total ([0-9.]+) ms.*/\1/')
-    echo "$kind round $r: $gen | baseline read ${read_ms} ms | bitsd replay ${replay} ms, recovery total ${total} ms | RSS after ${rss} KiB"
+    echo "$kind round $r: $gen | baseline read ${read_ms} ms | bitsd replay ${replay} ms, restore ${restore} ms, files ${files} ms, total ${total} ms | RSS after ${rss} KiB"
     echo "$read_ms" >> "$WORK/read"; echo "$replay" >> "$WORK/replay"; echo "$total" >> "$WORK/total"; echo "$rss" >> "$WORK/rss"
+    echo "$restore" >> "$WORK/restore"; echo "$files" >> "$WORK/files"
   done
-  echo "$kind, median of $ROUNDS: read $(median < "$WORK/read") ms, replay $(median < "$WORK/replay") ms, total $(median < "$WORK/total") ms, RSS $(median < "$WORK/rss") KiB"
+  echo "$kind, median of $ROUNDS: baseline read $(median < "$WORK/read") ms | replay $(median < "$WORK/replay") ms, restore $(median < "$WORK/restore") ms, files $(median < "$WORK/files") ms, total $(median < "$WORK/total") ms | RSS $(median < "$WORK/rss") KiB"
 done

@@ -37,6 +37,7 @@
 
 #include "core/journal_format.h"
 #include "core/protocol.h"
+#include "platform/system.h"
 
 namespace {
 
@@ -259,6 +260,15 @@ int genJournal(const std::map<std::string, std::string>& a) {
     out.insert(out.end(), buf, buf + k);
   };
   uint64_t wall = static_cast<uint64_t>(::time(nullptr));
+  // What bitsd journals with each Progress: the SHA-256 running state over the acked bytes (here the
+  // 1 MiB of zeros each sparse in-progress file holds).
+  bitsd::platform::MbedSha256 sha;
+  bitsd::Sha256State st;
+  sha.start(st);
+  std::vector<char> zeros(1u << 20, 0);
+  sha.update(st, std::span<const char>(zeros.data(), zeros.size()));
+  uint8_t midstate[bitsd::Sha256::kMaxExportBytes];
+  size_t midLen = sha.exportState(st, midstate);
   for (uint64_t i = 0; i < n; ++i) {
     bitsd::JournalRecord r;
     uint8_t rnd[16];
@@ -274,6 +284,8 @@ int genJournal(const std::map<std::string, std::string>& a) {
     if (open) {
       r.type = bitsd::RecordType::Progress;
       r.haveBytes = 1u << 20;
+      r.shaStateLen = static_cast<uint8_t>(midLen);
+      std::memcpy(r.shaState, midstate, midLen);
       emit(r);
       char id[bitsd::kSessionIdTextBytes];
       bitsd::formatSessionId(r.id, id);

@@ -105,6 +105,22 @@ TEST(Crc32c, KnownVector) {
   EXPECT_EQ(crc32c(crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
 }
 
+TEST(Crc32c, SlicedLoopMatchesTheBytewiseDefinition) {
+  std::string data(1000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 + 7);
+  for (size_t len = 0; len <= data.size(); len += 37) {
+    for (size_t start : {0, 1, 3, 5}) {
+      if (start > len) continue;
+      uint32_t ref = 0xFFFFFFFFu;
+      for (size_t i = start; i < len; ++i) {
+        ref ^= static_cast<uint8_t>(data[i]);
+        for (int k = 0; k < 8; ++k) ref = (ref & 1) ? (ref >> 1) ^ 0x82F63B78u : ref >> 1;
+      }
+      ASSERT_EQ(crc32c(0, data.data() + start, len - start), ~ref) << len << " " << start;
+    }
+  }
+}
+
 TEST(JournalFormat, HeaderIsLittleEndianWhateverTheHost) {
   uint8_t b[kJournalBlockBytes];
   JournalHeader h;

@@ -134,6 +134,28 @@ void checkReboot(const FakeStorage& storage, const Facts& f, uint32_t seed, int 
     EXPECT_EQ(data.substr(0, s.haveBytes), bodyFor("/" + s.path, s.totalBytes).substr(0, s.haveBytes))
         << "journaled prefix of " << s.path << " is not what was sent";
   }
+  // The engine's own replay (what bitsd restores from) agrees with JournalState (what bitsctl and
+  // compaction use) on this image.
+  {
+    EngineDriver fresh(sweepSettings());
+    ReplayResult er = replayJournal(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), &fresh.engine);
+    ASSERT_EQ(er.status, ReplayStatus::Ok);
+    std::vector<SessionId> expired;
+    ASSERT_TRUE(fresh.engine.finishRestore(&expired).isOk());
+    EXPECT_TRUE(expired.empty());
+    JournalState live;
+    fresh.engine.snapshot(&live);
+    ASSERT_EQ(live.sessions.size(), st.sessions.size());
+    for (const auto& [sid, s] : st.sessions) {
+      ASSERT_TRUE(live.sessions.count(sid));
+      const RecoveredSession& e = live.sessions.at(sid);
+      EXPECT_EQ(e.haveBytes, s.haveBytes);
+      EXPECT_EQ(e.committed, s.committed);
+      EXPECT_EQ(e.closed, s.closed);
+      EXPECT_EQ(e.path, s.path);
+    }
+  }
   for (const auto& [id, path] : f.pathOfId) {
     if (!f.committed.count(id)) continue;
     ASSERT_TRUE(image.count("/root" + path)) << "committed file " << path << " missing";

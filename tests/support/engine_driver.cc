@@ -90,12 +90,11 @@ void EngineDriver::restartFrom(EngineDriver& old) {
   old.settle();
   for (const auto& [path, contents] : old.storage.files()) storage.addFile(path, contents);
   const std::string& bytes = storage.contents(kJournalPath);
-  JournalState st;
-  ReplayResult rr =
-      replayJournal(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), &st);
+  ReplayResult rr = replayJournal(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), &engine);
   ASSERT_EQ(rr.status, ReplayStatus::Ok);
   std::vector<SessionId> expired;
-  ASSERT_TRUE(engine.restore(st, &expired).isOk());
+  ASSERT_TRUE(engine.finishRestore(&expired).isOk());
   journal.attach(storage.openForTest(kJournalPath), rr.header.salt, rr.nextSeq, rr.validEnd, 0);
 }
 
