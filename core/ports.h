@@ -16,6 +16,27 @@ inline constexpr FileHandle kNoFile = -1;
 
 enum class FileKind : uint8_t { Missing, File, Directory, Other };
 
+// SHA-256 of uploads, computed on the fly as fragments are written (mbedTLS on the platform). The
+// running state lives in caller-owned opaque storage, one per session.
+struct Sha256State {
+  static constexpr size_t kBytes = 128;
+  alignas(8) unsigned char bytes[kBytes];
+};
+
+class Sha256 {
+ public:
+  virtual ~Sha256() = default;
+  virtual void start(Sha256State& st) = 0;
+  virtual void update(Sha256State& st, std::span<const char> data) = 0;
+  virtual void finish(Sha256State& st, uint8_t out[32]) = 0;
+  // The running state as portable bytes (explicit little-endian; at most kMaxExportBytes), so a
+  // Progress record can carry it and recovery can resume the digest without reading data back.
+  static constexpr size_t kMaxExportBytes = 104;
+  virtual size_t exportState(const Sha256State& st, uint8_t* out) = 0;
+  // False if the bytes are not a valid exported state.
+  virtual bool importState(Sha256State& st, const uint8_t* in, size_t len) = 0;
+};
+
 class StorageOp;
 
 // Receives the completion of a StorageOp. Runs on the loop thread.
@@ -31,7 +52,7 @@ class StorageCallback {
 // flight per StorageOp. `impl` is scratch space for the platform's own request object.
 class StorageOp {
  public:
-  static constexpr size_t kImplBytes = 512;
+  static constexpr size_t kImplBytes = 704;
 
   StorageCallback* callback = nullptr;
   bool busy = false;
@@ -57,8 +78,11 @@ class Storage {
   // Opens an existing file for writing. result = handle.
   virtual void openWrite(StorageOp& op, const char* path) = 0;
   // Writes `data` at `offsetBytes` straight from the caller's buffer (no copy). result = bytes
-  // written, which may be fewer than asked.
-  virtual void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data) = 0;
+  // written, which may be fewer than asked. With `hash`, the whole of `data` is also fed to that
+  // running SHA-256 off the loop (in parallel with the write, both only read the buffer); the
+  // operation completes when both are done. `hash` must not be touched until then.
+  virtual void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
+                     Sha256State* hash = nullptr) = 0;
   // fdatasync.
   virtual void syncData(StorageOp& op, FileHandle file) = 0;
   virtual void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) = 0;
@@ -87,26 +111,6 @@ class Clock {
   virtual uint64_t wallSeconds() = 0;
 };
 
-// SHA-256 of uploads, computed on the fly as fragments are written (mbedTLS on the platform). The
-// running state lives in caller-owned opaque storage, one per session.
-struct Sha256State {
-  static constexpr size_t kBytes = 128;
-  alignas(8) unsigned char bytes[kBytes];
-};
-
-class Sha256 {
- public:
-  virtual ~Sha256() = default;
-  virtual void start(Sha256State& st) = 0;
-  virtual void update(Sha256State& st, std::span<const char> data) = 0;
-  virtual void finish(Sha256State& st, uint8_t out[32]) = 0;
-  // The running state as portable bytes (explicit little-endian; at most kMaxExportBytes), so a
-  // Progress record can carry it and recovery can resume the digest without reading data back.
-  static constexpr size_t kMaxExportBytes = 104;
-  virtual size_t exportState(const Sha256State& st, uint8_t* out) = 0;
-  // False if the bytes are not a valid exported state.
-  virtual bool importState(Sha256State& st, const uint8_t* in, size_t len) = 0;
-};
 
 // Cryptographically secure random bytes (CTR-DRBG on the platform). False if the generator failed.
 class Random {

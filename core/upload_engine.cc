@@ -406,9 +406,13 @@ Flow UploadEngine::onBody(Exchange& ex, std::span<const char> bytes) {
 }
 
 Flow UploadEngine::issueWrite(Exchange& ex) {
+  Session& s = *ex.session_;
+  // The digest follows the bytes in file order: hash this span only if it continues exactly where
+  // the running digest stands (not for the rest of a short write, which was hashed whole).
+  ex.hashing_ = s.hashValid && s.hashedBytes == ex.writeOffset_;
   ex.step_ = Exchange::Step::Write;
   ex.op_.busy = true;
-  storage_.write(ex.op_, ex.session_->file, ex.writeOffset_, ex.pending_);
+  storage_.write(ex.op_, s.file, ex.writeOffset_, ex.pending_, ex.hashing_ ? &s.hash : nullptr);
   return Flow::Wait;
 }
 
@@ -699,7 +703,15 @@ void UploadEngine::step(Exchange& ex) {
       return ready(ex);
     }
     case Exchange::Step::Write: {
+      Session& hs = *ex.session_;
+      if (ex.hashing_) {
+        hs.hashedBytes += ex.pending_.size();  // the whole span was hashed, however much was written
+        ex.hashing_ = false;
+      } else if (ex.writeOffset_ < hs.hashedBytes && ex.writeOffset_ + ex.pending_.size() > hs.hashedBytes) {
+        hs.hashValid = false;
+      }
       if (!st.isOk() || ex.op_.result <= 0) {
+        hs.hashValid = false;  // hashed bytes that may not be on disk: the digest is unknown now
         Status why = st.isOk() ? Status(Code::Io, "short write") : st;
         if (why.code() == Code::NoSpace) ++stats_.diskFull;
         logf(LogLevel::Warn, "fragment write failed at offset %" PRIu64 ": %s (%d)", ex.writeOffset_,
@@ -710,13 +722,6 @@ void UploadEngine::step(Exchange& ex) {
       }
       size_t n = static_cast<size_t>(ex.op_.result);
       stats_.bytesWritten += n;
-      Session& hs = *ex.session_;
-      if (hs.hashValid && hs.hashedBytes == ex.writeOffset_) {
-        sha_.update(hs.hash, ex.pending_.first(n));
-        hs.hashedBytes += n;
-      } else if (ex.writeOffset_ < hs.hashedBytes) {
-        hs.hashValid = false;  // rewriting bytes already hashed (after a failed write): digest unknown
-      }
       ex.writeOffset_ += n;
       ex.pending_ = ex.pending_.subspan(n);
       if (!ex.pending_.empty()) {  // short write: go on with the rest

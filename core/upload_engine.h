@@ -173,6 +173,7 @@ class Exchange final : public StorageCallback, public JournalWaiter {
   uint64_t rangeTotal_ = 0;
   std::span<const char> pending_;  // body bytes being written
   bool journalWait_ = false;
+  bool hashing_ = false;           // the write in flight also feeds the session's SHA-256
   Status journalStatus_;
   FileHandle newFile_ = kNoFile;   // Create-Session: the partial file, until the session exists
   uint64_t journaledTo_ = 0;       // `have` that the pending Progress record states

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   uv_loop_t* loop = uv_default_loop();
   platform::UvClock clock;
   platform::MbedSha256 sha;
-  platform::UvStorage storage(loop, rootReal);
+  platform::UvStorage storage(loop, rootReal, sha);
   platform::UvFlushScheduler scheduler(loop);
   Journal journal(storage, scheduler, random);
   scheduler.setJournal(&journal);

@@ -28,6 +28,10 @@ enum Kind {
 
 struct UvStorage::UvOp {
   uv_fs_t req;
+  uv_work_t hashWork;
+  Sha256State* hash;
+  std::span<const char> hashData;
+  int pending;  // parts still running: the write, and the hash if any
   UvStorage* self;
   StorageOp* op;
   int kind;
@@ -79,11 +83,35 @@ void UvStorage::openWrite(StorageOp& op, const char* path) {
   uv_fs_open(loop_, &u->req, path, O_WRONLY | O_CLOEXEC, 0, onFsThunk);
 }
 
-void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data) {
+void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
+                      Sha256State* hash) {
   UvOp* u = prepare(op, kWrite);
+  u->pending = 1;
+  if (hash != nullptr) {
+    // The digest runs on another thread-pool thread at the same time as the write: both only read
+    // the buffer, and the loop thread does neither.
+    u->pending = 2;
+    u->hash = hash;
+    u->hashData = data;
+    u->hashWork.data = u;
+    uv_queue_work(loop_, &u->hashWork, hashWorkThunk, hashDoneThunk);
+  }
   // The buffer points into the connection's read buffer; libuv keeps up to 4 uv_buf_t inline.
   uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
   uv_fs_write(loop_, &u->req, file, &buf, 1, static_cast<int64_t>(offsetBytes), onFsThunk);
+}
+
+void UvStorage::hashWorkThunk(uv_work_t* w) {
+  UvOp* u = static_cast<UvOp*>(w->data);
+  u->self->sha_.update(*u->hash, u->hashData);
+}
+
+void UvStorage::hashDoneThunk(uv_work_t* w, int) {
+  UvOp* u = static_cast<UvOp*>(w->data);
+  if (--u->pending > 0) return;  // the write is still running
+  StorageOp* o = u->op;
+  u->~UvOp();
+  o->callback->onStorageDone(*o);
 }
 
 void UvStorage::syncData(StorageOp& op, FileHandle file) {
@@ -151,6 +179,7 @@ void UvStorage::onFs(UvOp* u) {
       } else {
         op.result = result;
       }
+      if (--u->pending > 0) return;  // the digest is still running
       return complete();
     case kSync:
     case kTruncate:

@@ -14,11 +14,15 @@ namespace bitsd::platform {
 class UvStorage final : public Storage {
  public:
   // `rootRealPath`: the upload root after realpath(3); destinations must resolve below it.
-  UvStorage(uv_loop_t* loop, std::string rootRealPath) : loop_(loop), rootReal_(std::move(rootRealPath)) {}
+  // `sha` computes upload digests on the thread pool (must be safe to call from several threads
+  // on different states, as mbedTLS's SHA-256 is).
+  UvStorage(uv_loop_t* loop, std::string rootRealPath, Sha256& sha)
+      : loop_(loop), rootReal_(std::move(rootRealPath)), sha_(sha) {}
 
   void createExclusive(StorageOp& op, const char* path) override;
   void openWrite(StorageOp& op, const char* path) override;
-  void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data) override;
+  void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
+             Sha256State* hash) override;
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
   void checkDestination(StorageOp& op, const char* path, const char* parentDir) override;
@@ -34,10 +38,13 @@ class UvStorage final : public Storage {
  private:
   UvOp* prepare(StorageOp& op, int kind);
   static void onFsThunk(uv_fs_t* req);
+  static void hashWorkThunk(uv_work_t* w);
+  static void hashDoneThunk(uv_work_t* w, int status);
   void onFs(UvOp* u);
 
   uv_loop_t* loop_;
   std::string rootReal_;
+  Sha256& sha_;
 };
 
 // libuv error number -> core Status (the number is kept for the log).

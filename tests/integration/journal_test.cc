@@ -14,6 +14,8 @@
 
 #include "tests/integration/bitsd_process.h"
 
+#include <mbedtls/sha256.h>
+
 namespace bitsd::testing {
 namespace {
 
@@ -46,11 +48,24 @@ TEST(Bitsctl, SessionsDumpVerifyAndCompact) {
   EXPECT_NE(s.out.find(open + " open"), std::string::npos) << s.out;
   EXPECT_NE(s.out.find("6/10"), std::string::npos) << s.out;
   EXPECT_NE(s.out.find(done + " closed"), std::string::npos) << s.out;
-  EXPECT_NE(s.out.find("2 session(s)"), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("2 session(s)"), std::string::npos) << s.out;  // before the digest upload
+
+  // A multi-fragment upload: its Committed record carries SHA-256 of the content, computed on the
+  // thread pool while the fragments were written.
+  std::string big = randomBytes(3 * 1024 * 1024 + 5, 77);
+  std::string bigId = createSession(c, "/digest.bin");
+  for (size_t off = 0; off < big.size(); off += 1 << 20) {
+    ASSERT_EQ(c.roundTrip(fragmentRequest("/digest.bin", bigId, off, big.substr(off, 1 << 20), big.size())).status, 200);
+  }
+  uint8_t sum[32];
+  mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(big.data()), big.size(), sum, 0);
+  char hex[65];
+  for (int i = 0; i < 32; ++i) std::snprintf(hex + 2 * i, 3, "%02x", sum[i]);
 
   RunResult d = runTool({"journal", "dump", "--state", server.state()});
   EXPECT_EQ(d.exitCode, 0);
   EXPECT_NE(d.out.find("Committed"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find(std::string("sha256=") + hex), std::string::npos) << "digest of digest.bin not in\n" << d.out;
   EXPECT_NE(d.out.find("stopped: end of file"), std::string::npos) << d.out;
   EXPECT_EQ(runTool({"journal", "verify", "--state", server.state()}).exitCode, 0);
 

@@ -55,6 +55,7 @@ Settings EngineDriver::defaultSettings() {
 EngineDriver::EngineDriver(Settings settings)
     : journal(storage, scheduler, random), engine(storage, clock, random, sha, journal),
       parser_(settings.maxHeaderBytes) {
+  storage.sha = &sha;
   storage.addDir("/root");
   storage.addDir("/state");
   storage.addDir("/state/partial");

@@ -74,7 +74,8 @@ void FakeStorage::openWrite(StorageOp& op, const char* path) {
   });
 }
 
-void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::span<const char> data) {
+void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::span<const char> data,
+                        Sha256State* hash) {
   bool journal = isJournal(file);
   if (journal) {
     ++journalWrites;
@@ -84,7 +85,9 @@ void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::sp
   // Capture the bytes now: the real platform writes from the caller's buffer before completing, and
   // the caller keeps it alive until then, so reading at completion would be equally valid.
   std::string bytes(data.data(), data.size());
-  enqueue(op, [this, file, offset, bytes, journal](StorageOp& o) {
+  enqueue(op, [this, file, offset, bytes, journal, hash](StorageOp& o) {
+    // Like the platform: the whole span is hashed, whatever the write does.
+    if (hash != nullptr && sha != nullptr) sha->update(*hash, std::span<const char>(bytes.data(), bytes.size()));
     auto h = handles_.find(file);
     if (h == handles_.end()) {
       o.status = Status(Code::Io, "bad handle");

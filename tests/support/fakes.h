@@ -104,7 +104,9 @@ class FakeStorage final : public Storage {
 
   void createExclusive(StorageOp& op, const char* path) override;
   void openWrite(StorageOp& op, const char* path) override;
-  void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data) override;
+  void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
+             Sha256State* hash) override;
+  Sha256* sha = nullptr;  // for writes that carry a digest
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
   void checkDestination(StorageOp& op, const char* path, const char* parentDir) override;

@@ -85,6 +85,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   settings.maxUploadSizeBytes = 1 << 20;
   bitsd::testing::FakeScheduler scheduler;
   bitsd::platform::MbedSha256 sha;
+  storage.sha = &sha;
   Journal journal(storage, scheduler, random);
   gScheduler = &scheduler;
   gJournal = &journal;
