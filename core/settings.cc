@@ -29,6 +29,7 @@ const Field kFields[] = {
     BITSD_FIELD("session-timeout", U64, sessionTimeoutSeconds, "seconds without a packet before a session expires"),
     BITSD_FIELD("allow-overwrites", Bool, allowOverwrites, "let an upload replace an existing file"),
     BITSD_FIELD("fdatasync", Bool, fdatasync, "sync data before each Ack (turn off only for benchmarks)"),
+    BITSD_FIELD("digest", Bool, digest, "SHA-256 of each upload as it is written (costs CPU)"),
     BITSD_FIELD("log-level", Str, logLevel, "debug, info, warn or error"),
     BITSD_FIELD("max-connections", U32, maxConnections, "open connections; beyond: 503 and close"),
     BITSD_FIELD("max-sessions", U32, maxSessions, "sessions held (open and closed tombstones)"),

@@ -23,6 +23,7 @@ struct Settings {
   uint64_t sessionTimeoutSeconds = 1209600;   // 14 days, as IIS BITSSessionTimeout
   bool allowOverwrites = false;
   bool fdatasync = true;                      // sync data before every Ack (off only for benchmarks)
+  bool digest = true;                         // SHA-256 of every upload, computed as it is written
   std::string logLevel = "info";
 
   // Board limits.

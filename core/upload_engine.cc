@@ -525,7 +525,7 @@ void UploadEngine::finishCreate(Exchange& ex) {
   ex.newFile_ = kNoFile;
   ++openFiles_;
   sha_.start(s->hash);
-  s->hashValid = true;
+  s->hashValid = settings_.digest;
   s->hashedBytes = 0;
   touch(*s);
   ++stats_.sessionsCreated;
@@ -788,7 +788,7 @@ void UploadEngine::step(Exchange& ex) {
       logf(LogLevel::Info, "committed %s (%" PRIu64 " bytes)", ex.dest_, s.totalBytes);
       if (s.hashValid && s.hashedBytes == s.totalBytes) {
         sha_.finish(s.hash, s.sha256);
-      } else {
+      } else if (settings_.digest) {
         logf(LogLevel::Warn, "no SHA-256 for %s: a failed write interrupted the running digest", ex.dest_);
       }
       s.hashValid = false;
@@ -913,7 +913,7 @@ void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
         }
         if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
         sha_.start(s->hash);
-        s->hashValid = true;  // over zero bytes
+        s->hashValid = settings_.digest;  // over zero bytes
       }
       bumpWall(*s, r.wallSeconds);
       return;
@@ -924,7 +924,7 @@ void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
       if (r.haveBytes >= s->haveBytes) {
         s->haveBytes = s->journaledBytes = r.haveBytes;
         // Resume the digest where it stood: no upload data is read back.
-        s->hashValid = r.shaStateLen > 0 && sha_.importState(s->hash, r.shaState, r.shaStateLen);
+        s->hashValid = settings_.digest && r.shaStateLen > 0 && sha_.importState(s->hash, r.shaState, r.shaStateLen);
         s->hashedBytes = s->hashValid ? r.haveBytes : 0;
       }
       bumpWall(*s, r.wallSeconds);
@@ -967,7 +967,7 @@ Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
       continue;
     }
     s.lastActivityMs = nowMs > idleMs ? nowMs - idleMs : 0;
-    if (s.state == SessionState::Open && !s.hashValid && s.haveBytes == 0) {
+    if (settings_.digest && s.state == SessionState::Open && !s.hashValid && s.haveBytes == 0) {
       sha_.start(s.hash);
       s.hashValid = true;
       s.hashedBytes = 0;
@@ -1031,6 +1031,7 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
 }
 
 void UploadEngine::rehashOpenSessions(RecoveryHasher& hasher) {
+  if (!settings_.digest) return;
   char path[Exchange::kPathBufBytes];
   for (uint32_t i = 0; i < highWater_; ++i) {
     Session& s = sessions_.slotAt(i);

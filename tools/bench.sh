@@ -4,6 +4,7 @@
 #   1. the raw socket-to-file baseline (bitsbench raw) and bitsd with fdatasync off, one 1 GiB upload
 #      in 8 MiB fragments each; bitsd's peak RSS (VmHWM) during its upload;
 #   2. bitsd with fdatasync on (the default), same upload;
+#   2b. bitsd with fdatasync off and digest off (no SHA-256), same upload;
 #   3. bitsd's RSS growth per idle keep-alive connection with 1,000 open.
 # Prints every run and the medians. Usage: tools/bench.sh [ROUNDS] [SIZE_BYTES]
 set -euo pipefail
@@ -32,7 +33,7 @@ stop_bitsd() { kill -TERM "$PID"; wait "$PID" || true; }
 field() { sed -E "s/.*$1=([0-9.]+).*/\1/"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-: > "$WORK/raw"; : > "$WORK/nosync"; : > "$WORK/sync"; : > "$WORK/hwm"; : > "$WORK/ratio"
+: > "$WORK/raw"; : > "$WORK/nosync"; : > "$WORK/sync"; : > "$WORK/hwm"; : > "$WORK/ratio"; : > "$WORK/nodig"; : > "$WORK/ratio2"
 for r in $(seq "$ROUNDS"); do
   raw=$("$BIN/bitsbench" raw --size "$SIZE" --buffer "$RBUF" --out "$WORK/raw.bin" | field MiBps); rm -f "$WORK/raw.bin"
   start_bitsd --fdatasync off
@@ -42,8 +43,13 @@ for r in $(seq "$ROUNDS"); do
   start_bitsd --fdatasync on
   sync=$("$BIN/bitsbench" upload --port "$PORT" --size "$SIZE" --fragment "$FRAG" | field MiBps)
   stop_bitsd
+  start_bitsd --fdatasync off --digest off
+  nodig=$("$BIN/bitsbench" upload --port "$PORT" --size "$SIZE" --fragment "$FRAG" | field MiBps)
+  stop_bitsd
   ratio=$(awk -v a="$nosync" -v b="$raw" 'BEGIN {printf "%.2f", a/b}')
-  echo "round $r: raw baseline $raw MiB/s | bitsd fdatasync off $nosync MiB/s (ratio $ratio, peak RSS $hwm KiB) | bitsd fdatasync on $sync MiB/s"
+  ratio2=$(awk -v a="$nodig" -v b="$raw" 'BEGIN {printf "%.2f", a/b}')
+  echo "$nodig" >> "$WORK/nodig"; echo "$ratio2" >> "$WORK/ratio2"
+  echo "round $r: raw baseline $raw MiB/s | bitsd fdatasync off $nosync MiB/s (ratio $ratio, peak RSS $hwm KiB) | bitsd fdatasync on $sync MiB/s | bitsd fdatasync off, digest off $nodig MiB/s (ratio $ratio2)"
   echo "$raw" >> "$WORK/raw"; echo "$nosync" >> "$WORK/nosync"; echo "$sync" >> "$WORK/sync"
   echo "$hwm" >> "$WORK/hwm"; echo "$ratio" >> "$WORK/ratio"
 done
@@ -62,5 +68,6 @@ echo "median over $ROUNDS rounds, $((SIZE / 1048576)) MiB upload in $((FRAG / 10
 echo "  raw socket-to-file baseline:  $(median < "$WORK/raw") MiB/s"
 echo "  bitsd, fdatasync off:         $(median < "$WORK/nosync") MiB/s  (ratio to baseline $(median < "$WORK/ratio"))"
 echo "  bitsd, fdatasync on:          $(median < "$WORK/sync") MiB/s"
+echo "  bitsd, fdatasync+digest off:  $(median < "$WORK/nodig") MiB/s  (ratio to baseline $(median < "$WORK/ratio2"))"
 echo "  bitsd peak RSS (VmHWM):       $(median < "$WORK/hwm") KiB"
 echo "  RSS per idle connection:      $(median < "$WORK/idle") bytes (1000 keep-alive connections)"

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "tests/support/engine_driver.h"
 
 namespace bitsd::testing {
@@ -124,6 +126,25 @@ TEST(UploadEngine, SyncCanBeTurnedOffForBenchmarks) {
   EXPECT_EQ(d.fragment("/f", id, 0, data(100), 100).status, 200);
   EXPECT_EQ(d.storage.syncCalls, 0u);
   EXPECT_TRUE(d.storage.exists("/root/f"));
+}
+
+TEST(UploadEngine, DigestOffCommitsWithoutHashing) {
+  Settings s = EngineDriver::defaultSettings();
+  s.digest = false;
+  EngineDriver d(s);
+  struct CountingSha : Sha256 {
+    void start(Sha256State&) override {}
+    void update(Sha256State&, std::span<const char>) override { ++updates; }
+    void finish(Sha256State&, uint8_t out[32]) override { std::memset(out, 1, 32); }
+    size_t exportState(const Sha256State&, uint8_t*) override { return 0; }
+    bool importState(Sha256State&, const uint8_t*, size_t) override { return false; }
+    int updates = 0;
+  } counting;
+  d.storage.sha = &counting;
+  std::string id = d.createSession("/f");
+  EXPECT_EQ(d.fragment("/f", id, 0, data(100), 100).status, 200);
+  EXPECT_EQ(counting.updates, 0);
+  EXPECT_EQ(d.storage.contents("/root/f"), data(100));
 }
 
 TEST(UploadEngine, OverlapWritesOnlyTheNewTail) {
