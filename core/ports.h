@@ -102,6 +102,16 @@ class Storage {
   virtual void closeNow(FileHandle file) = 0;
 };
 
+// Large zeroed regions allocated once at start-up (the session table). The platform may back them
+// with huge pages (first touch of a 30 MB table is a measurable part of recovery). Untouched pages
+// must stay out of RSS, as calloc's do. nullptr when out of memory.
+class BulkAllocator {
+ public:
+  virtual ~BulkAllocator() = default;
+  virtual void* allocateZeroed(size_t bytes) = 0;
+  virtual void release(void* p, size_t bytes) = 0;
+};
+
 // Monotonic milliseconds for timers, and wall-clock Unix seconds for what outlives a restart (the
 // journal). Simulated in tests.
 class Clock {

@@ -7,17 +7,30 @@
 namespace bitsd {
 
 SessionTable::~SessionTable() {
-  std::free(sessions_);
-  std::free(paths_);
+  if (bulk_ != nullptr) {
+    if (sessions_ != nullptr) bulk_->release(sessions_, sessionsBytes_);
+    if (paths_ != nullptr) bulk_->release(paths_, pathsBytes_);
+  } else {
+    std::free(sessions_);
+    std::free(paths_);
+  }
   std::free(index_);
   std::free(freeList_);
 }
 
-Status SessionTable::init(uint32_t capacity, uint32_t pathBytes) {
+Status SessionTable::init(uint32_t capacity, uint32_t pathBytes, BulkAllocator* bulk) {
   size_t indexSize = 16;
   while (indexSize < static_cast<size_t>(capacity) * 2) indexSize <<= 1;
-  sessions_ = static_cast<Session*>(std::calloc(capacity, sizeof(Session)));
-  paths_ = static_cast<char*>(std::calloc(capacity, pathBytes));
+  bulk_ = bulk;
+  sessionsBytes_ = static_cast<size_t>(capacity) * sizeof(Session);
+  pathsBytes_ = static_cast<size_t>(capacity) * pathBytes;
+  if (bulk != nullptr) {
+    sessions_ = static_cast<Session*>(bulk->allocateZeroed(sessionsBytes_));
+    paths_ = static_cast<char*>(bulk->allocateZeroed(pathsBytes_));
+  } else {
+    sessions_ = static_cast<Session*>(std::calloc(capacity, sizeof(Session)));
+    paths_ = static_cast<char*>(std::calloc(capacity, pathBytes));
+  }
   index_ = static_cast<int32_t*>(std::malloc(indexSize * sizeof(int32_t)));
   freeList_ = static_cast<uint32_t*>(std::malloc(capacity * sizeof(uint32_t)));
   if (sessions_ == nullptr || paths_ == nullptr || index_ == nullptr || freeList_ == nullptr) {

@@ -46,8 +46,9 @@ class SessionTable {
   SessionTable(const SessionTable&) = delete;
   SessionTable& operator=(const SessionTable&) = delete;
 
-  // Allocates everything for `capacity` sessions whose paths hold up to `pathBytes` bytes.
-  Status init(uint32_t capacity, uint32_t pathBytes);
+  // Allocates everything for `capacity` sessions whose paths hold up to `pathBytes` bytes, through
+  // `bulk` for the two large arrays (calloc when null).
+  Status init(uint32_t capacity, uint32_t pathBytes, BulkAllocator* bulk = nullptr);
 
   Session* find(const SessionId& id);
   // nullptr when full. The new session is Open with the given path.
@@ -67,6 +68,9 @@ class SessionTable {
 
   Session* sessions_ = nullptr;
   char* paths_ = nullptr;
+  BulkAllocator* bulk_ = nullptr;
+  size_t sessionsBytes_ = 0;
+  size_t pathsBytes_ = 0;
   int32_t* index_ = nullptr;  // -1 = empty, else slot number
   uint32_t* freeList_ = nullptr;
   uint32_t freeCount_ = 0;

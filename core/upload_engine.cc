@@ -73,7 +73,7 @@ UploadEngine::UploadEngine(Storage& storage, Clock& clock, Random& random, Sha25
 
 UploadEngine::~UploadEngine() = default;
 
-Status UploadEngine::init(const Settings& settings) {
+Status UploadEngine::init(const Settings& settings, BulkAllocator* bulk) {
   settings_ = settings;
   sessionTimeoutMs_ = settings.sessionTimeoutSeconds > UINT64_MAX / 1000
                           ? UINT64_MAX
@@ -90,7 +90,7 @@ Status UploadEngine::init(const Settings& settings) {
     return Status(Code::InvalidArgument, "state path is too long");
   }
   journal_.setSnapshotSource(this);
-  return sessions_.init(settings.maxSessions, settings.maxPathBytes);
+  return sessions_.init(settings.maxSessions, settings.maxPathBytes, bulk);
 }
 
 bool UploadEngine::appendOrFail(Exchange& ex, const JournalRecord& r, Exchange::Step step) {

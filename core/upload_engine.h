@@ -192,7 +192,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   ~UploadEngine();
 
   // Takes the server options and board limits. Fails on impossible values (paths too long).
-  Status init(const Settings& settings);
+  // `bulk` (may be null) allocates the session table.
+  Status init(const Settings& settings, BulkAllocator* bulk = nullptr);
 
   Flow onHeaders(Exchange& ex, const RequestHead& head);
   Flow onBody(Exchange& ex, std::span<const char> bytes);

@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
   UploadEngine engine(storage, clock, random, sha, journal);
   Settings engineSettings = settings;
   engineSettings.root = rootReal;
-  Status st = engine.init(engineSettings);
+  platform::HugePageAllocator bulk;
+  Status st = engine.init(engineSettings, &bulk);
   if (st.isOk()) {
     st = journal.init(settings.journalBufferBytes, settings.requestSlots + 64, settings.journalMaxBytes,
                       settings.state + "/journal");

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,6 +94,28 @@ bool MbedSha256::importState(Sha256State& st, const uint8_t* in, size_t len) {
   c->is224 = 0;
   return true;
 }
+
+namespace {
+constexpr size_t kHugePage = 2u << 20;
+size_t roundUp(size_t n) { return (n + kHugePage - 1) & ~(kHugePage - 1); }
+}  // namespace
+
+void* HugePageAllocator::allocateZeroed(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  // Over-allocate by one huge page to align the start; the slack is returned at once.
+  size_t len = roundUp(bytes) + kHugePage;
+  void* raw = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  uintptr_t start = (reinterpret_cast<uintptr_t>(raw) + kHugePage - 1) & ~(kHugePage - 1);
+  size_t head = start - reinterpret_cast<uintptr_t>(raw);
+  if (head > 0) ::munmap(raw, head);
+  size_t tail = len - head - roundUp(bytes);
+  if (tail > 0) ::munmap(reinterpret_cast<char*>(start) + roundUp(bytes), tail);
+  ::madvise(reinterpret_cast<void*>(start), roundUp(bytes), MADV_HUGEPAGE);  // advice only; may be refused
+  return reinterpret_cast<void*>(start);
+}
+
+void HugePageAllocator::release(void* p, size_t bytes) { ::munmap(p, roundUp(bytes == 0 ? 1 : bytes)); }
 
 UvFlushScheduler::UvFlushScheduler(uv_loop_t* loop) {
   uv_check_init(loop, &check_);

@@ -65,6 +65,14 @@ class DrbgRandom final : public Random {
   bool ready_ = false;
 };
 
+// Anonymous memory advised for transparent huge pages (MADV_HUGEPAGE), 2 MiB-aligned, for the
+// session table: fewer page faults when recovery fills it. Pages stay out of RSS until touched.
+class HugePageAllocator final : public BulkAllocator {
+ public:
+  void* allocateZeroed(size_t bytes) override;
+  void release(void* p, size_t bytes) override;
+};
+
 // Installs the stderr log sink at the configured level.
 void installLogging(const std::string& level);
 

@@ -13,8 +13,12 @@
 //       Writes a state directory as bitsd would leave it with N sessions: a journal (each session
 //       created, then either 1 MiB acked of 4 MiB with an in-progress file, or committed and closed).
 //   bitsbench read --file F
-//       The recovery baseline: reads F once, as replay must, and prints the time.
+//       A recovery baseline: reads F once, as replay must, and prints the time.
+//   bitsbench scan --dir D
+//       The other recovery baseline: one readdir of D with an fstatat of every entry (what checking
+//       every in-progress file costs the file system, before bitsd does anything).
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -327,6 +331,24 @@ int readFileMode(const std::map<std::string, std::string>& a) {
   return 0;
 }
 
+int scanMode(const std::map<std::string, std::string>& a) {
+  std::string dir = a.at("dir");
+  auto t0 = Clock::now();
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) die("cannot open " + dir);
+  int fd = ::dirfd(d);
+  size_t files = 0;
+  struct stat st;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    if (::fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) ++files;
+  }
+  ::closedir(d);
+  double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  std::printf("files=%zu ms=%.1f\n", files, ms);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -338,5 +360,6 @@ int main(int argc, char** argv) {
   if (mode == "idle") return idle(a);
   if (mode == "gen-journal") return genJournal(a);
   if (mode == "read") return readFileMode(a);
+  if (mode == "scan") return scanMode(a);
   die("unknown mode " + mode);
 }
