@@ -122,12 +122,11 @@ void Journal::finishFlush(const Status& st) {
     nextSeq_ = seq;
   }
   flushingLen_ = 0;
-  // Waiters may append again from their callbacks; they go to the pending list.
-  std::vector<Waiter> done;
-  done.swap(flushingWaiters_);
-  for (const Waiter& w : done) w.waiter->onJournalDurable(st);
-  done.clear();
-  if (flushingWaiters_.capacity() < maxWaiters_) flushingWaiters_.reserve(maxWaiters_);
+  // Waiters may append from their callbacks; appends only touch the pending list, and nothing here
+  // starts a flush synchronously, so this list is stable while we walk it. clear() keeps its
+  // capacity: no allocation per flush.
+  for (const Waiter& w : flushingWaiters_) w.waiter->onJournalDurable(st);
+  flushingWaiters_.clear();
   if (pendingLen_ > 0) {
     flushRequested_ = true;
     scheduler_.requestFlush();
