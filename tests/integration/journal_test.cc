@@ -2,6 +2,7 @@
 // SIGKILLs the real bitsd at random moments while 20 uploads run.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -86,6 +87,44 @@ TEST(Bitsctl, SessionsDumpVerifyAndCompact) {
   ASSERT_TRUE(readFile(server.root() + "/open.bin", &got));
   EXPECT_EQ(got, "abcdefghij");
   EXPECT_EQ(again.roundTrip(bitsRequest("/done.bin", "Close-Session", {{"BITS-Session-Id", done}})).status, 200);
+}
+
+// Compaction on the real file system: many short sessions grow the journal past its cap's
+// threshold; bitsd rewrites it in the background while serving; the file stays bounded, verifies,
+// and a restart finds the live sessions.
+TEST(JournalCompaction, RealBitsdKeepsTheJournalBoundedAndRecoversFromIt) {
+  BitsdProcess server({"--journal-max-bytes", "256K", "--max-sessions", "2000"});
+  ASSERT_TRUE(server.start());
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string keep = createSession(c, "/keep.bin");
+  ASSERT_EQ(c.roundTrip(fragmentRequest("/keep.bin", keep, 0, "12345", 10)).status, 200);
+  for (int i = 0; i < 300; ++i) {
+    std::string p = "/s" + std::to_string(i);
+    std::string id = createSession(c, p);
+    ASSERT_FALSE(id.empty()) << i;
+    ASSERT_EQ(c.roundTrip(fragmentRequest(p, id, 0, "ab", 4)).status, 200);
+    ASSERT_EQ(c.roundTrip(fragmentRequest(p, id, 2, "cd", 4)).status, 200);
+    ASSERT_EQ(c.roundTrip(bitsRequest(p, "Cancel-Session", {{"BITS-Session-Id", id}})).status, 200);
+  }
+  // 300 sessions x 5 journaled steps of at least one 512-byte block each would be ~750 KiB uncompacted.
+  struct stat st;
+  ASSERT_EQ(::stat((server.state() + "/journal").c_str(), &st), 0);
+  EXPECT_LT(st.st_size, 256 * 1024) << "journal not kept under its cap";
+  EXPECT_NE(server.stderrText().find("journal compacted"), std::string::npos);
+  EXPECT_FALSE(fileExists(server.state() + "/journal.tmp"));
+  ASSERT_EQ(server.stop(), 0);
+  EXPECT_EQ(runTool({"journal", "verify", "--state", server.state()}).exitCode, 0);
+  ASSERT_TRUE(server.start());
+  Client d;
+  ASSERT_TRUE(d.connect(server.port()));
+  EXPECT_EQ(d.roundTrip(fragmentRequest("/keep.bin", keep, 5, "67890", 10)).status, 200);
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/keep.bin", &got));
+  EXPECT_EQ(got, "1234567890");
+  EXPECT_EQ(d.roundTrip(bitsRequest("/s7", "Cancel-Session", {{"BITS-Session-Id", "{00000000-0000-4000-8000-000000000000}"}}))
+                .get("BITS-Error-Code"),
+            "0x8020001F");
 }
 
 TEST(Bitsctl, TornTailAndForeignFilesAreReported) {
