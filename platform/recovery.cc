@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <unordered_map>
 #include <vector>
 
 #include "core/log.h"
@@ -55,15 +56,28 @@ std::string dirOf(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
+// One pass over <state>/partial: readdir plus an fstatat per entry (no path walk per file). Each
+// in-progress file is looked up here by session id; everything else found is a candidate orphan.
+struct PartialFile {
+  uint64_t size;
+  ino_t ino;
+  dev_t dev;
+  bool claimed;  // an open session owns it
+};
+
 class FileInspector final : public RecoveryInspector {
  public:
+  explicit FileInspector(std::unordered_map<SessionId, PartialFile, SessionIdHash>& files) : files_(files) {}
+
   RecoveryDecision inspect(const RecoveryItem& item) override {
     RecoveryDecision d;
-    struct stat p, dst;
-    bool hasPartial = ::stat(item.partialPath, &p) == 0;
+    struct stat dst;
+    auto it = files_.find(item.id);
+    bool hasPartial = it != files_.end();
+    if (hasPartial) it->second.claimed = true;
     if (item.totalKnown && item.haveBytes == item.totalBytes) {
       bool hasDest = ::lstat(item.destPath, &dst) == 0;
-      if (hasPartial && hasDest && p.st_ino == dst.st_ino && p.st_dev == dst.st_dev) {
+      if (hasPartial && hasDest && it->second.ino == dst.st_ino && it->second.dev == dst.st_dev) {
         // Linked into place just before the crash: finish the commit's clean-up.
         ::unlink(item.partialPath);
         syncDir(dirOf(item.partialPath));
@@ -80,7 +94,7 @@ class FileInspector final : public RecoveryInspector {
       d.action = RecoveryAction::Drop;
       return d;
     }
-    uint64_t size = static_cast<uint64_t>(p.st_size);
+    uint64_t size = it->second.size;
     if (size > item.haveBytes) {
       // Bytes written but never acked: trim them so the file holds exactly the acked prefix.
       if (::truncate(item.partialPath, static_cast<off_t>(item.haveBytes)) == 0) {
@@ -100,6 +114,9 @@ class FileInspector final : public RecoveryInspector {
     return d;
   }
   uint32_t trimmed = 0;
+
+ private:
+  std::unordered_map<SessionId, PartialFile, SessionIdHash>& files_;
 };
 
 class FileHasher final : public RecoveryHasher {
@@ -220,25 +237,44 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   uint64_t liveEstimate = engine.sessionCount() * 160ull + kJournalBlockBytes;
   journal.attach(fd, salt, nextSeq, end, liveEstimate);
 
-  // Files: reconcile the open sessions, then delete every in-progress file no session owns.
+  // Files: one scan of the in-progress directory, then reconcile the open sessions against it, then
+  // delete every in-progress file no open session owns.
   auto tFiles = Steady::now();
-  FileInspector inspector;
-  report->dropped = engine.reconcile(inspector);
-  report->trimmed = inspector.trimmed;
   std::string partialDir = engine.partialDir();
+  std::unordered_map<SessionId, PartialFile, SessionIdHash> files;
+  std::vector<std::string> strays;
+  files.reserve(engine.sessionCount());
   if (DIR* d = ::opendir(partialDir.c_str())) {
+    int dfd = ::dirfd(d);
+    struct stat pst;
     while (dirent* e = ::readdir(d)) {
-      std::string name = e->d_name;
+      std::string_view name = e->d_name;
       if (name == "." || name == "..") continue;
       SessionId id;
-      bool ours = name.size() == kSessionIdTextBytes + 5 && name.compare(kSessionIdTextBytes, 5, ".part") == 0 &&
-                  parseSessionId(std::string_view(name).substr(0, kSessionIdTextBytes), &id);
-      const Session* s = ours ? engine.findSession(id) : nullptr;
-      if (s == nullptr || s->state != SessionState::Open) {
-        if (::unlink((partialDir + "/" + name).c_str()) == 0) ++report->orphans;
+      bool ours = name.size() == kSessionIdTextBytes + 5 && name.substr(kSessionIdTextBytes) == ".part" &&
+                  parseSessionId(name.substr(0, kSessionIdTextBytes), &id);
+      if (ours && ::fstatat(dfd, e->d_name, &pst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(pst.st_mode)) {
+        files.emplace(id, PartialFile{static_cast<uint64_t>(pst.st_size), pst.st_ino, pst.st_dev, false});
+      } else {
+        strays.emplace_back(name);
       }
     }
     ::closedir(d);
+  }
+  FileInspector inspector(files);
+  report->dropped = engine.reconcile(inspector);
+  report->trimmed = inspector.trimmed;
+  for (const auto& [id, f] : files) {
+    if (f.claimed) {
+      const Session* s = engine.findSession(id);  // reconcile may have dropped it or marked it committed
+      if (s != nullptr && s->state == SessionState::Open) continue;
+    }
+    char text[kSessionIdTextBytes];
+    formatSessionId(id, text);
+    strays.push_back(std::string(text, kSessionIdTextBytes) + ".part");
+  }
+  for (const std::string& name : strays) {
+    if (::unlink((partialDir + "/" + name).c_str()) == 0) ++report->orphans;
   }
   FileHasher hasher;
   engine.rehashOpenSessions(hasher);
