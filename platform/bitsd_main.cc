@@ -64,13 +64,14 @@ int main(int argc, char** argv) {
   platform::MbedSha256 sha;
   platform::UvStorage storage(loop, rootReal, sha);
   platform::UvFlushScheduler scheduler(loop);
+  // Declared before the engine so it outlives the session table it backs.
+  platform::HugePageAllocator bulk;
   Journal journal(storage, scheduler, random);
   scheduler.setJournal(&journal);
   journal.setSyncEnabled(settings.fdatasync);
   UploadEngine engine(storage, clock, random, sha, journal);
   Settings engineSettings = settings;
   engineSettings.root = rootReal;
-  platform::HugePageAllocator bulk;
   Status st = engine.init(engineSettings, &bulk);
   if (st.isOk()) {
     st = journal.init(settings.journalBufferBytes, settings.requestSlots + 64, settings.journalMaxBytes,
