@@ -20,8 +20,11 @@ enum class SessionState : uint8_t {
   Closed,    // tombstone after Close-Session/Cancel-Session: repeats answer 200
 };
 
+class Exchange;
+
 struct Session {
   SessionId id;
+  Exchange* holder = nullptr;  // the request holding it busy (not owned)
   SessionState state = SessionState::Free;
   bool busy = false;          // an exchange is writing/committing for this session
   bool totalKnown = false;

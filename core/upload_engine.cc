@@ -146,6 +146,28 @@ static void parentOf(const char* path, char* out) {
 
 void UploadEngine::touch(Session& s) { s.lastActivityMs = clock_.nowMs(); }
 
+void UploadEngine::hold(Session& s, Exchange& ex) {
+  s.busy = true;
+  s.holder = &ex;
+  ex.session_ = &s;
+}
+
+// A client whose connection died in the middle of a fragment (without a FIN or RST reaching us)
+// reconnects and resends. Answering 503 would make Windows wait its retry delay (10 minutes by
+// default), so the newer request takes the session over when the old one is only waiting for body
+// bytes. A request in the middle of a disk or journal operation keeps it (that lasts milliseconds).
+bool UploadEngine::takeOver(Session& s) {
+  if (!s.busy) return true;
+  Exchange* old = s.holder;
+  if (old == nullptr || old->inFlight() || old->host_ == nullptr) return false;
+  char id[kSessionIdTextBytes];
+  formatSessionId(s.id, id);
+  logf(LogLevel::Info, "session %.38s taken over by a newer request; closing the stalled connection", id);
+  ++stats_.takeovers;
+  old->host_->abandonExchange(*old);
+  return !s.busy;
+}
+
 void UploadEngine::closeFile(Session& s) {
   if (s.file != kNoFile) {
     storage_.closeNow(s.file);
@@ -295,11 +317,8 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
   if (s == nullptr || sessions_.path(*s) != rel) return fail(ex, 500, hresult::kSessionNotFound);
   if (ex.type_ == PacketType::Fragment) return startFragment(ex, head);
   if (hasBody) return fail(ex, 400, hresult::kInvalidArg);
-  if (s->busy) return fail(ex, 503, hresult::kBusy);
-  if (s->state == SessionState::Open) {
-    s->busy = true;
-    ex.session_ = s;
-  }
+  if (!takeOver(*s)) return fail(ex, 503, hresult::kBusy);
+  if (s->state == SessionState::Open) hold(*s, ex);
   return Flow::Continue;  // Close/Cancel do their work at message end
 }
 
@@ -354,7 +373,7 @@ Flow UploadEngine::startFragment(Exchange& ex, const RequestHead& head) {
     ex.responseLen_ = formatAck(spec, ex.response_);
     return Flow::Continue;
   }
-  if (s.busy) {
+  if (!takeOver(s)) {
     ex.session_ = nullptr;
     return fail(ex, 503, hresult::kBusy);
   }
@@ -366,7 +385,7 @@ Flow UploadEngine::startFragment(Exchange& ex, const RequestHead& head) {
   }
   s.totalKnown = true;
   s.totalBytes = r.total;
-  s.busy = true;
+  hold(s, ex);
   touch(s);
   ex.rangeEnd_ = r.end;
   ex.rangeTotal_ = r.total;
@@ -693,6 +712,7 @@ void UploadEngine::step(Exchange& ex) {
         // client starts over with a new session, which is better than committing a hole.
         logf(LogLevel::Warn, "fragment: in-progress file %s lost: %s", ex.partial_, st.message());
         s.busy = false;
+        s.holder = nullptr;
         ex.session_ = nullptr;
         s.state = SessionState::Closed;
         fail(ex, 500, hresult::kSessionNotFound);
@@ -818,7 +838,10 @@ void UploadEngine::step(Exchange& ex) {
 void UploadEngine::finish(Exchange& ex) {
   BITS_CHECK(!ex.op_.busy);
   if (ex.session_ != nullptr) {
-    ex.session_->busy = false;
+    if (ex.session_->holder == &ex) {
+      ex.session_->busy = false;
+      ex.session_->holder = nullptr;
+    }
     ex.session_ = nullptr;
   }
   ex.step_ = Exchange::Step::Idle;

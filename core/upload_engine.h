@@ -75,6 +75,10 @@ class RecoveryInspector {
 class ExchangeHost {
  public:
   virtual void onExchangeReady(Exchange& ex) = 0;
+  // A newer request for the same session arrived while this one waits for body bytes from its
+  // client (the connection probably died silently): drop the connection. The host must call
+  // UploadEngine::finish(ex) before returning (it can: nothing is in flight).
+  virtual void abandonExchange(Exchange& ex) = 0;
 
  protected:
   ~ExchangeHost() = default;
@@ -93,6 +97,7 @@ struct EngineStats {
   uint64_t errors = 0;
   uint64_t diskFull = 0;
   uint64_t journalRefusals = 0;  // 503 because the journal was full
+  uint64_t takeovers = 0;        // sessions taken from a stalled connection by a newer request
 };
 
 // Reads the acked prefix of an in-progress file at recovery, to rebuild its running SHA-256
@@ -261,6 +266,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   bool backgroundOpFree() const;
   Session* evictForNewSession();
   void touch(Session& s);
+  bool takeOver(Session& s);
+  void hold(Session& s, Exchange& ex);
 
   Storage& storage_;
   Clock& clock_;

@@ -52,6 +52,8 @@ struct Connection final : public ExchangeHost {
   uint32_t index = 0;
 
   void onExchangeReady(Exchange&) override { server->onExchangeReady(this); }
+  // Nothing is in flight, so closeConnection finishes the exchange before it returns.
+  void abandonExchange(Exchange&) override { server->closeConnection(this); }
 };
 
 UvServer::UvServer(uv_loop_t* loop, const Settings& settings, UploadEngine& engine)

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <memory>
 
@@ -191,14 +192,45 @@ TEST_F(Bitsd, ConnectionCutMidFragmentThenResumed) {
   Reply r;
   for (int attempt = 0; attempt < 50; ++attempt) {
     r = again.roundTrip(second);
-    if (r.status != 503) break;  // the dead connection may still hold the session for a moment
-    ASSERT_TRUE(again.connect(server.port()));
+    if (r.status != 503) break;  // the old request may be mid-write at this instant: retry
+    usleep(20000);
   }
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_EQ(r.get("BITS-Received-Content-Range"), std::to_string(body.size()));
   std::string got;
   ASSERT_TRUE(readFile(server.root() + "/cut.bin", &got));
   EXPECT_TRUE(got == body);
+}
+
+// The connection carrying a fragment dies silently (no FIN or RST reaches the server, as when a NAT
+// forgets it). The client reconnects and resends: the newer request takes the session over at once
+// instead of getting 503 (which Windows would retry only after its 10-minute retry delay), and the
+// stalled connection is closed.
+TEST_F(Bitsd, ANewerRequestTakesOverASessionStalledMidFragment) {
+  std::string body = randomBytes(200000, 8);
+  std::string id = createSession(client, "/stall.bin");
+  std::string req = fragmentRequest("/stall.bin", id, 0, body, body.size());
+  ASSERT_TRUE(client.sendAll(req.substr(0, req.size() - 50000)));  // stalls, connection left open
+  usleep(100000);
+  Client again;
+  ASSERT_TRUE(again.connect(server.port()));
+  // Well before the 60 s body timeout would free the session (a 503 is right only while the stalled
+  // request is in the middle of a disk write, for milliseconds).
+  auto t0 = std::chrono::steady_clock::now();
+  Reply r;
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    r = again.roundTrip(req);
+    if (r.status != 503) break;
+    usleep(20000);
+  }
+  EXPECT_EQ(r.status, 200) << r.raw;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_EQ(r.get("BITS-Received-Content-Range"), std::to_string(body.size()));
+  EXPECT_TRUE(client.waitClosed(5000)) << "the stalled connection should be closed";
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/stall.bin", &got));
+  EXPECT_TRUE(got == body);
+  EXPECT_NE(server.stderrText().find("taken over by a newer request"), std::string::npos);
 }
 
 TEST_F(Bitsd, GapThenResyncFromTheServersOffset) {

@@ -67,6 +67,7 @@ class EngineDriver final : public ExchangeHost {
 
  private:
   void onExchangeReady(Exchange&) override { ++readyCalls; }
+  void abandonExchange(Exchange& ex) override { engine.finish(ex); }
   void waitFor(Flow f);
 
   RequestParser parser_;

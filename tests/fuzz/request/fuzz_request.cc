@@ -25,6 +25,8 @@ using namespace bitsd;
 class Host final : public ExchangeHost {
  public:
   void onExchangeReady(Exchange&) override { ++ready; }
+  // One connection only: no other request can take a session over.
+  void abandonExchange(Exchange&) override { std::abort(); }
   int ready = 0;
 };
 
