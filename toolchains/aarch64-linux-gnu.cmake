@@ -23,8 +23,15 @@ set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY BOTH)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE BOTH)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
 
-# ctest runs target binaries under qemu-user with the cross runtime as its sysroot.
+# ctest runs target binaries under qemu-user. The sysroot must hold one consistent glibc: the
+# multiarch libc6:<arch> that the -dev packages pull in (under /) and Debian's libc6-<arch>-cross
+# (under /usr/<triple>) are different builds, and mixing their ld.so and libc.so.6 hangs in
+# pthread_create. So (with libstdc++6:<arch> installed too) run without -L (the host file system is the sysroot) whenever the multiarch libc is installed.
 find_program(BITSD_QEMU qemu-aarch64)
 if(BITSD_QEMU)
-  set(CMAKE_CROSSCOMPILING_EMULATOR ${BITSD_QEMU} -L /usr/${BITSD_TARGET_TRIPLE})
+  if(EXISTS /lib/${BITSD_TARGET_TRIPLE}/libc.so.6 AND EXISTS /usr/lib/${BITSD_TARGET_TRIPLE}/libstdc++.so.6)
+    set(CMAKE_CROSSCOMPILING_EMULATOR ${BITSD_QEMU})  # the host file system is the sysroot
+  else()
+    set(CMAKE_CROSSCOMPILING_EMULATOR ${BITSD_QEMU} -L /usr/${BITSD_TARGET_TRIPLE})
+  endif()
 endif()

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -48,18 +49,23 @@ int waitExit(pid_t pid, int timeoutMs) {
 
 pid_t spawn(const std::vector<std::string>& args, int outFd, int errFd) {
   std::vector<char*> argv;
+  std::vector<std::string> emu = emulatorWords();
   std::string bin = BITSD_BINARY;
+  for (std::string& w : emu) argv.push_back(w.data());
   argv.push_back(bin.data());
+  std::string exe = emu.empty() ? bin : emu.front();
   std::vector<std::string> copy = args;
   for (std::string& a : copy) argv.push_back(a.data());
   argv.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(outFd, 1);
-    ::dup2(errFd, 2);
-    ::execv(bin.c_str(), argv.data());
-    ::_exit(127);
-  }
+  // posix_spawn rather than fork+exec: under qemu-user a forked child of this multi-threaded
+  // process can spin forever before reaching exec.
+  posix_spawn_file_actions_t fa;
+  ::posix_spawn_file_actions_init(&fa);
+  ::posix_spawn_file_actions_adddup2(&fa, outFd, 1);
+  ::posix_spawn_file_actions_adddup2(&fa, errFd, 2);
+  pid_t pid = -1;
+  if (::posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ) != 0) pid = -1;
+  ::posix_spawn_file_actions_destroy(&fa);
   return pid;
 }
 
@@ -70,6 +76,21 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 }  // namespace
+
+// The emulator words in a cross build ("/usr/bin/qemu-aarch64|-L|/usr/aarch64-linux-gnu"), empty
+// natively.
+std::vector<std::string> emulatorWords() {
+  std::vector<std::string> w;
+  std::string e = BITSD_EMULATOR;
+  size_t pos = 0;
+  while (pos < e.size()) {
+    size_t sp = e.find('|', pos);
+    if (sp == std::string::npos) sp = e.size();
+    if (sp > pos) w.push_back(e.substr(pos, sp - pos));
+    pos = sp + 1;
+  }
+  return w;
+}
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");

@@ -29,6 +29,10 @@ struct RunResult {
   std::string err;
 };
 
+// The emulator that runs target binaries in a cross build (e.g. {"/usr/bin/qemu-aarch64", "-L",
+// "/usr/aarch64-linux-gnu"}); empty in a native build.
+std::vector<std::string> emulatorWords();
+
 // Runs bitsd with `args` until it exits (at most `timeoutMs`).
 RunResult runBitsd(const std::vector<std::string>& args, int timeoutMs = 10000);
 

@@ -21,7 +21,9 @@ namespace bitsd::testing {
 namespace {
 
 RunResult runTool(const std::vector<std::string>& args) {
-  std::string cmd = BITSCTL_BINARY;
+  std::string cmd;
+  for (const std::string& w : emulatorWords()) cmd += w + " ";
+  cmd += BITSCTL_BINARY;
   for (const std::string& a : args) cmd += " '" + a + "'";
   TempDir d;
   cmd += " >" + d.path() + "/out 2>" + d.path() + "/err";
