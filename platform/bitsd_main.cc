@@ -48,6 +48,17 @@ int main(int argc, char** argv) {
   platform::installLogging(settings.logLevel);
   std::signal(SIGPIPE, SIG_IGN);
 
+  // Every connection and open upload is a descriptor: a default soft limit of 1024 would make
+  // accepts fail long before max-connections.
+  uint64_t fdNeeded = platform::fileDescriptorsNeeded(settings);
+  uint64_t fdLimit = platform::raiseFileLimit(fdNeeded);
+  if (fdLimit < fdNeeded) {
+    logf(LogLevel::Warn,
+         "file descriptor limit is %llu but max-connections and max-open-files need %llu: raise the hard "
+         "limit (ulimit -Hn, LimitNOFILE=) or lower those settings",
+         static_cast<unsigned long long>(fdLimit), static_cast<unsigned long long>(fdNeeded));
+  }
+
   std::string rootReal;
   if (!platform::prepareDirectories(settings, &rootReal, &error)) {
     std::fprintf(stderr, "bitsd: %s\n", error.c_str());

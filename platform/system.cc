@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -232,6 +233,22 @@ bool readTextFile(const std::string& path, std::string* out, std::string* error)
   }
   std::fclose(f);
   return true;
+}
+
+uint64_t fileDescriptorsNeeded(const Settings& s) {
+  constexpr uint64_t kFixed = 64;  // stdio, listener, journal, lock, loop, signals, thread pool
+  return uint64_t{s.maxConnections} + uint64_t{kRejectConnectionSlots} + uint64_t{s.maxOpenFiles} + kFixed;
+}
+
+uint64_t raiseFileLimit(uint64_t needed) {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= needed) return needed;
+  rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= needed ? static_cast<rlim_t>(needed) : rl.rlim_max;
+  rlim_t before = rl.rlim_cur;
+  rl.rlim_cur = want;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return before;
+  return want;
 }
 
 }  // namespace bitsd::platform

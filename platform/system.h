@@ -82,6 +82,17 @@ void installLogging(const std::string& level);
 // in-progress files (without a journal, nothing can resume them after a restart).
 bool prepareDirectories(const Settings& s, std::string* rootReal, std::string* error);
 
+// Connections beyond max-connections that are accepted only to be answered 503 and closed.
+constexpr uint32_t kRejectConnectionSlots = 16;
+
+// File descriptors the settings need at most: every connection (plus the reserve that answers
+// 503), every open upload file, and a few for the journal, lock, listener and loop.
+uint64_t fileDescriptorsNeeded(const Settings& s);
+
+// Raises the soft RLIMIT_NOFILE towards `needed` (never above the hard limit). Returns the limit now
+// in force; below `needed`, connections beyond it fail to be accepted, so the caller warns.
+uint64_t raiseFileLimit(uint64_t needed);
+
 // Reads a whole (small) file; false with a one-line reason.
 bool readTextFile(const std::string& path, std::string* out, std::string* error);
 

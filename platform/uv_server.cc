@@ -11,7 +11,6 @@
 namespace bitsd::platform {
 
 namespace {
-constexpr uint32_t kRejectSlots = 16;  // extra connection slots used only to answer 503
 constexpr int kWaitBuffer = 0;
 constexpr int kWaitSlot = 1;
 constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -77,7 +76,7 @@ UvServer::~UvServer() {
 
 bool UvServer::start(std::string* url, std::string* error) {
   // Pools. calloc'ed so that pages stay out of RSS until a slot is first used.
-  connCapacity_ = settings_.maxConnections + kRejectSlots;
+  connCapacity_ = settings_.maxConnections + kRejectConnectionSlots;
   conns_ = static_cast<Connection*>(std::calloc(connCapacity_, sizeof(Connection)));
   connUsed_ = static_cast<bool*>(std::calloc(connCapacity_, sizeof(bool)));
   freeConns_ = static_cast<uint32_t*>(std::malloc(connCapacity_ * sizeof(uint32_t)));

@@ -5,4 +5,5 @@
 set(BITSD_TARGET_TRIPLE "aarch64-linux-gnu" CACHE STRING "GNU target triple")
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(BITSD_QEMU_NAME qemu-aarch64)
+set(BITSD_DEBIAN_ARCH arm64)  # multiarch name of the target's packages
 include(${CMAKE_CURRENT_LIST_DIR}/debian-cross.cmake)

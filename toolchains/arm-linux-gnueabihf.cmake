@@ -5,4 +5,5 @@
 set(BITSD_TARGET_TRIPLE "arm-linux-gnueabihf" CACHE STRING "GNU target triple")
 set(CMAKE_SYSTEM_PROCESSOR arm)
 set(BITSD_QEMU_NAME qemu-arm)
+set(BITSD_DEBIAN_ARCH armhf)  # multiarch name of the target's packages
 include(${CMAKE_CURRENT_LIST_DIR}/debian-cross.cmake)

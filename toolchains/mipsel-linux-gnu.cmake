@@ -5,4 +5,5 @@
 set(BITSD_TARGET_TRIPLE "mipsel-linux-gnu" CACHE STRING "GNU target triple")
 set(CMAKE_SYSTEM_PROCESSOR mipsel)
 set(BITSD_QEMU_NAME qemu-mipsel)
+set(BITSD_DEBIAN_ARCH mipsel)  # multiarch name of the target's packages
 include(${CMAKE_CURRENT_LIST_DIR}/debian-cross.cmake)

@@ -5,4 +5,5 @@
 set(BITSD_TARGET_TRIPLE "s390x-linux-gnu" CACHE STRING "GNU target triple")
 set(CMAKE_SYSTEM_PROCESSOR s390x)
 set(BITSD_QEMU_NAME qemu-s390x)
+set(BITSD_DEBIAN_ARCH s390x)  # multiarch name of the target's packages
 include(${CMAKE_CURRENT_LIST_DIR}/debian-cross.cmake)

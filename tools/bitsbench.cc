@@ -144,8 +144,8 @@ int upload(const std::map<std::string, std::string>& a) {
                           "BITS-Session-Id: " + id + "\r\nContent-Range: bytes " + std::to_string(off) + "-" +
                               std::to_string(off + n - 1) + "/" + std::to_string(size) + "\r\n",
                           n);
-    iovec iov[2] = {{hd.data(), hd.size()}, {body.data(), n}};
-    size_t total = hd.size() + n, sent = 0;
+    iovec iov[2] = {{hd.data(), hd.size()}, {body.data(), static_cast<size_t>(n)}};
+    size_t total = hd.size() + static_cast<size_t>(n), sent = 0;
     while (sent < total) {
       ssize_t w = ::writev(fd, iov, 2);
       if (w <= 0) die("writev failed");

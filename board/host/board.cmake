@@ -1,4 +1,4 @@
-# Build facts for board "host" (the default): native compiler, no toolchain file.
+# Build facts for board "host" (the default; read by tools/cross-test and tools/package): the
+# native compiler, and a Debian-like OS with systemd.
 set(BITSD_BOARD_TOOLCHAIN "")
-set(BITSD_BOARD_DEBIAN_ARCH "")
-set(BITSD_BOARD_TRIPLE "")
+set(BITSD_BOARD_SERVICE systemd)

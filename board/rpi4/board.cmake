@@ -1,4 +1,4 @@
-# Build facts for board "rpi4" (read by tools/cross-test; settings live in board.conf).
-set(BITSD_BOARD_TOOLCHAIN "${CMAKE_CURRENT_LIST_DIR}/../../toolchains/aarch64-linux-gnu.cmake")
-set(BITSD_BOARD_DEBIAN_ARCH arm64)
-set(BITSD_BOARD_TRIPLE aarch64-linux-gnu)
+# Build facts for board "rpi4" (read by tools/cross-test and tools/package; settings live in
+# board.conf): which toolchain builds it, and which service manager starts it.
+set(BITSD_BOARD_TOOLCHAIN aarch64-linux-gnu)
+set(BITSD_BOARD_SERVICE systemd)

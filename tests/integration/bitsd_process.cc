@@ -47,9 +47,11 @@ int waitExit(pid_t pid, int timeoutMs) {
   }
 }
 
-pid_t spawn(const std::vector<std::string>& args, int outFd, int errFd) {
+pid_t spawn(const std::vector<std::string>& args, int outFd, int errFd,
+            const std::vector<std::string>& launcher = {}) {
   std::vector<char*> argv;
-  std::vector<std::string> emu = emulatorWords();
+  std::vector<std::string> emu = launcher;
+  for (const std::string& w : emulatorWords()) emu.push_back(w);
   std::string bin = BITSD_BINARY;
   for (std::string& w : emu) argv.push_back(w.data());
   argv.push_back(bin.data());
@@ -138,7 +140,7 @@ bool BitsdProcess::start() {
   int pipeFds[2];
   if (::pipe(pipeFds) != 0) return false;
   int errFd = ::open(errPath_.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0644);
-  pid_ = spawn(args_, pipeFds[1], errFd);
+  pid_ = spawn(args_, pipeFds[1], errFd, launcher_);
   ::close(pipeFds[1]);
   ::close(errFd);
   // The ready line: "bitsd listening on http://127.0.0.1:PORT".

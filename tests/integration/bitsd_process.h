@@ -56,11 +56,15 @@ class BitsdProcess {
   const std::string& state() const { return state_; }
   std::string readyLine() const { return readyLine_; }
   std::vector<std::string>& args() { return args_; }
+  // Words run before bitsd (and the emulator), e.g. {"/usr/bin/prlimit", "--nofile=300:300"}; the
+  // launcher must exec bitsd so that pid() stays bitsd's.
+  std::vector<std::string>& launcher() { return launcher_; }
 
  private:
   TempDir dir_;
   std::string root_, state_, errPath_;
   std::vector<std::string> args_;
+  std::vector<std::string> launcher_;
   pid_t pid_ = -1;
   int port_ = 0;
   std::string readyLine_;

@@ -1,12 +1,14 @@
 // bitsd as a process: limits, timeouts, signals, restart, and its command line.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 
@@ -276,6 +278,59 @@ TEST(BitsdCommandLine, BusyPortIsAOneLineError) {
   expectOneLineError(runBitsd({"--listen", "127.0.0.1:" + std::to_string(first.port()), "--root", d.path() + "/r",
                                "--state", d.path() + "/s"}),
                      "cannot listen on");
+}
+
+// Reads the soft "Max open files" limit of a running process from /proc.
+long softFileLimit(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/limits");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("Max open files", 0) == 0) return std::strtol(line.c_str() + 14, nullptr, 10);
+  }
+  return -1;
+}
+
+// Starting bitsd with a descriptor limit of `soft` (the hard limit unchanged), restored afterwards.
+struct SoftFileLimit {
+  explicit SoftFileLimit(rlim_t soft) {
+    ::getrlimit(RLIMIT_NOFILE, &saved);
+    struct rlimit rl = saved;
+    rl.rlim_cur = soft;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  ~SoftFileLimit() { ::setrlimit(RLIMIT_NOFILE, &saved); }
+  struct rlimit saved;
+};
+
+TEST(BitsdCommandLine, RaisesTheSoftFileLimitToWhatItsSettingsNeed) {
+  struct rlimit rl;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+  // 1000 connections + 16 reserve + 100 files + 64 fixed.
+  const rlim_t needed = 1180;
+  if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < needed) GTEST_SKIP() << "hard limit " << rl.rlim_max << " too low";
+  BitsdProcess server({"--max-connections", "1000", "--max-open-files", "100"});
+  {
+    SoftFileLimit low(256);
+    ASSERT_TRUE(server.start()) << server.stderrText();
+  }
+  EXPECT_EQ(softFileLimit(server.pid()), static_cast<long>(needed));
+  EXPECT_EQ(server.stderrText().find("file descriptor limit"), std::string::npos) << server.stderrText();
+}
+
+TEST(BitsdCommandLine, WarnsWhenTheHardFileLimitIsTooLow) {
+  // prlimit sets both limits for bitsd only (a hard limit cannot be raised again without privileges,
+  // so this process keeps its own), then execs it.
+  BitsdProcess server({"--max-connections", "1000", "--max-open-files", "100"});
+  server.launcher() = {"/usr/bin/prlimit", "--nofile=300:300"};
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  EXPECT_EQ(softFileLimit(server.pid()), 300);
+  EXPECT_NE(server.stderrText().find("file descriptor limit is 300 but max-connections and max-open-files need 1180"),
+            std::string::npos)
+      << server.stderrText();
+  // It still serves.
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  EXPECT_FALSE(createSession(c, "/f").empty());
 }
 
 TEST(BitsdCommandLine, HelpListsEverySetting) {

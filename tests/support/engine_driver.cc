@@ -90,6 +90,10 @@ void EngineDriver::settle() {
 void EngineDriver::restartFrom(EngineDriver& old) {
   old.settle();
   for (const auto& [path, contents] : old.storage.files()) storage.addFile(path, contents);
+  restoreFromDisk();
+}
+
+void EngineDriver::restoreFromDisk() {
   const std::string& bytes = storage.contents(kJournalPath);
   ReplayResult rr = replayJournal(
       std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), &engine);

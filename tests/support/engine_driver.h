@@ -62,6 +62,9 @@ class EngineDriver final : public ExchangeHost {
   // A core-level restart: copies `old`'s disk (settled) into this driver and restores the engine
   // from the journal alone, as platform/recovery does (without its file checks).
   void restartFrom(EngineDriver& old);
+  // The same restore from whatever this driver's fake disk already holds (e.g. a journal file
+  // written on another host).
+  void restoreFromDisk();
   static constexpr const char* kJournalPath = "/state/journal";
   int readyCalls = 0;
 

@@ -1,0 +1,4 @@
+# Build facts for board "router" (read by tools/cross-test and tools/package): a little-endian MIPS
+# router running OpenWrt, whose services are procd init scripts.
+set(BITSD_BOARD_TOOLCHAIN mipsel-linux-gnu)
+set(BITSD_BOARD_SERVICE procd)
