@@ -29,9 +29,9 @@ endif()
 math(EXPR BITSD_NOFILE "${_conns} + 16 + ${_files} + 64")  # as platform::fileDescriptorsNeeded
 set(BITSD_SBIN /usr/sbin)
 
-string(REGEX REPLACE "(^|\n)" "\\1# " BITSD_BOARD_DEFAULTS "${_board_conf_raw}")
-string(REGEX REPLACE "# \n" "#\n" BITSD_BOARD_DEFAULTS "${BITSD_BOARD_DEFAULTS}")
-string(REGEX REPLACE "\n# $" "" BITSD_BOARD_DEFAULTS "${BITSD_BOARD_DEFAULTS}")
+string(STRIP "${_board_conf_raw}" _body)
+string(REPLACE "\n" "\n# " BITSD_BOARD_DEFAULTS "# ${_body}")
+string(REPLACE "# \n" "#\n" BITSD_BOARD_DEFAULTS "${BITSD_BOARD_DEFAULTS}")
 set(_svc "${CMAKE_SOURCE_DIR}/board/service")
 set(_gen "${CMAKE_BINARY_DIR}/package")
 configure_file("${_svc}/bitsd.conf.in" "${_gen}/bitsd.conf" @ONLY)
