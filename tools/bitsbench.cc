@@ -9,6 +9,11 @@
 //       sent. Same client, same loopback, same read size, no HTTP, no BITS.
 //   bitsbench idle --port P --count N --pid PID
 //       Opens N keep-alive connections, each after one Ping, and reports bitsd's RSS growth.
+//   bitsbench active --port P --count N --fragment BYTES --hold-file F
+//       N uploads in flight at once over N connections: each creates a session and gets one
+//       fragment acked, then sends the head and half the body of its next fragment. With all N
+//       mid-fragment it prints "active N" and waits until F exists (the caller measures bitsd
+//       meanwhile, then creates F), sends the rest, checks every Ack, and closes the sessions.
 //   bitsbench gen-journal --state DIR --sessions N --open 0|1
 //       Writes a state directory as bitsd would leave it with N sessions: a journal (each session
 //       created, then either 1 MiB acked of 4 MiB with an in-progress file, or committed and closed).
@@ -168,6 +173,60 @@ int upload(const std::map<std::string, std::string>& a) {
   ::close(fd);
   std::printf("bytes=%llu seconds=%.3f MiBps=%.1f\n", static_cast<unsigned long long>(size), s, size / s / 1048576.0);
   return 0;
+}
+
+void writeAll(int fd, const std::string& hd, const char* body, size_t n) {
+  sendAll(fd, hd.data(), hd.size());
+  sendAll(fd, body, n);
+}
+
+int active(const std::map<std::string, std::string>& a) {
+  int port = static_cast<int>(num(a, "port"));
+  size_t count = static_cast<size_t>(num(a, "count")), frag = static_cast<size_t>(num(a, "fragment"));
+  if (!a.count("hold-file")) die("missing --hold-file");
+  const std::string hold = a.at("hold-file");
+  std::vector<char> body = pattern(frag);
+  const uint64_t total = 2 * uint64_t{frag};
+  std::vector<int> fds(count);
+  std::vector<std::string> ids(count);
+  auto path = [](size_t i) { return "/active-" + std::to_string(i) + ".bin"; };
+  auto fragHead = [&](size_t i, uint64_t off) {
+    return head(path(i), "Fragment",
+                "BITS-Session-Id: " + ids[i] + "\r\nContent-Range: bytes " + std::to_string(off) + "-" +
+                    std::to_string(off + frag - 1) + "/" + std::to_string(total) + "\r\n",
+                frag);
+  };
+  for (size_t i = 0; i < count; ++i) {
+    fds[i] = connectTo(port);
+    std::string create = head(path(i), "Create-Session",
+                              "BITS-Supported-Protocols: " + std::string(bitsd::kUploadProtocolGuid) + "\r\n", 0);
+    sendAll(fds[i], create.data(), create.size());
+    std::map<std::string, std::string> h;
+    int st = readAck(fds[i], &h);
+    if (st != 200) die("Create-Session " + std::to_string(i) + " answered " + std::to_string(st));
+    ids[i] = h["BITS-Session-Id"];
+    writeAll(fds[i], fragHead(i, 0), body.data(), frag);
+    st = readAck(fds[i], nullptr);
+    if (st != 200) die("first fragment " + std::to_string(i) + " answered " + std::to_string(st));
+  }
+  for (size_t i = 0; i < count; ++i) writeAll(fds[i], fragHead(i, frag), body.data(), frag / 2);
+  std::printf("active %zu\n", count);
+  std::fflush(stdout);
+  for (int waited = 0; ::access(hold.c_str(), F_OK) != 0; waited += 10) {
+    if (waited > 120000) die("no " + hold + " within 120 s");
+    ::usleep(10000);
+  }
+  size_t errors = 0;
+  for (size_t i = 0; i < count; ++i) {
+    sendAll(fds[i], body.data() + frag / 2, frag - frag / 2);
+    if (readAck(fds[i], nullptr) != 200) ++errors;
+    std::string cl = head(path(i), "Close-Session", "BITS-Session-Id: " + ids[i] + "\r\n", 0);
+    sendAll(fds[i], cl.data(), cl.size());
+    if (readAck(fds[i], nullptr) != 200) ++errors;
+    ::close(fds[i]);
+  }
+  std::printf("uploads=%zu errors=%zu\n", count, errors);
+  return errors == 0 ? 0 : 1;
 }
 
 int raw(const std::map<std::string, std::string>& a) {
@@ -357,6 +416,7 @@ int main(int argc, char** argv) {
   auto a = parseArgs(argc, argv);
   if (mode == "upload") return upload(a);
   if (mode == "raw") return raw(a);
+  if (mode == "active") return active(a);
   if (mode == "idle") return idle(a);
   if (mode == "gen-journal") return genJournal(a);
   if (mode == "read") return readFileMode(a);

@@ -2,3 +2,5 @@
 # router running OpenWrt, whose services are procd init scripts.
 set(BITSD_BOARD_TOOLCHAIN mipsel-linux-gnu)
 set(BITSD_BOARD_SERVICE procd)
+# OpenWrt's libc is musl, not glibc: the packaged binary carries everything it needs.
+set(BITSD_BOARD_LINK full)
