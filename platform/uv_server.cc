@@ -320,9 +320,20 @@ void UvServer::arm(Connection* c, uint32_t ms) { uv_timer_start(&c->timer, onTim
 void UvServer::onAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
   Connection* c = static_cast<Connection*>(h->data);
   UvServer* self = c->server;
-  char* b = c->rbuf == nullptr ? self->takeBuffer() : nullptr;
+  // Resource order: a request slot first, then a read buffer. A connection never holds a buffer
+  // while it waits for a slot; otherwise, with more requests than slots, the buffers could all sit
+  // with connections waiting for slots while every slot holder waits for a buffer, and nothing
+  // would move again (found by 100 uploads against 64 slots and 16 buffers).
+  char* b = nullptr;
+  if (c->rbuf == nullptr && (c->slot != nullptr || self->acquireSlotForRead(c))) b = self->takeBuffer();
   // No buffer: libuv reports UV_ENOBUFS to the read callback, which parks the connection.
   *buf = uv_buf_init(b, b == nullptr ? 0 : self->settings_.readBufferBytes);
+}
+
+bool UvServer::acquireSlotForRead(Connection* c) {
+  if (!acquireSlot(c)) return false;
+  arm(c, settings_.headerTimeoutMs);
+  return true;
 }
 
 void UvServer::onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
@@ -330,16 +341,23 @@ void UvServer::onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   UvServer* self = c->server;
   if (nread == UV_ENOBUFS) {
     self->stopReading(c);
-    self->enqueueWaiter(c, kWaitBuffer);
+    self->enqueueWaiter(c, c->slot == nullptr ? kWaitSlot : kWaitBuffer);
     return;
   }
   if (nread <= 0) {
     if (buf->base != nullptr) {
       self->freeBuffers_[self->freeBufferCount_++] =
           static_cast<uint32_t>((buf->base - self->buffers_) / self->settings_.readBufferBytes);
-      self->wakeWaiter(kWaitBuffer);
     }
-    if (nread < 0) self->closeConnection(c);  // EOF or reset
+    if (nread < 0) {
+      self->closeConnection(c);  // EOF or reset
+    } else if (c->phase == Phase::Parsing && c->slot != nullptr && !c->slot->parser.started()) {
+      // Nothing to read after all (EAGAIN): the slot taken for this read goes back, so an idle
+      // connection holds none.
+      self->releaseSlot(c);
+      self->arm(c, self->settings_.idleTimeoutMs);
+    }
+    if (buf->base != nullptr) self->wakeWaiter(kWaitBuffer);
     return;
   }
   c->rbuf = buf->base;
@@ -478,14 +496,22 @@ void UvServer::onWrite(Connection* c, int status) {
   Exchange& ex = c->slot->exchange;
   bool close = ex.closeAfterResponse() || shuttingDown_;
   engine_.finish(ex);
-  releaseSlot(c);
   if (close) {
+    releaseSlot(c);
     closeConnection(c);
     return;
   }
   c->phase = Phase::Parsing;
-  arm(c, settings_.idleTimeoutMs);
-  pump(c);  // bytes of a pipelined next request may already be buffered
+  if (c->rbuf != nullptr && c->rpos < c->rlen) {
+    // Bytes of a pipelined next request are buffered: the slot goes straight to that request, so
+    // that this buffer never waits for a slot (see onAllocThunk).
+    c->slot->parser.reset();
+    arm(c, settings_.headerTimeoutMs);
+  } else {
+    releaseSlot(c);
+    arm(c, settings_.idleTimeoutMs);
+  }
+  pump(c);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ class UvServer {
   void stopReading(Connection* c);
   void arm(Connection* c, uint32_t ms);
   bool acquireSlot(Connection* c);
+  bool acquireSlotForRead(Connection* c);  // acquireSlot, then the header timeout
   void releaseSlot(Connection* c);
   char* takeBuffer();
   void releaseBuffer(Connection* c);

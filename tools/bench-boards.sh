@@ -18,9 +18,9 @@ cd "$(dirname "$0")/.."
 boards=("$@")
 [ ${#boards[@]} -gt 0 ] || boards=(host rpi4 router)
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" --target bitsbench >/dev/null
-bench=build/bin/bitsbench
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF >/dev/null
+cmake --build build-bench -j"$(nproc)" --target bitsbench >/dev/null
+bench=build-bench/bin/bitsbench
 stackBytes=$(( $(ulimit -s) * 1024 ))
 
 # guest_sums PID LO HI -> "rss_kib anon_kib stack_kib"

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
@@ -216,10 +217,44 @@ int active(const std::map<std::string, std::string>& a) {
     if (waited > 120000) die("no " + hold + " within 120 s");
     ::usleep(10000);
   }
+  // The rest goes out on every connection at once, and Acks are read as they come: a server with
+  // fewer request slots than uploads serves the waiting ones only as others finish, so finishing
+  // them one by one could wait on a request the server has not started yet.
   size_t errors = 0;
+  std::vector<size_t> sent(count, frag / 2);
+  std::vector<std::string> in(count);
+  std::vector<bool> acked(count, false);
+  for (int fd : fds) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  size_t pending = count;
+  auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (pending > 0) {
+    if (Clock::now() > deadline) die("Acks missing after 120 s");
+    std::vector<pollfd> pfds(count);
+    for (size_t i = 0; i < count; ++i) {
+      pfds[i].fd = acked[i] ? -1 : fds[i];
+      pfds[i].events = static_cast<short>(POLLIN | (sent[i] < frag ? POLLOUT : 0));
+    }
+    if (::poll(pfds.data(), pfds.size(), 1000) < 0) die("poll failed");
+    for (size_t i = 0; i < count; ++i) {
+      if (acked[i]) continue;
+      if ((pfds[i].revents & POLLOUT) != 0 && sent[i] < frag) {
+        ssize_t w = ::send(fds[i], body.data() + sent[i], frag - sent[i], MSG_NOSIGNAL);
+        if (w > 0) sent[i] += static_cast<size_t>(w);
+      }
+      if ((pfds[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+        char buf[4096];
+        ssize_t r = ::recv(fds[i], buf, sizeof buf, 0);
+        if (r > 0) in[i].append(buf, static_cast<size_t>(r));
+        if (r == 0 || in[i].find("\r\n\r\n") != std::string::npos) {
+          if (r == 0 || std::atoi(in[i].c_str() + 9) != 200) ++errors;
+          acked[i] = true;
+          --pending;
+        }
+      }
+    }
+  }
   for (size_t i = 0; i < count; ++i) {
-    sendAll(fds[i], body.data() + frag / 2, frag - frag / 2);
-    if (readAck(fds[i], nullptr) != 200) ++errors;
+    ::fcntl(fds[i], F_SETFL, ::fcntl(fds[i], F_GETFL) & ~O_NONBLOCK);
     std::string cl = head(path(i), "Close-Session", "BITS-Session-Id: " + ids[i] + "\r\n", 0);
     sendAll(fds[i], cl.data(), cl.size());
     if (readAck(fds[i], nullptr) != 200) ++errors;

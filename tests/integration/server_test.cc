@@ -55,6 +55,40 @@ TEST(BitsdServer, FiveHundredIdleConnectionsDoNotStopARealUpload) {
   EXPECT_TRUE(got == body);
 }
 
+TEST(BitsdServer, MoreUploadsInFlightThanRequestSlotsAndBuffersAllFinish) {
+  // 12 uploads mid-fragment against 4 request slots and 2 read buffers. Each connection sends the
+  // head and half the body of a fragment, then (once all have) the rest. A server that let a
+  // connection hold a buffer while it waited for a slot deadlocked here: both buffers sat with
+  // slot waiters while the four slot holders waited for a buffer to read the rest of their bodies.
+  BitsdProcess server({"--request-slots", "4", "--read-buffers", "2", "--read-buffer-bytes", "16K"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  constexpr int kN = 12;
+  constexpr size_t kFrag = 32 * 1024;
+  std::vector<std::unique_ptr<Client>> cs;
+  std::vector<std::string> ids, bodies, second;
+  for (int i = 0; i < kN; ++i) {
+    cs.push_back(std::make_unique<Client>());
+    ASSERT_TRUE(cs.back()->connect(server.port()));
+    std::string path = "/s" + std::to_string(i);
+    ids.push_back(createSession(*cs.back(), path));
+    ASSERT_FALSE(ids.back().empty());
+    bodies.push_back(randomBytes(2 * kFrag, static_cast<uint32_t>(500 + i)));
+    Reply r = cs.back()->roundTrip(fragmentRequest(path, ids.back(), 0, bodies.back().substr(0, kFrag), 2 * kFrag));
+    ASSERT_EQ(r.status, 200) << r.raw;
+    second.push_back(fragmentRequest(path, ids.back(), kFrag, bodies.back().substr(kFrag), 2 * kFrag));
+  }
+  for (int i = 0; i < kN; ++i) ASSERT_TRUE(cs[i]->sendAll(second[i].substr(0, second[i].size() - kFrag / 2)));
+  for (int i = 0; i < kN; ++i) ASSERT_TRUE(cs[i]->sendAll(second[i].substr(second[i].size() - kFrag / 2)));
+  for (int i = 0; i < kN; ++i) {
+    Reply r;
+    ASSERT_TRUE(cs[i]->readResponse(&r, 10000)) << "upload " << i << " got no Ack";
+    ASSERT_EQ(r.status, 200) << r.raw;
+    std::string got;
+    ASSERT_TRUE(readFile(server.root() + "/s" + std::to_string(i), &got));
+    EXPECT_TRUE(got == bodies[i]) << i;
+  }
+}
+
 TEST(BitsdServer, ConnectionsBeyondTheLimitGet503ThenClose) {
   BitsdProcess server({"--max-connections", "3"});
   ASSERT_TRUE(server.start());
