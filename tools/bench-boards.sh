@@ -49,7 +49,7 @@ for board in "${boards[@]}"; do
   sizes=()
   for link in shared static full; do
     dir="build-budget-$board-$link"
-    cmake -S . -B "$dir" "${tc[@]}" -DBITSD_BOARD="$board" -DBITSD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release \
+    cmake --no-warn-unused-cli -S . -B "$dir" "${tc[@]}" -DBITSD_BOARD="$board" -DBITSD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release \
           -DBITSD_LINK=$link >/dev/null
     cmake --build "$dir" -j"$(nproc)" --target bitsd >/dev/null 2>&1
     $strip -o "$dir/bitsd.stripped" "$dir/bin/bitsd"
