@@ -14,6 +14,16 @@ TEST(ContentRange, ParsesInclusiveWireRangeAsHalfOpen) {
   EXPECT_EQ(r.size(), 4892u);
 }
 
+TEST(ContentRange, OffsetsBeyondFourGiBSurviveOn32BitTargets) {
+  // Runs on armhf and mipsel too (tools/cross-test): nothing may pass through a 32-bit size_t.
+  ByteRange r;
+  ASSERT_TRUE(parseContentRange("bytes 5000000000-5000000999/6000000000", &r));
+  EXPECT_EQ(r.begin, 5000000000ull);
+  EXPECT_EQ(r.end, 5000001000ull);
+  EXPECT_EQ(r.total, 6000000000ull);
+  EXPECT_EQ(r.size(), 1000u);
+}
+
 TEST(ContentRange, UnitIsCaseInsensitiveAndSpacesAreTrimmed) {
   ByteRange r;
   ASSERT_TRUE(parseContentRange("  Bytes 10-19/100 ", &r));
