@@ -46,6 +46,10 @@ size_t formatAck(const AckSpec& spec, char* out) {
   if (spec.createSession) {
     put("BITS-Protocol: %.*s\r\nAccept-Encoding: identity\r\n",
         static_cast<int>(kUploadProtocolGuid.size()), kUploadProtocolGuid.data());
+    if (!spec.hostId.empty()) {
+      put("BITS-Host-Id: %.*s\r\nBITS-Host-Id-Fallback-Timeout: %" PRIu64 "\r\n", static_cast<int>(spec.hostId.size()),
+          spec.hostId.data(), spec.hostIdFallbackSeconds);
+    }
   }
   if (spec.sessionId != nullptr) {
     char id[kSessionIdTextBytes];

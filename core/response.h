@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 
 #include "core/protocol.h"
 
@@ -22,9 +23,12 @@ struct AckSpec {
   bool allowHeader = false;              // Allow: BITS_POST (405)
   bool close = false;                    // Connection: close
   uint32_t retryAfterSeconds = 0;        // Retry-After when non-zero (503)
+  std::string_view hostId;               // with createSession: BITS-Host-Id (at most 200 bytes)
+  uint64_t hostIdFallbackSeconds = 0;    // BITS-Host-Id-Fallback-Timeout, sent with hostId
 };
 
-inline constexpr size_t kMaxAckBytes = 512;
+// Room for the longest Ack: a Create-Session Ack with a 200-byte Host-Id is about 500 bytes.
+inline constexpr size_t kMaxAckBytes = 768;
 
 // Returns the number of bytes written (always < kMaxAckBytes).
 size_t formatAck(const AckSpec& spec, char* out);

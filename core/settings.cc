@@ -31,6 +31,9 @@ const Field kFields[] = {
     BITSD_FIELD("fdatasync", Bool, fdatasync, "sync data before each Ack (turn off only for benchmarks)"),
     BITSD_FIELD("digest", Bool, digest, "SHA-256 of each upload as it is written (costs CPU)"),
     BITSD_FIELD("log-level", Str, logLevel, "debug, info, warn or error"),
+    BITSD_FIELD("host-id", Str, hostId, "web farms: host name or address sent as BITS-Host-Id (empty: none)"),
+    BITSD_FIELD("host-id-fallback-timeout", U64, hostIdFallbackTimeoutSeconds,
+                "seconds a client keeps trying the host-id before it falls back"),
     BITSD_FIELD("max-connections", U32, maxConnections, "open connections; beyond: 503 and close"),
     BITSD_FIELD("max-sessions", U32, maxSessions, "sessions held (open and closed tombstones)"),
     BITSD_FIELD("request-slots", U32, requestSlots, "requests parsed at once"),
@@ -175,6 +178,15 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.journalMaxBytes < 256 * 1024) return fail("journal-max-bytes must be at least 256K");
   if (s.idleTimeoutMs == 0 || s.headerTimeoutMs == 0 || s.bodyTimeoutMs == 0 || s.sweepIntervalMs == 0) {
     return fail("timeouts must be at least 1 ms");
+  }
+  if (s.hostId.size() > 200) return fail("host-id must be at most 200 characters");
+  for (char c : s.hostId) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+              c == '_' || c == ':' || c == '[' || c == ']';
+    if (!ok) return fail("host-id must be a host name, an IPv4 address or a bracketed IPv6 address, optionally with :port");
+  }
+  if (s.hostIdFallbackTimeoutSeconds == 0 || s.hostIdFallbackTimeoutSeconds > UINT32_MAX) {
+    return fail("host-id-fallback-timeout must be 1..4294967295 seconds");
   }
   if (s.logLevel != "debug" && s.logLevel != "info" && s.logLevel != "warn" && s.logLevel != "error") {
     return fail("log-level must be debug, info, warn or error");

@@ -25,6 +25,11 @@ struct Settings {
   bool fdatasync = true;                      // sync data before every Ack (off only for benchmarks)
   bool digest = true;                         // SHA-256 of every upload, computed as it is written
   std::string logLevel = "info";
+  // Web farms (§7 of BITS-UPLOAD.md): when set, Create-Session Acks carry BITS-Host-Id, and the
+  // client sends the rest of the session to that host, falling back to the original URL after
+  // BITS-Host-Id-Fallback-Timeout seconds of failed connects.
+  std::string hostId;
+  uint64_t hostIdFallbackTimeoutSeconds = 86400;  // IIS BITSHostIdFallbackTimeout default
 
   // Board limits.
   uint32_t maxConnections = 1024;       // beyond: 503, then close

@@ -551,6 +551,8 @@ void UploadEngine::finishCreate(Exchange& ex) {
   AckSpec spec;
   spec.status = 200;
   spec.createSession = true;
+  spec.hostId = settings_.hostId;
+  spec.hostIdFallbackSeconds = settings_.hostIdFallbackTimeoutSeconds;
   spec.sessionId = &ex.sessionId_;
   spec.close = ex.close_;
   ex.status_ = 200;

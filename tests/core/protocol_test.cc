@@ -82,6 +82,28 @@ TEST(Response, AckAlwaysHasPacketTypeAndZeroLength) {
   EXPECT_EQ(text.substr(text.size() - 4), "\r\n\r\n");
 }
 
+TEST(Response, HostIdHeadersGoOnlyOnCreateSessionAcks) {
+  AckSpec spec;
+  spec.createSession = true;
+  std::string longest(200, 'n');
+  spec.hostId = longest;
+  spec.hostIdFallbackSeconds = 4294967295u;
+  SessionId id{};
+  spec.sessionId = &id;
+  spec.close = true;
+  char out[kMaxAckBytes];
+  std::string text(out, formatAck(spec, out));
+  testing::Reply r = testing::parseReply(text);
+  EXPECT_EQ(r.get("BITS-Host-Id"), longest);
+  EXPECT_EQ(r.get("BITS-Host-Id-Fallback-Timeout"), "4294967295");
+  EXPECT_EQ(r.get("Connection"), "close");  // the longest Ack still fits whole
+  EXPECT_EQ(text.substr(text.size() - 4), "\r\n\r\n");
+  spec.createSession = false;  // e.g. a Fragment's Ack
+  r = testing::parseReply(std::string(out, formatAck(spec, out)));
+  EXPECT_FALSE(r.has("BITS-Host-Id"));
+  EXPECT_FALSE(r.has("BITS-Host-Id-Fallback-Timeout"));
+}
+
 TEST(Response, HresultIsEightUpperCaseHexDigits) {
   char out[11];
   formatHresult(0x8020001F, out);

@@ -68,5 +68,26 @@ TEST(Settings, ValidationRejectsImpossibleLimits) {
   EXPECT_FALSE(validateSettings(s, &err));
 }
 
+TEST(Settings, HostIdMustBeAHostAndTheFallbackPositive) {
+  Settings s;
+  std::string err;
+  for (const char* good : {"node-1.farm.example", "10.0.0.7", "[fe80::1]", "node1:8080"}) {
+    s.hostId = good;
+    EXPECT_TRUE(validateSettings(s, &err)) << good << ": " << err;
+  }
+  // Anything that could break out of the header, or is not a host, is refused with one line.
+  for (const char* bad : {"node 1", "node\r\nX-Evil: 1", "http://node1/", "node1/path"}) {
+    s.hostId = bad;
+    EXPECT_FALSE(validateSettings(s, &err)) << bad;
+    EXPECT_NE(err.find("host-id must be"), std::string::npos) << err;
+  }
+  s.hostId = std::string(201, 'a');
+  EXPECT_FALSE(validateSettings(s, &err));
+  s.hostId = "node1";
+  s.hostIdFallbackTimeoutSeconds = 0;
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "host-id-fallback-timeout must be 1..4294967295 seconds");
+}
+
 }  // namespace
 }  // namespace bitsd

@@ -376,6 +376,41 @@ TEST(BitsdCommandLine, HelpListsEverySetting) {
   }
 }
 
+TEST(BitsdServer, HostIdGoesOnCreateSessionAcksOnly) {
+  BitsdProcess server({"--host-id", "node-7.farm.example", "--host-id-fallback-timeout", "300"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  Reply ping = c.roundTrip(bitsRequest("/f", "Ping"));
+  EXPECT_EQ(ping.status, 200);
+  EXPECT_FALSE(ping.has("BITS-Host-Id"));
+  Reply create = c.roundTrip(bitsRequest("/f", "Create-Session",
+                                         {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)}}));
+  ASSERT_EQ(create.status, 200) << create.raw;
+  EXPECT_EQ(create.get("BITS-Host-Id"), "node-7.farm.example");
+  EXPECT_EQ(create.get("BITS-Host-Id-Fallback-Timeout"), "300");
+  std::string id = create.get("BITS-Session-Id");
+  Reply frag = c.roundTrip(fragmentRequest("/f", id, 0, "abc", 3));
+  EXPECT_EQ(frag.status, 200);
+  EXPECT_FALSE(frag.has("BITS-Host-Id"));
+  // Without --host-id, no such header.
+  BitsdProcess plain;
+  ASSERT_TRUE(plain.start());
+  Client p;
+  ASSERT_TRUE(p.connect(plain.port()));
+  Reply r = p.roundTrip(bitsRequest("/g", "Create-Session",
+                                    {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)}}));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_FALSE(r.has("BITS-Host-Id"));
+  EXPECT_FALSE(r.has("BITS-Host-Id-Fallback-Timeout"));
+}
+
+TEST(BitsdCommandLine, BadHostIdIsAOneLineError) {
+  TempDir d;
+  expectOneLineError(runBitsd({"--root", d.path() + "/r", "--state", d.path() + "/s", "--host-id", "a b"}),
+                     "host-id must be");
+}
+
 TEST(BitsdCommandLine, BooleanFlagsTakeAnOptionalWord) {
   // `--allow-overwrites` alone means true; `--allow-overwrites off` and `--fdatasync=off` set false.
   BitsdProcess server({"--allow-overwrites", "--fdatasync", "off", "--allow-overwrites", "off"});
