@@ -15,6 +15,7 @@
 # On the host board the same figures come from bitsd's own smaps, natively.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/board-facts.sh
 boards=("$@")
 [ ${#boards[@]} -gt 0 ] || boards=(host rpi4 router)
 
@@ -36,13 +37,13 @@ guest_sums() {
 printf '%-8s %-8s %12s %12s %12s | %10s %10s | %10s %10s | %8s\n' board arch shared static full \
   idle_rss idle_anon act_rss act_anon stack
 for board in "${boards[@]}"; do
-  triple=$(sed -nE 's/^set\(BITSD_BOARD_TOOLCHAIN "?([^ ")]*)"?\).*/\1/p' "board/$board/board.cmake")
+  triple=$(board_fact "$board" BITSD_BOARD_TOOLCHAIN)
   emu=(); lo=0; hi=$((1 << 62)); arch=$(uname -m); strip=strip
   tc=()
   if [ -n "$triple" ]; then
     tools/cross-deps "$triple" >/dev/null
     tc=(-DCMAKE_TOOLCHAIN_FILE="toolchains/$triple.cmake")
-    qemu=$(sed -nE 's/^set\(BITSD_QEMU_NAME ([^ )]*)\).*/\1/p' "toolchains/$triple.cmake")
+    qemu=$(toolchain_fact "$triple" BITSD_QEMU_NAME)
     arch=${triple%%-*}
     strip=$triple-strip
   fi
