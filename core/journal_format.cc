@@ -26,6 +26,8 @@ size_t payloadSize(const JournalRecord& r) {
     case RecordType::Closed: return 16 + 8 + 1;
     case RecordType::Forget: return 16;
     case RecordType::Delivered: return 8 + 1 + r.txid.size();
+    case RecordType::DeliveryBegan: return 16 + 8 + 1 + r.txid.size();
+    case RecordType::DeliveryEnded: return 16 + 16 + 8 + 2 + 4 + 1 + 8 + 1 + r.txid.size() + 2 + r.url.size();
   }
   return 0;
 }
@@ -79,6 +81,33 @@ bool decodePayload(RecordType type, const uint8_t* p, size_t len, JournalRecord*
       r->txid = std::string_view(reinterpret_cast<const char*>(p + 9), n);
       return true;
     }
+    case RecordType::DeliveryBegan: {
+      if (len < 26) return false;
+      id();
+      r->wallSeconds = getLe(p + 16, 8);
+      size_t n = p[24];
+      if (n == 0 || len != 25 + n) return false;
+      r->txid = std::string_view(reinterpret_cast<const char*>(p + 25), n);
+      return true;
+    }
+    case RecordType::DeliveryEnded: {
+      constexpr size_t kFixed = 16 + 16 + 8 + 2 + 4 + 1 + 8;  // 55
+      if (len < kFixed + 1 + 1 + 2) return false;
+      id();
+      std::memcpy(r->replySession.bytes.data(), p + 16, 16);
+      r->wallSeconds = getLe(p + 32, 8);
+      r->status = static_cast<uint16_t>(getLe(p + 40, 2));
+      r->hresult = static_cast<uint32_t>(getLe(p + 42, 4));
+      r->flags = p[46];
+      r->replyBytes = getLe(p + 47, 8);
+      size_t n = p[kFixed];
+      if (n == 0 || len < kFixed + 1 + n + 2) return false;
+      r->txid = std::string_view(reinterpret_cast<const char*>(p + kFixed + 1), n);
+      size_t u = getLe(p + kFixed + 1 + n, 2);
+      if (u > kMaxReplyUrlBytes || len != kFixed + 1 + n + 2 + u || r->flags > 3) return false;
+      r->url = std::string_view(reinterpret_cast<const char*>(p + kFixed + 3 + n), u);
+      return true;
+    }
   }
   return false;
 }
@@ -103,6 +132,8 @@ const char* recordTypeName(RecordType t) {
     case RecordType::Closed: return "Closed";
     case RecordType::Forget: return "Forget";
     case RecordType::Delivered: return "Delivered";
+    case RecordType::DeliveryBegan: return "DeliveryBegan";
+    case RecordType::DeliveryEnded: return "DeliveryEnded";
   }
   return "?";
 }
@@ -130,7 +161,10 @@ void encodeJournalHeader(const JournalHeader& h, uint8_t* out) {
 
 size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t* out, size_t cap) {
   if (r.type == RecordType::SessionCreated && (r.path.empty() || r.path.size() > 4096)) return 0;
-  if (r.type == RecordType::Delivered && (r.txid.empty() || r.txid.size() > kMaxTxidBytes)) return 0;
+  bool hasTxid = r.type == RecordType::Delivered || r.type == RecordType::DeliveryBegan ||
+                 r.type == RecordType::DeliveryEnded;
+  if (hasTxid && (r.txid.empty() || r.txid.size() > kMaxTxidBytes)) return 0;
+  if (r.type == RecordType::DeliveryEnded && (r.url.size() > kMaxReplyUrlBytes || r.flags > 3)) return 0;
   if (r.type == RecordType::Progress && r.shaStateLen > sizeof r.shaState) return 0;
   size_t len = payloadSize(r);
   if (kRecordHeaderBytes + len > cap) return 0;
@@ -169,6 +203,28 @@ size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t
       p[8] = static_cast<uint8_t>(r.txid.size());
       std::memcpy(p + 9, r.txid.data(), r.txid.size());
       break;
+    case RecordType::DeliveryBegan:
+      id();
+      putLe(p + 16, r.wallSeconds, 8);
+      p[24] = static_cast<uint8_t>(r.txid.size());
+      std::memcpy(p + 25, r.txid.data(), r.txid.size());
+      break;
+    case RecordType::DeliveryEnded: {
+      id();
+      std::memcpy(p + 16, r.replySession.bytes.data(), 16);
+      putLe(p + 32, r.wallSeconds, 8);
+      putLe(p + 40, r.status, 2);
+      putLe(p + 42, r.hresult, 4);
+      p[46] = r.flags;
+      putLe(p + 47, r.replyBytes, 8);
+      uint8_t* q = p + 55;
+      *q++ = static_cast<uint8_t>(r.txid.size());
+      std::memcpy(q, r.txid.data(), r.txid.size());
+      q += r.txid.size();
+      putLe(q, r.url.size(), 2);
+      std::memcpy(q + 2, r.url.data(), r.url.size());
+      break;
+    }
   }
   putLe(out, len, 4);
   putLe(out + 4, recordCrc(salt, seq, static_cast<uint8_t>(r.type), p, len), 4);
@@ -254,7 +310,7 @@ ReplayResult replayJournal(std::span<const uint8_t> bytes, ReplaySink* sink) {
       res.stopReason = "CRC mismatch";
       break;
     }
-    if (type > static_cast<uint8_t>(RecordType::Delivered)) {
+    if (type > kLastRecordType) {
       res.stopReason = "unknown record type";
       break;
     }
@@ -325,12 +381,45 @@ void JournalState::apply(const JournalRecord& r) {
       return;
     }
     case RecordType::Forget: sessions.erase(r.id); return;
-    case RecordType::Delivered: {
-      uint64_t& w = delivered[std::string(r.txid)];
-      if (r.wallSeconds > w) w = r.wallSeconds;
+    case RecordType::Delivered:
+    case RecordType::DeliveryBegan: applyDelivery(r, &delivered); return;
+    case RecordType::DeliveryEnded: {
+      applyDelivery(r, &delivered);
+      auto it = sessions.find(r.id);
+      if (it == sessions.end()) return;
+      RecoveredSession& s = it->second;
+      s.handedOff = true;
+      s.txid = std::string(r.txid);
+      if (r.flags & kDeliveryCopied) s.committed = true;
+      if (r.wallSeconds > s.wallSeconds) s.wallSeconds = r.wallSeconds;
       return;
     }
   }
+}
+
+void applyDelivery(const JournalRecord& r, std::unordered_map<std::string, DeliveryInfo>* deliveries) {
+  DeliveryInfo& d = (*deliveries)[std::string(r.txid)];
+  switch (r.type) {
+    case RecordType::Delivered:  // older format: an ended delivery with no reply
+      if (!d.ended) d = DeliveryInfo{};
+      d.ended = true;
+      if (d.status == 0) d.status = 200;
+      break;
+    case RecordType::DeliveryBegan:
+      if (!d.ended) d.replySession = r.id;
+      break;
+    case RecordType::DeliveryEnded:
+      d.ended = true;
+      d.replySession = r.replySession;
+      d.status = r.status;
+      d.hresult = r.hresult;
+      d.flags = r.flags;
+      d.replyBytes = r.replyBytes;
+      d.staticUrl = std::string(r.url);
+      break;
+    default: return;
+  }
+  if (r.wallSeconds > d.wallSeconds) d.wallSeconds = r.wallSeconds;
 }
 
 void encodeSnapshot(const JournalState& state, uint32_t salt, uint64_t* seq, uint64_t* offset,
@@ -367,12 +456,32 @@ void encodeSnapshot(const JournalState& state, uint32_t salt, uint64_t* seq, uin
       emit(r);
     }
   }
-  for (const auto& [txid, wall] : state.delivered) {
+  // Deliveries: one record per transaction id (ended ones carry the outcome), then one per session
+  // that was answered from a delivery it did not POST itself (a repeat of a delivered id).
+  auto emitDelivery = [&](const std::string& txid, const DeliveryInfo& d, const SessionId& session) {
     JournalRecord r;
-    r.type = RecordType::Delivered;
+    r.id = session;
     r.txid = txid;
-    r.wallSeconds = wall;
+    r.wallSeconds = d.wallSeconds;
+    if (!d.ended) {
+      r.type = RecordType::DeliveryBegan;
+    } else {
+      r.type = RecordType::DeliveryEnded;
+      r.replySession = d.replySession;
+      r.status = d.status;
+      r.hresult = d.hresult;
+      r.flags = d.flags;
+      r.replyBytes = d.replyBytes;
+      r.url = d.staticUrl;
+    }
     emit(r);
+  };
+  for (const auto& [txid, d] : state.delivered) emitDelivery(txid, d, d.replySession);
+  for (const auto& [id, s] : state.sessions) {
+    if (!s.handedOff) continue;
+    auto it = state.delivered.find(s.txid);
+    if (it == state.delivered.end() || !it->second.ended || it->second.replySession == id) continue;
+    emitDelivery(it->first, it->second, id);
   }
   size_t n = encodePad(*offset, salt, *seq, buf, sizeof buf);
   if (n > 0) {

@@ -31,7 +31,15 @@
 //     3 Committed      id, wall, size (8), SHA-256 of the content (32): the file is at its destination
 //     4 Closed         id, wall, cancelled (1): tombstone after Close-Session / Cancel-Session
 //     5 Forget         id: the session expired; forget it entirely
-//     6 Delivered      wall, length (1), transaction id (1..255 bytes)
+//     6 Delivered      wall, length (1), transaction id (1..255 bytes). Written by no current
+//                      version (superseded by 8); replayed as an ended delivery with status 200
+//     7 DeliveryBegan  id, wall, length (1), transaction id: the POST to the application for this
+//                      upload is about to be sent (synced before it is)
+//     8 DeliveryEnded  id, reply session id (16), wall, status (2), HRESULT (4), flags (1: bit 0 a
+//                      reply file exists, bit 1 the upload was copied to its destination), reply
+//                      size (8), txid length (1), txid, URL length (2), static reply URL (0..2200):
+//                      the application's answer for this transaction; the reply file (if any) is
+//                      `replies/<reply session id>` and was synced before this record
 //
 // READING. Replay checks the header, then reads records while each one is complete, fits the file,
 // has a known type and a well-formed payload, matches its CRC under this file's salt, and carries
@@ -72,7 +80,15 @@ enum class RecordType : uint8_t {
   Closed = 4,
   Forget = 5,
   Delivered = 6,
+  DeliveryBegan = 7,
+  DeliveryEnded = 8,
 };
+inline constexpr uint8_t kLastRecordType = 8;
+inline constexpr size_t kMaxReplyUrlBytes = 2200;
+
+// DeliveryEnded flags.
+inline constexpr uint8_t kDeliveryHasReplyFile = 1;
+inline constexpr uint8_t kDeliveryCopied = 2;
 
 const char* recordTypeName(RecordType t);
 
@@ -87,8 +103,31 @@ struct JournalRecord {
   uint8_t sha256[32] = {};  // Committed
   bool cancelled = false;   // Closed
   std::string_view path;    // SessionCreated (a view; the encoder copies it)
-  std::string_view txid;    // Delivered
+  std::string_view txid;    // Delivered, DeliveryBegan, DeliveryEnded
+  // DeliveryEnded
+  SessionId replySession{};
+  uint16_t status = 0;
+  uint32_t hresult = 0;
+  uint8_t flags = 0;
+  uint64_t replyBytes = 0;
+  std::string_view url;     // static reply URL (empty when the reply is a file or none)
 };
+
+// What is known about one transaction id (the key of the maps below).
+struct DeliveryInfo {
+  uint64_t wallSeconds = 0;  // when it began, then when it ended
+  bool ended = false;
+  SessionId replySession{};  // the session that POSTed it; its reply file holds the reply
+  uint16_t status = 0;
+  uint32_t hresult = 0;
+  uint8_t flags = 0;
+  uint64_t replyBytes = 0;
+  std::string staticUrl;
+};
+
+// Applies a Delivered/DeliveryBegan/DeliveryEnded record to a delivery map (shared by JournalState and
+// the engine, so both replay alike).
+void applyDelivery(const JournalRecord& r, std::unordered_map<std::string, DeliveryInfo>* deliveries);
 
 struct JournalHeader {
   uint32_t version = kJournalVersion;
@@ -146,6 +185,8 @@ struct RecoveredSession {
   uint8_t sha256[32] = {};
   bool closed = false;
   bool cancelled = false;
+  bool handedOff = false;  // a DeliveryEnded names this session: the application has answered
+  std::string txid;        // with handedOff
 };
 
 struct SessionIdHash {
@@ -162,7 +203,7 @@ class JournalState final : public ReplaySink {
   void apply(const JournalRecord& r);
 
   std::unordered_map<SessionId, RecoveredSession, SessionIdHash> sessions;
-  std::unordered_map<std::string, uint64_t> delivered;  // transaction id -> wall seconds
+  std::unordered_map<std::string, DeliveryInfo> delivered;  // by transaction id
 };
 
 // Appends records describing `state` (as a compacted journal holds it) to `out`, starting at

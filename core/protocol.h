@@ -33,6 +33,9 @@ inline constexpr uint32_t kTooLarge = 0x80200020;          // BG_E_TOO_LARGE
 inline constexpr uint32_t kProtocolMismatch = 0x80200022;  // BG_E_CLIENT_SERVER_PROTOCOL_MISMATCH
 inline constexpr uint32_t kInsufficientHttp = 0x80200012;  // BG_E_INSUFFICIENT_HTTP_SUPPORT
 inline constexpr uint32_t kInternal = 0x8007054F;          // ERROR_INTERNAL_ERROR
+inline constexpr uint32_t kRemoteApplication = 0x8020001E; // BG_E_ERROR_CONTEXT_REMOTE_APPLICATION
+inline constexpr uint32_t kTimeout = 0x800705B4;           // ERROR_TIMEOUT (application timeout, §10.1)
+inline constexpr uint32_t kHttpErrorBase = 0x80190000;     // BG_E_HTTP_ERROR_<status> = base + status
 }  // namespace hresult
 
 enum class ErrorContext : uint8_t { None = 0, RemoteFile = 5, RemoteApplication = 7 };

@@ -11,6 +11,8 @@ namespace {
 constexpr std::string_view kHeaderNames[] = {
     "BITS-Packet-Type", "BITS-Session-Id", "Content-Range", "BITS-Supported-Protocols",
     "Content-Encoding", "Host",            "Expect",        "Transfer-Encoding",
+    "",  // TransactionId: the configured name (RequestParser::txHeader_)
+    "Range",            "If-Unmodified-Since",
 };
 static_assert(std::size(kHeaderNames) == static_cast<size_t>(HeaderId::kCount));
 
@@ -24,7 +26,15 @@ RequestParser* self(llhttp_t* p) { return static_cast<RequestParser*>(p->data); 
 
 }  // namespace
 
-RequestParser::RequestParser(size_t maxHeaderBytes) : maxHeaderBytes_(maxHeaderBytes) { reset(); }
+RequestParser::RequestParser(size_t maxHeaderBytes, std::string_view transactionHeader)
+    : maxHeaderBytes_(maxHeaderBytes) {
+  if (transactionHeader.empty() || transactionHeader.size() > sizeof txHeader_) {
+    transactionHeader = kDefaultTransactionHeader;
+  }
+  std::memcpy(txHeader_, transactionHeader.data(), transactionHeader.size());
+  txHeaderLen_ = transactionHeader.size();
+  reset();
+}
 
 void RequestParser::reset() {
   llhttp_init(&llhttp_, HTTP_REQUEST, settingsTable());
@@ -175,7 +185,10 @@ int RequestParser::onHeaderFieldCompleteThunk(llhttp_t* p) {
   if (!s->fieldTooLong_) {
     std::string_view name(s->field_, s->fieldLen_);
     for (size_t i = 0; i < std::size(kHeaderNames); ++i) {
-      if (equalsIgnoreCase(name, kHeaderNames[i])) {
+      std::string_view want = i == static_cast<size_t>(HeaderId::TransactionId)
+                                  ? std::string_view(s->txHeader_, s->txHeaderLen_)
+                                  : kHeaderNames[i];
+      if (equalsIgnoreCase(name, want)) {
         s->currentHeader_ = static_cast<int>(i);
         if (s->head_.present[i]) s->head_.duplicateHeader = true;
         break;

@@ -33,6 +33,9 @@ enum class HeaderId : uint8_t {
   Host,
   Expect,
   TransferEncoding,
+  TransactionId,      // the transaction-id header; its name is configurable (default BITS-Transaction-Id)
+  Range,              // reply downloads (GET/HEAD)
+  IfUnmodifiedSince,  // reply downloads
   kCount
 };
 
@@ -68,7 +71,11 @@ class RequestParser {
   static constexpr size_t kMaxMethodBytes = 16;
 
   // `maxHeaderBytes`: request line plus headers; beyond it the request gets 431.
-  explicit RequestParser(size_t maxHeaderBytes);
+  static constexpr size_t kMaxTransactionHeaderBytes = 32;
+  static constexpr std::string_view kDefaultTransactionHeader = "BITS-Transaction-Id";
+  // `transactionHeader`: the name of the header that carries an upload's transaction id (at most
+  // kMaxTransactionHeaderBytes; longer names fall back to the default).
+  explicit RequestParser(size_t maxHeaderBytes, std::string_view transactionHeader = kDefaultTransactionHeader);
   RequestParser(const RequestParser&) = delete;
   RequestParser& operator=(const RequestParser&) = delete;
 
@@ -118,6 +125,8 @@ class RequestParser {
 
   // Header field being parsed (only names up to 32 bytes can be ones we keep).
   char field_[32];
+  char txHeader_[kMaxTransactionHeaderBytes];
+  size_t txHeaderLen_ = 0;
   size_t fieldLen_ = 0;
   bool fieldTooLong_ = false;
   int currentHeader_ = -1;   // HeaderId being collected, or -1 for ignored

@@ -3,12 +3,17 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "core/http_reply.h"
+
 namespace bitsd {
 
 const char* reasonPhrase(int status) {
   switch (status) {
     case 100: return "Continue";
     case 200: return "OK";
+    case 206: return "Partial Content";
+    case 412: return "Precondition Failed";
+    case 502: return "Bad Gateway";
     case 400: return "Bad Request";
     case 403: return "Forbidden";
     case 404: return "Not Found";
@@ -63,8 +68,38 @@ size_t formatAck(const AckSpec& spec, char* out) {
     put("BITS-Error-Code: %s\r\nBITS-Error-Context: 0x%X\r\n", code,
         static_cast<unsigned>(spec.context));
   }
+  if (!spec.replyUrl.empty()) {
+    put("BITS-Reply-URL: %.*s\r\n", static_cast<int>(spec.replyUrl.size()), spec.replyUrl.data());
+  }
   if (spec.allowHeader) put("Allow: BITS_POST\r\n");
   if (spec.retryAfterSeconds != 0) put("Retry-After: %u\r\n", spec.retryAfterSeconds);
+  if (spec.close) put("Connection: close\r\n");
+  put("\r\n");
+  return n;
+}
+
+size_t formatReplyHead(const ReplyHeadSpec& spec, char* out) {
+  size_t n = 0;
+  auto put = [&](const char* fmt, auto... args) {
+    int w = std::snprintf(out + n, kMaxAckBytes - n, fmt, args...);
+    if (w > 0) n += static_cast<size_t>(w);
+    if (n >= kMaxAckBytes) n = kMaxAckBytes - 1;
+  };
+  put("HTTP/1.1 %d %s\r\nContent-Length: %" PRIu64 "\r\nAccept-Ranges: bytes\r\n", spec.status,
+      reasonPhrase(spec.status), spec.contentLength);
+  if (spec.status == 200 || spec.status == 206) put("Content-Type: application/octet-stream\r\n");
+  if (spec.lastModified != 0) {
+    char date[kHttpDateBytes];
+    formatHttpDate(spec.lastModified, date);
+    put("Last-Modified: %.*s\r\n", static_cast<int>(kHttpDateBytes), date);
+  }
+  if (spec.status == 206) {
+    put("Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n", spec.rangeBegin, spec.rangeEnd - 1,
+        spec.totalBytes);
+  } else if (spec.status == 416) {
+    put("Content-Range: bytes */%" PRIu64 "\r\n", spec.totalBytes);
+  }
+  if (spec.allowHeader) put("Allow: GET, HEAD, BITS_POST\r\n");
   if (spec.close) put("Connection: close\r\n");
   put("\r\n");
   return n;

@@ -25,10 +25,26 @@ struct AckSpec {
   uint32_t retryAfterSeconds = 0;        // Retry-After when non-zero (503)
   std::string_view hostId;               // with createSession: BITS-Host-Id (at most 200 bytes)
   uint64_t hostIdFallbackSeconds = 0;    // BITS-Host-Id-Fallback-Timeout, sent with hostId
+  std::string_view replyUrl;             // BITS-Reply-URL (final Ack of an upload-reply), ≤ 2200 bytes
 };
 
-// Room for the longest Ack: a Create-Session Ack with a 200-byte Host-Id is about 500 bytes.
-inline constexpr size_t kMaxAckBytes = 768;
+// Room for the longest Ack: a final Ack with a 2,200-byte BITS-Reply-URL is about 2,600 bytes.
+inline constexpr size_t kMaxAckBytes = 3072;
+
+// The head of an answer to GET/HEAD on a reply URL (plain HTTP, no BITS headers). `contentLength` is
+// the length of the body that follows (for HEAD: what a GET would send). For 206, `rangeBegin`,
+// `rangeEnd` (half-open) and `totalBytes` give Content-Range; for 416, Content-Range is `*/total`.
+struct ReplyHeadSpec {
+  int status = 200;
+  uint64_t contentLength = 0;
+  uint64_t rangeBegin = 0;
+  uint64_t rangeEnd = 0;
+  uint64_t totalBytes = 0;
+  uint64_t lastModified = 0;  // Unix seconds; sent when non-zero
+  bool allowHeader = false;   // 405: Allow: GET, HEAD, BITS_POST
+  bool close = false;
+};
+size_t formatReplyHead(const ReplyHeadSpec& spec, char* out);
 
 // Returns the number of bytes written (always < kMaxAckBytes).
 size_t formatAck(const AckSpec& spec, char* out);

@@ -37,6 +37,8 @@ struct Session {
   bool hashValid = false;     // `hash` covers exactly [0, hashedBytes)
   uint64_t hashedBytes = 0;
   uint8_t sha256[32] = {};    // of the committed content
+  bool digestKnown = false;   // sha256 holds the content's digest
+  bool handedOff = false;     // the application has answered for this upload (DeliveryEnded)
   Sha256State hash;           // running SHA-256 of the bytes written so far
   uint32_t pathLen = 0;
   uint32_t slot = 0;

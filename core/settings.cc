@@ -34,6 +34,12 @@ const Field kFields[] = {
     BITSD_FIELD("host-id", Str, hostId, "web farms: host name or address sent as BITS-Host-Id (empty: none)"),
     BITSD_FIELD("host-id-fallback-timeout", U64, hostIdFallbackTimeoutSeconds,
                 "seconds a client keeps trying the host-id before it falls back"),
+    BITSD_FIELD("notify-type", Str, notifyType, "none, reference or value: how the application gets each upload"),
+    BITSD_FIELD("notify-url", Str, notifyUrl, "http:// URL of the application (or relative to the upload's directory)"),
+    BITSD_FIELD("notify-timeout", U64, notifyTimeoutSeconds, "seconds the application has to answer (then 408)"),
+    BITSD_FIELD("transaction-header", Str, transactionHeader, "request header that carries the transaction id"),
+    BITSD_FIELD("delivered-retention", U64, deliveredRetentionSeconds,
+                "seconds a delivered transaction id is remembered (0: session-timeout)"),
     BITSD_FIELD("max-connections", U32, maxConnections, "open connections; beyond: 503 and close"),
     BITSD_FIELD("max-sessions", U32, maxSessions, "sessions held (open and closed tombstones)"),
     BITSD_FIELD("request-slots", U32, requestSlots, "requests parsed at once"),
@@ -50,6 +56,7 @@ const Field kFields[] = {
     BITSD_FIELD("shutdown-grace-ms", U32, shutdownGraceMs, "SIGTERM: time for in-flight writes"),
     BITSD_FIELD("journal-max-bytes", Size64, journalMaxBytes, "journal size cap; near it, new sessions get 503"),
     BITSD_FIELD("journal-buffer-bytes", Size32, journalBufferBytes, "records batched into one journal sync"),
+    BITSD_FIELD("max-notifications", U32, maxNotifications, "hand-offs to the application at once; beyond: 503"),
 };
 #pragma GCC diagnostic pop
 #undef BITSD_FIELD
@@ -188,6 +195,28 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.hostIdFallbackTimeoutSeconds == 0 || s.hostIdFallbackTimeoutSeconds > UINT32_MAX) {
     return fail("host-id-fallback-timeout must be 1..4294967295 seconds");
   }
+  if (s.notifyType != "none" && s.notifyType != "reference" && s.notifyType != "value") {
+    return fail("notify-type must be none, reference or value");
+  }
+  if (s.notifyType != "none" && s.notifyUrl.empty()) return fail("notify-type reference or value needs notify-url");
+  if (!s.notifyUrl.empty()) {
+    std::string_view u = s.notifyUrl;
+    if (u.size() > 2200) return fail("notify-url must be at most 2200 characters");
+    if (u.substr(0, 8) == "https://") return fail("notify-url must be http:// (the application is called over plain HTTP)");
+    if (u.find("://") != std::string_view::npos && u.substr(0, 7) != "http://") {
+      return fail("notify-url must be an http:// URL or a relative path");
+    }
+    for (char c : u) {
+      if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return fail("notify-url must not contain spaces or control characters");
+    }
+  }
+  if (s.notifyTimeoutSeconds == 0 || s.notifyTimeoutSeconds > 3600) return fail("notify-timeout must be 1..3600 seconds");
+  if (s.transactionHeader.size() > 32) return fail("transaction-header must be at most 32 characters");
+  for (char c : s.transactionHeader) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+    if (!ok) return fail("transaction-header must be a header name (letters, digits, '-', '_')");
+  }
+  if (s.maxNotifications == 0) return fail("max-notifications must be at least 1");
   if (s.logLevel != "debug" && s.logLevel != "info" && s.logLevel != "warn" && s.logLevel != "error") {
     return fail("log-level must be debug, info, warn or error");
   }

@@ -30,6 +30,14 @@ struct Settings {
   // BITS-Host-Id-Fallback-Timeout seconds of failed connects.
   std::string hostId;
   uint64_t hostIdFallbackTimeoutSeconds = 86400;  // IIS BITSHostIdFallbackTimeout default
+  // The server application (BITS-UPLOAD.md §5): "none" (plain upload, the file is committed to its
+  // destination), "reference" (a POST naming the uploaded file and the reply file) or "value" (the
+  // uploaded file is the POST body, the response body is the reply).
+  std::string notifyType = "none";
+  std::string notifyUrl;                      // http:// URL, or relative to the upload URL's directory
+  uint64_t notifyTimeoutSeconds = 120;        // the final Ack must beat the client's 5-minute timer
+  std::string transactionHeader = "BITS-Transaction-Id";  // request header carrying the transaction id
+  uint64_t deliveredRetentionSeconds = 0;     // how long delivered ids are kept; 0 = session-timeout
 
   // Board limits.
   uint32_t maxConnections = 1024;       // beyond: 503, then close
@@ -48,6 +56,7 @@ struct Settings {
   uint32_t shutdownGraceMs = 4000;      // SIGTERM: time allowed for in-flight writes
   uint64_t journalMaxBytes = 64ull << 20;  // cap on the journal file; compaction keeps it below
   uint32_t journalBufferBytes = 65536;  // records waiting for one group commit
+  uint32_t maxNotifications = 16;       // hand-offs to the application in flight at once; beyond: 503
 };
 
 // Applies one `key`/`value` pair. On failure returns false and writes a one-line reason (naming the

@@ -1,9 +1,12 @@
 #include "core/upload_engine.h"
 
+#include <algorithm>
 #include <cinttypes>
+#include <cstdio>
 #include <cstring>
 
 #include "core/content_range.h"
+#include "core/http_reply.h"
 #include "core/log.h"
 #include "core/url_path.h"
 
@@ -49,12 +52,27 @@ void Exchange::clear() {
   relOffset_ = 0;
   relLen_ = 0;
   responseLen_ = 0;
+  head_ = nullptr;
+  dStatus_ = 0;
+  dHresult_ = 0;
+  dFlags_ = 0;
+  dReplyBytes_ = 0;
+  txidLen_ = 0;
+  sendFile_ = false;
+  fileOffset_ = 0;
+  fileLength_ = 0;
 }
 
 void Exchange::onStorageDone(StorageOp& op) {
   (void)op;
   op_.busy = false;
   engine_->step(*this);
+}
+
+void Exchange::onNotifyDone(NotifyOp& op) {
+  (void)op;
+  notify_.busy = false;
+  engine_->notifyStep(*this);
 }
 
 void Exchange::onJournalDurable(const Status& status) {
@@ -88,6 +106,15 @@ Status UploadEngine::init(const Settings& settings, BulkAllocator* bulk) {
   }
   if (partialDir_.size() + 2 + kSessionIdTextBytes + kPartialSuffix.size() > Exchange::kPathBufBytes) {
     return Status(Code::InvalidArgument, "state path is too long");
+  }
+  repliesDir_ = settings.state;
+  while (repliesDir_.size() > 1 && repliesDir_.back() == '/') repliesDir_.pop_back();
+  repliesDir_ += "/replies";
+  notifyMode_ = parseNotifyMode(settings.notifyType);
+  retentionSeconds_ = settings.deliveredRetentionSeconds != 0 ? settings.deliveredRetentionSeconds
+                                                              : settings.sessionTimeoutSeconds;
+  if (notifyMode_ != NotifyMode::None && notifier_ == nullptr) {
+    return Status(Code::InvalidArgument, "notify-type is set but no notifier is attached");
   }
   journal_.setSnapshotSource(this);
   return sessions_.init(settings.maxSessions, settings.maxPathBytes, bulk);
@@ -255,6 +282,7 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
   ex.engine_ = this;
   ex.op_.callback = &ex;
   ex.close_ = !head.keepAlive;
+  ex.head_ = &head;
   bool hasBody = head.contentLength > 0;
   // Remember the client's wish now: a refusal must then be sent before the body (§10.1).
   bool expects = head.has(HeaderId::Expect) && equalsIgnoreCase(head.value(HeaderId::Expect), "100-continue");
@@ -264,6 +292,7 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
     ex.close_ = true;
     return fail(ex, 505, hresult::kInsufficientHttp);
   }
+  if (head.method == HttpMethod::Get || head.method == HttpMethod::Head) return serveReply(ex, head);
   if (head.method != HttpMethod::BitsPost) return fail(ex, 405, hresult::kInvalidArg);
   if (!head.hasContentLength) {
     // A chunked body cannot be framed by us: answer and close.
@@ -358,6 +387,22 @@ Flow UploadEngine::startFragment(Exchange& ex, const RequestHead& head) {
     // A repeat after completion gets the cached final Ack (§10.1). Nothing to write.
     touch(s);
     ex.session_ = nullptr;
+    if (s.handedOff) {
+      // The application has answered: replay its answer, never post again (§8).
+      auto tx = sessionTxid_.find(s.id);
+      auto d = tx == sessionTxid_.end() ? deliveries_.end() : deliveries_.find(tx->second);
+      if (d != deliveries_.end() && d->second.ended) {
+        if (ex.respondNow_) {
+          ex.respondNow_ = false;
+          ex.expectContinue_ = head.contentLength > 0;
+        }
+        ex.failed_ = true;  // answer decided; discard the body
+        ex.rangeTotal_ = s.totalBytes;
+        loadDelivery(ex, d->second);
+        respondDelivered(ex);
+        return Flow::Continue;
+      }
+    }
     ex.failed_ = true;  // answer already decided; discard the body
     AckSpec spec;
     spec.status = 200;
@@ -489,7 +534,7 @@ Flow UploadEngine::journalProgress(Exchange& ex) {
     if (!appendOrFail(ex, rec, Exchange::Step::JournalProgress)) return Flow::Continue;
     return Flow::Wait;
   }
-  if (s.haveBytes == s.totalBytes) return startCommit(ex);
+  if (s.haveBytes == s.totalBytes) return startCompletion(ex);
   respond(ex, 200, true);
   return Flow::Continue;
 }
@@ -581,7 +626,7 @@ void UploadEngine::journalStep(Exchange& ex) {
       }
       if (ex.journaledTo_ > s.journaledBytes) s.journaledBytes = ex.journaledTo_;
       if (s.haveBytes == s.totalBytes) {
-        if (startCommit(ex) == Flow::Continue) return ready(ex);
+        if (startCompletion(ex) == Flow::Continue) return ready(ex);
         return;
       }
       respond(ex, 200, true);
@@ -610,6 +655,10 @@ void UploadEngine::journalStep(Exchange& ex) {
       s->state = SessionState::Closed;
       touch(*s);
       closeFile(*s);
+      // The reply is kept until Close/Cancel-Session (§5.4, §10.1).
+      if (s->handedOff && !removeReplyInBackground(s->id)) {
+        logf(LogLevel::Warn, "reply file of a closed session left behind: background deletions are busy");
+      }
       if (ex.closeIncomplete_) {
         // A partial upload is never committed (§2.2): its data goes.
         formatPartialPath(s->id, ex.partial_);
@@ -620,6 +669,53 @@ void UploadEngine::journalStep(Exchange& ex) {
       }
       respond(ex, 200, false);
       return ready(ex);
+    }
+    case Exchange::Step::JournalBegan: {
+      if (!st.isOk()) {
+        endDelivering(ex);
+        fail(ex, 500, hresultFor(st), true);
+        return ready(ex);
+      }
+      JournalRecord rec;
+      rec.type = RecordType::DeliveryBegan;
+      rec.id = ex.session_->id;
+      rec.wallSeconds = clock_.wallSeconds();
+      rec.txid = std::string_view(ex.txid_, ex.txidLen_);
+      applyDelivery(rec, &deliveries_);
+      beginNotify(ex);
+      return;
+    }
+    case Exchange::Step::JournalEnded: {
+      Session& s = *ex.session_;
+      if (!st.isOk()) {
+        // Not recorded: the client retries, and the application is asked again with the same id.
+        endDelivering(ex);
+        fail(ex, 500, hresultFor(st), true);
+        return ready(ex);
+      }
+      JournalRecord rec;
+      rec.type = RecordType::DeliveryEnded;
+      rec.id = s.id;
+      rec.txid = std::string_view(ex.txid_, ex.txidLen_);
+      rec.wallSeconds = clock_.wallSeconds();
+      rec.replySession = ex.dReplySession_;
+      rec.status = ex.dStatus_;
+      rec.hresult = ex.dHresult_;
+      rec.flags = ex.dFlags_;
+      rec.replyBytes = ex.dReplyBytes_;
+      rec.url = ex.notify_.result.staticResponseUrl();
+      applyDelivery(rec, &deliveries_);
+      sessionTxid_[s.id] = std::string(rec.txid);
+      s.handedOff = true;
+      s.state = SessionState::Complete;
+      ++stats_.deliveriesEnded;
+      endDelivering(ex);
+      // The request file goes once the application has answered (§5.3, §10.1).
+      formatPartialPath(s.id, ex.partial_);
+      ex.step_ = Exchange::Step::RemoveRequest;
+      ex.op_.busy = true;
+      storage_.remove(ex.op_, ex.partial_);
+      return;
     }
     default: break;
   }
@@ -832,13 +928,52 @@ void UploadEngine::step(Exchange& ex) {
     case Exchange::Step::JournalCreate:
     case Exchange::Step::JournalProgress:
     case Exchange::Step::JournalCommit:
+    case Exchange::Step::CopyLink: {
+      if (!st.isOk()) {
+        // The delivery still counts as made (§10.1): the answer is the copy's failure.
+        ex.dFlags_ &= static_cast<uint8_t>(~kDeliveryCopied);
+        if (st.code() == Code::AlreadyExists) {
+          ex.dStatus_ = 403;
+          ex.dHresult_ = hresult::kAccessDenied;
+        } else if (st.code() == Code::NotFound) {
+          ex.dStatus_ = 404;
+          ex.dHresult_ = hresult::kPathNotFound;
+        } else {
+          logf(LogLevel::Warn, "copy of the upload to %s failed: %s (%d)", ex.dest_, st.message(), st.sysCode());
+          ex.dStatus_ = 500;
+          ex.dHresult_ = hresultFor(st);
+        }
+        if (!journalEnded(ex)) ready(ex);
+        return;
+      }
+      ex.session_->committed = true;
+      ex.step_ = Exchange::Step::CopySyncDir;
+      ex.op_.busy = true;
+      parentOf(ex.dest_, ex.partial_);
+      storage_.syncDir(ex.op_, ex.partial_);
+      return;
+    }
+    case Exchange::Step::CopySyncDir:
+      if (!st.isOk()) logf(LogLevel::Warn, "directory sync after copy: %s", st.message());
+      logf(LogLevel::Info, "copied the upload to %s as the application asked", ex.dest_);
+      if (!journalEnded(ex)) ready(ex);
+      return;
+    case Exchange::Step::RemoveRequest:
+      if (!st.isOk()) logf(LogLevel::Warn, "removing the request file %s: %s", ex.partial_, st.message());
+      respondDelivered(ex);
+      return ready(ex);
+    case Exchange::Step::Notify:
+    case Exchange::Step::JournalBegan:
+    case Exchange::Step::JournalEnded:
     case Exchange::Step::JournalClose: break;
   }
   BITS_CHECK(false && "storage completion without a step");
 }
 
 void UploadEngine::finish(Exchange& ex) {
-  BITS_CHECK(!ex.op_.busy);
+  BITS_CHECK(!ex.op_.busy && !ex.notify_.busy);
+  endDelivering(ex);
+  ex.head_ = nullptr;
   if (ex.session_ != nullptr) {
     if (ex.session_->holder == &ex) {
       ex.session_->busy = false;
@@ -847,6 +982,443 @@ void UploadEngine::finish(Exchange& ex) {
     ex.session_ = nullptr;
   }
   ex.step_ = Exchange::Step::Idle;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Hand-off to the server application (BITS-UPLOAD.md §5, §8)
+//
+// At the last byte, with notify-type reference or value, the upload is not committed to its
+// destination: it stays at its in-progress path, which is the request file, and:
+//   1. the transaction id is the request's transaction header, or else the session id;
+//   2. an id whose delivery has ended is answered from the journal: no POST (a repeat, or a new
+//      session that uploaded the same transaction again);
+//   3. otherwise DeliveryBegan is made durable, then the application gets the POST;
+//   4. its answer (status, reply file, static URL, copy request) is made durable as DeliveryEnded,
+//      after any copy to the destination and after the reply file was synced; then the request file
+//      goes and the final Ack is sent.
+// A crash before 3 posts nothing; between 3 and 4 the next attempt posts again with the same id
+// (the application de-duplicates by it); after 4 nothing is ever posted again for that id.
+// Transient failures (unreachable, timeout, a transient status) journal nothing after 3, so the
+// client's retry of the final fragment posts again, as IIS does.
+
+Flow UploadEngine::startCompletion(Exchange& ex) {
+  return notifyMode_ == NotifyMode::None ? startCommit(ex) : startHandOff(ex);
+}
+
+namespace {
+bool validTxid(std::string_view t) {
+  if (t.empty() || t.size() > kMaxTxidBytes) return false;
+  for (char c : t) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+}  // namespace
+
+Flow UploadEngine::startHandOff(Exchange& ex) {
+  Session& s = *ex.session_;
+  closeFile(s);
+  if (!s.digestKnown && s.hashValid && s.hashedBytes == s.totalBytes) {
+    sha_.finish(s.hash, s.sha256);
+    s.digestKnown = true;
+    s.hashValid = false;
+  }
+  std::string_view tx;
+  if (ex.head_ != nullptr && ex.head_->has(HeaderId::TransactionId)) {
+    tx = trimOws(ex.head_->value(HeaderId::TransactionId));
+    if (!validTxid(tx)) {
+      logf(LogLevel::Info, "final fragment refused: the %s header is empty, too long or has control characters",
+           settings_.transactionHeader.c_str());
+      return fail(ex, 400, hresult::kInvalidArg, true);
+    }
+  }
+  char idText[kSessionIdTextBytes];
+  if (tx.empty()) {
+    formatSessionId(s.id, idText);
+    tx = std::string_view(idText, kSessionIdTextBytes);
+  }
+  std::memcpy(ex.txid_, tx.data(), tx.size());
+  ex.txidLen_ = static_cast<uint16_t>(tx.size());
+  ex.rangeTotal_ = s.totalBytes;
+  std::string key(tx);
+  auto d = deliveries_.find(key);
+  if (d != deliveries_.end() && d->second.ended) {
+    // Delivered before, by this server: answer as the application did then. Journal that this
+    // session has its answer, so its repeats and restarts answer the same.
+    ++stats_.deliveriesReplayed;
+    logf(LogLevel::Info, "transaction %.*s was delivered before: replaying its answer, no POST",
+         static_cast<int>(tx.size()), tx.data());
+    loadDelivery(ex, d->second);
+    if (!delivering_.insert(key).second) return fail(ex, 503, hresult::kBusy, true);
+    ex.delivering_ = true;
+    return journalEnded(ex) ? Flow::Wait : Flow::Continue;
+  }
+  if (!delivering_.insert(key).second) {
+    // Another request is handing this transaction over right now; the client retries later.
+    return fail(ex, 503, hresult::kBusy, true);
+  }
+  ex.delivering_ = true;
+  ex.dReplySession_ = s.id;
+  JournalRecord rec;
+  rec.type = RecordType::DeliveryBegan;
+  rec.id = s.id;
+  rec.wallSeconds = clock_.wallSeconds();
+  rec.txid = tx;
+  if (!appendOrFail(ex, rec, Exchange::Step::JournalBegan)) {
+    endDelivering(ex);
+    return Flow::Continue;
+  }
+  return Flow::Wait;
+}
+
+std::string_view UploadEngine::requestHost(const Exchange& ex) const {
+  if (ex.head_ != nullptr && ex.head_->has(HeaderId::Host) && !ex.head_->value(HeaderId::Host).empty()) {
+    return ex.head_->value(HeaderId::Host);
+  }
+  return settings_.listen;
+}
+
+void UploadEngine::beginNotify(Exchange& ex) {
+  Session& s = *ex.session_;
+  std::string_view target = ex.head_ != nullptr ? ex.head_->target : std::string_view("/");
+  char url[NotifyResult::kMaxUrlBytes + 64];
+  if (!resolveNotifyUrl(settings_.notifyUrl, requestHost(ex), target, url, sizeof url)) {
+    endDelivering(ex);
+    logf(LogLevel::Warn, "hand-off refused: the notification URL would exceed %zu bytes", NotifyResult::kMaxUrlBytes);
+    fail(ex, 400, hresult::kInvalidArg, true);
+    return ready(ex);
+  }
+  char original[NotifyResult::kMaxUrlBytes + 64];
+  size_t olen = 0;
+  std::string_view host = requestHost(ex);
+  std::string_view path = target.substr(0, target.find('?'));
+  if (path.substr(0, 7) == "http://") {
+    olen = std::min(path.size(), sizeof original - 1);
+    std::memcpy(original, path.data(), olen);
+  } else if (7 + host.size() + path.size() < sizeof original) {
+    std::memcpy(original, "http://", 7);
+    std::memcpy(original + 7, host.data(), host.size());
+    std::memcpy(original + 7 + host.size(), path.data(), path.size());
+    olen = 7 + host.size() + path.size();
+  }
+  char reply[Exchange::kPathBufBytes];
+  formatReplyPath(s.id, reply);
+  formatPartialPath(s.id, ex.partial_);
+  char idText[kSessionIdTextBytes];
+  formatSessionId(s.id, idText);
+  NotifyRequest req;
+  req.url = url;
+  req.originalUrl = std::string_view(original, olen);
+  req.requestFile = ex.partial_;
+  req.replyFile = reply;
+  req.byValue = notifyMode_ == NotifyMode::Value;
+  req.contentBytes = s.totalBytes;
+  req.transactionId = std::string_view(ex.txid_, ex.txidLen_);
+  req.sessionId = std::string_view(idText, kSessionIdTextBytes);
+  req.sha256 = s.digestKnown ? s.sha256 : nullptr;
+  req.timeoutMs = settings_.notifyTimeoutSeconds * 1000;
+  ex.step_ = Exchange::Step::Notify;
+  ex.notify_.callback = &ex;
+  ex.notify_.busy = true;
+  ex.notify_.result = NotifyResult{};
+  ++stats_.notifications;
+  logf(LogLevel::Info, "posting transaction %.*s (%.38s) to %s", static_cast<int>(ex.txidLen_), ex.txid_, idText, url);
+  notifier_->post(ex.notify_, req);
+}
+
+void UploadEngine::notifyStep(Exchange& ex) {
+  NotifyResult& r = ex.notify_.result;
+  auto transient = [&](int status, uint32_t code, ErrorContext ctx, const char* why) {
+    ++stats_.notifyFailures;
+    logf(LogLevel::Warn, "hand-off of transaction %.*s: %s; the client will retry", static_cast<int>(ex.txidLen_),
+         ex.txid_, why);
+    endDelivering(ex);
+    fail(ex, status, code, true);
+    ex.status_ = status;
+    AckSpec spec;
+    spec.status = status;
+    spec.sessionId = &ex.sessionId_;
+    spec.hasError = true;
+    spec.errorCode = code;
+    spec.context = ctx;
+    spec.close = ex.close_;
+    if (status == 503) spec.retryAfterSeconds = 5;
+    ex.responseLen_ = formatAck(spec, ex.response_);
+    ready(ex);
+  };
+  if (r.outcome == NotifyOutcome::Answered && r.status == 200 && r.staticUrlLen > 0) {
+    std::string_view u = r.staticResponseUrl();
+    if (u.substr(0, 7) != "http://" && u.substr(0, 8) != "https://") r.outcome = NotifyOutcome::Malformed;
+  }
+  switch (r.outcome) {
+    case NotifyOutcome::Answered: break;
+    case NotifyOutcome::Busy:
+      return transient(503, hresult::kBusy, ErrorContext::RemoteFile, "all notification slots are busy");
+    case NotifyOutcome::TimedOut:
+      return transient(408, hresult::kTimeout, ErrorContext::RemoteApplication, "the application did not answer in time");
+    case NotifyOutcome::LocalError:
+      return transient(500, hresult::kInternal, ErrorContext::RemoteFile, "a local file error");
+    case NotifyOutcome::Unreachable:
+    case NotifyOutcome::Malformed:
+      return transient(502, hresult::kRemoteApplication, ErrorContext::RemoteApplication, notifyOutcomeName(r.outcome));
+  }
+  if (r.status != 200 && isTransientStatus(r.status)) {
+    char why[64];
+    std::snprintf(why, sizeof why, "the application answered %d (transient)", r.status);
+    return transient(r.status, hresult::kHttpErrorBase + static_cast<uint32_t>(r.status),
+                     ErrorContext::RemoteApplication, why);
+  }
+  // A final answer: success, or an error the client will not retry. It is recorded either way.
+  ex.dStatus_ = static_cast<uint16_t>(r.status);
+  ex.dHresult_ = r.status == 200 ? 0 : hresult::kHttpErrorBase + static_cast<uint32_t>(r.status);
+  ex.dFlags_ = 0;
+  ex.dReplyBytes_ = 0;
+  if (r.status == 200 && r.staticUrlLen == 0 && r.hasReplyFile) {
+    ex.dFlags_ |= kDeliveryHasReplyFile;
+    ex.dReplyBytes_ = r.replyBytes;
+  }
+  if (r.status != 200) r.staticUrlLen = 0;
+  if (r.status == 200 && r.copyToDestination) {
+    ex.dFlags_ |= kDeliveryCopied;
+    formatPartialPath(ex.session_->id, ex.partial_);
+    ex.step_ = Exchange::Step::CopyLink;
+    ex.op_.busy = true;
+    if (settings_.allowOverwrites) {
+      storage_.rename(ex.op_, ex.partial_, ex.dest_);
+    } else {
+      storage_.linkNoReplace(ex.op_, ex.partial_, ex.dest_);
+    }
+    return;
+  }
+  if (!journalEnded(ex)) ready(ex);
+}
+
+bool UploadEngine::journalEnded(Exchange& ex) {
+  Session& s = *ex.session_;
+  JournalRecord rec;
+  rec.type = RecordType::DeliveryEnded;
+  rec.id = s.id;
+  rec.replySession = ex.dReplySession_;
+  rec.wallSeconds = clock_.wallSeconds();
+  rec.status = ex.dStatus_;
+  rec.hresult = ex.dHresult_;
+  rec.flags = ex.dFlags_;
+  rec.replyBytes = ex.dReplyBytes_;
+  rec.txid = std::string_view(ex.txid_, ex.txidLen_);
+  rec.url = ex.notify_.result.staticResponseUrl();
+  if (!appendOrFail(ex, rec, Exchange::Step::JournalEnded)) {
+    endDelivering(ex);
+    return false;
+  }
+  return true;
+}
+
+void UploadEngine::loadDelivery(Exchange& ex, const DeliveryInfo& d) {
+  ex.dStatus_ = d.status;
+  ex.dHresult_ = d.hresult;
+  ex.dFlags_ = d.flags;
+  ex.dReplyBytes_ = d.replyBytes;
+  ex.dReplySession_ = d.replySession;
+  NotifyResult& r = ex.notify_.result;
+  r.staticUrlLen = std::min(d.staticUrl.size(), sizeof r.staticUrl);
+  std::memcpy(r.staticUrl, d.staticUrl.data(), r.staticUrlLen);
+}
+
+void UploadEngine::endDelivering(Exchange& ex) {
+  if (!ex.delivering_) return;
+  ex.delivering_ = false;
+  delivering_.erase(std::string(ex.txid_, ex.txidLen_));
+}
+
+size_t UploadEngine::formatReplyUrl(const Exchange& ex, const SessionId& replySession, char* out, size_t cap) {
+  // http://<host-id or Host>/<upload directory>/BITS-Sessions/Replies/%7B...%7D/responsefile.bin
+  std::string_view host = settings_.hostId.empty() ? requestHost(ex) : std::string_view(settings_.hostId);
+  std::string_view target = ex.head_ != nullptr ? ex.head_->target : std::string_view("/");
+  std::string_view path = target.substr(0, target.find('?'));
+  if (path.substr(0, 7) == "http://") {
+    size_t slash = path.find('/', 7);
+    path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+  }
+  size_t dirEnd = path.rfind('/');
+  std::string_view dir = dirEnd == std::string_view::npos ? std::string_view("/") : path.substr(0, dirEnd + 1);
+  char id[kSessionIdTextBytes];
+  formatSessionId(replySession, id);
+  int n = std::snprintf(out, cap, "http://%.*s%.*sBITS-Sessions/Replies/%%7B%.36s%%7D/responsefile.bin",
+                        static_cast<int>(host.size()), host.data(), static_cast<int>(dir.size()), dir.data(), id + 1);
+  if (n < 0 || static_cast<size_t>(n) >= cap || static_cast<size_t>(n) > NotifyResult::kMaxUrlBytes) return 0;
+  return static_cast<size_t>(n);
+}
+
+void UploadEngine::respondDelivered(Exchange& ex) {
+  AckSpec spec;
+  spec.status = ex.dStatus_;
+  spec.sessionId = ex.hasSessionId_ ? &ex.sessionId_ : nullptr;
+  spec.hasReceived = true;
+  spec.receivedBytes = ex.rangeTotal_;
+  spec.close = ex.close_;
+  char url[NotifyResult::kMaxUrlBytes + 1];
+  if (ex.dStatus_ == 200) {
+    std::string_view staticUrl = ex.notify_.result.staticResponseUrl();
+    if (!staticUrl.empty()) {
+      spec.replyUrl = staticUrl;
+    } else {
+      size_t n = formatReplyUrl(ex, ex.dReplySession_, url, sizeof url);
+      if (n == 0) {
+        (void)fail(ex, 400, hresult::kInvalidArg, true);  // §5.4: reply URLs over 2,200 characters
+        return;
+      }
+      spec.replyUrl = std::string_view(url, n);
+    }
+  } else {
+    ++stats_.errors;
+    spec.hasError = true;
+    spec.errorCode = ex.dHresult_;
+    // The application's own status carries BG_E_HTTP_ERROR_<status> and context 0x7; a refused
+    // copy to the destination is a remote-file error (0x5), as for a plain commit.
+    spec.context = ex.dHresult_ == hresult::kHttpErrorBase + ex.dStatus_ ? ErrorContext::RemoteApplication
+                                                                          : ErrorContext::RemoteFile;
+  }
+  ex.status_ = spec.status;
+  ex.responseLen_ = formatAck(spec, ex.response_);
+}
+
+void UploadEngine::formatReplyPath(const SessionId& id, char* out) {
+  std::memcpy(out, repliesDir_.data(), repliesDir_.size());
+  size_t n = repliesDir_.size();
+  out[n++] = '/';
+  formatSessionId(id, out + n);
+  n += kSessionIdTextBytes;
+  out[n] = '\0';
+}
+
+bool UploadEngine::removePathInBackground(const char* path) {
+  for (int i = 0; i < kBackgroundOps; ++i) {
+    if (!background_[i].busy) {
+      std::snprintf(backgroundPath_[i], sizeof backgroundPath_[i], "%s", path);
+      background_[i].busy = true;
+      storage_.remove(background_[i], backgroundPath_[i]);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool UploadEngine::removeReplyInBackground(const SessionId& id) {
+  char path[Exchange::kPathBufBytes];
+  formatReplyPath(id, path);
+  return removePathInBackground(path);
+}
+
+void UploadEngine::expireDeliveries() {
+  if (deliveries_.empty()) return;
+  const uint64_t now = clock_.wallSeconds();
+  for (auto it = deliveries_.begin(); it != deliveries_.end();) {
+    const DeliveryInfo& d = it->second;
+    bool old = d.wallSeconds + retentionSeconds_ <= now;
+    // Kept while the session holding its reply is alive, or while it is being delivered.
+    const Session* owner = sessions_.find(d.replySession);
+    if (!old || (owner != nullptr && owner->handedOff && owner->state == SessionState::Complete) ||
+        delivering_.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    it = deliveries_.erase(it);
+  }
+}
+
+const DeliveryInfo* UploadEngine::findDelivery(std::string_view txid) const {
+  auto it = deliveries_.find(std::string(txid));
+  return it == deliveries_.end() ? nullptr : &it->second;
+}
+
+// GET and HEAD on a reply URL (§5.4, §10.1). The session id in the URL must name a session whose
+// application answer left a reply file; anything else is 404, which reveals nothing.
+Flow UploadEngine::serveReply(Exchange& ex, const RequestHead& head) {
+  ++stats_.replies;
+  ex.failed_ = true;  // no body is read into a file
+  ReplyHeadSpec spec;
+  spec.close = ex.close_;
+  auto answer = [&](int status) {
+    spec.status = status;
+    ex.status_ = status;
+    ex.responseLen_ = formatReplyHead(spec, ex.response_);
+    return Flow::Continue;
+  };
+  std::string_view target = head.target.substr(0, head.target.find('?'));
+  constexpr std::string_view kMarker = "/BITS-Sessions/Replies/";
+  constexpr std::string_view kFile = "/responsefile.bin";
+  size_t at = target.find(kMarker);
+  if (at == std::string_view::npos || target.size() < kFile.size() ||
+      target.substr(target.size() - kFile.size()) != kFile) {
+    --stats_.replies;
+    ex.failed_ = false;
+    return fail(ex, 405, hresult::kInvalidArg);  // not a reply URL: uploads take BITS_POST only
+  }
+  std::string_view idPart = target.substr(at + kMarker.size(), target.size() - kFile.size() - at - kMarker.size());
+  // The id as IIS clients send it: braces percent-encoded (or not).
+  char idText[kSessionIdTextBytes];
+  size_t n = 0;
+  for (size_t i = 0; i < idPart.size() && n < sizeof idText + 1; ++i) {
+    char c = idPart[i];
+    if (c == '%' && i + 2 < idPart.size() + 0 && (idPart.substr(i, 3) == "%7B" || idPart.substr(i, 3) == "%7b")) {
+      c = '{';
+      i += 2;
+    } else if (c == '%' && (idPart.substr(i, 3) == "%7D" || idPart.substr(i, 3) == "%7d")) {
+      c = '}';
+      i += 2;
+    }
+    if (n == sizeof idText) {
+      n = 0;
+      break;
+    }
+    idText[n++] = c;
+  }
+  SessionId id;
+  if (n != kSessionIdTextBytes || !parseSessionId(std::string_view(idText, n), &id)) return answer(404);
+  // The reply belongs to the session that posted it; a later session that was answered from the
+  // same delivery points at it too.
+  auto known = [&](const SessionId& sid) -> const DeliveryInfo* {
+    const Session* s = sessions_.find(sid);
+    if (s == nullptr || !s->handedOff || s->state != SessionState::Complete) return nullptr;
+    auto tx = sessionTxid_.find(sid);
+    if (tx == sessionTxid_.end()) return nullptr;
+    auto d = deliveries_.find(tx->second);
+    if (d == deliveries_.end() || !d->second.ended || d->second.status != 200 || !d->second.staticUrl.empty() ||
+        !(d->second.replySession == sid)) {
+      return nullptr;
+    }
+    return &d->second;
+  };
+  const DeliveryInfo* d = known(id);
+  if (d == nullptr) return answer(404);
+  const uint64_t size = (d->flags & kDeliveryHasReplyFile) ? d->replyBytes : 0;
+  spec.totalBytes = size;
+  spec.lastModified = d->wallSeconds;
+  if (head.has(HeaderId::IfUnmodifiedSince)) {
+    uint64_t since = 0;
+    if (parseHttpDate(head.value(HeaderId::IfUnmodifiedSince), &since) && d->wallSeconds > since) {
+      return answer(412);
+    }
+  }
+  uint64_t begin = 0, end = size;
+  int status = 200;
+  if (head.has(HeaderId::Range)) {
+    switch (interpretRange(head.value(HeaderId::Range), size, &begin, &end)) {
+      case RangeAnswer::Whole: break;
+      case RangeAnswer::Partial: status = 206; break;
+      case RangeAnswer::Unsatisfiable: return answer(416);
+    }
+  }
+  spec.contentLength = end - begin;
+  spec.rangeBegin = begin;
+  spec.rangeEnd = end;
+  if (head.method == HttpMethod::Get && end > begin) {
+    formatReplyPath(d->replySession, ex.partial_);
+    ex.sendFile_ = true;
+    ex.fileOffset_ = begin;
+    ex.fileLength_ = end - begin;
+  }
+  return answer(status);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -899,6 +1471,8 @@ void UploadEngine::sweep() {
     bool open = s.state == SessionState::Open;
     if (open && !backgroundOpFree()) continue;
     if (!journal_.append(rec, nullptr).isOk()) continue;
+    if (s.handedOff && s.state == SessionState::Complete) removeReplyInBackground(s.id);
+    sessionTxid_.erase(s.id);
     if (open) {
       closeFile(s);
       removeInBackground(s.id);
@@ -909,6 +1483,7 @@ void UploadEngine::sweep() {
     ++stats_.sessionsExpired;
     sessions_.erase(&s);
   }
+  expireDeliveries();
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -921,9 +1496,22 @@ void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
   auto bumpWall = [](Session& s, uint64_t wall) {
     if (wall > s.lastActivityMs) s.lastActivityMs = wall;
   };
-  if (r.type == RecordType::Delivered) {
-    uint64_t& w = delivered_[std::string(r.txid)];
-    if (r.wallSeconds > w) w = r.wallSeconds;
+  if (r.type == RecordType::Delivered || r.type == RecordType::DeliveryBegan) {
+    applyDelivery(r, &deliveries_);
+    return;
+  }
+  if (r.type == RecordType::DeliveryEnded) {
+    applyDelivery(r, &deliveries_);
+    Session* ended = sessions_.find(r.id);
+    if (ended == nullptr) return;
+    sessionTxid_[r.id] = std::string(r.txid);
+    ended->handedOff = true;
+    if (ended->state == SessionState::Open) ended->state = SessionState::Complete;
+    if (r.flags & kDeliveryCopied) ended->committed = true;
+    ended->totalKnown = true;
+    ended->haveBytes = ended->journaledBytes = ended->totalBytes;
+    ended->hashValid = false;
+    if (r.wallSeconds > ended->lastActivityMs) ended->lastActivityMs = r.wallSeconds;
     return;
   }
   Session* s = sessions_.find(r.id);
@@ -970,10 +1558,15 @@ void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
       bumpWall(*s, r.wallSeconds);
       return;
     case RecordType::Forget:
-      if (s != nullptr) sessions_.erase(s);
+      if (s != nullptr) {
+        sessionTxid_.erase(s->id);
+        sessions_.erase(s);
+      }
       return;
     case RecordType::Pad:
-    case RecordType::Delivered: return;
+    case RecordType::Delivered:
+    case RecordType::DeliveryBegan:
+    case RecordType::DeliveryEnded: return;
   }
 }
 
@@ -988,6 +1581,7 @@ Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
     uint64_t idleMs = wall >= wallNow ? 0 : (wallNow - wall) * 1000;
     if (idleMs >= sessionTimeoutMs_) {
       expired->push_back(s.id);
+      sessionTxid_.erase(s.id);
       sessions_.erase(&s);
       continue;
     }
@@ -1091,8 +1685,15 @@ void UploadEngine::snapshot(JournalState* out) {
     r.committed = s.committed;
     std::memcpy(r.sha256, s.sha256, 32);
     r.closed = s.state == SessionState::Closed;
+    if (s.handedOff) {
+      auto tx = sessionTxid_.find(s.id);
+      if (tx != sessionTxid_.end()) {
+        r.handedOff = true;
+        r.txid = tx->second;
+      }
+    }
   }
-  out->delivered = delivered_;
+  out->delivered = deliveries_;
 }
 
 }  // namespace bitsd

@@ -26,9 +26,11 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/journal.h"
+#include "core/notify.h"
 #include "core/ports.h"
 #include "core/request_parser.h"
 #include "core/response.h"
@@ -98,6 +100,11 @@ struct EngineStats {
   uint64_t diskFull = 0;
   uint64_t journalRefusals = 0;  // 503 because the journal was full
   uint64_t takeovers = 0;        // sessions taken from a stalled connection by a newer request
+  uint64_t notifications = 0;    // POSTs to the application
+  uint64_t deliveriesEnded = 0;  // DeliveryEnded records written (answers that count as delivered)
+  uint64_t deliveriesReplayed = 0;  // final fragments answered from an earlier delivery of their id
+  uint64_t notifyFailures = 0;   // unreachable, malformed, timed out, or a transient status
+  uint64_t replies = 0;          // GET/HEAD answers on reply URLs
 };
 
 // Reads the acked prefix of an in-progress file at recovery, to rebuild its running SHA-256
@@ -111,7 +118,7 @@ class RecoveryHasher {
 };
 
 // Per-request state, embedded in the connection's request slot. Not copyable.
-class Exchange final : public StorageCallback, public JournalWaiter {
+class Exchange final : public StorageCallback, public JournalWaiter, public NotifyCallback {
  public:
   static constexpr size_t kPathBufBytes = 4608;
 
@@ -129,8 +136,13 @@ class Exchange final : public StorageCallback, public JournalWaiter {
   // The Ack, valid once the request is over (or respondNow()).
   std::string_view response() const { return std::string_view(response_, responseLen_); }
   bool closeAfterResponse() const { return close_; }
-  bool inFlight() const { return op_.busy || journalWait_; }
+  bool inFlight() const { return op_.busy || journalWait_ || notify_.busy; }
   int status() const { return status_; }
+  // GET on a reply URL: after response(), send fileLength() bytes of filePath() from fileOffset().
+  bool sendsFile() const { return sendFile_; }
+  const char* filePath() const { return partial_; }
+  uint64_t fileOffset() const { return fileOffset_; }
+  uint64_t fileLength() const { return fileLength_; }
 
  private:
   friend class UploadEngine;
@@ -151,10 +163,17 @@ class Exchange final : public StorageCallback, public JournalWaiter {
     JournalProgress, // waiting for Progress
     JournalCommit,   // waiting for Committed
     JournalClose,    // waiting for Closed
+    JournalBegan,    // hand-off: waiting for DeliveryBegan
+    Notify,          // hand-off: the POST to the application
+    CopyLink,        // hand-off: BITS-Copy-File-To-Destination (link or rename)
+    CopySyncDir,     // hand-off: make the copy durable
+    JournalEnded,    // hand-off: waiting for DeliveryEnded
+    RemoveRequest,   // hand-off: the request file goes once the application has answered
   };
 
   void onStorageDone(StorageOp& op) override;
   void onJournalDurable(const Status& status) override;
+  void onNotifyDone(NotifyOp& op) override;
   void clear();
 
   ExchangeHost* host_ = nullptr;
@@ -186,6 +205,20 @@ class Exchange final : public StorageCallback, public JournalWaiter {
   uint32_t relOffset_ = 0;         // relative path starts at dest_ + relOffset_
   uint32_t relLen_ = 0;
   size_t responseLen_ = 0;
+  const RequestHead* head_ = nullptr;  // the request's head (in the parser), valid until finish()
+  NotifyOp notify_;                // hand-off; notify_.result also holds a static reply URL
+  // The delivery outcome being journaled and answered (hand-off and replays).
+  uint16_t dStatus_ = 0;
+  uint32_t dHresult_ = 0;
+  uint8_t dFlags_ = 0;
+  uint64_t dReplyBytes_ = 0;
+  SessionId dReplySession_{};
+  bool delivering_ = false;        // txid_ is in the engine's in-flight set
+  uint16_t txidLen_ = 0;
+  char txid_[kMaxTxidBytes];
+  bool sendFile_ = false;
+  uint64_t fileOffset_ = 0;
+  uint64_t fileLength_ = 0;
   char response_[kMaxAckBytes];
   char dest_[kPathBufBytes];
   char partial_[kPathBufBytes];
@@ -195,6 +228,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
  public:
   UploadEngine(Storage& storage, Clock& clock, Random& random, Sha256& sha, Journal& journal);
   ~UploadEngine();
+  // The server application's client; required when notify-type is not none.
+  void setNotifier(Notifier* notifier) { notifier_ = notifier; }
 
   // Takes the server options and board limits. Fails on impossible values (paths too long).
   // `bulk` (may be null) allocates the session table.
@@ -217,6 +252,10 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   uint32_t sessionCount() const { return sessions_.size(); }
   // The partial-file directory (`<state>/partial`) that the platform creates and cleans at start-up.
   const std::string& partialDir() const { return partialDir_; }
+  // The reply directory (`<state>/replies`), created at start-up like partialDir().
+  const std::string& repliesDir() const { return repliesDir_; }
+  // What is known about a transaction id (nullptr if nothing), for tests and bitsctl.
+  const DeliveryInfo* findDelivery(std::string_view txid) const;
   // True while background deletions are still running (shutdown waits for them).
   bool backgroundBusy() const;
 
@@ -252,6 +291,20 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   Flow startFragment(Exchange& ex, const RequestHead& head);
   Flow finishFragment(Exchange& ex);
   Flow startCommit(Exchange& ex);
+  Flow startCompletion(Exchange& ex);
+  Flow startHandOff(Exchange& ex);
+  void beginNotify(Exchange& ex);
+  void notifyStep(Exchange& ex);
+  bool journalEnded(Exchange& ex);  // false: refused, the answer is formatted
+  void respondDelivered(Exchange& ex);
+  void loadDelivery(Exchange& ex, const DeliveryInfo& d);
+  void endDelivering(Exchange& ex);
+  Flow serveReply(Exchange& ex, const RequestHead& head);
+  size_t formatReplyUrl(const Exchange& ex, const SessionId& replySession, char* out, size_t cap);
+  std::string_view requestHost(const Exchange& ex) const;
+  void formatReplyPath(const SessionId& id, char* out);
+  bool removeReplyInBackground(const SessionId& id);
+  void expireDeliveries();
   Flow closeOrCancel(Exchange& ex);
   Flow journalProgress(Exchange& ex);
   void journalStep(Exchange& ex);
@@ -263,6 +316,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void closeFile(Session& s);
   void makeRoomForOpenFile();
   bool removeInBackground(const SessionId& id);
+  bool removePathInBackground(const char* path);
   bool backgroundOpFree() const;
   Session* evictForNewSession();
   void touch(Session& s);
@@ -283,7 +337,15 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   uint32_t highWater_ = 0;  // slots [0, highWater_) have ever been used
   EngineStats stats_;
   bool restoreOverflow_ = false;
-  std::unordered_map<std::string, uint64_t> delivered_;  // transaction id -> wall seconds (next issue)
+  Notifier* notifier_ = nullptr;
+  NotifyMode notifyMode_ = NotifyMode::None;
+  std::string repliesDir_;
+  uint64_t retentionSeconds_ = 0;
+  // Transaction ids: what the journal says about each, which session answered from which, and which
+  // are being delivered right now (a second final fragment with the same id waits: 503).
+  std::unordered_map<std::string, DeliveryInfo> deliveries_;
+  std::unordered_map<SessionId, std::string, SessionIdHash> sessionTxid_;
+  std::unordered_set<std::string> delivering_;
   StorageOp background_[kBackgroundOps];
   char backgroundPath_[kBackgroundOps][Exchange::kPathBufBytes];
 };

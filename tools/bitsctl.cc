@@ -94,6 +94,17 @@ struct Dumper : ReplaySink {
       case RecordType::Delivered:
         std::printf(" txid=%.*s %s", static_cast<int>(r.txid.size()), r.txid.data(), timeText(r.wallSeconds).c_str());
         break;
+      case RecordType::DeliveryBegan:
+        std::printf(" %s %s txid=%.*s", idText(r.id).c_str(), timeText(r.wallSeconds).c_str(),
+                    static_cast<int>(r.txid.size()), r.txid.data());
+        break;
+      case RecordType::DeliveryEnded:
+        std::printf(" %s %s txid=%.*s status=%u error=0x%08X reply=%s bytes=%" PRIu64 "%s%s%.*s",
+                    idText(r.id).c_str(), timeText(r.wallSeconds).c_str(), static_cast<int>(r.txid.size()),
+                    r.txid.data(), r.status, r.hresult, idText(r.replySession).c_str(), r.replyBytes,
+                    (r.flags & kDeliveryCopied) ? " copied" : "", r.url.empty() ? "" : " static=",
+                    static_cast<int>(r.url.size()), r.url.data());
+        break;
       case RecordType::Pad: break;
     }
     std::printf("\n");
@@ -107,12 +118,18 @@ int sessions(const std::string& state) {
   replayOrFail(path, bytes, &st);
   std::printf("%-38s %-9s %21s  %-20s %s\n", "SESSION", "STATE", "HAVE/TOTAL", "LAST ACTIVITY", "PATH");
   for (const auto& [id, s] : st.sessions) {
-    const char* label = s.closed ? (s.cancelled ? "cancelled" : "closed") : s.committed ? "complete" : "open";
+    const char* label = s.closed      ? (s.cancelled ? "cancelled" : "closed")
+                        : s.handedOff ? "delivered"
+                        : s.committed ? "complete"
+                                      : "open";
     std::string progress = std::to_string(s.haveBytes) + "/" + (s.totalKnown ? std::to_string(s.totalBytes) : "?");
     std::printf("%s %-9s %21s  %-20s %s\n", idText(id).c_str(), label, progress.c_str(),
                 timeText(s.wallSeconds).c_str(), s.path.c_str());
   }
-  std::printf("%zu session(s), %zu delivered transaction id(s)\n", st.sessions.size(), st.delivered.size());
+  size_t ended = 0;
+  for (const auto& [txid, d] : st.delivered) ended += d.ended ? 1 : 0;
+  std::printf("%zu session(s), %zu delivered transaction id(s), %zu delivery(ies) begun and not ended\n",
+              st.sessions.size(), ended, st.delivered.size() - ended);
   return 0;
 }
 

@@ -6,7 +6,7 @@
 # another core/ header, or llhttp.h (the parser core wraps); anything else fails the build with
 # the file, the line and the header.
 set(_allowed
-  algorithm array atomic bit bitset cassert cctype cerrno cinttypes climits cmath compare
+  algorithm array atomic bit bitset cassert cctype cerrno chrono cinttypes climits cmath compare
   concepts cstdarg cstddef cstdint cstdio cstdlib cstring ctime functional initializer_list
   iterator limits memory new numeric optional span string string_view tuple type_traits
   unordered_map unordered_set utility variant vector)

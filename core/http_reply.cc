@@ -1,0 +1,114 @@
+#include "core/http_reply.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "core/content_range.h"
+#include "core/protocol.h"
+
+namespace bitsd {
+
+namespace {
+constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+void put2(char* p, unsigned v) {
+  p[0] = static_cast<char>('0' + v / 10 % 10);
+  p[1] = static_cast<char>('0' + v % 10);
+}
+
+bool digits(std::string_view s, uint64_t* out) { return s.size() > 0 && parseDecimal(s, out); }
+}  // namespace
+
+void formatHttpDate(uint64_t unixSeconds, char out[kHttpDateBytes]) {
+  using namespace std::chrono;
+  const sys_days day{days{static_cast<int64_t>(unixSeconds / 86400)}};
+  const year_month_day ymd{day};
+  const weekday wd{day};
+  const uint64_t secs = unixSeconds % 86400;
+  std::memcpy(out, kDays[wd.c_encoding()], 3);
+  out[3] = ',';
+  out[4] = ' ';
+  put2(out + 5, static_cast<unsigned>(ymd.day()));
+  out[7] = ' ';
+  std::memcpy(out + 8, kMonths[static_cast<unsigned>(ymd.month()) - 1], 3);
+  out[11] = ' ';
+  int y = static_cast<int>(ymd.year());
+  put2(out + 12, static_cast<unsigned>(y / 100));
+  put2(out + 14, static_cast<unsigned>(y % 100));
+  out[16] = ' ';
+  put2(out + 17, static_cast<unsigned>(secs / 3600));
+  out[19] = ':';
+  put2(out + 20, static_cast<unsigned>(secs / 60 % 60));
+  out[22] = ':';
+  put2(out + 23, static_cast<unsigned>(secs % 60));
+  std::memcpy(out + 25, " GMT", 4);
+}
+
+bool parseHttpDate(std::string_view t, uint64_t* unixSeconds) {
+  using namespace std::chrono;
+  t = trimOws(t);
+  // "Sun, 06 Nov 1994 08:49:37 GMT"
+  if (t.size() != kHttpDateBytes || t[3] != ',' || t[4] != ' ' || t[7] != ' ' || t[11] != ' ' ||
+      t[16] != ' ' || t[19] != ':' || t[22] != ':' || t.substr(25) != " GMT") {
+    return false;
+  }
+  uint64_t d, y, hh, mm, ss;
+  if (!digits(t.substr(5, 2), &d) || !digits(t.substr(12, 4), &y) || !digits(t.substr(17, 2), &hh) ||
+      !digits(t.substr(20, 2), &mm) || !digits(t.substr(23, 2), &ss)) {
+    return false;
+  }
+  unsigned mon = 0;
+  for (unsigned i = 0; i < 12; ++i) {
+    if (t.substr(8, 3) == kMonths[i]) mon = i + 1;
+  }
+  if (mon == 0 || hh > 23 || mm > 59 || ss > 60 || y < 1970) return false;
+  const year_month_day ymd{year{static_cast<int>(y)}, month{mon}, day{static_cast<unsigned>(d)}};
+  if (!ymd.ok()) return false;
+  const int64_t days = sys_days{ymd}.time_since_epoch().count();
+  *unixSeconds = static_cast<uint64_t>(days) * 86400 + hh * 3600 + mm * 60 + ss;
+  return true;
+}
+
+RangeAnswer interpretRange(std::string_view header, uint64_t size, uint64_t* begin, uint64_t* end) {
+  header = trimOws(header);
+  if (header.size() < 6 || !equalsIgnoreCase(header.substr(0, 6), "bytes=")) return RangeAnswer::Whole;
+  std::string_view specs = header.substr(6);
+  bool any = false;
+  uint64_t lo = UINT64_MAX, hi = 0;
+  while (!specs.empty()) {
+    size_t comma = specs.find(',');
+    std::string_view spec = trimOws(specs.substr(0, comma));
+    specs = comma == std::string_view::npos ? std::string_view() : specs.substr(comma + 1);
+    if (spec.empty()) continue;
+    size_t dash = spec.find('-');
+    if (dash == std::string_view::npos) return RangeAnswer::Whole;  // not a byte range: ignore the header
+    std::string_view a = spec.substr(0, dash), b = spec.substr(dash + 1);
+    uint64_t first = 0, last = 0;
+    if (a.empty()) {  // suffix: the last N bytes
+      if (!digits(b, &last)) return RangeAnswer::Whole;
+      if (last == 0 || size == 0) continue;
+      first = last >= size ? 0 : size - last;
+      last = size - 1;
+    } else {
+      if (!digits(a, &first)) return RangeAnswer::Whole;
+      if (b.empty()) {
+        last = size == 0 ? 0 : size - 1;
+      } else if (!digits(b, &last) || last < first) {
+        return RangeAnswer::Whole;
+      }
+      if (first >= size) continue;  // this one is unsatisfiable; others may not be
+      if (last >= size) last = size - 1;
+    }
+    any = true;
+    if (first < lo) lo = first;
+    if (last + 1 > hi) hi = last + 1;
+  }
+  if (!any) return RangeAnswer::Unsatisfiable;
+  *begin = lo;
+  *end = hi;
+  return RangeAnswer::Partial;
+}
+
+}  // namespace bitsd

@@ -1,0 +1,133 @@
+#include "core/notify.h"
+
+#include <cstring>
+
+#include "core/content_range.h"
+
+namespace bitsd {
+
+NotifyMode parseNotifyMode(std::string_view text) {
+  if (text == "reference") return NotifyMode::Reference;
+  if (text == "value") return NotifyMode::Value;
+  return NotifyMode::None;
+}
+
+const char* notifyOutcomeName(NotifyOutcome o) {
+  switch (o) {
+    case NotifyOutcome::Answered: return "answered";
+    case NotifyOutcome::Unreachable: return "unreachable";
+    case NotifyOutcome::Malformed: return "malformed answer";
+    case NotifyOutcome::TimedOut: return "timed out";
+    case NotifyOutcome::LocalError: return "local I/O error";
+    case NotifyOutcome::Busy: return "all notification slots busy";
+  }
+  return "?";
+}
+
+bool isTransientStatus(int status) {
+  // BITS-UPLOAD.md §5.5: fatal are 300-305, 307, 4xx except 408/409, 501, 505; everything else
+  // (other 3xx, 408, 409, 5xx, non-standard codes) is transient.
+  if ((status >= 300 && status <= 305) || status == 307) return false;
+  if (status >= 400 && status <= 499) return status == 408 || status == 409;
+  if (status == 501 || status == 505) return false;
+  return true;
+}
+
+namespace {
+struct Writer {
+  char* out;
+  size_t cap;
+  size_t len = 0;
+  bool ok = true;
+  void put(std::string_view s) {
+    if (len + s.size() >= cap) {
+      ok = false;
+      return;
+    }
+    std::memcpy(out + len, s.data(), s.size());
+    len += s.size();
+  }
+};
+}  // namespace
+
+bool resolveNotifyUrl(std::string_view notifyUrl, std::string_view hostAndPort, std::string_view target,
+                      char* out, size_t cap) {
+  std::string_view path = target;
+  std::string_view query;
+  size_t q = target.find('?');
+  if (q != std::string_view::npos) {
+    path = target.substr(0, q);
+    query = target.substr(q + 1);
+  }
+  // An absolute-form request-target ("http://host/path") carries its own authority.
+  if (path.substr(0, 7) == "http://") {
+    size_t slash = path.find('/', 7);
+    if (slash == std::string_view::npos) {
+      hostAndPort = path.substr(7);
+      path = "/";
+    } else {
+      hostAndPort = path.substr(7, slash - 7);
+      path = path.substr(slash);
+    }
+  }
+  Writer w{out, cap};
+  if (notifyUrl.substr(0, 7) == "http://") {
+    w.put(notifyUrl);
+  } else {
+    w.put("http://");
+    w.put(hostAndPort);
+    if (!notifyUrl.empty() && notifyUrl.front() == '/') {
+      w.put(notifyUrl);
+    } else {
+      size_t dirEnd = path.rfind('/');
+      w.put(dirEnd == std::string_view::npos ? std::string_view("/") : path.substr(0, dirEnd + 1));
+      w.put(notifyUrl);
+    }
+  }
+  if (!query.empty()) {
+    std::string_view sofar(out, w.ok ? w.len : 0);
+    w.put(sofar.find('?') == std::string_view::npos ? "?" : "&");
+    w.put(query);
+  }
+  if (!w.ok) return false;
+  out[w.len] = '\0';
+  return true;
+}
+
+bool parseHttpUrl(std::string_view url, HttpUrl* out) {
+  if (url.substr(0, 7) != "http://") return false;
+  std::string_view rest = url.substr(7);
+  size_t slash = rest.find_first_of("/?");
+  std::string_view authority = rest.substr(0, slash);
+  out->pathAndQuery = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return false;
+  std::string_view host = authority;
+  std::string_view port;
+  if (authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return false;
+    host = authority.substr(1, close - 1);
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return false;
+      port = after.substr(1);
+    }
+  } else {
+    size_t colon = authority.rfind(':');
+    if (colon != std::string_view::npos) {
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
+    }
+  }
+  if (host.empty() || host.size() > 253) return false;
+  out->host = host;
+  out->port = 80;
+  if (!port.empty()) {
+    uint64_t n = 0;
+    if (!parseDecimal(port, &n) || n == 0 || n > 65535) return false;
+    out->port = static_cast<uint16_t>(n);
+  }
+  return true;
+}
+
+}  // namespace bitsd
