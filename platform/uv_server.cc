@@ -25,7 +25,7 @@ enum class Phase : uint8_t {
 }  // namespace
 
 struct RequestSlot {
-  explicit RequestSlot(size_t maxHeaderBytes) : parser(maxHeaderBytes) {}
+  RequestSlot(size_t maxHeaderBytes, std::string_view transactionHeader) : parser(maxHeaderBytes, transactionHeader) {}
   RequestParser parser;
   Exchange exchange;
   uv_write_t writeReq;
@@ -240,7 +240,7 @@ bool UvServer::acquireSlot(Connection* c) {
   if (freeSlotCount_ == 0) return false;
   uint32_t i = freeSlots_[--freeSlotCount_];
   if (!slotBuilt_[i]) {
-    new (&slots_[i]) RequestSlot(settings_.maxHeaderBytes);
+    new (&slots_[i]) RequestSlot(settings_.maxHeaderBytes, settings_.transactionHeader);
     slotBuilt_[i] = true;
   }
   c->slot = &slots_[i];

@@ -42,6 +42,13 @@ std::string bitsRequest(const std::string& path, const std::string& packetType,
   return r;
 }
 
+std::string EngineDriver::httpRequest(const std::string& method, const std::string& target,
+                                      const std::map<std::string, std::string>& headers) {
+  std::string r = method + " " + target + " HTTP/1.1\r\nHost: appliance\r\n";
+  for (auto& [k, v] : headers) r += k + ": " + v + "\r\n";
+  return r + "\r\n";
+}
+
 Settings EngineDriver::defaultSettings() {
   Settings s;
   s.root = "/root";
@@ -54,11 +61,13 @@ Settings EngineDriver::defaultSettings() {
 
 EngineDriver::EngineDriver(Settings settings)
     : journal(storage, scheduler, random), engine(storage, clock, random, sha, journal),
-      parser_(settings.maxHeaderBytes) {
+      parser_(settings.maxHeaderBytes, settings.transactionHeader) {
   storage.sha = &sha;
   storage.addDir("/root");
   storage.addDir("/state");
   storage.addDir("/state/partial");
+  storage.addDir("/state/replies");
+  engine.setNotifier(&notifier);
   EXPECT_TRUE(engine.init(settings).isOk());
   EXPECT_TRUE(journal.init(settings.journalBufferBytes, 64, settings.journalMaxBytes, kJournalPath).isOk());
   JournalHeader h;
@@ -80,6 +89,8 @@ void EngineDriver::settle() {
       journal.flush();
     } else if (storage.pending() > 0) {
       storage.runOne();
+    } else if (notifier.pending() > 0) {
+      notifier.runOne();
     } else {
       return;
     }
@@ -120,6 +131,8 @@ void EngineDriver::waitFor(Flow f) {
       journal.flush();
     } else if (storage.pending() > 0) {
       storage.runOne();
+    } else if (notifier.pending() > 0) {
+      notifier.runOne();
     } else {
       break;
     }
@@ -160,6 +173,10 @@ Reply EngineDriver::send(const std::string& request, size_t chunk) {
       case ParseEvent::MessageComplete: {
         waitFor(engine.onMessageComplete(ex_));
         Reply r = parseReply(std::string(ex_.response()));
+        if (ex_.sendsFile()) {  // a reply download: the platform would stream these bytes
+          const std::string& f = storage.contents(ex_.filePath());
+          r.body = f.substr(static_cast<size_t>(ex_.fileOffset()), static_cast<size_t>(ex_.fileLength()));
+        }
         engine.finish(ex_);
         return r;
       }

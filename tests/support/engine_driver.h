@@ -16,6 +16,7 @@ struct Reply {
   int status = 0;
   std::map<std::string, std::string> headers;  // names as sent
   std::string raw;
+  std::string body;  // a reply download's body
   bool has(const std::string& name) const { return headers.count(name) != 0; }
   std::string get(const std::string& name) const {
     auto it = headers.find(name);
@@ -47,12 +48,17 @@ class EngineDriver final : public ExchangeHost {
 
   std::string rootPath(const std::string& rel) const { return "/root/" + rel; }
   std::string partialPath(const std::string& id) const { return "/state/partial/" + id + ".part"; }
+  std::string replyPath(const std::string& id) const { return "/state/replies/" + id; }
+  // A plain HTTP request (GET/HEAD on reply URLs).
+  static std::string httpRequest(const std::string& method, const std::string& target,
+                                 const std::map<std::string, std::string>& headers = {});
 
   FakeStorage storage;
   FakeClock clock;
   FakeRandom random;
   FakeScheduler scheduler;
   platform::MbedSha256 sha;
+  FakeNotifier notifier{&storage};
   Journal journal;
   UploadEngine engine;
   // Runs pending journal flushes and storage operations until nothing is left.

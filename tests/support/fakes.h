@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/journal.h"
+#include "core/notify.h"
 #include "core/ports.h"
 
 namespace bitsd::testing {
@@ -139,6 +140,68 @@ class FakeStorage final : public Storage {
   bool dead_ = false;
   FileHandle nextHandle_ = 3;
   std::deque<std::pair<StorageOp*, std::function<void(StorageOp&)>>> queue_;
+};
+
+// The server application, faked: every POST is recorded; it is answered only when the test runs it
+// (runOne/runAll), with whatever `answer` says (default: 200, no reply). By value, a reply body
+// given in `replyBody` is written to the reply file on the fake disk, as UvNotifier would.
+class FakeNotifier final : public Notifier {
+ public:
+  struct Post {
+    std::string url, originalUrl, requestFile, replyFile, txid, sessionId;
+    bool byValue = false;
+    uint64_t contentBytes = 0;
+    bool hasDigest = false;
+  };
+  struct Answer {
+    NotifyOutcome outcome = NotifyOutcome::Answered;
+    int status = 200;
+    std::string replyBody;       // by value: the body; by reference: what the app writes to the file
+    bool writeReply = false;     // create the reply file (with replyBody)
+    bool copy = false;
+    std::string staticUrl;
+  };
+  explicit FakeNotifier(FakeStorage* storage) : storage_(storage) {}
+  void post(NotifyOp& op, const NotifyRequest& req) override {
+    Post p;
+    p.url = std::string(req.url);
+    p.originalUrl = std::string(req.originalUrl);
+    p.requestFile = req.requestFile;
+    p.replyFile = req.replyFile;
+    p.txid = std::string(req.transactionId);
+    p.sessionId = std::string(req.sessionId);
+    p.byValue = req.byValue;
+    p.contentBytes = req.contentBytes;
+    p.hasDigest = req.sha256 != nullptr;
+    posts.push_back(p);
+    queue_.push_back({&op, p});
+  }
+  size_t pending() const { return queue_.size(); }
+  void runOne() {
+    auto [op, p] = queue_.front();
+    queue_.pop_front();
+    NotifyResult& r = op->result;
+    r = NotifyResult{};
+    r.outcome = answer.outcome;
+    r.status = answer.status;
+    r.copyToDestination = answer.copy;
+    r.staticUrlLen = answer.staticUrl.size();
+    answer.staticUrl.copy(r.staticUrl, sizeof r.staticUrl);
+    if (answer.outcome == NotifyOutcome::Answered && answer.writeReply) {
+      storage_->addFile(p.replyFile, answer.replyBody);
+      r.hasReplyFile = true;
+      r.replyBytes = answer.replyBody.size();
+    }
+    op->callback->onNotifyDone(*op);
+  }
+  // Drops queued POSTs without answering (the process "died" mid-hand-off).
+  void forget() { queue_.clear(); }
+  Answer answer;
+  std::vector<Post> posts;
+
+ private:
+  FakeStorage* storage_;
+  std::deque<std::pair<NotifyOp*, Post>> queue_;
 };
 
 }  // namespace bitsd::testing
