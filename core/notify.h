@@ -96,7 +96,7 @@ bool resolveNotifyUrl(std::string_view notifyUrl, std::string_view hostAndPort, 
 struct HttpUrl {
   std::string_view host;   // without brackets for IPv6
   uint16_t port = 80;
-  std::string_view pathAndQuery;  // "/" when empty
+  std::string_view pathAndQuery;  // "/" when empty; may start with '?' ("http://h?q")
 };
 bool parseHttpUrl(std::string_view url, HttpUrl* out);
 

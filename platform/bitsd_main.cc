@@ -10,6 +10,7 @@
 #include "platform/cli.h"
 #include "platform/recovery.h"
 #include "platform/system.h"
+#include "platform/uv_notifier.h"
 #include "platform/uv_server.h"
 #include "platform/uv_storage.h"
 
@@ -81,6 +82,8 @@ int main(int argc, char** argv) {
   scheduler.setJournal(&journal);
   journal.setSyncEnabled(settings.fdatasync);
   UploadEngine engine(storage, clock, random, sha, journal);
+  platform::UvNotifier notifier(loop, settings.maxNotifications);
+  engine.setNotifier(&notifier);
   Settings engineSettings = settings;
   engineSettings.root = rootReal;
   Status st = engine.init(engineSettings, &bulk);
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
   }
   platform::UvServer server(loop, settings, engine);
   server.setJournal(&journal, &scheduler);
+  server.setNotifier(&notifier);
   std::string url;
   if (!server.start(&url, &error)) {
     std::fprintf(stderr, "bitsd: %s\n", error.c_str());

@@ -276,6 +276,24 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   for (const std::string& name : strays) {
     if (::unlink((partialDir + "/" + name).c_str()) == 0) ++report->orphans;
   }
+  // Reply files (hand-off to the application): kept only for sessions whose delivery ended and that
+  // are neither closed nor expired; anything else is left over from a crash and goes.
+  std::string repliesDir = engine.repliesDir();
+  if (DIR* d = ::opendir(repliesDir.c_str())) {
+    std::vector<std::string> leftovers;
+    while (dirent* e = ::readdir(d)) {
+      std::string_view name = e->d_name;
+      if (name == "." || name == "..") continue;
+      SessionId id;
+      const Session* s = name.size() == kSessionIdTextBytes && parseSessionId(name, &id) ? engine.findSession(id) : nullptr;
+      if (s != nullptr && s->handedOff && s->state == SessionState::Complete) continue;
+      leftovers.emplace_back(name);
+    }
+    ::closedir(d);
+    for (const std::string& name : leftovers) {
+      if (::unlink((repliesDir + "/" + name).c_str()) == 0) ++report->orphans;
+    }
+  }
   FileHasher hasher;
   engine.rehashOpenSessions(hasher);
   report->filesMs = std::chrono::duration<double, std::milli>(Steady::now() - tFiles).count();

@@ -121,15 +121,20 @@ void HugePageAllocator::release(void* p, size_t bytes) { ::munmap(p, roundUp(byt
 UvFlushScheduler::UvFlushScheduler(uv_loop_t* loop) {
   uv_check_init(loop, &check_);
   check_.data = this;
+  uv_idle_init(loop, &idle_);
+  idle_.data = this;
 }
 
 void UvFlushScheduler::requestFlush() {
-  if (!closed_) uv_check_start(&check_, onCheckThunk);
+  if (closed_) return;
+  uv_check_start(&check_, onCheckThunk);
+  uv_idle_start(&idle_, [](uv_idle_t*) {});
 }
 
 void UvFlushScheduler::onCheckThunk(uv_check_t* h) {
   auto* self = static_cast<UvFlushScheduler*>(h->data);
   uv_check_stop(&self->check_);
+  uv_idle_stop(&self->idle_);
   if (self->journal_ != nullptr) self->journal_->flush();
 }
 
@@ -137,6 +142,7 @@ void UvFlushScheduler::close() {
   if (closed_) return;
   closed_ = true;
   uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
 }
 
 namespace {
@@ -191,7 +197,9 @@ void installLogging(const std::string& level) {
 
 bool prepareDirectories(const Settings& s, std::string* rootReal, std::string* error) {
   std::string partialDir = s.state + "/partial";
-  if (!makeDirs(s.root, error) || !makeDirs(partialDir, error)) return false;
+  if (!makeDirs(s.root, error) || !makeDirs(partialDir, error) || !makeDirs(s.state + "/replies", error)) {
+    return false;
+  }
   std::string stateReal;
   if (!realPath(s.root, rootReal, error) || !realPath(s.state, &stateReal, error)) return false;
   if (contains(*rootReal, stateReal) || contains(stateReal, *rootReal)) {

@@ -47,6 +47,9 @@ class UvFlushScheduler final : public FlushScheduler {
  private:
   static void onCheckThunk(uv_check_t* h);
   uv_check_t check_;
+  // An active idle handle makes the loop poll without blocking, so a flush requested after this
+  // turn's check phase (from a close callback, say) runs on the next turn, not after the next event.
+  uv_idle_t idle_;
   Journal* journal_ = nullptr;
   bool closed_ = false;
 };

@@ -1,5 +1,7 @@
 #include "platform/uv_server.h"
 
+#include <fcntl.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -14,6 +16,7 @@ namespace {
 constexpr int kWaitBuffer = 0;
 constexpr int kWaitSlot = 1;
 constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr size_t kFileChunkBytes = 64 * 1024;
 
 enum class Phase : uint8_t {
   Parsing,       // reading and parsing client bytes
@@ -49,6 +52,14 @@ struct Connection final : public ExchangeHost {
   int waitingFor = -1;
   Connection* waitNext = nullptr;
   uint32_t index = 0;
+  // Reply download in progress (Exchange::sendsFile).
+  bool fileStarted = false;
+  bool fileBusy = false;  // an fs request on fileReq is in flight
+  uv_file fileFd = -1;
+  uint64_t fileOffset = 0;
+  uint64_t fileLeft = 0;
+  char* fileBuf = nullptr;
+  uv_fs_t fileReq;
 
   void onExchangeReady(Exchange&) override { server->onExchangeReady(this); }
   // Nothing is in flight, so closeConnection finishes the exchange before it returns.
@@ -494,6 +505,11 @@ void UvServer::onWrite(Connection* c, int status) {
     return;
   }
   Exchange& ex = c->slot->exchange;
+  if (ex.sendsFile()) {
+    if (!c->fileStarted) return startFile(c);
+    if (c->fileLeft > 0) return readFileChunk(c);
+    endFile(c);
+  }
   bool close = ex.closeAfterResponse() || shuttingDown_;
   engine_.finish(ex);
   if (close) {
@@ -512,6 +528,84 @@ void UvServer::onWrite(Connection* c, int status) {
     arm(c, settings_.idleTimeoutMs);
   }
   pump(c);
+}
+
+// Reply bodies are rare and small next to uploads, so each download gets a 64 KiB buffer from the
+// heap for its duration rather than a pool of its own.
+void UvServer::startFile(Connection* c) {
+  Exchange& ex = c->slot->exchange;
+  c->fileStarted = true;
+  c->fileOffset = ex.fileOffset();
+  c->fileLeft = ex.fileLength();
+  c->fileBuf = static_cast<char*>(std::malloc(kFileChunkBytes));
+  if (c->fileBuf == nullptr) return closeConnection(c);
+  c->fileReq.data = c;
+  c->fileBusy = true;
+  if (uv_fs_open(loop_, &c->fileReq, ex.filePath(), O_RDONLY | O_CLOEXEC, 0, onFileOpenThunk) < 0) {
+    c->fileBusy = false;
+    closeConnection(c);
+  }
+}
+
+void UvServer::onFileOpenThunk(uv_fs_t* req) {
+  Connection* c = static_cast<Connection*>(req->data);
+  UvServer* self = c->server;
+  ssize_t fd = req->result;
+  uv_fs_req_cleanup(req);
+  c->fileBusy = false;
+  if (fd >= 0) c->fileFd = static_cast<uv_file>(fd);
+  if (c->closing) return self->finishClose(c);
+  if (fd < 0) {
+    logf(LogLevel::Warn, "reply download: cannot open %s: %s", c->slot->exchange.filePath(),
+         uv_strerror(static_cast<int>(fd)));
+    return self->closeConnection(c);
+  }
+  self->readFileChunk(c);
+}
+
+void UvServer::readFileChunk(Connection* c) {
+  arm(c, settings_.bodyTimeoutMs);
+  size_t n = c->fileLeft < kFileChunkBytes ? static_cast<size_t>(c->fileLeft) : kFileChunkBytes;
+  uv_buf_t b = uv_buf_init(c->fileBuf, static_cast<unsigned>(n));
+  c->fileReq.data = c;
+  c->fileBusy = true;
+  if (uv_fs_read(loop_, &c->fileReq, c->fileFd, &b, 1, static_cast<int64_t>(c->fileOffset), onFileReadThunk) < 0) {
+    c->fileBusy = false;
+    closeConnection(c);
+  }
+}
+
+void UvServer::onFileReadThunk(uv_fs_t* req) {
+  Connection* c = static_cast<Connection*>(req->data);
+  UvServer* self = c->server;
+  ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  c->fileBusy = false;
+  if (c->closing) return self->finishClose(c);
+  if (n <= 0) {
+    // The head promised more bytes than the file has now: the client sees a short body and retries.
+    logf(LogLevel::Warn, "reply download: reading %s failed", c->slot->exchange.filePath());
+    return self->closeConnection(c);
+  }
+  c->fileOffset += static_cast<uint64_t>(n);
+  c->fileLeft -= static_cast<uint64_t>(n);
+  uv_buf_t b = uv_buf_init(c->fileBuf, static_cast<unsigned>(n));
+  if (uv_write(&c->slot->writeReq, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onWriteThunk) != 0) {
+    self->closeConnection(c);
+  }
+}
+
+void UvServer::endFile(Connection* c) {
+  if (c->fileFd >= 0) {
+    uv_fs_t req;
+    uv_fs_close(loop_, &req, c->fileFd, nullptr);
+    uv_fs_req_cleanup(&req);
+    c->fileFd = -1;
+  }
+  std::free(c->fileBuf);
+  c->fileBuf = nullptr;
+  c->fileStarted = false;
+  c->fileLeft = 0;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -551,10 +645,12 @@ void UvServer::closeConnection(Connection* c) {
   removeWaiter(c);
   uv_timer_stop(&c->timer);
   if (c->slot != nullptr && c->slot->exchange.inFlight()) return;  // onExchangeReady finishes it
+  if (c->fileBusy) return;  // the reply file request's callback finishes it
   finishClose(c);
 }
 
 void UvServer::finishClose(Connection* c) {
+  endFile(c);
   if (c->slot != nullptr) engine_.finish(c->slot->exchange);
   releaseBuffer(c);
   c->pendingCloses = 2;
@@ -602,6 +698,12 @@ void UvServer::onGraceThunk(uv_timer_t* t) {
       Connection* c = &self->conns_[i];
       if (self->connUsed_[i] && !c->closing) self->closeConnection(c);
     }
+    // Hand-offs still waiting for the application end as unreachable: their DeliveryBegan is durable,
+    // so the client's retry after the restart posts again with the same transaction id.
+    if (self->notifier_ != nullptr && self->notifier_->active() > 0) {
+      logf(LogLevel::Info, "shutdown: abandoning %u notification(s) in flight", self->notifier_->active());
+      self->notifier_->abortAll();
+    }
   }
   self->maybeFinishShutdown();
 }
@@ -629,7 +731,9 @@ void UvServer::shutdown() {
 void UvServer::maybeFinishShutdown() {
   if (handlesClosed_ || stats_.active > 0 || engine_.backgroundBusy()) return;
   if (journal_ != nullptr && (journal_->busy() || journal_->hasPending())) return;
+  if (notifier_ != nullptr && notifier_->active() > 0) return;
   handlesClosed_ = true;
+  if (notifier_ != nullptr) notifier_->close();
   if (scheduler_ != nullptr) scheduler_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&sweepTimer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&graceTimer_), nullptr);

@@ -18,6 +18,7 @@
 #include "core/settings.h"
 #include "core/upload_engine.h"
 #include "platform/system.h"
+#include "platform/uv_notifier.h"
 
 namespace bitsd::platform {
 
@@ -53,6 +54,8 @@ class UvServer {
     journal_ = journal;
     scheduler_ = scheduler;
   }
+  // The application client: aborted when the shutdown grace period ends, closed with the loop.
+  void setNotifier(UvNotifier* notifier) { notifier_ = notifier; }
 
  private:
   friend struct Connection;
@@ -71,6 +74,12 @@ class UvServer {
   void afterHeaders(Connection* c);
   void sendResponse(Connection* c);
   void onWrite(Connection* c, int status);
+  // Reply downloads: the file body after the response head, 64 KiB at a time.
+  static void onFileOpenThunk(uv_fs_t* req);
+  static void onFileReadThunk(uv_fs_t* req);
+  void startFile(Connection* c);
+  void readFileChunk(Connection* c);
+  void endFile(Connection* c);
   void onTimer(Connection* c);
   void closeConnection(Connection* c);
   void finishClose(Connection* c);
@@ -103,6 +112,7 @@ class UvServer {
   uint64_t shutdownStartMs_ = 0;
   Journal* journal_ = nullptr;
   UvFlushScheduler* scheduler_ = nullptr;
+  UvNotifier* notifier_ = nullptr;
   ServerStats stats_;
 
   Connection* conns_ = nullptr;

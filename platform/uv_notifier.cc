@@ -1,0 +1,654 @@
+#include "platform/uv_notifier.h"
+
+#include <fcntl.h>
+#include <mbedtls/base64.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+#include "core/protocol.h"
+#include "llhttp.h"
+
+namespace bitsd::platform {
+
+namespace {
+constexpr size_t kChunkBytes = 64 * 1024;
+constexpr size_t kMaxResponseHeaderBytes = 16 * 1024;
+}  // namespace
+
+// One POST. A client is done when `done` is set, every started libuv request has called back
+// (`pending` is zero) and its handles are closed; only then does the engine hear of it.
+struct UvNotifier::Client {
+  UvNotifier* owner = nullptr;
+  NotifyOp* op = nullptr;
+  bool inUse = false;
+  bool done = false;
+  int pending = 0;       // getaddrinfo, connect, writes, fs requests in flight
+  int openHandles = 0;   // timer, tcp
+  bool tcpInit = false;
+  bool resolving = false;
+  bool reading = false;
+  bool byValue = false;
+  uint64_t contentBytes = 0;
+  uint64_t sentBytes = 0;
+  uint64_t readOffset = 0;
+  uv_file requestFd = -1;
+  uv_file replyFd = -1;
+  uint64_t replyOffset = 0;
+  bool replyOpening = false;
+
+  std::string host, port, head, requestPath, replyPath;
+  uv_getaddrinfo_t gai;
+  uv_connect_t connect;
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_write_t headWrite;
+  uv_write_t bodyWrite;
+  uv_fs_t fsRequest;  // request file: open / read
+  uv_fs_t fsReply;    // reply file: open / write / fstat / fsync
+
+  // Response.
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  size_t headerBytes = 0;
+  std::string field, value;
+  bool messageComplete = false;
+  bool responseHandled = false;
+  std::vector<char> readBuf;    // socket reads
+  std::vector<char> chunk;      // request file chunks being sent
+  std::vector<char> body;       // by value: response body bytes waiting to be written
+  size_t bodyLen = 0;
+  bool bodyWriting = false;
+  bool badHeader = false;
+
+  NotifyResult& result() { return op->result; }
+};
+
+namespace {
+
+using Client = UvNotifier::Client;
+
+void maybeComplete(Client* c);
+void finish(Client* c, NotifyOutcome outcome);
+void startReading(Client* c);
+void onResponseDone(Client* c);
+void sendNextChunk(Client* c);
+
+void onHandleClosed(uv_handle_t* h) {
+  Client* c = static_cast<Client*>(h->data);
+  --c->openHandles;
+  maybeComplete(c);
+}
+
+void closeFdNow(uv_loop_t* loop, uv_file* fd) {
+  if (*fd < 0) return;
+  uv_fs_t req;
+  uv_fs_close(loop, &req, *fd, nullptr);  // close(2) of a regular file: does not wait on the device
+  uv_fs_req_cleanup(&req);
+  *fd = -1;
+}
+
+void maybeComplete(Client* c) {
+  if (!c->done || c->pending > 0 || c->openHandles > 0 || !c->inUse) return;
+  uv_loop_t* loop = c->timer.loop;
+  closeFdNow(loop, &c->requestFd);
+  closeFdNow(loop, &c->replyFd);
+  NotifyOp* op = c->op;
+  c->inUse = false;
+  c->op = nullptr;
+  c->owner->clientReleased();
+  op->callback->onNotifyDone(*op);
+}
+
+void finish(Client* c, NotifyOutcome outcome) {
+  if (c->done) return;
+  c->done = true;
+  c->result().outcome = outcome;
+  uv_timer_stop(&c->timer);
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), onHandleClosed);
+  if (c->resolving) uv_cancel(reinterpret_cast<uv_req_t*>(&c->gai));  // a lookup still running
+  if (c->tcpInit) {
+    c->tcpInit = false;
+    c->reading = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), onHandleClosed);  // cancels connect and writes
+  }
+  maybeComplete(c);
+}
+
+void onTimeout(uv_timer_t* t) { finish(static_cast<Client*>(t->data), NotifyOutcome::TimedOut); }
+
+// --- Response parsing -------------------------------------------------------------------------------
+
+Client* clientOf(llhttp_t* p) { return static_cast<Client*>(p->data); }
+
+void takeHeader(Client* c) {
+  if (c->field.empty()) return;
+  NotifyResult& r = c->result();
+  auto is = [&](const char* name) { return equalsIgnoreCase(c->field, name); };
+  if (is("BITS-Static-Response-URL")) {
+    std::string_view v = trimOws(c->value);
+    if (v.empty() || v.size() > NotifyResult::kMaxUrlBytes) {
+      c->badHeader = true;
+    } else {
+      std::memcpy(r.staticUrl, v.data(), v.size());
+      r.staticUrlLen = v.size();
+    }
+  } else if (is("BITS-Copy-File-To-Destination")) {
+    r.copyToDestination = true;
+  }
+  c->field.clear();
+  c->value.clear();
+}
+
+int onHeaderField(llhttp_t* p, const char* at, size_t len) {
+  Client* c = clientOf(p);
+  c->headerBytes += len;
+  if (c->headerBytes > kMaxResponseHeaderBytes) return -1;
+  c->field.append(at, len);
+  return 0;
+}
+
+int onHeaderValue(llhttp_t* p, const char* at, size_t len) {
+  Client* c = clientOf(p);
+  c->headerBytes += len;
+  if (c->headerBytes > kMaxResponseHeaderBytes) return -1;
+  c->value.append(at, len);
+  return 0;
+}
+
+int onHeaderValueComplete(llhttp_t* p) {
+  takeHeader(clientOf(p));
+  return 0;
+}
+
+int onHeadersComplete(llhttp_t* p) {
+  Client* c = clientOf(p);
+  c->result().status = llhttp_get_status_code(p);
+  return 0;
+}
+
+int onBody(llhttp_t* p, const char* at, size_t len) {
+  Client* c = clientOf(p);
+  if (!c->byValue || c->result().status != 200) return 0;  // by reference, or an error: discarded
+  // The buffer holds at least one whole socket read, and is written out before the next read.
+  if (c->bodyLen + len > c->body.size()) return -1;
+  std::memcpy(c->body.data() + c->bodyLen, at, len);
+  c->bodyLen += len;
+  return 0;
+}
+
+int onMessageComplete(llhttp_t* p) {
+  Client* c = clientOf(p);
+  c->messageComplete = true;
+  return HPE_PAUSED;  // nothing after the response matters
+}
+
+// --- Writing the reply body (by value) ------------------------------------------------------------
+
+void afterBodyWritten(Client* c);
+
+void onReplyWrite(uv_fs_t* req) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  c->bodyWriting = false;
+  if (c->done) return maybeComplete(c);
+  if (n < 0 || static_cast<size_t>(n) != c->bodyLen) {
+    logf(LogLevel::Warn, "notification: writing the reply to %s failed: %s", c->replyPath.c_str(),
+         n < 0 ? uv_strerror(static_cast<int>(n)) : "short write");
+    return finish(c, NotifyOutcome::LocalError);
+  }
+  c->replyOffset += static_cast<uint64_t>(n);
+  c->bodyLen = 0;
+  afterBodyWritten(c);
+}
+
+void writeBody(Client* c) {
+  c->bodyWriting = true;
+  uv_buf_t b = uv_buf_init(c->body.data(), static_cast<unsigned>(c->bodyLen));
+  ++c->pending;
+  c->fsReply.data = c;
+  int rc = uv_fs_write(c->timer.loop, &c->fsReply, c->replyFd, &b, 1, static_cast<int64_t>(c->replyOffset),
+                       onReplyWrite);
+  if (rc < 0) {
+    --c->pending;
+    c->bodyWriting = false;
+    finish(c, NotifyOutcome::LocalError);
+  }
+}
+
+void onReplyOpen(uv_fs_t* req) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  ssize_t fd = req->result;
+  uv_fs_req_cleanup(req);
+  c->replyOpening = false;
+  if (fd >= 0) c->replyFd = static_cast<uv_file>(fd);
+  if (c->done) return maybeComplete(c);
+  if (fd < 0) {
+    logf(LogLevel::Warn, "notification: cannot create the reply file %s: %s", c->replyPath.c_str(),
+         uv_strerror(static_cast<int>(fd)));
+    return finish(c, NotifyOutcome::LocalError);
+  }
+  writeBody(c);
+}
+
+// After a socket read was parsed: write what body it carried, then read on or finish.
+void afterParse(Client* c) {
+  if (c->bodyLen > 0) {
+    if (c->replyFd < 0) {
+      c->replyOpening = true;
+      ++c->pending;
+      c->fsReply.data = c;
+      int rc = uv_fs_open(c->timer.loop, &c->fsReply, c->replyPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                          0640, onReplyOpen);
+      if (rc < 0) {
+        --c->pending;
+        finish(c, NotifyOutcome::LocalError);
+      }
+      return;
+    }
+    writeBody(c);
+    return;
+  }
+  afterBodyWritten(c);
+}
+
+void afterBodyWritten(Client* c) {
+  if (c->messageComplete) return onResponseDone(c);
+  startReading(c);
+}
+
+// --- The answer is complete: sync the reply file, then report -------------------------------------
+
+void onReplySync(uv_fs_t* req) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  int rc = static_cast<int>(req->result);
+  uv_fs_req_cleanup(req);
+  if (c->done) return maybeComplete(c);
+  if (rc < 0) {
+    logf(LogLevel::Warn, "notification: syncing the reply file %s failed: %s", c->replyPath.c_str(), uv_strerror(rc));
+    return finish(c, NotifyOutcome::LocalError);
+  }
+  finish(c, NotifyOutcome::Answered);
+}
+
+void syncReply(Client* c) {
+  ++c->pending;
+  c->fsReply.data = c;
+  if (uv_fs_fsync(c->timer.loop, &c->fsReply, c->replyFd, onReplySync) < 0) {
+    --c->pending;
+    finish(c, NotifyOutcome::LocalError);
+  }
+}
+
+void onReplyStat(uv_fs_t* req) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  int rc = static_cast<int>(req->result);
+  uint64_t size = rc == 0 ? static_cast<uint64_t>(req->statbuf.st_size) : 0;
+  bool regular = rc == 0 && (req->statbuf.st_mode & S_IFMT) == S_IFREG;
+  uv_fs_req_cleanup(req);
+  if (c->done) return maybeComplete(c);
+  if (!regular) {
+    logf(LogLevel::Warn, "notification: the reply %s is not a regular file; answering with no reply",
+         c->replyPath.c_str());
+    return finish(c, NotifyOutcome::Answered);
+  }
+  c->result().hasReplyFile = true;
+  c->result().replyBytes = size;
+  syncReply(c);
+}
+
+void onAppReplyOpen(uv_fs_t* req) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  ssize_t fd = req->result;
+  uv_fs_req_cleanup(req);
+  if (fd >= 0) c->replyFd = static_cast<uv_file>(fd);
+  if (c->done) return maybeComplete(c);
+  if (fd < 0) return finish(c, NotifyOutcome::Answered);  // the application wrote no reply
+  ++c->pending;
+  c->fsReply.data = c;
+  if (uv_fs_fstat(c->timer.loop, &c->fsReply, c->replyFd, onReplyStat) < 0) {
+    --c->pending;
+    finish(c, NotifyOutcome::LocalError);
+  }
+}
+
+void onResponseDone(Client* c) {
+  if (c->responseHandled || c->done) return;
+  c->responseHandled = true;
+  if (c->reading) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+    c->reading = false;
+  }
+  NotifyResult& r = c->result();
+  if (c->badHeader) return finish(c, NotifyOutcome::Malformed);
+  if (r.status != 200) return finish(c, NotifyOutcome::Answered);
+  if (c->byValue) {
+    if (c->replyFd < 0) return finish(c, NotifyOutcome::Answered);  // no body: no reply file
+    r.hasReplyFile = true;
+    r.replyBytes = c->replyOffset;
+    return syncReply(c);
+  }
+  if (r.staticUrlLen > 0) return finish(c, NotifyOutcome::Answered);
+  ++c->pending;
+  c->fsReply.data = c;
+  if (uv_fs_open(c->timer.loop, &c->fsReply, c->replyPath.c_str(), O_RDONLY | O_CLOEXEC, 0, onAppReplyOpen) < 0) {
+    --c->pending;
+    finish(c, NotifyOutcome::Answered);
+  }
+}
+
+// --- Socket reads -----------------------------------------------------------------------------------
+
+void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  Client* c = static_cast<Client*>(h->data);
+  *buf = uv_buf_init(c->readBuf.data(), static_cast<unsigned>(c->readBuf.size()));
+}
+
+void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+  Client* c = static_cast<Client*>(s->data);
+  if (c->done || nread == 0) return;
+  // One read at a time: its body bytes are written before the next read.
+  uv_read_stop(s);
+  c->reading = false;
+  if (nread < 0) {
+    // EOF ends a response that has no Content-Length (read to EOF, §5.3).
+    if (nread == UV_EOF) {
+      llhttp_errno_t e = llhttp_finish(&c->parser);
+      if ((e == HPE_OK || e == HPE_PAUSED) && c->messageComplete) return afterParse(c);
+    }
+    return finish(c, c->messageComplete ? NotifyOutcome::Answered : NotifyOutcome::Unreachable);
+  }
+  llhttp_errno_t err = llhttp_execute(&c->parser, c->readBuf.data(), static_cast<size_t>(nread));
+  if (err != HPE_OK && err != HPE_PAUSED) {
+    logf(LogLevel::Warn, "notification: the application's answer is not valid HTTP (%s)", llhttp_errno_name(err));
+    return finish(c, NotifyOutcome::Malformed);
+  }
+  afterParse(c);
+}
+
+void startReading(Client* c) {
+  if (c->reading || c->done || !c->tcpInit) return;
+  c->reading = true;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAlloc, onRead);
+}
+
+// --- Sending ----------------------------------------------------------------------------------------
+
+void onBodyWrite(uv_write_t* req, int status) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  if (c->done) return maybeComplete(c);
+  if (status < 0) {
+    if (c->messageComplete) return;  // the application answered before taking the whole body
+    return finish(c, NotifyOutcome::Unreachable);
+  }
+  sendNextChunk(c);
+}
+
+void onChunkRead(uv_fs_t* req) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  if (c->done) return maybeComplete(c);
+  if (n <= 0) {
+    logf(LogLevel::Warn, "notification: reading the upload %s failed at byte %llu: %s", c->requestPath.c_str(),
+         static_cast<unsigned long long>(c->readOffset), n < 0 ? uv_strerror(static_cast<int>(n)) : "file is short");
+    return finish(c, NotifyOutcome::LocalError);
+  }
+  c->readOffset += static_cast<uint64_t>(n);
+  uv_buf_t b = uv_buf_init(c->chunk.data(), static_cast<unsigned>(n));
+  ++c->pending;
+  c->bodyWrite.data = c;
+  if (uv_write(&c->bodyWrite, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onBodyWrite) < 0) {
+    --c->pending;
+    finish(c, NotifyOutcome::Unreachable);
+  }
+}
+
+void sendNextChunk(Client* c) {
+  if (c->readOffset >= c->contentBytes || c->messageComplete) return;
+  uint64_t left = c->contentBytes - c->readOffset;
+  uv_buf_t b = uv_buf_init(c->chunk.data(), static_cast<unsigned>(left < kChunkBytes ? left : kChunkBytes));
+  ++c->pending;
+  c->fsRequest.data = c;
+  if (uv_fs_read(c->timer.loop, &c->fsRequest, c->requestFd, &b, 1, static_cast<int64_t>(c->readOffset),
+                 onChunkRead) < 0) {
+    --c->pending;
+    finish(c, NotifyOutcome::LocalError);
+  }
+}
+
+void onRequestOpen(uv_fs_t* req) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  ssize_t fd = req->result;
+  uv_fs_req_cleanup(req);
+  if (fd >= 0) c->requestFd = static_cast<uv_file>(fd);
+  if (c->done) return maybeComplete(c);
+  if (fd < 0) {
+    logf(LogLevel::Warn, "notification: cannot open the upload %s: %s", c->requestPath.c_str(),
+         uv_strerror(static_cast<int>(fd)));
+    return finish(c, NotifyOutcome::LocalError);
+  }
+  sendNextChunk(c);
+}
+
+void onHeadWrite(uv_write_t* req, int status) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  if (c->done) return maybeComplete(c);
+  if (status < 0 && !c->messageComplete) finish(c, NotifyOutcome::Unreachable);
+}
+
+void onConnect(uv_connect_t* req, int status) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  if (c->done) return maybeComplete(c);
+  if (status < 0) {
+    logf(LogLevel::Warn, "notification: cannot connect to %s:%s: %s", c->host.c_str(), c->port.c_str(),
+         uv_strerror(status));
+    return finish(c, NotifyOutcome::Unreachable);
+  }
+  uv_buf_t b = uv_buf_init(c->head.data(), static_cast<unsigned>(c->head.size()));
+  ++c->pending;
+  c->headWrite.data = c;
+  if (uv_write(&c->headWrite, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onHeadWrite) < 0) {
+    --c->pending;
+    return finish(c, NotifyOutcome::Unreachable);
+  }
+  startReading(c);
+  if (c->byValue && c->contentBytes > 0) {
+    ++c->pending;
+    c->fsRequest.data = c;
+    if (uv_fs_open(c->timer.loop, &c->fsRequest, c->requestPath.c_str(), O_RDONLY | O_CLOEXEC, 0, onRequestOpen) < 0) {
+      --c->pending;
+      finish(c, NotifyOutcome::LocalError);
+    }
+  }
+}
+
+void onResolved(uv_getaddrinfo_t* req, int status, struct addrinfo* res) {
+  Client* c = static_cast<Client*>(req->data);
+  --c->pending;
+  c->resolving = false;
+  if (c->done || status < 0) {
+    if (res != nullptr) uv_freeaddrinfo(res);
+    if (!c->done) {
+      logf(LogLevel::Warn, "notification: cannot resolve %s: %s", c->host.c_str(), uv_strerror(status));
+      return finish(c, NotifyOutcome::Unreachable);
+    }
+    return maybeComplete(c);
+  }
+  uv_tcp_init(c->timer.loop, &c->tcp);
+  c->tcp.data = c;
+  c->tcpInit = true;
+  ++c->openHandles;
+  uv_tcp_nodelay(&c->tcp, 1);
+  ++c->pending;
+  c->connect.data = c;
+  int rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, onConnect);
+  uv_freeaddrinfo(res);
+  if (rc < 0) {
+    --c->pending;
+    logf(LogLevel::Warn, "notification: cannot connect to %s:%s: %s", c->host.c_str(), c->port.c_str(), uv_strerror(rc));
+    finish(c, NotifyOutcome::Unreachable);
+  }
+}
+
+void appendHeader(std::string* h, const char* name, std::string_view value) {
+  h->append(name);
+  h->append(": ");
+  h->append(value);
+  h->append("\r\n");
+}
+
+}  // namespace
+
+UvNotifier::UvNotifier(uv_loop_t* loop, uint32_t maxClients) : loop_(loop), capacity_(maxClients) {
+  clients_ = new Client[capacity_];
+  uv_timer_init(loop_, &defer_);
+  defer_.data = this;
+}
+
+UvNotifier::~UvNotifier() { delete[] clients_; }
+
+void UvNotifier::close() {
+  if (closed_) return;
+  closed_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&defer_), nullptr);
+}
+
+void UvNotifier::abortAll() {
+  for (uint32_t i = 0; i < capacity_; ++i) {
+    if (clients_[i].inUse && !clients_[i].done) finish(&clients_[i], NotifyOutcome::Unreachable);
+  }
+}
+
+void UvNotifier::onDeferThunk(uv_timer_t* t) {
+  UvNotifier* self = static_cast<UvNotifier*>(t->data);
+  std::vector<NotifyOp*> ops;
+  ops.swap(self->deferred_);
+  for (NotifyOp* op : ops) op->callback->onNotifyDone(*op);
+}
+
+void UvNotifier::post(NotifyOp& op, const NotifyRequest& req) {
+  Client* c = nullptr;
+  for (uint32_t i = 0; i < capacity_ && c == nullptr; ++i) {
+    if (!clients_[i].inUse) c = &clients_[i];
+  }
+  HttpUrl url;
+  bool urlOk = parseHttpUrl(req.url, &url);
+  if (c == nullptr || closed_) {
+    // Completes from the loop, never inside post(). At most one op per exchange waits here.
+    op.result.outcome = NotifyOutcome::Busy;
+    deferred_.push_back(&op);
+    uv_timer_start(&defer_, onDeferThunk, 0, 0);
+    return;
+  }
+  c->owner = this;
+  c->op = &op;
+  c->inUse = true;
+  c->done = false;
+  c->pending = 0;
+  c->openHandles = 1;  // the timer
+  c->tcpInit = false;
+  c->resolving = false;
+  c->reading = false;
+  c->byValue = req.byValue;
+  c->contentBytes = req.byValue ? req.contentBytes : 0;
+  c->sentBytes = c->readOffset = c->replyOffset = 0;
+  c->requestFd = c->replyFd = -1;
+  c->replyOpening = false;
+  c->headerBytes = 0;
+  c->field.clear();
+  c->value.clear();
+  c->messageComplete = c->responseHandled = c->bodyWriting = c->badHeader = false;
+  c->bodyLen = 0;
+  if (c->readBuf.empty()) {
+    c->readBuf.resize(kChunkBytes);
+    c->body.resize(kChunkBytes);
+    c->chunk.resize(kChunkBytes);
+  }
+  ++active_;
+  uv_timer_init(loop_, &c->timer);
+  c->timer.data = c;
+  uv_timer_start(&c->timer, onTimeout, req.timeoutMs, 0);
+
+  llhttp_settings_init(&c->settings);
+  c->settings.on_header_field = onHeaderField;
+  c->settings.on_header_value = onHeaderValue;
+  c->settings.on_header_value_complete = onHeaderValueComplete;
+  c->settings.on_headers_complete = onHeadersComplete;
+  c->settings.on_body = onBody;
+  c->settings.on_message_complete = onMessageComplete;
+  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
+  c->parser.data = c;
+
+  if (!urlOk) {
+    logf(LogLevel::Warn, "notification: '%.*s' is not an http:// URL bitsd can reach", static_cast<int>(req.url.size()),
+         req.url.data());
+    finish(c, NotifyOutcome::Unreachable);  // completes once the timer's close callback has run
+    return;
+  }
+  c->host.assign(url.host);
+  c->port = std::to_string(url.port);
+  c->requestPath = req.requestFile;
+  c->replyPath = req.replyFile;
+
+  std::string& h = c->head;
+  h.clear();
+  h.append("POST ");
+  if (url.pathAndQuery.front() == '?') h.append("/");
+  h.append(url.pathAndQuery);
+  h.append(" HTTP/1.1\r\n");
+  std::string hostHeader = url.host.find(':') != std::string_view::npos ? "[" + c->host + "]" : c->host;
+  if (url.port != 80) hostHeader += ":" + c->port;
+  appendHeader(&h, "Host", hostHeader);
+  appendHeader(&h, "User-Agent", "bitsd BITSExts/1.5");
+  appendHeader(&h, "BITS-Original-Request-URL", req.originalUrl);
+  if (!req.byValue) {
+    appendHeader(&h, "BITS-Request-DataFile-Name", req.requestFile);
+    appendHeader(&h, "BITS-Response-DataFile-Name", req.replyFile);
+  }
+  appendHeader(&h, "BITS-Transaction-Id", req.transactionId);
+  appendHeader(&h, "BITS-Session-Id", req.sessionId);
+  if (req.sha256 != nullptr) {
+    unsigned char b64[64];
+    size_t n = 0;
+    if (mbedtls_base64_encode(b64, sizeof b64, &n, req.sha256, 32) == 0) {
+      std::string digest = "sha-256=:" + std::string(reinterpret_cast<char*>(b64), n) + ":";
+      appendHeader(&h, "Repr-Digest", digest);
+    }
+  }
+  appendHeader(&h, "Content-Length", std::to_string(c->contentBytes));
+  if (c->byValue) appendHeader(&h, "Content-Type", "application/octet-stream");
+  appendHeader(&h, "Connection", "close");
+  h.append("\r\n");
+
+  struct addrinfo hints;
+  std::memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  ++c->pending;
+  c->resolving = true;
+  c->gai.data = c;
+  int rc = uv_getaddrinfo(loop_, &c->gai, onResolved, c->host.c_str(), c->port.c_str(), &hints);
+  if (rc < 0) {
+    --c->pending;
+    c->resolving = false;
+    logf(LogLevel::Warn, "notification: cannot resolve %s: %s", c->host.c_str(), uv_strerror(rc));
+    finish(c, NotifyOutcome::Unreachable);
+  }
+}
+
+}  // namespace bitsd::platform
