@@ -208,7 +208,7 @@ bool Client::sendAll(const std::string& bytes) {
   return true;
 }
 
-bool Client::readResponse(Reply* out, int timeoutMs) {
+bool Client::readResponse(Reply* out, int timeoutMs, bool headRequest) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
   auto fill = [&]() {
     pollfd p{fd_, POLLIN, 0};
@@ -227,18 +227,19 @@ bool Client::readResponse(Reply* out, int timeoutMs) {
   *out = parseReply(head);
   size_t bodyLen = 0;
   for (auto& [k, v] : out->headers) {
-    if (equalsIgnoreCase(k, "Content-Length")) bodyLen = std::stoul(v);
+    if (equalsIgnoreCase(k, "Content-Length") && !headRequest) bodyLen = std::stoul(v);
   }
   while (buffered_.size() < end + 4 + bodyLen) {
     if (!fill()) return false;
   }
+  out->body = buffered_.substr(end + 4, bodyLen);
   buffered_.erase(0, end + 4 + bodyLen);
   return true;
 }
 
 Reply Client::roundTrip(const std::string& request, int timeoutMs) {
   Reply r;
-  if (!sendAll(request) || !readResponse(&r, timeoutMs)) return Reply();
+  if (!sendAll(request) || !readResponse(&r, timeoutMs, request.rfind("HEAD ", 0) == 0)) return Reply();
   return r;
 }
 

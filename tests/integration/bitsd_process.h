@@ -81,7 +81,8 @@ class Client {
   bool connect(int port);
   bool sendAll(const std::string& bytes);
   // Reads one response (head, plus a body if it has a Content-Length). False on EOF or timeout.
-  bool readResponse(Reply* out, int timeoutMs = 10000);
+  // The body goes to out->body; `headRequest`: the answer to a HEAD has no body.
+  bool readResponse(Reply* out, int timeoutMs = 10000, bool headRequest = false);
   // Sends a request and reads its response; status 0 if none came.
   Reply roundTrip(const std::string& request, int timeoutMs = 10000);
   // True if the peer closes the connection within `timeoutMs` (buffered responses are skipped).
