@@ -1053,10 +1053,17 @@ Flow UploadEngine::startHandOff(Exchange& ex) {
     ex.delivering_ = true;
     return journalEnded(ex) ? Flow::Wait : Flow::Continue;
   }
-  if (!delivering_.insert(key).second) {
+  if (delivering_.count(key) != 0) {
     // Another request is handing this transaction over right now; the client retries later.
     return fail(ex, 503, hresult::kBusy, true);
   }
+  if (delivering_.size() >= settings_.maxNotifications) {
+    ++stats_.notificationsRefused;
+    logf(LogLevel::Info, "final fragment deferred: %zu hand-offs to the application in flight (max-notifications)",
+         delivering_.size());
+    return fail(ex, 503, hresult::kBusy, true);
+  }
+  delivering_.insert(key);
   ex.delivering_ = true;
   ex.dReplySession_ = s.id;
   JournalRecord rec;

@@ -103,6 +103,7 @@ struct EngineStats {
   uint64_t notifications = 0;    // POSTs to the application
   uint64_t deliveriesEnded = 0;  // DeliveryEnded records written (answers that count as delivered)
   uint64_t deliveriesReplayed = 0;  // final fragments answered from an earlier delivery of their id
+  uint64_t notificationsRefused = 0;  // final fragments answered 503 because max-notifications were in flight
   uint64_t notifyFailures = 0;   // unreachable, malformed, timed out, or a transient status
   uint64_t replies = 0;          // GET/HEAD answers on reply URLs
 };

@@ -344,6 +344,49 @@ TEST_F(HandOff, CrashLoopKeepsAtMostTwoPostsPerIdAndNoneAfterTheAck) {
   }
 }
 
+// max-notifications bounds the POSTs in flight, and one transaction is never handed over twice at
+// once: the final fragment that would exceed either gets 503 + Retry-After and is posted on retry.
+TEST_F(HandOff, HandOffsInFlightAreBoundedAndOneTransactionIsNeverPostedTwiceAtOnce) {
+  TestApp::Behaviour hold;
+  hold.mode = TestApp::Mode::Hold;
+  app.set(hold);
+  auto bitsd = startBitsd("value", {"--max-notifications", "1"});
+  Client a;
+  ASSERT_TRUE(a.connect(bitsd->port()));
+  std::string idA = createSession(a, "/a.bin");
+  ASSERT_TRUE(a.sendAll(finalRequest("/a.bin", idA, 0, "aaaa", 4, "tx-a")));
+  ASSERT_TRUE(app.waitForPosts(1));
+
+  // Another transaction while the only slot is taken.
+  Client b;
+  ASSERT_TRUE(b.connect(bitsd->port()));
+  std::string idB = createSession(b, "/b.bin");
+  Reply busy = b.roundTrip(finalRequest("/b.bin", idB, 0, "bbbb", 4, "tx-b"));
+  EXPECT_EQ(busy.status, 503) << busy.raw;
+  EXPECT_EQ(busy.get("BITS-Error-Code"), "0x800700AA");
+  EXPECT_FALSE(busy.get("Retry-After").empty()) << busy.raw;
+  // The same transaction from a second session (the client lost its session) while it is in flight.
+  std::string idA2 = createSession(b, "/a2.bin");
+  Reply same = b.roundTrip(finalRequest("/a2.bin", idA2, 0, "aaaa", 4, "tx-a"));
+  EXPECT_EQ(same.status, 503) << same.raw;
+  EXPECT_EQ(app.count(), 1u);
+
+  TestApp::Behaviour ok;
+  ok.reply = "fine";
+  app.set(ok);
+  app.release();
+  Reply doneA;
+  ASSERT_TRUE(a.readResponse(&doneA, 20000));
+  EXPECT_EQ(doneA.status, 200) << doneA.raw;
+  Reply retryB = b.roundTrip(finalRequest("/b.bin", idB, 0, "bbbb", 4, "tx-b"));
+  EXPECT_EQ(retryB.status, 200) << retryB.raw;
+  Reply retryA2 = b.roundTrip(finalRequest("/a2.bin", idA2, 0, "aaaa", 4, "tx-a"));
+  EXPECT_EQ(retryA2.status, 200) << retryA2.raw;
+  EXPECT_EQ(retryA2.get("BITS-Reply-URL"), doneA.get("BITS-Reply-URL"));
+  EXPECT_EQ(app.countFor("tx-a"), 1u);
+  EXPECT_EQ(app.countFor("tx-b"), 1u);
+}
+
 TEST_F(HandOff, BadNotifySettingsAreOneLineErrors) {
   struct Case {
     std::vector<std::string> args;
