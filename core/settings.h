@@ -42,7 +42,7 @@ struct Settings {
   // Board limits.
   uint32_t maxConnections = 1024;       // beyond: 503, then close
   uint32_t maxSessions = 4096;          // open sessions plus tombstones
-  uint32_t requestSlots = 256;          // requests being parsed at once (each ~17 KiB)
+  uint32_t requestSlots = 256;          // requests being parsed at once (each ~22 KiB)
   uint32_t readBuffers = 32;            // pool of socket read buffers
   uint32_t readBufferBytes = 262144;    // size of each read buffer
   uint32_t maxOpenFiles = 256;          // in-progress files kept open at once

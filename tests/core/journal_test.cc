@@ -78,6 +78,29 @@ std::vector<JournalRecord> sampleRecords() {
   d.txid = "order-42";
   d.wallSeconds = 1700000002;
   v.push_back(d);
+  JournalRecord b;
+  b.type = RecordType::DeliveryBegan;
+  b.id = idOf(1);
+  b.wallSeconds = 1700000003;
+  b.txid = "order-43";
+  v.push_back(b);
+  JournalRecord e;
+  e.type = RecordType::DeliveryEnded;
+  e.id = idOf(1);
+  e.replySession = idOf(1);
+  e.wallSeconds = 1700000004;
+  e.txid = "order-43";
+  e.status = 200;
+  e.flags = kDeliveryHasReplyFile | kDeliveryCopied;
+  e.replyBytes = 77;
+  v.push_back(e);
+  e.txid = "order-44";
+  e.status = 404;
+  e.hresult = 0x80190194;
+  e.flags = 0;
+  e.replyBytes = 0;
+  e.url = "http://updates.example/pkg.cab";
+  v.push_back(e);
   c.id = idOf(2);
   c.path = "other";
   v.push_back(c);
@@ -93,7 +116,10 @@ struct Collect : ReplaySink {
     types.push_back(r.type);
     seqs.push_back(seq);
     if (r.type == RecordType::SessionCreated) paths.emplace_back(r.path);
-    if (r.type == RecordType::Delivered) txids.emplace_back(r.txid);
+    if (r.type == RecordType::Delivered || r.type == RecordType::DeliveryBegan ||
+        r.type == RecordType::DeliveryEnded) {
+      txids.emplace_back(r.txid);
+    }
   }
   std::vector<RecordType> types;
   std::vector<uint64_t> seqs;
@@ -160,10 +186,10 @@ TEST(JournalFormat, EveryRecordTypeRoundTrips) {
   Collect c;
   ReplayResult r = replayJournal(asBytes(j), &c);
   ASSERT_EQ(r.status, ReplayStatus::Ok);
-  EXPECT_EQ(r.records, 8u);
+  EXPECT_EQ(r.records, 11u);
   EXPECT_EQ(r.tailBytes, 0u);
   EXPECT_EQ(c.paths, (std::vector<std::string>{"dir/file.iso", "other"}));
-  EXPECT_EQ(c.txids, (std::vector<std::string>{"order-42"}));
+  EXPECT_EQ(c.txids, (std::vector<std::string>{"order-42", "order-43", "order-43", "order-44"}));
   JournalState st;
   replayJournal(asBytes(j), &st);
   ASSERT_EQ(st.sessions.size(), 1u);  // the second was forgotten
@@ -174,6 +200,67 @@ TEST(JournalFormat, EveryRecordTypeRoundTrips) {
   EXPECT_EQ(s.totalBytes, 1000u);
   EXPECT_EQ(s.sha256[31], 31);
   EXPECT_EQ(st.delivered.count("order-42"), 1u);
+  ASSERT_EQ(st.delivered.count("order-43"), 1u);
+  const DeliveryInfo& d43 = st.delivered.at("order-43");
+  EXPECT_TRUE(d43.ended);
+  EXPECT_EQ(d43.status, 200);
+  EXPECT_EQ(d43.flags, kDeliveryHasReplyFile | kDeliveryCopied);
+  EXPECT_EQ(d43.replyBytes, 77u);
+  EXPECT_TRUE(d43.replySession == idOf(1));
+  EXPECT_EQ(d43.wallSeconds, 1700000004u);
+  ASSERT_EQ(st.delivered.count("order-44"), 1u);
+  const DeliveryInfo& d44 = st.delivered.at("order-44");
+  EXPECT_EQ(d44.status, 404);
+  EXPECT_EQ(d44.hresult, 0x80190194u);
+  EXPECT_EQ(d44.staticUrl, "http://updates.example/pkg.cab");
+}
+
+TEST(JournalFormat, ABegunDeliveryIsNotEnded) {
+  JournalRecord b;
+  b.type = RecordType::DeliveryBegan;
+  b.id = idOf(3);
+  b.wallSeconds = 1700000005;
+  b.txid = "order-45";
+  std::string j = buildJournal(5, {b});
+  JournalState st;
+  ASSERT_EQ(replayJournal(asBytes(j), &st).status, ReplayStatus::Ok);
+  ASSERT_EQ(st.delivered.count("order-45"), 1u);
+  EXPECT_FALSE(st.delivered.at("order-45").ended);
+  EXPECT_TRUE(st.delivered.at("order-45").replySession == idOf(3));
+}
+
+TEST(JournalFormat, DeliveryEndedBytesAreFixedLittleEndian) {
+  JournalRecord e;
+  e.type = RecordType::DeliveryEnded;
+  e.id = idOf(1);
+  e.replySession = idOf(2);
+  e.wallSeconds = 0x0102030405060708ull;
+  e.status = 0x0A0B;
+  e.hresult = 0x80190194;
+  e.flags = 1;
+  e.replyBytes = 0x1122334455667788ull;
+  e.txid = "t";
+  e.url = "u";
+  uint8_t buf[256];
+  size_t n = encodeRecord(e, 9, 1, buf, sizeof buf);
+  ASSERT_EQ(n, 75u + 1 + 1);
+  const uint8_t* p = buf + 17;  // payload
+  EXPECT_EQ(p[0], idOf(1).bytes[0]);
+  EXPECT_EQ(p[16], idOf(2).bytes[0]);
+  EXPECT_EQ(p[32], 0x08);  // wall, little-endian
+  EXPECT_EQ(p[39], 0x01);
+  EXPECT_EQ(p[40], 0x0B);  // status
+  EXPECT_EQ(p[41], 0x0A);
+  EXPECT_EQ(p[42], 0x94);  // HRESULT
+  EXPECT_EQ(p[45], 0x80);
+  EXPECT_EQ(p[46], 1);     // flags
+  EXPECT_EQ(p[47], 0x88);  // reply size
+  EXPECT_EQ(p[54], 0x11);
+  EXPECT_EQ(p[55], 1);     // txid length
+  EXPECT_EQ(p[56], 't');
+  EXPECT_EQ(p[57], 1);     // URL length, 2 bytes
+  EXPECT_EQ(p[58], 0);
+  EXPECT_EQ(p[59], 'u');
 }
 
 TEST(JournalFormat, ATornTailAtEveryByteIsIgnoredNeverMisread) {
