@@ -959,7 +959,10 @@ void UploadEngine::step(Exchange& ex) {
       if (!journalEnded(ex)) ready(ex);
       return;
     case Exchange::Step::RemoveRequest:
-      if (!st.isOk()) logf(LogLevel::Warn, "removing the request file %s: %s", ex.partial_, st.message());
+      // NotFound: the copy to the destination renamed it (allow-overwrites).
+      if (!st.isOk() && st.code() != Code::NotFound) {
+        logf(LogLevel::Warn, "removing the request file %s: %s", ex.partial_, st.message());
+      }
       respondDelivered(ex);
       return ready(ex);
     case Exchange::Step::Notify:
@@ -1605,10 +1608,17 @@ Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
 uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
   char partial[Exchange::kPathBufBytes];
   char dest[Exchange::kPathBufBytes];
+  char reply[Exchange::kPathBufBytes];
   uint32_t dropped = 0;
+  // Hand-offs that began and did not end, by the session that began them.
+  std::unordered_map<SessionId, const std::string*, SessionIdHash> pending;
+  for (const auto& [txid, info] : deliveries_) {
+    if (!info.ended) pending[info.replySession] = &txid;
+  }
   for (uint32_t i = 0; i < highWater_; ++i) {
     Session& s = sessions_.slotAt(i);
     if (s.state != SessionState::Open) continue;
+    auto pend = pending.find(s.id);
     formatPartialPath(s.id, partial);
     std::string_view rel = sessions_.path(s);
     std::memcpy(dest, root_.data(), root_.size());
@@ -1622,6 +1632,10 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
     item.totalKnown = s.totalKnown;
     item.partialPath = partial;
     item.destPath = dest;
+    if (pend != pending.end()) {
+      formatReplyPath(s.id, reply);
+      item.replyPath = reply;
+    }
     RecoveryDecision d = inspector.inspect(item);
     JournalRecord rec;
     rec.id = s.id;
@@ -1635,6 +1649,10 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
         ++dropped;
         break;
       case RecoveryAction::Committed:
+        if (pend != pending.end()) {
+          concludeCopiedDelivery(s, *pend->second, d);
+          break;
+        }
         s.state = SessionState::Complete;
         s.committed = true;
         s.haveBytes = s.journaledBytes = s.totalBytes;
@@ -1654,6 +1672,37 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
     }
   }
   return dropped;
+}
+
+// The upload of a hand-off that began but did not end is at its destination: the application had
+// answered 200 with BITS-Copy-File-To-Destination (nothing else puts it there), its reply file was
+// synced before the copy, and the crash came before DeliveryEnded. Journal the end recovery can
+// prove, so the client's retry gets the reply and the application is not asked again. A static
+// reply URL was not journaled yet and is lost: the reply is then empty.
+void UploadEngine::concludeCopiedDelivery(Session& s, const std::string& txid, const RecoveryDecision& d) {
+  const std::string key = txid;  // a copy: applying the record updates the map that owns `txid`
+  JournalRecord rec;
+  rec.type = RecordType::DeliveryEnded;
+  rec.id = s.id;
+  rec.replySession = s.id;
+  rec.wallSeconds = clock_.wallSeconds();
+  rec.txid = key;
+  rec.status = 200;
+  rec.flags = kDeliveryCopied;
+  if (d.replyExists) {
+    rec.flags |= kDeliveryHasReplyFile;
+    rec.replyBytes = d.replyBytes;
+  }
+  (void)journal_.append(rec, nullptr);
+  applyDelivery(rec, &deliveries_);
+  sessionTxid_[s.id] = key;
+  s.handedOff = true;
+  s.committed = true;
+  s.state = SessionState::Complete;
+  s.haveBytes = s.journaledBytes = s.totalBytes;
+  ++stats_.deliveriesEnded;
+  logf(LogLevel::Info, "recovery: transaction %s was copied to its destination before the crash; its delivery is ended",
+       key.c_str());
 }
 
 void UploadEngine::rehashOpenSessions(RecoveryHasher& hasher) {

@@ -51,6 +51,10 @@ struct RecoveryItem {
   bool totalKnown = false;
   const char* partialPath = nullptr;
   const char* destPath = nullptr;
+  // Set when the session's hand-off to the application began but did not end: if the upload is
+  // found at its destination, the application asked for the copy, and this reply file (if it
+  // exists) holds its answer.
+  const char* replyPath = nullptr;
 };
 
 enum class RecoveryAction {
@@ -63,6 +67,8 @@ enum class RecoveryAction {
 struct RecoveryDecision {
   RecoveryAction action = RecoveryAction::Keep;
   uint64_t haveBytes = 0;
+  bool replyExists = false;  // Committed with a replyPath: the reply file is there,
+  uint64_t replyBytes = 0;   // this long
 };
 
 class RecoveryInspector {
@@ -306,6 +312,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void formatReplyPath(const SessionId& id, char* out);
   bool removeReplyInBackground(const SessionId& id);
   void expireDeliveries();
+  void concludeCopiedDelivery(Session& s, const std::string& txid, const RecoveryDecision& d);
   Flow closeOrCancel(Exchange& ex);
   Flow journalProgress(Exchange& ex);
   void journalStep(Exchange& ex);

@@ -82,10 +82,12 @@ class FileInspector final : public RecoveryInspector {
         ::unlink(item.partialPath);
         syncDir(dirOf(item.partialPath));
         d.action = RecoveryAction::Committed;
+        statReply(item, &d);
         return d;
       }
       if (!hasPartial && hasDest) {  // renamed into place just before the crash
         d.action = RecoveryAction::Committed;
+        statReply(item, &d);
         return d;
       }
     }
@@ -116,6 +118,13 @@ class FileInspector final : public RecoveryInspector {
   uint32_t trimmed = 0;
 
  private:
+  static void statReply(const RecoveryItem& item, RecoveryDecision* d) {
+    struct stat rst;
+    if (item.replyPath != nullptr && ::stat(item.replyPath, &rst) == 0 && S_ISREG(rst.st_mode)) {
+      d->replyExists = true;
+      d->replyBytes = static_cast<uint64_t>(rst.st_size);
+    }
+  }
   std::unordered_map<SessionId, PartialFile, SessionIdHash>& files_;
 };
 

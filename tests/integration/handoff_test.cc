@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <random>
 #include <thread>
 
@@ -341,6 +342,60 @@ TEST_F(HandOff, CrashLoopKeepsAtMostTwoPostsPerIdAndNoneAfterTheAck) {
     ASSERT_EQ(txid.rfind("crash-", 0), 0u) << txid;
     int i = std::stoi(txid.substr(6));
     EXPECT_TRUE(s.content == randomBytes(2000 + i, static_cast<uint32_t>(i))) << txid;
+  }
+}
+
+// The crash window inside the copy step: the application answered 200 with
+// BITS-Copy-File-To-Destination and its reply is synced, bitsd linked (or, overwriting, renamed) the
+// upload into place, and died before DeliveryEnded. The disk is set up exactly so (kill while the
+// application holds the POST, then make the link or rename and the reply file by hand); recovery
+// must conclude the delivery: the retry gets the reply, and the application is not asked again.
+TEST_F(HandOff, ACrashAfterTheCopyBeforeTheEndIsRecoveredWithTheReply) {
+  for (bool overwrite : {false, true}) {
+    SCOPED_TRACE(overwrite ? "renamed (allow-overwrites)" : "linked");
+    TestApp::Behaviour hold;
+    hold.mode = TestApp::Mode::Hold;
+    app.set(hold);
+    std::vector<std::string> extra;
+    if (overwrite) extra = {"--allow-overwrites"};
+    auto bitsd = startBitsd("value", extra);
+    std::string data = randomBytes(3000, 11);
+    std::string txid = overwrite ? "tx-copy-r" : "tx-copy-l";
+    Client c;
+    ASSERT_TRUE(c.connect(bitsd->port()));
+    std::string id = createSession(c, "/copied.bin");
+    ASSERT_TRUE(c.sendAll(finalRequest("/copied.bin", id, 0, data, data.size(), txid)));
+    ASSERT_TRUE(app.waitForPosts(app.count() + 1));
+    ASSERT_EQ(bitsd->stop(SIGKILL), 128 + SIGKILL);
+    app.set(TestApp::Behaviour{});
+    app.release();
+    std::string partial = bitsd->state() + "/partial/" + id + ".part";
+    std::string dest = bitsd->root() + "/copied.bin";
+    ::unlink(dest.c_str());
+    if (overwrite) {
+      ASSERT_EQ(::rename(partial.c_str(), dest.c_str()), 0);
+    } else {
+      ASSERT_EQ(::link(partial.c_str(), dest.c_str()), 0);
+    }
+    {
+      std::FILE* f = std::fopen((bitsd->state() + "/replies/" + id).c_str(), "wb");
+      ASSERT_NE(f, nullptr);
+      std::fputs("the receipt", f);
+      std::fclose(f);
+    }
+    size_t posts = app.countFor(txid);
+    ASSERT_TRUE(bitsd->start()) << bitsd->stderrText();
+    Client again;
+    ASSERT_TRUE(again.connect(bitsd->port()));
+    Reply r = again.roundTrip(finalRequest("/copied.bin", id, 0, data, data.size(), txid));
+    ASSERT_EQ(r.status, 200) << r.raw << bitsd->stderrText();
+    EXPECT_EQ(app.countFor(txid), posts) << "posted again after the copy";
+    ASSERT_FALSE(r.get("BITS-Reply-URL").empty()) << r.raw;
+    EXPECT_EQ(get(bitsd->port(), "GET", replyTarget(r)).body, "the receipt");
+    std::string atDest;
+    ASSERT_TRUE(readFile(dest, &atDest));
+    EXPECT_TRUE(atDest == data);
+    EXPECT_FALSE(fileExists(partial));
   }
 }
 
