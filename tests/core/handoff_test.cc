@@ -355,6 +355,37 @@ TEST(HandOff, ReplyDownloadsSupportHeadRangesAndIfUnmodifiedSince) {
   EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", target)).status, 404);
 }
 
+TEST(HandOff, CancelSessionAndTheSessionTimeoutDeleteTheReply) {
+  Settings s = notifySettings("value");
+  s.sessionTimeoutSeconds = 60;
+  EngineDriver d(s);
+  d.notifier.answer.writeReply = true;
+  d.notifier.answer.replyBody = "kept until the client is done";
+  Upload cancelled = upload(d, "/c1.bin", "x", "tx-c1");
+  Upload expired = upload(d, "/c2.bin", "y", "tx-c2");
+  ASSERT_EQ(cancelled.ack.status, 200);
+  ASSERT_EQ(expired.ack.status, 200);
+  d.settle();
+  ASSERT_TRUE(d.storage.exists(d.replyPath(cancelled.id)));
+  ASSERT_TRUE(d.storage.exists(d.replyPath(expired.id)));
+
+  EXPECT_EQ(d.close("/c1.bin", cancelled.id, "Cancel-Session").status, 200);
+  d.settle();
+  EXPECT_FALSE(d.storage.exists(d.replyPath(cancelled.id)));
+  EXPECT_TRUE(d.storage.exists(d.replyPath(expired.id)));
+
+  std::string target = expired.ack.get("BITS-Reply-URL").substr(std::string("http://appliance").size());
+  d.clock.advanceMs(59 * 1000);
+  d.engine.sweep();
+  d.settle();
+  EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", target)).status, 200);  // not yet
+  d.clock.advanceMs(2 * 1000);
+  d.engine.sweep();
+  d.settle();
+  EXPECT_FALSE(d.storage.exists(d.replyPath(expired.id)));
+  EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", target)).status, 404);
+}
+
 TEST(HandOff, AnApplicationWithNoReplyGetsAnEmptyReplyResource) {
   EngineDriver d(notifySettings());
   Upload u = upload(d, "/e.bin", "x", "tx-e");
