@@ -49,10 +49,25 @@ int waitExit(pid_t pid, int timeoutMs) {
 
 pid_t spawn(const std::vector<std::string>& args, int outFd, int errFd,
             const std::vector<std::string>& launcher = {}) {
+  return spawnProgram(BITSD_BINARY, args, outFd, errFd, launcher);
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+int waitProcess(pid_t pid, int timeoutMs) { return waitExit(pid, timeoutMs); }
+
+pid_t spawnProgram(const std::string& program, const std::vector<std::string>& args, int outFd, int errFd,
+                   const std::vector<std::string>& launcher) {
   std::vector<char*> argv;
   std::vector<std::string> emu = launcher;
   for (const std::string& w : emulatorWords()) emu.push_back(w);
-  std::string bin = BITSD_BINARY;
+  std::string bin = program;
   for (std::string& w : emu) argv.push_back(w.data());
   argv.push_back(bin.data());
   std::string exe = emu.empty() ? bin : emu.front();
@@ -70,14 +85,6 @@ pid_t spawn(const std::vector<std::string>& args, int outFd, int errFd,
   ::posix_spawn_file_actions_destroy(&fa);
   return pid;
 }
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-}  // namespace
 
 // The emulator words in a cross build ("/usr/bin/qemu-aarch64|-L|/usr/aarch64-linux-gnu"), empty
 // natively.

@@ -33,6 +33,13 @@ struct RunResult {
 // "/usr/aarch64-linux-gnu"}); empty in a native build.
 std::vector<std::string> emulatorWords();
 
+// Starts `program` with `args` (through the emulator in a cross build, after `launcher`), stdout and
+// stderr on the given descriptors. Returns the pid, or -1.
+pid_t spawnProgram(const std::string& program, const std::vector<std::string>& args, int outFd, int errFd,
+                   const std::vector<std::string>& launcher = {});
+// Waits for `pid` up to `timeoutMs`: its exit code, 128+signal, or -1 if it is still running.
+int waitProcess(pid_t pid, int timeoutMs);
+
 // Runs bitsd with `args` until it exits (at most `timeoutMs`).
 RunResult runBitsd(const std::vector<std::string>& args, int timeoutMs = 10000);
 

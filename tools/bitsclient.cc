@@ -1,0 +1,995 @@
+// bitsclient: a host-side BITS upload client that behaves like the Windows one
+// (../shared/protocol/BITS-UPLOAD.md §9), for demos, tests and fault finding. The protocol decisions
+// live in tools/client/job.{h,cc} (a state machine with no I/O); this file runs it on a libuv loop:
+// one keep-alive connection, one request in flight, llhttp parsing the answers.
+//
+//   bitsclient upload FILE URL [options]   upload FILE; the job's state goes to FILE.bitsjob
+//   bitsclient resume STATEFILE [options]  carry on with a job after bitsclient was killed
+//   bitsclient cancel STATEFILE            Cancel-Session, then forget the job
+//
+// See `bitsclient --help` and the README's "bitsclient" section.
+#include <fcntl.h>
+#include <llhttp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/content_range.h"
+#include "core/notify.h"
+#include "core/protocol.h"
+#include "tools/client/job.h"
+
+namespace {
+
+using bitsd::client::Event;
+using bitsd::client::Job;
+using bitsd::client::Kind;
+using bitsd::client::Request;
+using bitsd::client::Response;
+namespace client = bitsd::client;
+
+constexpr const char* kUserAgent = "Microsoft BITS/7.8";  // Windows 10/11 (§9)
+constexpr size_t kChunkBytes = 256 * 1024;
+
+const char* const kUsage =
+    "usage: bitsclient upload FILE URL [options]\n"
+    "       bitsclient resume STATEFILE [options]\n"
+    "       bitsclient cancel STATEFILE\n"
+    "options:\n"
+    "  -H, --header 'Name: value'  extra header on every request (e.g. BITS-Transaction-Id), repeatable\n"
+    "  --fragment-size BYTES       fragment size, 5K..13M (default 1M; K/M suffixes)\n"
+    "  --retries N                 transient failures in a row before giving up (default 8)\n"
+    "  --retry-delay-ms MS         first retry delay, doubled each time (default 1000)\n"
+    "  --retry-max-delay-ms MS     longest retry delay (default 60000)\n"
+    "  --restarts N                new sessions after the server lost ours (default 3)\n"
+    "  --timeout-ms MS             time for one request's answer (default 300000, as Windows)\n"
+    "  --state FILE                where the job's state is kept (default FILE.bitsjob)\n"
+    "  --reply-out FILE            upload-reply: download the reply into FILE before closing\n"
+    "  --json                      one JSON line per event on stdout (the default when stdout is not a terminal)\n"
+    "  --quiet                     no progress output\n"
+    "exit codes: 0 done, 1 fatal server answer, 2 usage or state file, 3 retries exhausted,\n"
+    "            4 session lost too often, 5 local file error, 130 interrupted\n";
+
+[[noreturn]] void usageError(const std::string& why) {
+  std::fprintf(stderr, "bitsclient: %s\n", why.c_str());
+  std::exit(client::kExitUsage);
+}
+
+bool parseSize(const std::string& text, uint64_t* out) {
+  if (text.empty()) return false;
+  uint64_t mult = 1;
+  std::string digits = text;
+  char last = digits.back();
+  if (last == 'K' || last == 'k') mult = 1024;
+  if (last == 'M' || last == 'm') mult = 1024 * 1024;
+  if (mult != 1) digits.pop_back();
+  uint64_t v = 0;
+  if (!bitsd::parseDecimal(digits, &v) || v > UINT64_MAX / mult) return false;
+  *out = v * mult;
+  return true;
+}
+
+std::string jsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string human(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
+  return buf;
+}
+
+// --- Options and the state file ---------------------------------------------------------------------
+
+struct Options {
+  std::string command, file, url, statePath, replyOut;
+  std::vector<std::string> headers;
+  uint64_t fileBytes = 0;
+  client::JobConfig job;
+  uint64_t timeoutMs = 300000;
+  bool json = false, jsonForced = false, quiet = false;
+  // From a state file (resume/cancel).
+  std::string sessionId, hostId;
+  uint64_t offset = 0, fallbackSeconds = 0;
+};
+
+bool validHeader(const std::string& h) {
+  size_t colon = h.find(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  for (size_t i = 0; i < colon; ++i) {
+    char c = h[i];
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) return false;
+  }
+  for (char c : h) {
+    if (c == '\r' || c == '\n') return false;
+  }
+  return true;
+}
+
+// Parses the options after the command's positional arguments.
+void parseOptions(int argc, char** argv, int first, Options* o) {
+  for (int i = first; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usageError(a + " needs a value");
+      return argv[++i];
+    };
+    auto number = [&](uint64_t* out) {
+      std::string v = value();
+      if (!parseSize(v, out)) usageError("invalid value '" + v + "' for " + a + ": expected a whole number");
+    };
+    uint64_t n = 0;
+    if (a == "-H" || a == "--header") {
+      std::string h = value();
+      if (!validHeader(h)) usageError("invalid header '" + h + "': expected 'Name: value'");
+      o->headers.push_back(h);
+    } else if (a == "--fragment-size") {
+      number(&n);
+      if (n < client::kMinFragmentBytes || n > client::kMaxFragmentBytes) {
+        usageError("--fragment-size must be 5K..13M (the Windows client's range)");
+      }
+      o->job.fragmentBytes = n;
+    } else if (a == "--retries") {
+      number(&n);
+      if (n < 1 || n > 1000000) usageError("--retries must be 1..1000000");
+      o->job.retry.maxFailures = static_cast<uint32_t>(n);
+    } else if (a == "--retry-delay-ms") {
+      number(&o->job.retry.firstDelayMs);
+    } else if (a == "--retry-max-delay-ms") {
+      number(&o->job.retry.maxDelayMs);
+    } else if (a == "--restarts") {
+      number(&n);
+      o->job.maxRestarts = static_cast<uint32_t>(std::min<uint64_t>(n, 1000000));
+    } else if (a == "--timeout-ms") {
+      number(&o->timeoutMs);
+      if (o->timeoutMs == 0) usageError("--timeout-ms must be at least 1");
+    } else if (a == "--state") {
+      o->statePath = value();
+    } else if (a == "--reply-out") {
+      o->replyOut = value();
+      o->job.wantReply = true;
+    } else if (a == "--json") {
+      o->json = o->jsonForced = true;
+    } else if (a == "--quiet") {
+      o->quiet = true;
+    } else {
+      usageError("unknown option '" + a + "' (see bitsclient --help)");
+    }
+  }
+  if (o->job.retry.maxDelayMs < o->job.retry.firstDelayMs) o->job.retry.maxDelayMs = o->job.retry.firstDelayMs;
+}
+
+bool writeState(const Options& o, const Job& job, std::string* error) {
+  std::ostringstream s;
+  s << "# bitsclient job: bitsclient resume " << o.statePath << "\n"
+    << "version=1\nfile=" << o.file << "\nsize=" << o.fileBytes << "\nurl=" << o.url
+    << "\nsession=" << job.sessionId() << "\noffset=" << job.offset() << "\nfragment=" << job.fragmentBytes()
+    << "\nhost-id=" << (job.usingHostId() ? job.hostId() : std::string()) << "\nfallback=" << job.fallbackSeconds()
+    << "\nreply-out=" << o.replyOut << "\n";
+  for (const std::string& h : o.headers) s << "header=" << h << "\n";
+  std::string text = s.str();
+  std::string tmp = o.statePath + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    *error = "cannot write " + tmp + ": " + std::strerror(errno);
+    return false;
+  }
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), o.statePath.c_str()) != 0) {
+    *error = "cannot write " + o.statePath + ": " + std::strerror(errno);
+    ::unlink(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+void readState(const std::string& path, Options* o) {
+  std::ifstream in(path);
+  if (!in) usageError("cannot read state file " + path + ": " + std::strerror(errno));
+  std::string line;
+  bool sawVersion = false;
+  int lineNo = 0;
+  while (std::getline(in, line)) {
+    ++lineNo;
+    if (line.empty() || line[0] == '#') continue;
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) usageError(path + ":" + std::to_string(lineNo) + ": not key=value");
+    std::string k = line.substr(0, eq), v = line.substr(eq + 1);
+    uint64_t n = 0;
+    auto num = [&]() {
+      if (!bitsd::parseDecimal(v, &n)) usageError(path + ":" + std::to_string(lineNo) + ": bad number for " + k);
+      return n;
+    };
+    if (k == "version") {
+      if (v != "1") usageError(path + ": unknown state file version " + v);
+      sawVersion = true;
+    } else if (k == "file") {
+      o->file = v;
+    } else if (k == "size") {
+      o->fileBytes = num();
+    } else if (k == "url") {
+      o->url = v;
+    } else if (k == "session") {
+      o->sessionId = v;
+    } else if (k == "offset") {
+      o->offset = num();
+    } else if (k == "fragment") {
+      o->job.fragmentBytes = num();
+    } else if (k == "host-id") {
+      o->hostId = v;
+    } else if (k == "fallback") {
+      o->fallbackSeconds = num();
+    } else if (k == "reply-out") {
+      o->replyOut = v;
+      o->job.wantReply = !v.empty();
+    } else if (k == "header") {
+      o->headers.push_back(v);
+    } else {
+      usageError(path + ":" + std::to_string(lineNo) + ": unknown key " + k);
+    }
+  }
+  if (!sawVersion || o->file.empty() || o->url.empty()) usageError(path + ": not a bitsclient state file");
+  o->statePath = path;
+}
+
+// --- Progress -----------------------------------------------------------------------------------------
+
+class Progress {
+ public:
+  explicit Progress(const Options& o) : json_(o.json), bar_(!o.json && !o.quiet && ::isatty(2)), quiet_(o.quiet) {
+    start_ = std::chrono::steady_clock::now();
+  }
+  void event(const Event& e, const Job& job) {
+    if (json_ && !quiet_) printJson(e, job);
+    if (bar_) {
+      if (e.type == Event::Type::Retry || e.type == Event::Type::Restart || e.type == Event::Type::Fallback ||
+          e.type == Event::Type::Resync || e.type == Event::Type::Shrunk) {
+        clearLine();
+        std::fprintf(stderr, "%s: %s\n", client::eventName(e.type), describe(e).c_str());
+      }
+      draw(job, e.type == Event::Type::Done);
+    }
+  }
+  void finish() {
+    if (bar_ && drawn_) std::fputc('\n', stderr);
+  }
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  static std::string describe(const Event& e) {
+    switch (e.type) {
+      case Event::Type::Retry: return e.text + "; retrying in " + std::to_string(e.delayMs) + " ms";
+      case Event::Type::Resync: return "server holds " + std::to_string(e.offset) + " bytes (we were at " +
+                                       std::to_string(e.previous) + ")";
+      case Event::Type::Shrunk: return "fragment " + std::to_string(e.previous) + " -> " + std::to_string(e.offset) + " bytes";
+      default: return e.text;
+    }
+  }
+  void clearLine() {
+    if (drawn_) std::fputs("\r\033[K", stderr);
+  }
+  void draw(const Job& job, bool force) {
+    auto now = std::chrono::steady_clock::now();
+    if (!force && drawn_ && now - lastDraw_ < std::chrono::milliseconds(100)) return;
+    lastDraw_ = now;
+    uint64_t total = job.totalBytes(), have = job.offset();
+    double secs = seconds();
+    double rate = secs > 0 ? static_cast<double>(have - std::min(have, firstOffset(have))) / secs : 0;
+    int width = 30;
+    int filled = total == 0 ? width : static_cast<int>(static_cast<double>(have) * width / static_cast<double>(total));
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(static_cast<size_t>(width), ' ');
+    std::string eta = "--:--";
+    if (rate > 0 && have < total) {
+      uint64_t left = static_cast<uint64_t>(static_cast<double>(total - have) / rate);
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%llu:%02llu", static_cast<unsigned long long>(left / 60),
+                    static_cast<unsigned long long>(left % 60));
+      eta = buf;
+    }
+    clearLine();
+    std::fprintf(stderr, "[%s] %3d%% %s / %s  %s/s  ETA %s", bar.c_str(),
+                 total == 0 ? 100 : static_cast<int>(have * 100 / total), human(static_cast<double>(have)).c_str(),
+                 human(static_cast<double>(total)).c_str(), human(rate).c_str(), eta.c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  uint64_t firstOffset(uint64_t have) {
+    if (!haveFirst_) {
+      haveFirst_ = true;
+      first_ = have;
+    }
+    return first_;
+  }
+  void printJson(const Event& e, const Job& job) {
+    std::string line = "{\"event\":" + jsonString(client::eventName(e.type));
+    auto num = [&](const char* k, uint64_t v) { line += std::string(",\"") + k + "\":" + std::to_string(v); };
+    switch (e.type) {
+      case Event::Type::SessionCreated: line += ",\"session\":" + jsonString(e.text); break;
+      case Event::Type::Acked:
+        num("offset", e.offset);
+        num("total", job.totalBytes());
+        break;
+      case Event::Type::Resync:
+        num("from", e.previous);
+        num("to", e.offset);
+        break;
+      case Event::Type::Shrunk:
+        num("from", e.previous);
+        num("to", e.offset);
+        break;
+      case Event::Type::Retry:
+        num("failures", e.failures);
+        num("delay_ms", e.delayMs);
+        num("status", static_cast<uint64_t>(e.status));
+        if (e.errorCode != 0) line += ",\"error\":" + jsonString(client::hresultText(e.errorCode));
+        line += ",\"reason\":" + jsonString(e.text);
+        break;
+      case Event::Type::Restart: line += ",\"reason\":" + jsonString(e.text); break;
+      case Event::Type::HostId:
+      case Event::Type::Fallback: line += ",\"host\":" + jsonString(e.text); break;
+      case Event::Type::Reply:
+        num("bytes", e.offset);
+        if (!e.text.empty()) line += ",\"url\":" + jsonString(e.text);
+        break;
+      case Event::Type::Done:
+        num("bytes", job.totalBytes());
+        line += ",\"session\":" + jsonString(job.sessionId());
+        if (!job.replyUrl().empty()) line += ",\"reply_url\":" + jsonString(job.replyUrl());
+        {
+          char secs[32];
+          std::snprintf(secs, sizeof secs, "%.3f", seconds());
+          line += std::string(",\"seconds\":") + secs;
+        }
+        break;
+      case Event::Type::Failed: line += ",\"reason\":" + jsonString(e.text); break;
+    }
+    line += "}\n";
+    std::fputs(line.c_str(), stdout);
+    std::fflush(stdout);
+  }
+
+  bool json_, bar_, quiet_;
+  bool drawn_ = false;
+  bool haveFirst_ = false;
+  uint64_t first_ = 0;
+  std::chrono::steady_clock::time_point start_, lastDraw_;
+};
+
+// --- The driver ---------------------------------------------------------------------------------------
+
+struct Conn;
+
+class Driver {
+ public:
+  Driver(uv_loop_t* loop, Options& o, Job& job, int fileFd)
+      : loop_(loop), o_(o), job_(job), progress_(o), fileFd_(fileFd), chunk_(kChunkBytes) {
+    uv_timer_init(loop_, &timeout_);
+    uv_timer_init(loop_, &wait_);
+    timeout_.data = wait_.data = this;
+    uv_signal_init(loop_, &sigint_);
+    uv_signal_init(loop_, &sigterm_);
+    sigint_.data = sigterm_.data = this;
+    uv_signal_start(&sigint_, onSignal, SIGINT);
+    uv_signal_start(&sigterm_, onSignal, SIGTERM);
+    llhttp_settings_init(&settings_);
+    settings_.on_header_field = onHeaderField;
+    settings_.on_header_value = onHeaderValue;
+    settings_.on_headers_complete = onHeadersComplete;
+    settings_.on_body = onBody;
+    settings_.on_message_complete = onMessageComplete;
+  }
+
+  int run() {
+    if (!o_.statePath.empty()) {  // from the start, so even a job killed before its session resumes
+      std::string err;
+      if (!writeState(o_, job_, &err)) {
+        std::fprintf(stderr, "bitsclient: %s (the job cannot be resumed if bitsclient dies)\n", err.c_str());
+        o_.statePath.clear();
+      }
+    }
+    step();
+    uv_run(loop_, UV_RUN_DEFAULT);
+    return exitCode_;
+  }
+
+  // Public for the C callbacks below.
+  void step();
+  void send(const Request& r);
+  void connected(Conn* c, int status);
+  void startRequest();
+  void sendBody();
+  void bodyWritten(Conn* c, int status);
+  void readData(Conn* c, ssize_t n, const uv_buf_t* buf);
+  void complete(Response r);
+  void fail(const std::string& why);
+  void finish(int code);
+  void closeConn();
+  void header();
+
+  static void onSignal(uv_signal_t* s, int signum);
+  static int onHeaderField(llhttp_t* p, const char* at, size_t len);
+  static int onHeaderValue(llhttp_t* p, const char* at, size_t len);
+  static int onHeadersComplete(llhttp_t* p);
+  static int onBody(llhttp_t* p, const char* at, size_t len);
+  static int onMessageComplete(llhttp_t* p);
+
+  uv_loop_t* loop_;
+  Options& o_;
+  Job& job_;
+  Progress progress_;
+  int fileFd_;
+  int replyFd_ = -1;
+  std::vector<char> chunk_;
+  uv_timer_t timeout_, wait_;
+  uv_signal_t sigint_, sigterm_;
+  llhttp_t parser_;
+  llhttp_settings_t settings_;
+  Conn* conn_ = nullptr;
+  Request cur_;
+  Response resp_;
+  std::string field_, value_;
+  std::string head_;
+  std::string host_, hostHeader_, target_;
+  uint16_t port_ = 80;
+  uint64_t bodyNext_ = 0;
+  uint64_t replyBody_ = 0;  // body bytes of the reply GET in flight
+  bool inFlight_ = false;
+  bool answered_ = false;
+  bool bodyDone_ = false;
+  bool closeAfter_ = false;
+  bool finished_ = false;
+  int exitCode_ = 0;
+};
+
+struct Conn {
+  uv_tcp_t tcp;
+  uv_getaddrinfo_t gai;
+  uv_connect_t connect;
+  uv_write_t headWrite, bodyWrite;
+  Driver* d = nullptr;
+  std::string key;
+  bool open = false;   // connected and usable
+  bool closing = false;
+  bool tcpInit = false;
+  char readBuf[64 * 1024];
+};
+
+void onClose(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
+
+void Driver::closeConn() {
+  Conn* c = conn_;
+  conn_ = nullptr;
+  if (c == nullptr) return;
+  c->d = nullptr;  // stale callbacks see this and stop
+  c->open = false;
+  if (c->tcpInit && !c->closing) {
+    c->closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), onClose);
+  } else if (!c->tcpInit) {
+    // Still resolving: the getaddrinfo callback frees it.
+  }
+}
+
+void Driver::onSignal(uv_signal_t* s, int) {
+  Driver* d = static_cast<Driver*>(s->data);
+  d->progress_.finish();
+  std::fprintf(stderr, "bitsclient: interrupted at byte %llu; carry on with: bitsclient resume %s\n",
+               static_cast<unsigned long long>(d->job_.offset()), d->o_.statePath.c_str());
+  std::exit(130);
+}
+
+void Driver::finish(int code) {
+  if (finished_) return;
+  finished_ = true;
+  exitCode_ = code;
+  closeConn();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timeout_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&wait_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+}
+
+void drainEvents(Driver* d) {
+  bool save = false;
+  for (const Event& e : d->job_.takeEvents()) {
+    d->progress_.event(e, d->job_);
+    save = save || e.type == Event::Type::SessionCreated || e.type == Event::Type::Acked ||
+           e.type == Event::Type::Resync || e.type == Event::Type::Restart || e.type == Event::Type::HostId ||
+           e.type == Event::Type::Fallback || e.type == Event::Type::Shrunk;
+  }
+  if (save && !d->o_.statePath.empty()) {
+    std::string err;
+    if (!writeState(d->o_, d->job_, &err)) {
+      std::fprintf(stderr, "bitsclient: %s (the job cannot be resumed if bitsclient dies)\n", err.c_str());
+      d->o_.statePath.clear();
+    }
+  }
+}
+
+void onWait(uv_timer_t* t) { static_cast<Driver*>(t->data)->step(); }
+
+void Driver::step() {
+  if (finished_) return;
+  uv_update_time(loop_);
+  Request r;
+  uint64_t until = 0;
+  Job::Next n = job_.next(uv_now(loop_), &r, &until);
+  drainEvents(this);
+  switch (n) {
+    case Job::Next::Send: return send(r);
+    case Job::Next::Wait:
+      uv_timer_start(&wait_, onWait, until - uv_now(loop_), 0);
+      return;
+    case Job::Next::Done:
+      progress_.finish();
+      if (!o_.json && !o_.quiet) {
+        double secs = progress_.seconds();
+        std::fprintf(stderr, "bitsclient: %s %llu bytes to %s in %.2f s (%s/s)%s%s\n",
+                     o_.command == "cancel" ? "cancelled the job of" : "uploaded",
+                     static_cast<unsigned long long>(job_.totalBytes()), o_.url.c_str(), secs,
+                     human(secs > 0 ? static_cast<double>(job_.totalBytes()) / secs : 0).c_str(),
+                     o_.replyOut.empty() ? "" : "; reply in ", o_.replyOut.c_str());
+      }
+      if (!o_.statePath.empty()) ::unlink(o_.statePath.c_str());
+      return finish(client::kExitOk);
+    case Job::Next::Failed: {
+      progress_.finish();
+      // A job with a session can be resumed or cancelled later; one refused before it had a
+      // session has nothing to keep.
+      bool keep = !o_.statePath.empty() && (!job_.sessionId().empty() || job_.exitCode() == client::kExitRetries);
+      if (!keep && !o_.statePath.empty()) ::unlink(o_.statePath.c_str());
+      std::fprintf(stderr, "bitsclient: %s%s%s\n", job_.failure().c_str(), keep ? "; the job is kept in " : "",
+                   keep ? o_.statePath.c_str() : "");
+      return finish(job_.exitCode());
+    }
+  }
+}
+
+void onTimeout(uv_timer_t* t) {
+  Driver* d = static_cast<Driver*>(t->data);
+  d->fail("no answer within " + std::to_string(d->o_.timeoutMs) + " ms");
+}
+
+// A transport failure of the request in flight: close the connection, status 0 to the job.
+void Driver::fail(const std::string& why) {
+  if (!inFlight_) return;
+  Response r;
+  r.transportError = why;
+  closeConn();
+  complete(r);
+}
+
+void Driver::complete(Response r) {
+  inFlight_ = false;
+  uv_timer_stop(&timeout_);
+  if (r.status == 0 || closeAfter_ || !bodyDone_) closeConn();
+  uv_update_time(loop_);
+  job_.onResponse(r, uv_now(loop_));
+  step();
+}
+
+void onResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+  Conn* c = static_cast<Conn*>(req->data);
+  Driver* d = c->d;
+  if (d == nullptr) {  // abandoned while resolving
+    if (res != nullptr) uv_freeaddrinfo(res);
+    delete c;
+    return;
+  }
+  if (status < 0 || res == nullptr) {
+    d->conn_ = nullptr;
+    delete c;
+    if (res != nullptr) uv_freeaddrinfo(res);
+    return d->fail(std::string("cannot resolve the host: ") + uv_strerror(status));
+  }
+  uv_tcp_init(d->loop_, &c->tcp);
+  c->tcp.data = c;
+  c->tcpInit = true;
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->connect.data = c;
+  int rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, [](uv_connect_t* cr, int st) {
+    Conn* cc = static_cast<Conn*>(cr->data);
+    if (cc->d != nullptr) cc->d->connected(cc, st);
+  });
+  uv_freeaddrinfo(res);
+  if (rc < 0) d->fail(std::string("cannot connect: ") + uv_strerror(rc));
+}
+
+void Driver::send(const Request& r) {
+  cur_ = r;
+  resp_ = Response();
+  replyBody_ = 0;
+  inFlight_ = true;
+  answered_ = false;
+  closeAfter_ = false;
+  bodyDone_ = r.kind != Kind::Fragment;
+  // Where it goes: the reply URL, the host-id host, or the upload URL.
+  std::string url = (r.kind == Kind::ReplyHead || r.kind == Kind::ReplyGet) ? job_.replyUrl() : o_.url;
+  bitsd::HttpUrl u;
+  if (!bitsd::parseHttpUrl(url, &u)) {
+    inFlight_ = false;
+    progress_.finish();
+    std::fprintf(stderr, "bitsclient: cannot use URL '%s' (only http://host[:port]/path)\n", url.c_str());
+    return finish(client::kExitUsage);
+  }
+  host_ = std::string(u.host);
+  port_ = u.port;
+  target_ = u.pathAndQuery.front() == '?' ? "/" + std::string(u.pathAndQuery) : std::string(u.pathAndQuery);
+  if (r.toHostId && !job_.hostId().empty()) {
+    // BITS-Host-Id: a host name or address, optionally with :port; it replaces the URL's host.
+    std::string h = job_.hostId();
+    size_t colon = h.rfind(':');
+    if (!h.empty() && h.front() == '[') {
+      size_t close = h.find(']');
+      host_ = h.substr(1, close == std::string::npos ? std::string::npos : close - 1);
+      if (close != std::string::npos && close + 1 < h.size() && h[close + 1] == ':') {
+        port_ = static_cast<uint16_t>(std::atoi(h.c_str() + close + 2));
+      }
+    } else if (colon != std::string::npos && h.find(':') == colon) {
+      host_ = h.substr(0, colon);
+      port_ = static_cast<uint16_t>(std::atoi(h.c_str() + colon + 1));
+    } else {
+      host_ = h;
+    }
+  }
+  hostHeader_ = host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_;
+  if (port_ != 80) hostHeader_ += ":" + std::to_string(port_);
+  uv_timer_start(&timeout_, onTimeout, o_.timeoutMs, 0);
+  std::string key = host_ + "|" + std::to_string(port_);
+  if (conn_ != nullptr && conn_->open && conn_->key == key) return startRequest();
+  closeConn();
+  Conn* c = new Conn();
+  c->d = this;
+  c->key = key;
+  c->gai.data = c;
+  conn_ = c;
+  addrinfo hints;
+  std::memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(loop_, &c->gai, onResolved, host_.c_str(), std::to_string(port_).c_str(), &hints);
+  if (rc < 0) {
+    conn_ = nullptr;
+    delete c;
+    fail(std::string("cannot resolve the host: ") + uv_strerror(rc));
+  }
+}
+
+void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  Conn* c = static_cast<Conn*>(h->data);
+  *buf = uv_buf_init(c->readBuf, sizeof c->readBuf);
+}
+
+void onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  Conn* c = static_cast<Conn*>(s->data);
+  if (c->d == nullptr) return;
+  c->d->readData(c, n, buf);
+}
+
+void Driver::connected(Conn* c, int status) {
+  if (c != conn_) return;
+  if (status < 0) return fail(std::string("cannot connect to ") + host_ + ":" + std::to_string(port_) + ": " +
+                              uv_strerror(status));
+  c->open = true;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAlloc, onRead);
+  startRequest();
+}
+
+void Driver::startRequest() {
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+  field_.clear();
+  value_.clear();
+  const char* method = cur_.kind == Kind::ReplyHead ? "HEAD" : cur_.kind == Kind::ReplyGet ? "GET" : "BITS_POST";
+  head_ = std::string(method) + " " + target_ + " HTTP/1.1\r\n";
+  auto add = [&](const std::string& n, const std::string& v) { head_ += n + ": " + v + "\r\n"; };
+  add("Host", hostHeader_);
+  add("User-Agent", kUserAgent);
+  add("Accept", "*/*");
+  add("Connection", "Keep-Alive");
+  uint64_t bodyBytes = 0;
+  switch (cur_.kind) {
+    case Kind::Ping: add("BITS-Packet-Type", "Ping"); break;
+    case Kind::CreateSession:
+      add("BITS-Packet-Type", "Create-Session");
+      add("BITS-Supported-Protocols", std::string(bitsd::kUploadProtocolGuid));
+      break;
+    case Kind::Fragment: {
+      add("BITS-Packet-Type", "Fragment");
+      add("BITS-Session-Id", job_.sessionId());
+      std::string name = o_.file.substr(o_.file.find_last_of('/') + 1);
+      add("Content-Name", name);
+      bodyBytes = cur_.end - cur_.begin;
+      if (job_.totalBytes() == 0) {
+        add("Content-Range", "bytes */0");
+      } else {
+        add("Content-Range", "bytes " + std::to_string(cur_.begin) + "-" + std::to_string(cur_.end - 1) + "/" +
+                                 std::to_string(job_.totalBytes()));
+      }
+      break;
+    }
+    case Kind::CloseSession:
+      add("BITS-Packet-Type", "Close-Session");
+      add("BITS-Session-Id", job_.sessionId());
+      break;
+    case Kind::CancelSession:
+      add("BITS-Packet-Type", "Cancel-Session");
+      add("BITS-Session-Id", job_.sessionId());
+      break;
+    case Kind::ReplyHead: add("Accept-Encoding", "identity"); break;
+    case Kind::ReplyGet:
+      add("Accept-Encoding", "identity");
+      add("Range", "bytes=" + std::to_string(cur_.begin) + "-" + std::to_string(cur_.end - 1));
+      break;
+  }
+  if (cur_.kind != Kind::ReplyHead && cur_.kind != Kind::ReplyGet) {
+    for (const std::string& h : o_.headers) head_ += h + "\r\n";
+    add("Content-Length", std::to_string(bodyBytes));
+  }
+  head_ += "\r\n";
+  bodyNext_ = cur_.begin;
+  uv_buf_t b = uv_buf_init(head_.data(), static_cast<unsigned>(head_.size()));
+  Conn* c = conn_;
+  c->headWrite.data = c;
+  int rc = uv_write(&c->headWrite, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, [](uv_write_t* w, int st) {
+    Conn* cc = static_cast<Conn*>(w->data);
+    if (cc->d != nullptr) cc->d->bodyWritten(cc, st);
+  });
+  if (rc < 0) fail(std::string("cannot send: ") + uv_strerror(rc));
+}
+
+// After the head, and after each body chunk: the next chunk of the fragment, read from the file.
+void Driver::bodyWritten(Conn* c, int status) {
+  if (c != conn_ || !inFlight_) return;
+  if (status < 0) {
+    if (answered_) return;  // the server answered before taking the whole body
+    return fail(std::string("connection lost while sending: ") + uv_strerror(status));
+  }
+  if (cur_.kind != Kind::Fragment || answered_) return;
+  if (bodyNext_ >= cur_.end) {
+    bodyDone_ = true;
+    return;
+  }
+  size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_.size(), cur_.end - bodyNext_));
+  ssize_t got = ::pread(fileFd_, chunk_.data(), n, static_cast<off_t>(bodyNext_));
+  if (got <= 0) {
+    progress_.finish();
+    std::fprintf(stderr, "bitsclient: reading %s at byte %llu failed: %s\n", o_.file.c_str(),
+                 static_cast<unsigned long long>(bodyNext_), got < 0 ? std::strerror(errno) : "the file is shorter");
+    return finish(client::kExitLocal);
+  }
+  bodyNext_ += static_cast<uint64_t>(got);
+  uv_buf_t b = uv_buf_init(chunk_.data(), static_cast<unsigned>(got));
+  c->bodyWrite.data = c;
+  int rc = uv_write(&c->bodyWrite, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, [](uv_write_t* w, int st) {
+    Conn* cc = static_cast<Conn*>(w->data);
+    if (cc->d != nullptr) cc->d->bodyWritten(cc, st);
+  });
+  if (rc < 0) fail(std::string("cannot send: ") + uv_strerror(rc));
+}
+
+void Driver::readData(Conn* c, ssize_t n, const uv_buf_t* buf) {
+  if (c != conn_) return;
+  if (n == 0) return;
+  if (n < 0) {
+    if (inFlight_) return fail(n == UV_EOF ? "the server closed the connection" : uv_strerror(static_cast<int>(n)));
+    closeConn();  // an idle keep-alive connection went away: reconnect next time
+    return;
+  }
+  if (!inFlight_) {
+    closeConn();  // bytes nobody asked for
+    return;
+  }
+  llhttp_errno_t e = llhttp_execute(&parser_, buf->base, static_cast<size_t>(n));
+  if (e == HPE_PAUSED) {  // message complete (we pause there)
+    Response r = resp_;
+    return complete(r);
+  }
+  if (e != HPE_OK) return fail(std::string("the server's answer is not valid HTTP: ") + llhttp_errno_name(e));
+}
+
+void Driver::header() {
+  if (field_.empty()) return;
+  std::string v(bitsd::trimOws(value_));
+  auto is = [&](const char* n) { return bitsd::equalsIgnoreCase(field_, n); };
+  uint64_t num = 0;
+  if (is("BITS-Session-Id")) {
+    resp_.sessionId = v;
+  } else if (is("BITS-Received-Content-Range")) {
+    resp_.hasReceived = bitsd::parseDecimal(v, &resp_.received);
+  } else if (is("BITS-Error-Code")) {
+    char* end = nullptr;
+    unsigned long code = std::strtoul(v.c_str(), &end, 16);
+    resp_.hasErrorCode = end != v.c_str() && *end == '\0';
+    resp_.errorCode = static_cast<uint32_t>(code);
+  } else if (is("BITS-Error-Context")) {
+    resp_.errorContext = static_cast<uint32_t>(std::strtoul(v.c_str(), nullptr, 16));
+  } else if (is("BITS-Reply-URL")) {
+    resp_.replyUrl = v;
+  } else if (is("BITS-Host-Id")) {
+    resp_.hostId = v;
+  } else if (is("BITS-Host-Id-Fallback-Timeout")) {
+    resp_.hasFallback = bitsd::parseDecimal(v, &resp_.fallbackSeconds);
+  } else if (is("Retry-After")) {
+    if (bitsd::parseDecimal(v, &num)) resp_.retryAfterSeconds = num;
+  } else if (is("Content-Length")) {
+    resp_.hasContentLength = bitsd::parseDecimal(v, &resp_.contentLength);
+  } else if (is("Content-Range")) {
+    // bytes a-b/total
+    bitsd::ByteRange br;
+    if (bitsd::parseContentRange(v, &br)) {
+      resp_.hasContentRange = true;
+      resp_.rangeBegin = br.begin;
+      resp_.rangeEnd = br.end;
+      resp_.rangeTotal = br.total;
+    }
+  } else if (is("Connection")) {
+    if (bitsd::equalsIgnoreCase(v, "close")) closeAfter_ = true;
+  }
+  field_.clear();
+  value_.clear();
+}
+
+int Driver::onHeaderField(llhttp_t* p, const char* at, size_t len) {
+  Driver* d = static_cast<Driver*>(p->data);
+  if (!d->value_.empty() || d->field_.size() + len > 8192) d->header();
+  if (d->field_.size() + len > 8192) return -1;
+  d->field_.append(at, len);
+  return 0;
+}
+
+int Driver::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
+  Driver* d = static_cast<Driver*>(p->data);
+  if (d->value_.size() + len > 8192) return -1;
+  d->value_.append(at, len);
+  return 0;
+}
+
+int Driver::onHeadersComplete(llhttp_t* p) {
+  Driver* d = static_cast<Driver*>(p->data);
+  d->header();
+  d->resp_.status = p->status_code;
+  d->answered_ = true;
+  // A HEAD answer has no body whatever its Content-Length says.
+  return d->cur_.kind == Kind::ReplyHead ? 1 : 0;
+}
+
+int Driver::onBody(llhttp_t* p, const char* at, size_t len) {
+  Driver* d = static_cast<Driver*>(p->data);
+  if (d->cur_.kind != Kind::ReplyGet || d->resp_.status != 206 || !d->resp_.hasContentRange) return 0;
+  if (d->replyFd_ < 0) {
+    d->replyFd_ = ::open(d->o_.replyOut.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (d->replyFd_ < 0) {
+      std::fprintf(stderr, "bitsclient: cannot write the reply to %s: %s\n", d->o_.replyOut.c_str(), std::strerror(errno));
+      d->finish(client::kExitLocal);
+      return -1;
+    }
+  }
+  uint64_t at0 = d->resp_.rangeBegin + d->replyBody_;
+  if (::pwrite(d->replyFd_, at, len, static_cast<off_t>(at0)) != static_cast<ssize_t>(len)) {
+    std::fprintf(stderr, "bitsclient: writing the reply to %s failed: %s\n", d->o_.replyOut.c_str(), std::strerror(errno));
+    d->finish(client::kExitLocal);
+    return -1;
+  }
+  d->replyBody_ += len;
+  return 0;
+}
+
+int Driver::onMessageComplete(llhttp_t* p) {
+  Driver* d = static_cast<Driver*>(p->data);
+  if (d->cur_.kind == Kind::ReplyGet) {
+    if (d->replyBody_ != d->resp_.rangeEnd - d->resp_.rangeBegin) d->resp_.hasContentRange = false;
+    if (d->replyFd_ >= 0) {
+      ::fsync(d->replyFd_);
+    }
+  }
+  return HPE_PAUSED;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (argc < 3) {
+    std::fputs(kUsage, stderr);
+    return client::kExitUsage;
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  Options o;
+  o.command = argv[1];
+  int first = 0;
+  if (o.command == "upload") {
+    if (argc < 4) usageError("upload needs FILE and URL");
+    o.file = argv[2];
+    o.url = argv[3];
+    first = 4;
+  } else if (o.command == "resume" || o.command == "cancel") {
+    readState(argv[2], &o);
+    first = 3;
+  } else {
+    usageError("unknown command '" + o.command + "' (upload, resume or cancel)");
+  }
+  parseOptions(argc, argv, first, &o);
+  if (!o.jsonForced && !::isatty(1)) o.json = true;
+  bitsd::HttpUrl u;
+  if (!bitsd::parseHttpUrl(o.url, &u)) usageError("cannot use URL '" + o.url + "' (only http://host[:port]/path)");
+
+  int fd = ::open(o.file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && o.command != "cancel") usageError("cannot read " + o.file + ": " + std::strerror(errno));
+  struct stat st;
+  if (fd >= 0 && ::fstat(fd, &st) == 0) {
+    if (!S_ISREG(st.st_mode)) usageError(o.file + " is not a regular file");
+    if (o.command == "resume" && static_cast<uint64_t>(st.st_size) != o.fileBytes) {
+      usageError(o.file + " changed size since the job started (" + std::to_string(o.fileBytes) + " -> " +
+                 std::to_string(st.st_size) + " bytes); cancel the job with bitsclient cancel " + o.statePath);
+    }
+    o.fileBytes = static_cast<uint64_t>(st.st_size);
+  }
+  if (o.command == "upload") {
+    if (o.statePath.empty()) o.statePath = o.file + ".bitsjob";
+    struct stat sst;
+    if (::stat(o.statePath.c_str(), &sst) == 0) {
+      usageError(o.statePath + " exists: a job for this file is unfinished; bitsclient resume " + o.statePath +
+                 " carries it on, bitsclient cancel " + o.statePath + " drops it");
+    }
+  }
+  o.job.fileBytes = o.fileBytes;
+  Job job(o.job);
+  if (o.command != "upload") {
+    if (!o.sessionId.empty()) job.resume(o.sessionId, o.offset, o.hostId, o.fallbackSeconds);
+    if (o.command == "cancel") {
+      if (o.sessionId.empty()) {  // no session was ever created: nothing to tell the server
+        ::unlink(o.statePath.c_str());
+        std::fprintf(stderr, "bitsclient: the job had no session yet; forgotten\n");
+        return client::kExitOk;
+      }
+      job.cancel();
+    }
+  }
+  uv_loop_t* loop = uv_default_loop();
+  Driver d(loop, o, job, fd);
+  int code = d.run();
+  uv_loop_close(loop);
+  if (fd >= 0) ::close(fd);
+  return code;
+}
