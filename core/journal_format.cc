@@ -222,7 +222,7 @@ size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t
       std::memcpy(q, r.txid.data(), r.txid.size());
       q += r.txid.size();
       putLe(q, r.url.size(), 2);
-      std::memcpy(q + 2, r.url.data(), r.url.size());
+      if (!r.url.empty()) std::memcpy(q + 2, r.url.data(), r.url.size());
       break;
     }
   }
