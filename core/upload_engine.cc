@@ -36,6 +36,7 @@ void Exchange::clear() {
   hasSessionId_ = false;
   failed_ = false;
   writeFailed_ = false;
+  hashSnapValid_ = false;
   respondNow_ = false;
   expectContinue_ = false;
   close_ = false;
@@ -474,6 +475,11 @@ Flow UploadEngine::issueWrite(Exchange& ex) {
   // The digest follows the bytes in file order: hash this span only if it continues exactly where
   // the running digest stands (not for the rest of a short write, which was hashed whole).
   ex.hashing_ = s.hashValid && s.hashedBytes == ex.writeOffset_;
+  if (ex.hashing_ && !ex.hashSnapValid_ && ex.writeOffset_ == s.haveBytes) {
+    ex.hashSnap_ = s.hash;
+    ex.hashSnapAt_ = s.haveBytes;
+    ex.hashSnapValid_ = true;
+  }
   ex.step_ = Exchange::Step::Write;
   ex.op_.busy = true;
   storage_.write(ex.op_, s.file, ex.writeOffset_, ex.pending_, ex.hashing_ ? &s.hash : nullptr);
@@ -978,6 +984,13 @@ void UploadEngine::finish(Exchange& ex) {
   endDelivering(ex);
   ex.head_ = nullptr;
   if (ex.session_ != nullptr) {
+    Session& s = *ex.session_;
+    if (ex.hashSnapValid_ && s.hashValid && s.haveBytes == ex.hashSnapAt_ && s.hashedBytes > s.haveBytes) {
+      // This fragment was hashed further than it was acked (its connection died mid-body): rewind
+      // the digest to `have`, where the client's retry will start.
+      s.hash = ex.hashSnap_;
+      s.hashedBytes = s.haveBytes;
+    }
     if (ex.session_->holder == &ex) {
       ex.session_->busy = false;
       ex.session_->holder = nullptr;

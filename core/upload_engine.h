@@ -205,6 +205,11 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   std::span<const char> pending_;  // body bytes being written
   bool journalWait_ = false;
   bool hashing_ = false;           // the write in flight also feeds the session's SHA-256
+  // The session's SHA-256 state as it was at `have` before this fragment's first write, so that a
+  // fragment cut off mid-body (the connection died) rewinds the digest instead of losing it.
+  bool hashSnapValid_ = false;
+  uint64_t hashSnapAt_ = 0;
+  Sha256State hashSnap_{};
   Status journalStatus_;
   FileHandle newFile_ = kNoFile;   // Create-Session: the partial file, until the session exists
   uint64_t journaledTo_ = 0;       // `have` that the pending Progress record states

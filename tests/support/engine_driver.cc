@@ -188,6 +188,31 @@ Reply EngineDriver::send(const std::string& request, size_t chunk) {
   }
 }
 
+void EngineDriver::sendCut(const std::string& request, size_t bytes) {
+  parser_.reset();
+  std::string part = request.substr(0, bytes);
+  size_t pos = 0;
+  bool kick = false;
+  while (pos < part.size() || kick) {
+    kick = false;
+    size_t used = 0;
+    ParseEvent ev = parser_.execute(part.data() + pos, part.size() - pos, &used);
+    pos += used;
+    if (ev == ParseEvent::HeadersComplete) {
+      kick = true;
+      waitFor(engine.onHeaders(ex_, parser_.head()));
+      if (ex_.respondNow()) break;
+    } else if (ev == ParseEvent::Body) {
+      kick = true;
+      waitFor(engine.onBody(ex_, parser_.body()));
+    } else if (ev != ParseEvent::NeedMore) {
+      ADD_FAILURE() << "the cut request ended or failed before the cut";
+      break;
+    }
+  }
+  engine.finish(ex_);  // the connection died here
+}
+
 std::string EngineDriver::createSession(const std::string& path) {
   Reply r = send(bitsRequest(path, "Create-Session",
                              {{"BITS-Supported-Protocols", "{7df0354d-249b-430f-820d-3d2a9bef4931}"}}));

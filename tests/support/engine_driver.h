@@ -40,6 +40,9 @@ class EngineDriver final : public ExchangeHost {
   // Sends one whole request, delivered `chunk` bytes at a time, and returns the Ack.
   Reply send(const std::string& request, size_t chunk = SIZE_MAX);
 
+  // Delivers only the first `bytes` bytes of a request, then drops it as a dead connection would.
+  void sendCut(const std::string& request, size_t bytes);
+
   // Conveniences for the usual packets. Paths are URL paths ("/a.bin").
   std::string createSession(const std::string& path);  // returns the session id, or "" on failure
   Reply fragment(const std::string& path, const std::string& id, uint64_t first, const std::string& bytes,
