@@ -1215,7 +1215,7 @@ int runBench(int argc, char** argv) {
   // The data: one temporary file of random bytes, uploaded by every session.
   const char* tmpdir = std::getenv("TMPDIR");
   std::string tmpl = std::string(tmpdir != nullptr ? tmpdir : "/tmp") + "/bitsclient-bench-XXXXXX";
-  int fd = ::mkstemp(tmpl.data());
+  int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);  // not inherited by a restarted server
   if (fd < 0) usageError("cannot create a temporary file in " + tmpl + ": " + std::strerror(errno));
   ::unlink(tmpl.c_str());
   {
@@ -1329,6 +1329,7 @@ int runBench(int argc, char** argv) {
   add("cuts", b.chaos.cuts);
   add("pauses", b.chaos.pauses);
   add("kills", b.kills);
+  if (b.serverPid > 0) add("server_pid", b.serverPid);  // the server now running (a restart, after kills)
   add("failed", static_cast<double>(failed));
   if (!verifyRoot.empty()) {
     add("verified", static_cast<double>(verified));

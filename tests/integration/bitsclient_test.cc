@@ -28,7 +28,7 @@ class ClientRun {
  public:
   explicit ClientRun(const std::vector<std::string>& args) {
     int p[2];
-    if (::pipe(p) != 0) return;
+    if (::pipe2(p, O_CLOEXEC) != 0) return;  // no other process may hold the write end open
     errPath_ = dir_.path() + "/stderr";
     int errFd = ::open(errPath_.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
     pid_ = spawnProgram(BITSCLIENT_BINARY, args, p[1], errFd);
@@ -343,6 +343,41 @@ TEST_F(BitsClient, AnUnreachableHostIdFallsBackToTheUrlAfterItsTimeout) {
   EXPECT_EQ(countEvents(c.out(), "fallback"), 1u) << c.out();
   EXPECT_GE(countEvents(c.out(), "retry"), 2u);
   EXPECT_TRUE(arrived("h.bin", data));
+}
+
+std::string benchValue(const std::string& out, const std::string& key) {
+  size_t at = out.find(key + "=");
+  if (at == std::string::npos) return "";
+  size_t end = out.find('\n', at);
+  return out.substr(at + key.size() + 1, end - at - key.size() - 1);
+}
+
+// The chaos bench the README shows: concurrent uploads while connections are cut mid-fragment,
+// requests stall, and the server is SIGKILLed and restarted; every upload must arrive intact.
+TEST_F(BitsClient, BenchUnderChaosAndServerKillsDeliversEveryUploadIntact) {
+  bitsd->args()[1] = "127.0.0.1:" + std::to_string(bitsd->port());
+  std::string restart;
+  for (const std::string& w : emulatorWords()) restart += w + " ";
+  restart += BITSD_BINARY;
+  for (const std::string& a : bitsd->args()) restart += " " + a;
+  ClientRun c({"bench", url("/"), "--sessions", "4", "--size", "4M", "--fragment-size", "64K", "--chaos",
+               "--kill-pid", std::to_string(bitsd->pid()), "--restart-cmd", restart, "--kills", "2",
+               "--kill-every-ms", "150:500", "--verify-root", bitsd->root(), "--timeout-s", "90"});
+  int code = c.wait(100000);
+  std::string out = c.out();
+  pid_t server = static_cast<pid_t>(std::atoi(benchValue(out, "server_pid").c_str()));
+  EXPECT_EQ(code, 0) << out << c.err();
+  EXPECT_EQ(benchValue(out, "verified"), "4") << out;
+  EXPECT_EQ(benchValue(out, "mismatched"), "0") << out;
+  EXPECT_EQ(benchValue(out, "failed"), "0") << out;
+  EXPECT_GE(std::atoi(benchValue(out, "kills").c_str()), 1) << out;
+  EXPECT_GE(std::atoi(benchValue(out, "cuts").c_str()) + std::atoi(benchValue(out, "pauses").c_str()), 1) << out;
+  // Stop the server the bench restarted (it is not our child): SIGTERM, then wait until it is gone.
+  if (server > 0 && server != bitsd->pid()) {
+    ::kill(server, SIGTERM);
+    for (int i = 0; i < 500 && ::kill(server, 0) == 0; ++i) ::poll(nullptr, 0, 10);
+    ::kill(server, SIGKILL);
+  }
 }
 
 }  // namespace
