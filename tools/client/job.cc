@@ -154,11 +154,17 @@ void Job::restart(const char* why) {
 
 void Job::transient(const Response& r, uint64_t nowMs, const char* what) {
   ++failures_;
-  std::string reason = r.status == 0 ? what + std::string(": ") + r.transportError
-                                     : what + std::string(" answered ") + std::to_string(r.status) +
-                                           (r.hasErrorCode ? " " + hresultText(r.errorCode) : std::string());
+  // Built with append (GCC 12's -Wrestrict misfires on chains of operator+ at -O3).
+  std::string reason(what);
+  if (r.status == 0) {
+    reason.append(": ").append(r.transportError);
+  } else {
+    reason.append(" answered ").append(std::to_string(r.status));
+    if (r.hasErrorCode) reason.append(" ").append(hresultText(r.errorCode));
+  }
   if (failures_ >= config_.retry.maxFailures) {
-    fail(kExitRetries, reason + " (" + std::to_string(failures_) + " failures in a row; giving up)");
+    reason.append(" (").append(std::to_string(failures_)).append(" failures in a row; giving up)");
+    fail(kExitRetries, reason);
     return;
   }
   uint64_t delay = config_.retry.delayMs(failures_, r.retryAfterSeconds * 1000);
@@ -211,7 +217,7 @@ void Job::classify(const Response& r, uint64_t nowMs, const char* what) {
   if (r.hasErrorCode) {
     char ctx[16];
     std::snprintf(ctx, sizeof ctx, "0x%X", r.errorContext);
-    detail = " " + hresultText(r.errorCode) + " (context " + ctx + ")";
+    detail.append(" ").append(hresultText(r.errorCode)).append(" (context ").append(ctx).append(")");
   }
   fail(kExitFatal, std::string(what) + " answered " + std::to_string(r.status) + detail);
 }
