@@ -417,6 +417,15 @@ struct BenchStats {
 
 struct Conn;
 
+// One uv_write: its request, the connection, the request generation it belongs to, and (for heads)
+// its own copy of the bytes.
+struct WriteReq {
+  uv_write_t req;
+  Conn* c = nullptr;
+  uint64_t gen = 0;
+  std::string bytes;
+};
+
 class Driver {
  public:
   // `interactive`: a user's job (signals, progress, state file). A bench job has none of these and
@@ -463,6 +472,7 @@ class Driver {
   void startRequest();
   void sendBody();
   void bodyWritten(Conn* c, int status);
+  void queueWrite(WriteReq* w, char* data, size_t len);
   void readData(Conn* c, ssize_t n, const uv_buf_t* buf);
   void complete(Response r);
   void fail(const std::string& why);
@@ -491,6 +501,7 @@ class Driver {
   BenchStats* stats_ = nullptr;
   std::function<void(Driver&)> onFinish_;
   uint64_t sentAt_ = 0;  // uv_hrtime() when the request in flight was started
+  uint64_t gen_ = 0;     // bumped for every request written
   bool paused_ = false;
   bool chaosRolled_ = false;
   uint64_t cutAt_ = 0;  // chaos: the body offset where this fragment's connection is cut (0: none)
@@ -517,7 +528,6 @@ struct Conn {
   uv_tcp_t tcp;
   uv_getaddrinfo_t gai;
   uv_connect_t connect;
-  uv_write_t headWrite, bodyWrite;
   Driver* d = nullptr;
   std::string key;
   bool open = false;   // connected and usable
@@ -822,14 +832,34 @@ void Driver::startRequest() {
   }
   head_ += "\r\n";
   bodyNext_ = cur_.begin;
-  uv_buf_t b = uv_buf_init(head_.data(), static_cast<unsigned>(head_.size()));
-  Conn* c = conn_;
-  c->headWrite.data = c;
-  int rc = uv_write(&c->headWrite, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, [](uv_write_t* w, int st) {
-    Conn* cc = static_cast<Conn*>(w->data);
-    if (cc->d != nullptr) cc->d->bodyWritten(cc, st);
-  });
-  if (rc < 0) fail(std::string("cannot send: ") + uv_strerror(rc));
+  ++gen_;
+  // The head owns its bytes: the answer can arrive, and the next request start on this connection,
+  // before libuv has called back for this write.
+  WriteReq* w = new WriteReq();
+  w->c = conn_;
+  w->gen = gen_;
+  w->bytes = head_;
+  queueWrite(w, w->bytes.data(), w->bytes.size());
+}
+
+void onWriteDone(uv_write_t* req, int status) {
+  WriteReq* w = static_cast<WriteReq*>(req->data);
+  Conn* c = w->c;
+  uint64_t gen = w->gen;
+  delete w;
+  // Only the write of the request in flight moves it on; a late callback of an earlier request's
+  // write (answered already) or of a closed connection is ignored.
+  if (c->d != nullptr && c->d->gen_ == gen) c->d->bodyWritten(c, status);
+}
+
+void Driver::queueWrite(WriteReq* w, char* data, size_t len) {
+  w->req.data = w;
+  uv_buf_t b = uv_buf_init(data, static_cast<unsigned>(len));
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&w->c->tcp), &b, 1, onWriteDone);
+  if (rc < 0) {
+    delete w;
+    fail(std::string("cannot send: ") + uv_strerror(rc));
+  }
 }
 
 // After the head, and after each body chunk: the next chunk of the fragment, read from the file.
@@ -876,13 +906,12 @@ void Driver::bodyWritten(Conn* c, int status) {
     return finish(client::kExitLocal);
   }
   bodyNext_ += static_cast<uint64_t>(got);
-  uv_buf_t b = uv_buf_init(chunk_.data(), static_cast<unsigned>(got));
-  c->bodyWrite.data = c;
-  int rc = uv_write(&c->bodyWrite, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, [](uv_write_t* w, int st) {
-    Conn* cc = static_cast<Conn*>(w->data);
-    if (cc->d != nullptr) cc->d->bodyWritten(cc, st);
-  });
-  if (rc < 0) fail(std::string("cannot send: ") + uv_strerror(rc));
+  // One body write at a time per request, from chunk_; a request answered before its body was sent
+  // closes its connection (complete()), so the buffer is never reused under a live write.
+  WriteReq* w = new WriteReq();
+  w->c = c;
+  w->gen = gen_;
+  queueWrite(w, chunk_.data(), static_cast<size_t>(got));
 }
 
 void Driver::readData(Conn* c, ssize_t n, const uv_buf_t* buf) {

@@ -345,6 +345,31 @@ TEST_F(BitsClient, AnUnreachableHostIdFallsBackToTheUrlAfterItsTimeout) {
   EXPECT_TRUE(arrived("h.bin", data));
 }
 
+// What the client sends, seen by a plain HTTP server (TestApp records every request): the Windows
+// client's User-Agent and headers, the protocol GUID, and the custom header on every request.
+TEST_F(BitsClient, RequestsCarryTheWindowsClientsHeaders) {
+  TestApp app;  // answers 200 without a session id, so the job stops after Create-Session
+  std::string src = file("w.bin", "data");
+  ClientRun c({"upload", src, app.url("/up/w.bin"), "-H", "BITS-Transaction-Id: tx-w"});
+  EXPECT_EQ(c.wait(), 1) << c.err();
+  EXPECT_NE(c.err().find("without BITS-Session-Id"), std::string::npos) << c.err();
+  std::vector<TestApp::Seen> seen = app.seen();
+  ASSERT_EQ(seen.size(), 2u);
+  const char* types[] = {"Ping", "Create-Session"};
+  for (size_t i = 0; i < 2; ++i) {
+    const TestApp::Seen& r = seen[i];
+    EXPECT_EQ(r.target, "/up/w.bin");
+    EXPECT_EQ(r.header("bits-packet-type"), types[i]);
+    EXPECT_EQ(r.header("user-agent"), "Microsoft BITS/7.8");
+    EXPECT_EQ(r.header("accept"), "*/*");
+    EXPECT_EQ(r.header("connection"), "Keep-Alive");
+    EXPECT_EQ(r.header("content-length"), "0");
+    EXPECT_EQ(r.header("host"), "127.0.0.1:" + std::to_string(app.port()));
+    EXPECT_EQ(r.header("bits-transaction-id"), "tx-w");
+  }
+  EXPECT_EQ(seen[1].header("bits-supported-protocols"), "{7df0354d-249b-430f-820d-3d2a9bef4931}");
+}
+
 std::string benchValue(const std::string& out, const std::string& key) {
   size_t at = out.find(key + "=");
   if (at == std::string::npos) return "";
