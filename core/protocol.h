@@ -55,6 +55,9 @@ inline constexpr std::string_view kContentName = "Content-Name";
 inline constexpr std::string_view kContentEncoding = "Content-Encoding";
 inline constexpr std::string_view kExpect = "Expect";
 inline constexpr std::string_view kHost = "Host";
+inline constexpr std::string_view kReplyUrl = "BITS-Reply-URL";
+inline constexpr std::string_view kHostId = "BITS-Host-Id";
+inline constexpr std::string_view kHostIdFallbackTimeout = "BITS-Host-Id-Fallback-Timeout";
 }  // namespace header
 
 // True when `offered` (one or more braced GUIDs separated by spaces and/or commas, any case) contains

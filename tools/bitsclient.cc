@@ -44,6 +44,7 @@ using bitsd::client::Kind;
 using bitsd::client::Request;
 using bitsd::client::Response;
 namespace client = bitsd::client;
+namespace H = bitsd::header;  // header names, shared with the server
 
 constexpr const char* kUserAgent = "Microsoft BITS/7.8";  // Windows 10/11 (§9)
 constexpr size_t kChunkBytes = 256 * 1024;
@@ -787,38 +788,38 @@ void Driver::startRequest() {
   const char* method = cur_.kind == Kind::ReplyHead ? "HEAD" : cur_.kind == Kind::ReplyGet ? "GET" : "BITS_POST";
   head_ = std::string(method) + " " + target_ + " HTTP/1.1\r\n";
   auto add = [&](const std::string& n, const std::string& v) { head_ += n + ": " + v + "\r\n"; };
-  add("Host", hostHeader_);
+  add(std::string(H::kHost), hostHeader_);
   add("User-Agent", kUserAgent);
   add("Accept", "*/*");
   add("Connection", "Keep-Alive");
   uint64_t bodyBytes = 0;
   switch (cur_.kind) {
-    case Kind::Ping: add("BITS-Packet-Type", "Ping"); break;
+    case Kind::Ping: add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::Ping)); break;
     case Kind::CreateSession:
-      add("BITS-Packet-Type", "Create-Session");
-      add("BITS-Supported-Protocols", std::string(bitsd::kUploadProtocolGuid));
+      add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::CreateSession));
+      add(std::string(H::kSupportedProtocols), std::string(bitsd::kUploadProtocolGuid));
       break;
     case Kind::Fragment: {
-      add("BITS-Packet-Type", "Fragment");
-      add("BITS-Session-Id", job_.sessionId());
+      add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::Fragment));
+      add(std::string(H::kSessionId), job_.sessionId());
       std::string name = o_.file.substr(o_.file.find_last_of('/') + 1);
-      add("Content-Name", name);
+      add(std::string(H::kContentName), name);
       bodyBytes = cur_.end - cur_.begin;
       if (job_.totalBytes() == 0) {
-        add("Content-Range", "bytes */0");
+        add(std::string(H::kContentRange), "bytes */0");
       } else {
-        add("Content-Range", "bytes " + std::to_string(cur_.begin) + "-" + std::to_string(cur_.end - 1) + "/" +
+        add(std::string(H::kContentRange), "bytes " + std::to_string(cur_.begin) + "-" + std::to_string(cur_.end - 1) + "/" +
                                  std::to_string(job_.totalBytes()));
       }
       break;
     }
     case Kind::CloseSession:
-      add("BITS-Packet-Type", "Close-Session");
-      add("BITS-Session-Id", job_.sessionId());
+      add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::CloseSession));
+      add(std::string(H::kSessionId), job_.sessionId());
       break;
     case Kind::CancelSession:
-      add("BITS-Packet-Type", "Cancel-Session");
-      add("BITS-Session-Id", job_.sessionId());
+      add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::CancelSession));
+      add(std::string(H::kSessionId), job_.sessionId());
       break;
     case Kind::ReplyHead: add("Accept-Encoding", "identity"); break;
     case Kind::ReplyGet:
@@ -828,7 +829,7 @@ void Driver::startRequest() {
   }
   if (cur_.kind != Kind::ReplyHead && cur_.kind != Kind::ReplyGet) {
     for (const std::string& h : o_.headers) head_ += h + "\r\n";
-    add("Content-Length", std::to_string(bodyBytes));
+    add(std::string(H::kContentLength), std::to_string(bodyBytes));
   }
   head_ += "\r\n";
   bodyNext_ = cur_.begin;
@@ -937,30 +938,30 @@ void Driver::readData(Conn* c, ssize_t n, const uv_buf_t* buf) {
 void Driver::header() {
   if (field_.empty()) return;
   std::string v(bitsd::trimOws(value_));
-  auto is = [&](const char* n) { return bitsd::equalsIgnoreCase(field_, n); };
+  auto is = [&](std::string_view n) { return bitsd::equalsIgnoreCase(field_, n); };
   uint64_t num = 0;
-  if (is("BITS-Session-Id")) {
+  if (is(H::kSessionId)) {
     resp_.sessionId = v;
-  } else if (is("BITS-Received-Content-Range")) {
+  } else if (is(H::kReceivedContentRange)) {
     resp_.hasReceived = bitsd::parseDecimal(v, &resp_.received);
-  } else if (is("BITS-Error-Code")) {
+  } else if (is(H::kErrorCode)) {
     char* end = nullptr;
     unsigned long code = std::strtoul(v.c_str(), &end, 16);
     resp_.hasErrorCode = end != v.c_str() && *end == '\0';
     resp_.errorCode = static_cast<uint32_t>(code);
-  } else if (is("BITS-Error-Context")) {
+  } else if (is(H::kErrorContext)) {
     resp_.errorContext = static_cast<uint32_t>(std::strtoul(v.c_str(), nullptr, 16));
-  } else if (is("BITS-Reply-URL")) {
+  } else if (is(H::kReplyUrl)) {
     resp_.replyUrl = v;
-  } else if (is("BITS-Host-Id")) {
+  } else if (is(H::kHostId)) {
     resp_.hostId = v;
-  } else if (is("BITS-Host-Id-Fallback-Timeout")) {
+  } else if (is(H::kHostIdFallbackTimeout)) {
     resp_.hasFallback = bitsd::parseDecimal(v, &resp_.fallbackSeconds);
   } else if (is("Retry-After")) {
     if (bitsd::parseDecimal(v, &num)) resp_.retryAfterSeconds = num;
-  } else if (is("Content-Length")) {
+  } else if (is(H::kContentLength)) {
     resp_.hasContentLength = bitsd::parseDecimal(v, &resp_.contentLength);
-  } else if (is("Content-Range")) {
+  } else if (is(H::kContentRange)) {
     // bytes a-b/total
     bitsd::ByteRange br;
     if (bitsd::parseContentRange(v, &br)) {
