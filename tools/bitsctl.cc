@@ -5,6 +5,8 @@
 //   bitsctl journal dump    --state DIR   every record, then where and why replay stopped
 //   bitsctl journal verify  --state DIR   exit 0: clean; 1: a torn or stale tail; 2: unreadable/foreign
 //   bitsctl journal compact --state DIR   rewrite the journal with only live state (bitsd must be stopped)
+//   bitsctl gen-cert --cn NAME [--cert F] [--key F] [--days N] [--force]
+//                                         a self-signed ECDSA key and certificate for https
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/random.h>
@@ -14,12 +16,14 @@
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <string>
 #include <vector>
 
 #include "core/journal_format.h"
+#include "tools/gencert.h"
 
 namespace {
 
@@ -28,7 +32,8 @@ using namespace bitsd;
 int usage() {
   std::fputs(
       "usage: bitsctl sessions --state DIR\n"
-      "       bitsctl journal dump|verify|compact --state DIR\n",
+      "       bitsctl journal dump|verify|compact --state DIR\n"
+      "       bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n",
       stderr);
   return 2;
 }
@@ -197,8 +202,43 @@ int compact(const std::string& state) {
 
 }  // namespace
 
+int genCertCommand(const std::vector<std::string>& args) {
+  bitsd::tools::GenCertOptions o;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) fail(a + " needs a value");
+      return args[++i];
+    };
+    if (a == "--cn") {
+      o.cn = value();
+    } else if (a == "--cert") {
+      o.certPath = value();
+    } else if (a == "--key") {
+      o.keyPath = value();
+    } else if (a == "--days") {
+      std::string v = value();
+      char* end = nullptr;
+      unsigned long d = std::strtoul(v.c_str(), &end, 10);
+      if (end == v.c_str() || *end != '\0' || d > 100000) fail("invalid value '" + v + "' for --days");
+      o.days = static_cast<unsigned>(d);
+    } else if (a == "--force") {
+      o.force = true;
+    } else {
+      fail("unknown option " + a + " for gen-cert");
+    }
+  }
+  if (o.cn.empty()) fail("gen-cert needs --cn NAME (the host name or address clients use)");
+  std::string error;
+  if (!bitsd::tools::genCert(o, &error)) fail(error);
+  std::printf("wrote %s (certificate, CN=%s, %u days) and %s (private key, mode 0600)\n", o.certPath.c_str(),
+              o.cn.c_str(), o.days, o.keyPath.c_str());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "gen-cert") return genCertCommand(args);
   std::string state;
   std::vector<std::string> words;
   for (size_t i = 0; i < args.size(); ++i) {
