@@ -40,6 +40,9 @@ const Field kFields[] = {
     BITSD_FIELD("transaction-header", Str, transactionHeader, "request header that carries the transaction id"),
     BITSD_FIELD("delivered-retention", U64, deliveredRetentionSeconds,
                 "seconds a delivered transaction id is remembered (0: session-timeout)"),
+    BITSD_FIELD("tls-cert", Str, tlsCert, "PEM certificate (chain): serve https (with tls-key)"),
+    BITSD_FIELD("tls-key", Str, tlsKey, "PEM private key of tls-cert (RSA or ECDSA, unencrypted)"),
+    BITSD_FIELD("tls-handshake-timeout-ms", U32, tlsHandshakeTimeoutMs, "time a client has to finish the TLS handshake"),
     BITSD_FIELD("max-connections", U32, maxConnections, "open connections; beyond: 503 and close"),
     BITSD_FIELD("max-sessions", U32, maxSessions, "sessions held (open and closed tombstones)"),
     BITSD_FIELD("request-slots", U32, requestSlots, "requests parsed at once"),
@@ -217,6 +220,8 @@ bool validateSettings(const Settings& s, std::string* error) {
     if (!ok) return fail("transaction-header must be a header name (letters, digits, '-', '_')");
   }
   if (s.maxNotifications == 0) return fail("max-notifications must be at least 1");
+  if (s.tlsCert.empty() != s.tlsKey.empty()) return fail("tls-cert and tls-key go together (https needs both)");
+  if (s.tlsHandshakeTimeoutMs == 0) return fail("tls-handshake-timeout-ms must be at least 1");
   if (s.logLevel != "debug" && s.logLevel != "info" && s.logLevel != "warn" && s.logLevel != "error") {
     return fail("log-level must be debug, info, warn or error");
   }

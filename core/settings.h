@@ -49,6 +49,9 @@ struct Settings {
   uint32_t maxHeaderBytes = 8192;       // request line + headers; beyond: 431
   uint32_t maxPathBytes = 1024;         // decoded, normalised path; beyond: 400
   uint64_t maxFragmentBytes = 16777216; // one Fragment body; beyond: 413 (client shrinks)
+  std::string tlsCert;                  // https when set (with tlsKey)
+  std::string tlsKey;
+  uint32_t tlsHandshakeTimeoutMs = 10000;
   uint32_t idleTimeoutMs = 120000;      // keep-alive connection with no request
   uint32_t headerTimeoutMs = 30000;     // from the first byte of a request to the end of its headers
   uint32_t bodyTimeoutMs = 60000;       // longest gap between body bytes

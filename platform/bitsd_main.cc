@@ -19,8 +19,20 @@ namespace {
 struct Signals {
   uv_signal_t term;
   uv_signal_t intr;
+  uv_signal_t hup;
   bitsd::platform::UvServer* server;
 };
+
+// SIGHUP: load the TLS certificate and key again (live connections keep theirs).
+void onHangup(uv_signal_t* h, int) {
+  auto* sig = static_cast<Signals*>(h->data);
+  std::string error;
+  if (sig->server->reloadTls(&error)) {
+    bitsd::logf(bitsd::LogLevel::Info, "SIGHUP: TLS certificate reloaded");
+  } else {
+    bitsd::logf(bitsd::LogLevel::Error, "SIGHUP: TLS certificate not reloaded: %s", error.c_str());
+  }
+}
 
 void onSignal(uv_signal_t* h, int signum) {
   auto* sig = static_cast<Signals*>(h->data);
@@ -28,6 +40,7 @@ void onSignal(uv_signal_t* h, int signum) {
   sig->server->shutdown();
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->term), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->intr), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sig->hup), nullptr);
 }
 
 }  // namespace
@@ -126,6 +139,9 @@ int main(int argc, char** argv) {
   sig.term.data = sig.intr.data = &sig;
   uv_signal_start(&sig.term, onSignal, SIGTERM);
   uv_signal_start(&sig.intr, onSignal, SIGINT);
+  uv_signal_init(loop, &sig.hup);
+  sig.hup.data = &sig;
+  uv_signal_start(&sig.hup, onHangup, SIGHUP);
 
   logf(LogLevel::Info, "root %s, state %s, fdatasync %s", rootReal.c_str(), settings.state.c_str(),
        settings.fdatasync ? "on" : "off");

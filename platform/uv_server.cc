@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "core/response.h"
+#include "platform/tls.h"
 #include "platform/uv_storage.h"
 
 namespace bitsd::platform {
@@ -17,6 +18,8 @@ constexpr int kWaitBuffer = 0;
 constexpr int kWaitSlot = 1;
 constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr size_t kFileChunkBytes = 64 * 1024;
+constexpr size_t kCipherInBytes = 4 * 1024;  // ciphertext read from the socket, before mbedTLS takes it
+constexpr int kGotPlain = 0, kNeedCipher = 1, kParked = 2;
 
 enum class Phase : uint8_t {
   Parsing,       // reading and parsing client bytes
@@ -34,8 +37,30 @@ struct RequestSlot {
   uv_write_t writeReq;
 };
 
+// A connection's TLS state. mbedTLS keeps its own record buffers (16 KiB in and out with Debian's
+// build); `in` only holds what the socket gave and mbedTLS has not taken yet.
+struct TlsConn {
+  mbedtls_ssl_context ssl;
+  std::shared_ptr<TlsContext> ctx;  // the configuration this connection was accepted with
+  char in[kCipherInBytes];
+  size_t inPos = 0, inLen = 0;
+  std::string out;                  // ciphertext mbedTLS produced, not yet handed to libuv
+  bool handshakeDone = false;
+  TlsConn() { mbedtls_ssl_init(&ssl); }
+  ~TlsConn() { mbedtls_ssl_free(&ssl); }
+};
+
+// One write of ciphertext; `notify`: the write completes a response or a file chunk (onWrite).
+struct TlsWrite {
+  uv_write_t req;
+  Connection* c = nullptr;
+  bool notify = false;
+  std::string bytes;
+};
+
 struct Connection final : public ExchangeHost {
   uv_tcp_t tcp;
+  TlsConn* tls = nullptr;
   uv_timer_t timer;
   UvServer* server = nullptr;
   RequestSlot* slot = nullptr;
@@ -86,6 +111,11 @@ UvServer::~UvServer() {
 }
 
 bool UvServer::start(std::string* url, std::string* error) {
+  if (!settings_.tlsCert.empty()) {
+    tls_ = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error);
+    if (!tls_) return false;
+    logf(LogLevel::Info, "https with %s (TLS 1.2, ECDHE with ChaCha20-Poly1305 or AES-GCM)", tls_->subject().c_str());
+  }
   // Pools. calloc'ed so that pages stay out of RSS until a slot is first used.
   connCapacity_ = settings_.maxConnections + kRejectConnectionSlots;
   conns_ = static_cast<Connection*>(std::calloc(connCapacity_, sizeof(Connection)));
@@ -151,12 +181,12 @@ bool UvServer::start(std::string* url, std::string* error) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&bound);
     uv_ip6_name(a, ip, sizeof ip);
     boundPort = ntohs(a->sin6_port);
-    *url = std::string("http://[") + ip + "]:" + std::to_string(boundPort);
+    *url = std::string(tls_ ? "https://[" : "http://[") + ip + "]:" + std::to_string(boundPort);
   } else {
     auto* a = reinterpret_cast<sockaddr_in*>(&bound);
     uv_ip4_name(a, ip, sizeof ip);
     boundPort = ntohs(a->sin_port);
-    *url = std::string("http://") + ip + ":" + std::to_string(boundPort);
+    *url = std::string(tls_ ? "https://" : "http://") + ip + ":" + std::to_string(boundPort);
   }
 
   // Session expiry: sweep often enough that expired data goes within a few seconds (§10.1).
@@ -168,6 +198,17 @@ bool UvServer::start(std::string* url, std::string* error) {
   uv_timer_start(&sweepTimer_, onSweepThunk, period, period);
   uv_timer_init(loop_, &graceTimer_);
   graceTimer_.data = this;
+  return true;
+}
+
+bool UvServer::reloadTls(std::string* error) {
+  if (!tls_) {
+    *error = "not serving https (no tls-cert)";
+    return false;
+  }
+  std::shared_ptr<TlsContext> next = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error);
+  if (!next) return false;
+  tls_ = std::move(next);
   return true;
 }
 
@@ -209,8 +250,14 @@ void UvServer::acceptPending() {
   ++stats_.accepted;
   if (stats_.active > settings_.maxConnections) {
     // Over the limit: a one-shot 503 from a reserve slot, then close (§7: transient for the client).
+    // Over TLS there is no way to say it before a handshake: just close.
     ++stats_.rejected;
     c->reject = true;
+    if (tls_) {
+      logf(LogLevel::Warn, "connection closed: max-connections (%u) reached", settings_.maxConnections);
+      closeConnection(c);
+      return;
+    }
     AckSpec spec;
     spec.status = 503;
     spec.hasError = true;
@@ -225,7 +272,36 @@ void UvServer::acceptPending() {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  arm(c, settings_.idleTimeoutMs);
+  if (tls_) {
+    c->tls = new (std::nothrow) TlsConn();
+    if (c->tls == nullptr || mbedtls_ssl_setup(&c->tls->ssl, tls_->conf()) != 0) {
+      logf(LogLevel::Warn, "TLS: out of memory for a connection");
+      closeConnection(c);
+      return;
+    }
+    c->tls->ctx = tls_;
+    mbedtls_ssl_set_bio(
+        &c->tls->ssl, c,
+        [](void* ctx, const unsigned char* buf, size_t len) -> int {
+          // Collected, and handed to libuv once mbedTLS returns (flushCipher).
+          static_cast<Connection*>(ctx)->tls->out.append(reinterpret_cast<const char*>(buf), len);
+          return static_cast<int>(len);
+        },
+        [](void* ctx, unsigned char* buf, size_t len) -> int {
+          TlsConn* t = static_cast<Connection*>(ctx)->tls;
+          size_t have = t->inLen - t->inPos;
+          if (have == 0) return MBEDTLS_ERR_SSL_WANT_READ;
+          size_t n = have < len ? have : len;
+          std::memcpy(buf, t->in + t->inPos, n);
+          t->inPos += n;
+          if (t->inPos == t->inLen) t->inPos = t->inLen = 0;
+          return static_cast<int>(n);
+        },
+        nullptr);
+    arm(c, settings_.tlsHandshakeTimeoutMs);
+  } else {
+    arm(c, settings_.idleTimeoutMs);
+  }
   startReading(c);
 }
 
@@ -304,9 +380,9 @@ void UvServer::wakeWaiter(int kind) {
   Connection* c = waitHead_[kind];
   if (c == nullptr) return;
   removeWaiter(c);
-  if (kind == kWaitBuffer) {
+  if (kind == kWaitBuffer && c->tls == nullptr) {
     startReading(c);
-  } else {
+  } else {  // (a TLS connection may have plaintext inside mbedTLS already: pump fetches it)
     pump(c);
   }
 }
@@ -317,7 +393,11 @@ void UvServer::wakeWaiter(int kind) {
 void UvServer::startReading(Connection* c) {
   if (c->reading || c->closing) return;
   c->reading = true;
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAllocThunk, onReadThunk);
+  if (c->tls != nullptr) {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onTlsAllocThunk, onTlsReadThunk);
+  } else {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAllocThunk, onReadThunk);
+  }
 }
 
 void UvServer::stopReading(Connection* c) {
@@ -386,6 +466,12 @@ void UvServer::pump(Connection* c) {
   while (!c->closing && c->phase == Phase::Parsing) {
     if (c->rpos == c->rlen && !kick) {
       releaseBuffer(c);
+      if (c->tls != nullptr) {
+        // Plaintext comes out of mbedTLS, which may hold more than the socket has to say.
+        int got = fetchPlain(c);
+        if (got == kGotPlain) continue;
+        if (got == kParked) return;
+      }
       startReading(c);
       return;
     }
@@ -450,6 +536,10 @@ void UvServer::afterHeaders(Connection* c) {
     return;
   }
   if (ex.expectContinue()) {
+    if (c->tls != nullptr) {
+      if (!tlsSend(c, kContinue, sizeof kContinue - 1, false)) closeConnection(c);
+      return;
+    }
     uv_buf_t b = uv_buf_init(const_cast<char*>(kContinue), sizeof kContinue - 1);
     if (uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1) != static_cast<int>(b.len)) {
       closeConnection(c);
@@ -488,6 +578,10 @@ void UvServer::sendResponse(Connection* c) {
   c->phase = Phase::Writing;
   stopReading(c);
   std::string_view r = c->slot->exchange.response();
+  if (c->tls != nullptr) {
+    if (!tlsSend(c, r.data(), r.size(), true)) closeConnection(c);
+    return;
+  }
   uv_buf_t b = uv_buf_init(const_cast<char*>(r.data()), static_cast<unsigned>(r.size()));
   int rc = uv_write(&c->slot->writeReq, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onWriteThunk);
   if (rc != 0) closeConnection(c);
@@ -589,6 +683,10 @@ void UvServer::onFileReadThunk(uv_fs_t* req) {
   }
   c->fileOffset += static_cast<uint64_t>(n);
   c->fileLeft -= static_cast<uint64_t>(n);
+  if (c->tls != nullptr) {
+    if (!self->tlsSend(c, c->fileBuf, static_cast<size_t>(n), true)) self->closeConnection(c);
+    return;
+  }
   uv_buf_t b = uv_buf_init(c->fileBuf, static_cast<unsigned>(n));
   if (uv_write(&c->slot->writeReq, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onWriteThunk) != 0) {
     self->closeConnection(c);
@@ -618,6 +716,12 @@ void UvServer::onTimerThunk(uv_timer_t* t) {
 
 void UvServer::onTimer(Connection* c) {
   if (c->closing) return;
+  if (c->tls != nullptr && !c->tls->handshakeDone) {
+    ++stats_.tlsFailures;
+    logf(LogLevel::Info, "TLS handshake not finished within %u ms: connection closed", settings_.tlsHandshakeTimeoutMs);
+    closeConnection(c);
+    return;
+  }
   if (c->phase == Phase::WaitHeaders || c->phase == Phase::WaitBody || c->phase == Phase::WaitComplete) {
     arm(c, settings_.bodyTimeoutMs);  // our own disk is slow; the client is not to blame
     return;
@@ -632,8 +736,13 @@ void UvServer::onTimer(Connection* c) {
     spec.errorCode = hresult::kInvalidArg;
     spec.close = true;
     char text[kMaxAckBytes];
-    uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
-    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+    size_t len = formatAck(spec, text);
+    if (c->tls != nullptr) {
+      (void)tlsSend(c, text, len, false, true);
+    } else {
+      uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(len));
+      (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+    }
   }
   closeConnection(c);
 }
@@ -667,6 +776,8 @@ void UvServer::onHandleClosed(Connection* c) {
   if (--c->pendingCloses > 0) return;
   // Only now is the slot's uv_write_t surely finished with (a cancelled write calls back first).
   releaseSlot(c);
+  delete c->tls;  // after every write callback (cancelled ones call back before the close callback)
+  c->tls = nullptr;
   uint32_t idx = c->index;
   c->~Connection();
   connUsed_[idx] = false;
@@ -674,6 +785,149 @@ void UvServer::onHandleClosed(Connection* c) {
   --stats_.active;
   if (acceptPaused_) acceptPending();
   if (shuttingDown_) maybeFinishShutdown();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// TLS
+
+void UvServer::onTlsAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  TlsConn* t = static_cast<Connection*>(h->data)->tls;
+  // mbedTLS takes what it needs of `in` before we read again, so there is room unless a record is
+  // still being assembled; then read into what is left.
+  *buf = uv_buf_init(t->in + t->inLen, static_cast<unsigned>(sizeof t->in - t->inLen));
+}
+
+void UvServer::onTlsReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+  Connection* c = static_cast<Connection*>(s->data);
+  UvServer* self = c->server;
+  if (nread == 0) return;
+  if (nread == UV_ENOBUFS) {  // `in` full and mbedTLS not taking it: cannot happen while we read
+    logf(LogLevel::Warn, "TLS: input buffer full; connection closed");
+    self->closeConnection(c);
+    return;
+  }
+  if (nread < 0) {
+    if (!c->tls->handshakeDone && nread != UV_EOF) ++self->stats_.tlsFailures;
+    self->closeConnection(c);
+    return;
+  }
+  c->tls->inLen += static_cast<size_t>(nread);
+  self->tlsInput(c);
+}
+
+void UvServer::tlsInput(Connection* c) {
+  TlsConn* t = c->tls;
+  if (!t->handshakeDone) {
+    int rc = mbedtls_ssl_handshake(&t->ssl);
+    if (!flushCipher(c, false)) return closeConnection(c);
+    if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
+    if (rc != 0) {
+      ++stats_.tlsFailures;
+      logf(LogLevel::Info, "TLS handshake failed: %s", tlsErrorText(rc).c_str());
+      return closeConnection(c);
+    }
+    t->handshakeDone = true;
+    ++stats_.tlsHandshakes;
+    logf(LogLevel::Debug, "TLS handshake done: %s", mbedtls_ssl_get_ciphersuite(&t->ssl));
+    arm(c, settings_.idleTimeoutMs);
+  }
+  if (c->closing || c->phase != Phase::Parsing) return;  // the engine holds the request; pump resumes later
+  if (c->slot != nullptr && c->slot->parser.headersDone()) arm(c, settings_.bodyTimeoutMs);
+  pump(c);
+}
+
+// Decrypts the next plaintext into a pool buffer, taking a request slot first as plain reads do.
+int UvServer::fetchPlain(Connection* c) {
+  TlsConn* t = c->tls;
+  if (!t->handshakeDone) return kNeedCipher;
+  if (c->slot == nullptr && !acquireSlotForRead(c)) {
+    stopReading(c);
+    enqueueWaiter(c, kWaitSlot);
+    return kParked;
+  }
+  char* b = takeBuffer();
+  if (b == nullptr) {
+    stopReading(c);
+    enqueueWaiter(c, kWaitBuffer);
+    return kParked;
+  }
+  int rc = mbedtls_ssl_read(&t->ssl, reinterpret_cast<unsigned char*>(b), settings_.readBufferBytes);
+  if (rc > 0) {
+    // The parser and the zero-copy file writes work on this buffer exactly as on a plain read.
+    c->rbuf = b;
+    c->rpos = 0;
+    c->rlen = static_cast<size_t>(rc);
+    return kGotPlain;
+  }
+  freeBuffers_[freeBufferCount_++] = static_cast<uint32_t>((b - buffers_) / settings_.readBufferBytes);
+  if (!flushCipher(c, false)) rc = MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    if (c->phase == Phase::Parsing && c->slot != nullptr && !c->slot->parser.started()) {
+      releaseSlot(c);  // nothing to parse yet: an idle connection holds no slot
+      arm(c, settings_.idleTimeoutMs);
+    }
+    wakeWaiter(kWaitBuffer);
+    return kNeedCipher;
+  }
+  if (rc != 0 && rc != MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+    logf(LogLevel::Info, "TLS read failed: %s", tlsErrorText(rc).c_str());
+  }
+  wakeWaiter(kWaitBuffer);
+  closeConnection(c);
+  return kParked;
+}
+
+bool UvServer::tlsSend(Connection* c, const char* data, size_t len, bool notify, bool now) {
+  TlsConn* t = c->tls;
+  size_t done = 0;
+  while (done < len) {
+    int rc = mbedtls_ssl_write(&t->ssl, reinterpret_cast<const unsigned char*>(data + done), len - done);
+    if (rc <= 0) {
+      logf(LogLevel::Info, "TLS write failed: %s", tlsErrorText(rc).c_str());
+      t->out.clear();
+      return false;
+    }
+    done += static_cast<size_t>(rc);
+  }
+  return flushCipher(c, notify, now);
+}
+
+bool UvServer::flushCipher(Connection* c, bool notify, bool now) {
+  TlsConn* t = c->tls;
+  if (t->out.empty()) {
+    if (notify) onWrite(c, 0);
+    return true;
+  }
+  if (now) {
+    uv_buf_t b = uv_buf_init(t->out.data(), static_cast<unsigned>(t->out.size()));
+    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+    t->out.clear();
+    return true;
+  }
+  TlsWrite* w = new (std::nothrow) TlsWrite();
+  if (w == nullptr) return false;
+  w->c = c;
+  w->notify = notify;
+  w->bytes.swap(t->out);
+  w->req.data = w;
+  uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
+  if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onTlsWriteThunk) != 0) {
+    delete w;
+    return false;
+  }
+  return true;
+}
+
+void UvServer::onTlsWriteThunk(uv_write_t* req, int status) {
+  TlsWrite* w = static_cast<TlsWrite*>(req->data);
+  Connection* c = w->c;
+  bool notify = w->notify;
+  delete w;
+  if (notify) {
+    c->server->onWrite(c, status);
+  } else if (status < 0 && !c->closing) {
+    c->server->closeConnection(c);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "core/settings.h"
@@ -24,12 +25,16 @@ namespace bitsd::platform {
 
 struct Connection;
 struct RequestSlot;
+struct TlsWrite;
+class TlsContext;
 
 struct ServerStats {
   uint64_t accepted = 0;
   uint64_t rejected = 0;     // 503 beyond max-connections
   uint64_t timeouts = 0;
   uint64_t protocolErrors = 0;
+  uint64_t tlsHandshakes = 0;
+  uint64_t tlsFailures = 0;   // handshakes that failed or timed out
   uint32_t active = 0;
 };
 
@@ -40,8 +45,13 @@ class UvServer {
   UvServer(const UvServer&) = delete;
   UvServer& operator=(const UvServer&) = delete;
 
-  // Allocates the pools, binds and listens. On success `url` is "http://ADDR:PORT" with the real port.
+  // Allocates the pools, binds and listens. On success `url` is "http://ADDR:PORT" (https with
+  // tls-cert) with the real port. A bad certificate or key is a one-line error.
   bool start(std::string* url, std::string* error);
+
+  // SIGHUP: loads tls-cert and tls-key again. New connections get the new certificate; live ones go
+  // on with the one they were accepted with. On failure the old one stays and *error says why.
+  bool reloadTls(std::string* error);
 
   // Stops accepting, lets in-flight requests finish (up to shutdown-grace-ms, then aborts them),
   // and closes every handle it owns so uv_run returns. Idempotent.
@@ -97,6 +107,16 @@ class UvServer {
   void removeWaiter(Connection* c);
   void wakeWaiter(int kind);
   void maybeFinishShutdown();
+  // TLS (tls_ set): ciphertext in, plaintext into pool buffers, ciphertext out.
+  static void onTlsAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void onTlsReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onTlsWriteThunk(uv_write_t* req, int status);
+  void tlsInput(Connection* c);
+  int fetchPlain(Connection* c);
+  // Encrypts `len` bytes and queues the ciphertext; `notify`: onWrite runs when it has been sent.
+  // `now`: best effort, synchronously (uv_try_write), for a last word before closing.
+  bool tlsSend(Connection* c, const char* data, size_t len, bool notify, bool now = false);
+  bool flushCipher(Connection* c, bool notify, bool now = false);
 
   uv_loop_t* loop_;
   Settings settings_;
@@ -113,6 +133,7 @@ class UvServer {
   Journal* journal_ = nullptr;
   UvFlushScheduler* scheduler_ = nullptr;
   UvNotifier* notifier_ = nullptr;
+  std::shared_ptr<TlsContext> tls_;
   ServerStats stats_;
 
   Connection* conns_ = nullptr;

@@ -55,24 +55,29 @@ std::string timeText(std::time_t t) {
   return buf;
 }
 
-// DER of GeneralNames { dNSName [2] or iPAddress [7] } for subjectAltName.
+// DER of GeneralNames for subjectAltName: dNSName [2] for a host name; for an IP literal both the
+// iPAddress [7] (what Windows and OpenSSL match) and the text as a dNSName (mbedTLS 2.28 clients
+// match only dNSNames once a subjectAltName is present).
 bool subjectAltName(const std::string& name, std::vector<unsigned char>* der) {
   unsigned char ip[16];
   size_t ipLen = 0;
   if (::inet_pton(AF_INET, name.c_str(), ip) == 1) ipLen = 4;
   else if (::inet_pton(AF_INET6, name.c_str(), ip) == 1) ipLen = 16;
-  unsigned char buf[600];
+  if (name.size() > 255) return false;
+  unsigned char buf[800];
   unsigned char* p = buf + sizeof buf;
   int len = 0, rc;
-  const unsigned char* value = ipLen ? ip : reinterpret_cast<const unsigned char*>(name.data());
-  size_t valueLen = ipLen ? ipLen : name.size();
-  if (valueLen > 255) return false;
-  if ((rc = mbedtls_asn1_write_raw_buffer(&p, buf, value, valueLen)) < 0) return false;
-  len += rc;
-  if ((rc = mbedtls_asn1_write_len(&p, buf, valueLen)) < 0) return false;
-  len += rc;
-  if ((rc = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONTEXT_SPECIFIC | (ipLen ? 7 : 2))) < 0) return false;
-  len += rc;
+  auto entry = [&](int tag, const unsigned char* value, size_t valueLen) {
+    if ((rc = mbedtls_asn1_write_raw_buffer(&p, buf, value, valueLen)) < 0) return false;
+    len += rc;
+    if ((rc = mbedtls_asn1_write_len(&p, buf, valueLen)) < 0) return false;
+    len += rc;
+    if ((rc = mbedtls_asn1_write_tag(&p, buf, static_cast<unsigned char>(MBEDTLS_ASN1_CONTEXT_SPECIFIC | tag))) < 0) return false;
+    len += rc;
+    return true;
+  };
+  if (!entry(2, reinterpret_cast<const unsigned char*>(name.data()), name.size())) return false;
+  if (ipLen != 0 && !entry(7, ip, ipLen)) return false;
   if ((rc = mbedtls_asn1_write_len(&p, buf, static_cast<size_t>(len))) < 0) return false;
   len += rc;
   if ((rc = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)) < 0) return false;

@@ -164,7 +164,10 @@ bool BitsdProcess::start() {
   ::close(pipeFds[0]);
   readyLine_ = line;
   size_t colon = line.rfind(':');
-  if (line.rfind("bitsd listening on http://", 0) != 0 || colon == std::string::npos) return false;
+  if ((line.rfind("bitsd listening on http://", 0) != 0 && line.rfind("bitsd listening on https://", 0) != 0) ||
+      colon == std::string::npos) {
+    return false;
+  }
   port_ = std::atoi(line.c_str() + colon + 1);
   return port_ > 0;
 }

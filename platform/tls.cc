@@ -1,0 +1,96 @@
+#include "platform/tls.h"
+
+#include <mbedtls/error.h>
+
+#include <cstring>
+
+namespace bitsd::platform {
+
+namespace {
+// ECDHE only (forward secrecy), AEAD only. ChaCha20-Poly1305 first: on ARM cores without AES
+// instructions it is several times faster than AES-GCM; clients with AES hardware still get it when
+// they prefer it (the server picks the first of its own list the client offers).
+const int kSuites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    0,
+};
+}  // namespace
+
+const int* tlsCipherSuites() { return kSuites; }
+
+std::string tlsErrorText(int rc) {
+  char buf[160];
+  mbedtls_strerror(rc, buf, sizeof buf);
+  return buf;
+}
+
+TlsContext::TlsContext() {
+  mbedtls_entropy_init(&entropy_);
+  mbedtls_ctr_drbg_init(&drbg_);
+  mbedtls_x509_crt_init(&cert_);
+  mbedtls_pk_init(&key_);
+  mbedtls_ssl_config_init(&conf_);
+}
+
+TlsContext::~TlsContext() {
+  mbedtls_ssl_config_free(&conf_);
+  mbedtls_pk_free(&key_);
+  mbedtls_x509_crt_free(&cert_);
+  mbedtls_ctr_drbg_free(&drbg_);
+  mbedtls_entropy_free(&entropy_);
+}
+
+std::shared_ptr<TlsContext> TlsContext::load(const std::string& certPath, const std::string& keyPath,
+                                             std::string* error) {
+  std::shared_ptr<TlsContext> t(new TlsContext());
+  int rc = mbedtls_x509_crt_parse_file(&t->cert_, certPath.c_str());
+  if (rc != 0) {
+    *error = "tls-cert " + certPath + ": not a readable PEM certificate (" + tlsErrorText(rc) + ")";
+    return nullptr;
+  }
+  rc = mbedtls_pk_parse_keyfile(&t->key_, keyPath.c_str(), nullptr);
+  if (rc != 0) {
+    *error = "tls-key " + keyPath + ": not a readable, unencrypted PEM private key (" + tlsErrorText(rc) + ")";
+    return nullptr;
+  }
+  if (mbedtls_pk_check_pair(&t->cert_.pk, &t->key_) != 0) {
+    *error = "tls-key " + keyPath + " does not belong to the certificate in " + certPath;
+    return nullptr;
+  }
+  const char* pers = "bitsd tls";
+  rc = mbedtls_ctr_drbg_seed(&t->drbg_, mbedtls_entropy_func, &t->entropy_,
+                             reinterpret_cast<const unsigned char*>(pers), std::strlen(pers));
+  if (rc != 0) {
+    *error = "TLS random generator: " + tlsErrorText(rc);
+    return nullptr;
+  }
+  rc = mbedtls_ssl_config_defaults(&t->conf_, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                   MBEDTLS_SSL_PRESET_DEFAULT);
+  if (rc != 0) {
+    *error = "TLS configuration: " + tlsErrorText(rc);
+    return nullptr;
+  }
+  mbedtls_ssl_conf_rng(&t->conf_, mbedtls_ctr_drbg_random, &t->drbg_);
+  mbedtls_ssl_conf_min_version(&t->conf_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  mbedtls_ssl_conf_max_version(&t->conf_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  mbedtls_ssl_conf_ciphersuites(&t->conf_, kSuites);
+  // Never ask for a client certificate: a Windows BITS job with none configured fails on an
+  // optional request (BITS-UPLOAD.md §9).
+  mbedtls_ssl_conf_authmode(&t->conf_, MBEDTLS_SSL_VERIFY_NONE);
+  mbedtls_ssl_conf_renegotiation(&t->conf_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+  rc = mbedtls_ssl_conf_own_cert(&t->conf_, &t->cert_, &t->key_);
+  if (rc != 0) {
+    *error = "tls-cert " + certPath + ": " + tlsErrorText(rc);
+    return nullptr;
+  }
+  char subject[256];
+  if (mbedtls_x509_dn_gets(subject, sizeof subject, &t->cert_.subject) > 0) t->subject_ = subject;
+  return t;
+}
+
+}  // namespace bitsd::platform

@@ -1,0 +1,331 @@
+// bitsd over TLS (issue 7) with a real mbedTLS client on 127.0.0.1: a whole upload over https with
+// the certificate verified, only ECDHE + AEAD suites, one-line start-up errors for bad certificate
+// or key files, garbage and truncated handshakes, the handshake timeout, and SIGHUP reloading the
+// certificate while a session goes on. The certificates come from `bitsctl gen-cert`.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "tests/integration/bitsd_process.h"
+
+namespace bitsd::testing {
+namespace {
+
+// Runs `bitsctl gen-cert`; true when it wrote both files.
+bool genCert(const std::string& dir, const std::string& name, const std::string& cn) {
+  std::vector<std::string> args = {"gen-cert", "--cn", cn, "--cert", dir + "/" + name + ".crt", "--key",
+                                   dir + "/" + name + ".key"};
+  int out = ::open("/dev/null", O_WRONLY);
+  pid_t pid = spawnProgram(BITSCTL_BINARY, args, out, out);
+  ::close(out);
+  return pid > 0 && waitProcess(pid, 60000) == 0;
+}
+
+int connectTo(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// A blocking TLS 1.2 client (socket timeouts bound every wait).
+class TlsClient {
+ public:
+  explicit TlsClient(const std::string& caFile, const int* suites = nullptr) {
+    mbedtls_ssl_init(&ssl_);
+    mbedtls_ssl_config_init(&conf_);
+    mbedtls_x509_crt_init(&ca_);
+    mbedtls_ctr_drbg_init(&drbg_);
+    mbedtls_entropy_init(&entropy_);
+    mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_, nullptr, 0);
+    mbedtls_ssl_config_defaults(&conf_, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, &drbg_);
+    if (mbedtls_x509_crt_parse_file(&ca_, caFile.c_str()) == 0) {
+      mbedtls_ssl_conf_ca_chain(&conf_, &ca_, nullptr);
+      mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
+    }
+    if (suites != nullptr) mbedtls_ssl_conf_ciphersuites(&conf_, suites);
+    mbedtls_ssl_setup(&ssl_, &conf_);
+    mbedtls_ssl_set_hostname(&ssl_, "127.0.0.1");
+  }
+  ~TlsClient() {
+    if (fd_ >= 0) ::close(fd_);
+    mbedtls_ssl_free(&ssl_);
+    mbedtls_ssl_config_free(&conf_);
+    mbedtls_x509_crt_free(&ca_);
+    mbedtls_ctr_drbg_free(&drbg_);
+    mbedtls_entropy_free(&entropy_);
+  }
+  // Connects and completes the handshake; 0 or the mbedTLS error.
+  int connect(int port) {
+    fd_ = connectTo(port);
+    if (fd_ < 0) return -1;
+    mbedtls_ssl_set_bio(&ssl_, &fd_, send, recv, nullptr);
+    int rc;
+    while ((rc = mbedtls_ssl_handshake(&ssl_)) == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    }
+    return rc;
+  }
+  std::string suite() const { return mbedtls_ssl_get_ciphersuite(&ssl_); }
+  Reply roundTrip(const std::string& request) {
+    size_t done = 0;
+    while (done < request.size()) {
+      int rc = mbedtls_ssl_write(&ssl_, reinterpret_cast<const unsigned char*>(request.data() + done),
+                                 request.size() - done);
+      if (rc <= 0) return Reply();
+      done += static_cast<size_t>(rc);
+    }
+    std::string in;
+    size_t end;
+    while ((end = in.find("\r\n\r\n")) == std::string::npos) {
+      if (!readMore(&in)) return Reply();
+    }
+    Reply head = parseReply(in.substr(0, end + 4));
+    size_t length = std::strtoul(head.get("Content-Length").c_str(), nullptr, 10);
+    while (in.size() < end + 4 + length) {
+      if (!readMore(&in)) return Reply();
+    }
+    Reply r = parseReply(in.substr(0, end + 4));
+    r.body = in.substr(end + 4, length);
+    return r;
+  }
+
+ private:
+  bool readMore(std::string* in) {
+    unsigned char buf[16384];
+    int rc = mbedtls_ssl_read(&ssl_, buf, sizeof buf);
+    if (rc <= 0) return false;
+    in->append(reinterpret_cast<char*>(buf), static_cast<size_t>(rc));
+    return true;
+  }
+  static int send(void* ctx, const unsigned char* buf, size_t len) {
+    ssize_t n = ::send(*static_cast<int*>(ctx), buf, len, MSG_NOSIGNAL);
+    return n < 0 ? MBEDTLS_ERR_SSL_INTERNAL_ERROR : static_cast<int>(n);
+  }
+  static int recv(void* ctx, unsigned char* buf, size_t len) {
+    ssize_t n = ::recv(*static_cast<int*>(ctx), buf, len, 0);
+    if (n == 0) return MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY;
+    return n < 0 ? MBEDTLS_ERR_SSL_INTERNAL_ERROR : static_cast<int>(n);
+  }
+  int fd_ = -1;
+  mbedtls_ssl_context ssl_;
+  mbedtls_ssl_config conf_;
+  mbedtls_x509_crt ca_;
+  mbedtls_ctr_drbg_context drbg_;
+  mbedtls_entropy_context entropy_;
+};
+
+class Tls : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(genCert(dir.path(), "a", "127.0.0.1")); }
+  std::string crt(const char* n = "a") const { return dir.path() + "/" + n + ".crt"; }
+  std::string key(const char* n = "a") const { return dir.path() + "/" + n + ".key"; }
+  std::unique_ptr<BitsdProcess> start(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--tls-cert", crt(), "--tls-key", key()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto p = std::make_unique<BitsdProcess>(args);
+    EXPECT_TRUE(p->start()) << p->stderrText();
+    return p;
+  }
+  std::string createOver(TlsClient& c, const std::string& path) {
+    Reply r = c.roundTrip(bitsRequest(path, "Create-Session", {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)}}));
+    return r.status == 200 ? r.get("BITS-Session-Id") : std::string();
+  }
+  TempDir dir;
+};
+
+TEST_F(Tls, AWholeUploadOverHttpsWithTheCertificateVerified) {
+  auto bitsd = start();
+  EXPECT_EQ(bitsd->readyLine().rfind("bitsd listening on https://127.0.0.1:", 0), 0u) << bitsd->readyLine();
+  TlsClient c(crt());
+  ASSERT_EQ(c.connect(bitsd->port()), 0);
+  std::string suite = c.suite();
+  EXPECT_TRUE(suite.find("ECDHE") != std::string::npos &&
+              (suite.find("CHACHA20-POLY1305") != std::string::npos || suite.find("GCM") != std::string::npos))
+      << suite;
+  std::string data = randomBytes(700000, 31);  // several TLS records per fragment, several fragments
+  std::string id = createOver(c, "/secure.bin");
+  ASSERT_FALSE(id.empty());
+  for (size_t off = 0; off < data.size(); off += 300000) {
+    std::string part = data.substr(off, 300000);
+    Reply r = c.roundTrip(fragmentRequest("/secure.bin", id, off, part, data.size()));
+    ASSERT_EQ(r.status, 200) << r.raw;
+  }
+  EXPECT_EQ(c.roundTrip(bitsRequest("/secure.bin", "Close-Session", {{"BITS-Session-Id", id}})).status, 200);
+  std::string got;
+  ASSERT_TRUE(readFile(bitsd->root() + "/secure.bin", &got));
+  EXPECT_TRUE(got == data);
+}
+
+TEST_F(Tls, OnlyEcdheWithAeadIsOffered) {
+  auto bitsd = start();
+  const int cbcOnly[] = {MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256, MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256,
+                         MBEDTLS_TLS_RSA_WITH_AES_128_GCM_SHA256, 0};
+  TlsClient weak(crt(), cbcOnly);
+  EXPECT_NE(weak.connect(bitsd->port()), 0);
+  for (int suite : {MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}) {
+    const int one[] = {suite, 0};
+    TlsClient c(crt(), one);
+    ASSERT_EQ(c.connect(bitsd->port()), 0) << suite;
+    EXPECT_EQ(c.roundTrip(bitsRequest("/x", "Ping")).status, 200);
+  }
+}
+
+TEST_F(Tls, BadCertificateOrKeyFilesAreOneLineStartupErrors) {
+  ASSERT_TRUE(genCert(dir.path(), "b", "other.example"));
+  std::string junk = dir.path() + "/junk.pem";
+  {
+    std::FILE* f = std::fopen(junk.c_str(), "w");
+    std::fputs("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n", f);
+    std::fclose(f);
+  }
+  struct Case {
+    std::vector<std::string> args;
+    const char* needle;
+  } cases[] = {
+      {{"--tls-cert", dir.path() + "/missing.crt", "--tls-key", key()}, "tls-cert"},
+      {{"--tls-cert", junk, "--tls-key", key()}, "not a readable PEM certificate"},
+      {{"--tls-cert", crt(), "--tls-key", junk}, "tls-key"},
+      {{"--tls-cert", crt(), "--tls-key", key("b")}, "does not belong to the certificate"},
+      {{"--tls-cert", crt()}, "tls-cert and tls-key go together"},
+  };
+  for (const Case& k : cases) {
+    RunResult r = runBitsd(k.args);
+    EXPECT_EQ(r.exitCode, 2) << r.err;
+    EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+TEST_F(Tls, GarbageTruncatedAndPlainHttpHandshakesAreDroppedAndOthersGoOn) {
+  auto bitsd = start();
+  std::string garbage = randomBytes(5000, 5);
+  std::string plain = bitsRequest("/x", "Ping");
+  for (const std::string* bytes : {&garbage, &plain}) {
+    int fd = connectTo(bitsd->port());
+    ASSERT_GE(fd, 0);
+    ::send(fd, bytes->data(), bytes->size(), MSG_NOSIGNAL);
+    char buf[256];
+    // The server gives up on this connection: an alert at most, then EOF (bounded by SO_RCVTIMEO).
+    ssize_t n;
+    size_t total = 0;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) total += static_cast<size_t>(n);
+    // Closed: EOF, or a reset when unread garbage was still queued at the server. Not a timeout.
+    EXPECT_TRUE(n == 0 || (n < 0 && errno == ECONNRESET)) << "not closed: " << std::strerror(errno);
+    EXPECT_LT(total, 64u);
+    EXPECT_EQ(std::string(buf, std::min<size_t>(total, 4)).find("HTTP"), std::string::npos);
+    ::close(fd);
+  }
+  // Half a handshake: the record header promises more than ever comes; the client leaves.
+  {
+    int fd = connectTo(bitsd->port());
+    const unsigned char hello[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
+    ::send(fd, hello, sizeof hello, MSG_NOSIGNAL);
+    ::close(fd);
+  }
+  TlsClient good(crt());
+  ASSERT_EQ(good.connect(bitsd->port()), 0);
+  EXPECT_EQ(good.roundTrip(bitsRequest("/x", "Ping")).status, 200);
+  std::string err = bitsd->stderrText();
+  EXPECT_NE(err.find("TLS handshake failed"), std::string::npos) << err;
+}
+
+TEST_F(Tls, ASlowHandshakeIsClosedAtTheTimeout) {
+  auto bitsd = start({"--tls-handshake-timeout-ms", "300"});
+  int fd = connectTo(bitsd->port());
+  ASSERT_GE(fd, 0);
+  const unsigned char start[] = {0x16, 0x03, 0x01};  // a record header, and then nothing
+  ::send(fd, start, sizeof start, MSG_NOSIGNAL);
+  auto t0 = std::chrono::steady_clock::now();
+  char buf[64];
+  ssize_t n = ::recv(fd, buf, sizeof buf, 0);  // SO_RCVTIMEO bounds it at 10 s
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(n, 0) << "not closed by the handshake timeout";
+  EXPECT_LT(ms, 5000);
+  ::close(fd);
+  EXPECT_NE(bitsd->stderrText().find("TLS handshake not finished within 300 ms"), std::string::npos)
+      << bitsd->stderrText();
+}
+
+bool copyFile(const std::string& from, const std::string& to) {
+  std::string bytes;
+  if (!readFile(from, &bytes)) return false;
+  std::FILE* f = std::fopen(to.c_str(), "wb");
+  if (f == nullptr) return false;
+  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  return std::fclose(f) == 0 && ok;
+}
+
+bool waitForLog(BitsdProcess& p, const std::string& needle) {
+  for (int i = 0; i < 500; ++i) {
+    if (p.stderrText().find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+TEST_F(Tls, SighupReloadsTheCertificateAndALiveSessionGoesOn) {
+  auto bitsd = start();
+  ASSERT_TRUE(copyFile(crt(), dir.path() + "/old.crt"));
+  TlsClient first(crt());
+  ASSERT_EQ(first.connect(bitsd->port()), 0);
+  std::string id = createOver(first, "/r.bin");
+  ASSERT_FALSE(id.empty());
+  ASSERT_EQ(first.roundTrip(fragmentRequest("/r.bin", id, 0, "hello ", 11)).status, 200);
+  // New files in place, then SIGHUP.
+  ASSERT_TRUE(genCert(dir.path(), "c", "127.0.0.1"));
+  ASSERT_TRUE(copyFile(crt("c"), dir.path() + "/new.crt"));
+  ASSERT_EQ(::rename(crt("c").c_str(), crt().c_str()), 0);
+  ASSERT_EQ(::rename(key("c").c_str(), key().c_str()), 0);
+  ::kill(bitsd->pid(), SIGHUP);
+  ASSERT_TRUE(waitForLog(*bitsd, "SIGHUP: TLS certificate reloaded")) << bitsd->stderrText();
+  // The live connection goes on with the old certificate; new ones get the new one.
+  EXPECT_EQ(first.roundTrip(bitsRequest("/x", "Ping")).status, 200);
+  TlsClient trustsOld(dir.path() + "/old.crt");
+  EXPECT_NE(trustsOld.connect(bitsd->port()), 0) << "a new connection still got the old certificate";
+  TlsClient renewed(dir.path() + "/new.crt");
+  ASSERT_EQ(renewed.connect(bitsd->port()), 0);
+  // The session started before the reload finishes on a connection made after it.
+  ASSERT_EQ(renewed.roundTrip(fragmentRequest("/r.bin", id, 6, "world", 11)).status, 200);
+  std::string got;
+  ASSERT_TRUE(readFile(bitsd->root() + "/r.bin", &got));
+  EXPECT_EQ(got, "hello world");
+  // A broken file at reload keeps the current certificate.
+  {
+    std::FILE* f = std::fopen(crt().c_str(), "w");
+    std::fputs("garbage\n", f);
+    std::fclose(f);
+  }
+  ::kill(bitsd->pid(), SIGHUP);
+  ASSERT_TRUE(waitForLog(*bitsd, "SIGHUP: TLS certificate not reloaded")) << bitsd->stderrText();
+  TlsClient still(dir.path() + "/new.crt");
+  EXPECT_EQ(still.connect(bitsd->port()), 0);
+}
+
+}  // namespace
+}  // namespace bitsd::testing
