@@ -28,6 +28,7 @@ size_t payloadSize(const JournalRecord& r) {
     case RecordType::Delivered: return 8 + 1 + r.txid.size();
     case RecordType::DeliveryBegan: return 16 + 8 + 1 + r.txid.size();
     case RecordType::DeliveryEnded: return 16 + 16 + 8 + 2 + 4 + 1 + 8 + 1 + r.txid.size() + 2 + r.url.size();
+    case RecordType::SessionOwner: return 16 + 1 + r.owner.size();
   }
   return 0;
 }
@@ -108,6 +109,14 @@ bool decodePayload(RecordType type, const uint8_t* p, size_t len, JournalRecord*
       r->url = std::string_view(reinterpret_cast<const char*>(p + kFixed + 3 + n), u);
       return true;
     }
+    case RecordType::SessionOwner: {
+      if (len < 18) return false;
+      id();
+      size_t n = p[16];
+      if (n == 0 || n > kMaxOwnerBytes || len != 17 + n) return false;
+      r->owner = std::string_view(reinterpret_cast<const char*>(p + 17), n);
+      return true;
+    }
   }
   return false;
 }
@@ -133,6 +142,7 @@ const char* recordTypeName(RecordType t) {
     case RecordType::Forget: return "Forget";
     case RecordType::Delivered: return "Delivered";
     case RecordType::DeliveryBegan: return "DeliveryBegan";
+    case RecordType::SessionOwner: return "SessionOwner";
     case RecordType::DeliveryEnded: return "DeliveryEnded";
   }
   return "?";
@@ -166,6 +176,7 @@ size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t
   if (hasTxid && (r.txid.empty() || r.txid.size() > kMaxTxidBytes)) return 0;
   if (r.type == RecordType::DeliveryEnded && (r.url.size() > kMaxReplyUrlBytes || r.flags > 3)) return 0;
   if (r.type == RecordType::Progress && r.shaStateLen > sizeof r.shaState) return 0;
+  if (r.type == RecordType::SessionOwner && (r.owner.empty() || r.owner.size() > kMaxOwnerBytes)) return 0;
   size_t len = payloadSize(r);
   if (kRecordHeaderBytes + len > cap) return 0;
   uint8_t* p = out + kRecordHeaderBytes;
@@ -225,6 +236,11 @@ size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t
       if (!r.url.empty()) std::memcpy(q + 2, r.url.data(), r.url.size());
       break;
     }
+    case RecordType::SessionOwner:
+      id();
+      p[16] = static_cast<uint8_t>(r.owner.size());
+      std::memcpy(p + 17, r.owner.data(), r.owner.size());
+      break;
   }
   putLe(out, len, 4);
   putLe(out + 4, recordCrc(salt, seq, static_cast<uint8_t>(r.type), p, len), 4);
@@ -381,6 +397,11 @@ void JournalState::apply(const JournalRecord& r) {
       return;
     }
     case RecordType::Forget: sessions.erase(r.id); return;
+    case RecordType::SessionOwner: {
+      auto it = sessions.find(r.id);
+      if (it != sessions.end()) it->second.owner = std::string(r.owner);
+      return;
+    }
     case RecordType::Delivered:
     case RecordType::DeliveryBegan: applyDelivery(r, &delivered); return;
     case RecordType::DeliveryEnded: {
@@ -437,6 +458,13 @@ void encodeSnapshot(const JournalState& state, uint32_t salt, uint64_t* seq, uin
     r.path = s.path;
     r.wallSeconds = s.wallSeconds;
     emit(r);
+    if (!s.owner.empty()) {
+      JournalRecord o;
+      o.type = RecordType::SessionOwner;
+      o.id = id;
+      o.owner = s.owner;
+      emit(o);
+    }
     if (s.committed) {
       r.type = RecordType::Committed;
       r.totalBytes = s.totalBytes;

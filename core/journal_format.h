@@ -40,6 +40,8 @@
 //                      size (8), txid length (1), txid, URL length (2), static reply URL (0..2200):
 //                      the application's answer for this transaction; the reply file (if any) is
 //                      `replies/<reply session id>` and was synced before this record
+//     9 SessionOwner   id, length (1), user name (1..32): authentication on, the session belongs to
+//                      this user (written with SessionCreated, in the same flush)
 //
 // READING. Replay checks the header, then reads records while each one is complete, fits the file,
 // has a known type and a well-formed payload, matches its CRC under this file's salt, and carries
@@ -71,6 +73,7 @@ inline constexpr size_t kRecordHeaderBytes = 17;
 inline constexpr size_t kMaxPayloadBytes = 4200;
 inline constexpr uint32_t kJournalVersion = 1;
 inline constexpr size_t kMaxTxidBytes = 255;
+inline constexpr size_t kMaxOwnerBytes = 32;  // = kMaxUserNameBytes (core/auth.h)
 
 enum class RecordType : uint8_t {
   Pad = 0,
@@ -82,8 +85,9 @@ enum class RecordType : uint8_t {
   Delivered = 6,
   DeliveryBegan = 7,
   DeliveryEnded = 8,
+  SessionOwner = 9,
 };
-inline constexpr uint8_t kLastRecordType = 8;
+inline constexpr uint8_t kLastRecordType = 9;
 inline constexpr size_t kMaxReplyUrlBytes = 2200;
 
 // DeliveryEnded flags.
@@ -111,6 +115,7 @@ struct JournalRecord {
   uint8_t flags = 0;
   uint64_t replyBytes = 0;
   std::string_view url;     // static reply URL (empty when the reply is a file or none)
+  std::string_view owner;   // SessionOwner
 };
 
 // What is known about one transaction id (the key of the maps below).
@@ -187,6 +192,7 @@ struct RecoveredSession {
   bool cancelled = false;
   bool handedOff = false;  // a DeliveryEnded names this session: the application has answered
   std::string txid;        // with handedOff
+  std::string owner;       // SessionOwner: the user who created it (authentication on)
 };
 
 struct SessionIdHash {

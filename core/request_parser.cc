@@ -12,7 +12,7 @@ constexpr std::string_view kHeaderNames[] = {
     "BITS-Packet-Type", "BITS-Session-Id", "Content-Range", "BITS-Supported-Protocols",
     "Content-Encoding", "Host",            "Expect",        "Transfer-Encoding",
     "",  // TransactionId: the configured name (RequestParser::txHeader_)
-    "Range",            "If-Unmodified-Since",
+    "Range",            "If-Unmodified-Since", "Authorization",
 };
 static_assert(std::size(kHeaderNames) == static_cast<size_t>(HeaderId::kCount));
 

@@ -36,6 +36,7 @@ enum class HeaderId : uint8_t {
   TransactionId,      // the transaction-id header; its name is configurable (default BITS-Transaction-Id)
   Range,              // reply downloads (GET/HEAD)
   IfUnmodifiedSince,  // reply downloads
+  Authorization,      // Basic credentials (authentication on)
   kCount
 };
 

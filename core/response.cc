@@ -73,6 +73,7 @@ size_t formatAck(const AckSpec& spec, char* out) {
   }
   if (spec.allowHeader) put("Allow: BITS_POST\r\n");
   if (spec.retryAfterSeconds != 0) put("Retry-After: %u\r\n", spec.retryAfterSeconds);
+  if (spec.authenticate) put("WWW-Authenticate: Basic realm=\"bitsd\", charset=\"UTF-8\"\r\n");
   if (spec.close) put("Connection: close\r\n");
   put("\r\n");
   return n;

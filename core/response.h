@@ -26,6 +26,7 @@ struct AckSpec {
   std::string_view hostId;               // with createSession: BITS-Host-Id (at most 200 bytes)
   uint64_t hostIdFallbackSeconds = 0;    // BITS-Host-Id-Fallback-Timeout, sent with hostId
   std::string_view replyUrl;             // BITS-Reply-URL (final Ack of an upload-reply), ≤ 2200 bytes
+  bool authenticate = false;             // 401: WWW-Authenticate: Basic realm="bitsd"
 };
 
 // Room for the longest Ack: a final Ack with a 2,200-byte BITS-Reply-URL is about 2,600 bytes.

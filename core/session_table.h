@@ -39,6 +39,7 @@ struct Session {
   uint8_t sha256[32] = {};    // of the committed content
   bool digestKnown = false;   // sha256 holds the content's digest
   bool handedOff = false;     // the application has answered for this upload (DeliveryEnded)
+  int32_t owner = -1;         // authentication on: the user who created it (Authenticator id)
   Sha256State hash;           // running SHA-256 of the bytes written so far
   uint32_t pathLen = 0;
   uint32_t slot = 0;

@@ -243,6 +243,7 @@ Flow UploadEngine::fail(Exchange& ex, int status, uint32_t code, bool withRange)
   spec.errorCode = code;
   spec.context = ErrorContext::RemoteFile;
   spec.allowHeader = status == 405;
+  spec.authenticate = status == 401;
   if (status == 503) spec.retryAfterSeconds = 5;
   if (withRange && ex.session_ != nullptr) {
     spec.hasReceived = true;
@@ -293,6 +294,40 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
     ex.close_ = true;
     return fail(ex, 505, hresult::kInsufficientHttp);
   }
+  if (authenticator_ != nullptr) {
+    // Every request proves who sends it (Windows sends the credentials again on each one after the
+    // first 401). The check runs on the thread pool: PBKDF2 is slow on purpose.
+    std::string_view a = trimOws(head.value(HeaderId::Authorization));
+    if (a.size() < 6 || !equalsIgnoreCase(a.substr(0, 6), "Basic ")) return fail(ex, 401, hresult::kAccessDenied);
+    ex.auth_.callback = &ex;
+    ex.auth_.busy = true;
+    ex.auth_.user = -1;
+    ex.step_ = Exchange::Step::Auth;
+    authenticator_->check(ex.auth_, trimOws(a.substr(6)));
+    return Flow::Wait;
+  }
+  return afterAuth(ex, head);
+}
+
+void Exchange::onAuthDone(AuthOp& op) {
+  (void)op;
+  auth_.busy = false;
+  engine_->authDone(*this);
+}
+
+void UploadEngine::authDone(Exchange& ex) {
+  ex.step_ = Exchange::Step::Idle;
+  if (ex.auth_.user < 0) {
+    logf(LogLevel::Info, "request refused: wrong user name or password");
+    fail(ex, 401, hresult::kAccessDenied);
+    return ready(ex);
+  }
+  ex.user_ = ex.auth_.user;
+  if (afterAuth(ex, *ex.head_) == Flow::Continue) ready(ex);
+}
+
+Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
+  bool hasBody = head.contentLength > 0;
   if (head.method == HttpMethod::Get || head.method == HttpMethod::Head) return serveReply(ex, head);
   if (head.method != HttpMethod::BitsPost) return fail(ex, 405, hresult::kInvalidArg);
   if (!head.hasContentLength) {
@@ -327,6 +362,13 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
   }
   ex.relLen_ = static_cast<uint32_t>(up.relative.size());
   ex.dest_[ex.relOffset_ + ex.relLen_] = '\0';
+  if (authenticator_ != nullptr && ex.type_ != PacketType::Ping &&
+      !mayUpload(locations_, authenticator_->userName(ex.user_), up.relative)) {
+    std::string_view who = authenticator_->userName(ex.user_);
+    logf(LogLevel::Info, "refused %s: %.*s may not upload to /%.*s", packetTypeName(ex.type_),
+         static_cast<int>(who.size()), who.data(), static_cast<int>(up.relative.size()), up.relative.data());
+    return fail(ex, 403, hresult::kAccessDenied);
+  }
 
   if (ex.type_ == PacketType::Ping || ex.type_ == PacketType::CreateSession) {
     if (hasBody) return fail(ex, 400, hresult::kInvalidArg);
@@ -344,7 +386,10 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
   // URL all get the same answer, so it reveals nothing.
   Session* s = ex.hasSessionId_ ? sessions_.find(ex.sessionId_) : nullptr;
   std::string_view rel(ex.dest_ + ex.relOffset_, ex.relLen_);
-  if (s == nullptr || sessions_.path(*s) != rel) return fail(ex, 500, hresult::kSessionNotFound);
+  // Another user's session is answered like an unknown one.
+  if (s == nullptr || sessions_.path(*s) != rel || (authenticator_ != nullptr && s->owner != ex.user_)) {
+    return fail(ex, 500, hresult::kSessionNotFound);
+  }
   if (ex.type_ == PacketType::Fragment) return startFragment(ex, head);
   if (hasBody) return fail(ex, 400, hresult::kInvalidArg);
   if (!takeOver(*s)) return fail(ex, 503, hresult::kBusy);
@@ -591,6 +636,7 @@ void UploadEngine::finishCreate(Exchange& ex) {
     return;
   }
   if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
+  s->owner = ex.user_;
   s->file = ex.newFile_;
   ex.newFile_ = kNoFile;
   ++openFiles_;
@@ -800,6 +846,14 @@ void UploadEngine::step(Exchange& ex) {
       rec.id = ex.sessionId_;
       rec.wallSeconds = clock_.wallSeconds();
       rec.path = std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_);
+      if (authenticator_ != nullptr && ex.user_ >= 0) {
+        // The owner goes in the same flush, after the session it names; the Ack waits for both.
+        (void)journal_.append(rec, nullptr);
+        rec = JournalRecord();
+        rec.type = RecordType::SessionOwner;
+        rec.id = ex.sessionId_;
+        rec.owner = authenticator_->userName(ex.user_);
+      }
       if (!appendOrFail(ex, rec, Exchange::Step::JournalCreate)) {
         storage_.closeNow(ex.newFile_);
         ex.newFile_ = kNoFile;
@@ -974,7 +1028,8 @@ void UploadEngine::step(Exchange& ex) {
     case Exchange::Step::Notify:
     case Exchange::Step::JournalBegan:
     case Exchange::Step::JournalEnded:
-    case Exchange::Step::JournalClose: break;
+    case Exchange::Step::JournalClose:
+    case Exchange::Step::Auth: break;
   }
   BITS_CHECK(false && "storage completion without a step");
 }
@@ -1403,6 +1458,7 @@ Flow UploadEngine::serveReply(Exchange& ex, const RequestHead& head) {
   auto known = [&](const SessionId& sid) -> const DeliveryInfo* {
     const Session* s = sessions_.find(sid);
     if (s == nullptr || !s->handedOff || s->state != SessionState::Complete) return nullptr;
+    if (authenticator_ != nullptr && s->owner != ex.user_) return nullptr;  // someone else's reply: unknown
     auto tx = sessionTxid_.find(sid);
     if (tx == sessionTxid_.end()) return nullptr;
     auto d = deliveries_.find(tx->second);
@@ -1586,6 +1642,11 @@ void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
         sessions_.erase(s);
       }
       return;
+    case RecordType::SessionOwner:
+      // A user removed from the users file since owns nothing any more: the session only expires.
+      if (s != nullptr) s->owner = authenticator_ != nullptr ? authenticator_->userId(r.owner) : -1;
+      if (s != nullptr && s->owner < 0) s->owner = kNobody;
+      return;
     case RecordType::Pad:
     case RecordType::Delivered:
     case RecordType::DeliveryBegan:
@@ -1754,6 +1815,7 @@ void UploadEngine::snapshot(JournalState* out) {
     r.committed = s.committed;
     std::memcpy(r.sha256, s.sha256, 32);
     r.closed = s.state == SessionState::Closed;
+    if (s.owner >= 0 && authenticator_ != nullptr) r.owner = std::string(authenticator_->userName(s.owner));
     if (s.handedOff) {
       auto tx = sessionTxid_.find(s.id);
       if (tx != sessionTxid_.end()) {

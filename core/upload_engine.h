@@ -29,6 +29,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/auth.h"
 #include "core/journal.h"
 #include "core/notify.h"
 #include "core/ports.h"
@@ -125,7 +126,7 @@ class RecoveryHasher {
 };
 
 // Per-request state, embedded in the connection's request slot. Not copyable.
-class Exchange final : public StorageCallback, public JournalWaiter, public NotifyCallback {
+class Exchange final : public StorageCallback, public JournalWaiter, public NotifyCallback, public AuthCallback {
  public:
   static constexpr size_t kPathBufBytes = 4608;
 
@@ -143,7 +144,7 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   // The Ack, valid once the request is over (or respondNow()).
   std::string_view response() const { return std::string_view(response_, responseLen_); }
   bool closeAfterResponse() const { return close_; }
-  bool inFlight() const { return op_.busy || journalWait_ || notify_.busy; }
+  bool inFlight() const { return op_.busy || journalWait_ || notify_.busy || auth_.busy; }
   int status() const { return status_; }
   // GET on a reply URL: after response(), send fileLength() bytes of filePath() from fileOffset().
   bool sendsFile() const { return sendFile_; }
@@ -176,11 +177,13 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
     CopySyncDir,     // hand-off: make the copy durable
     JournalEnded,    // hand-off: waiting for DeliveryEnded
     RemoveRequest,   // hand-off: the request file goes once the application has answered
+    Auth,            // checking the Authorization header's credentials
   };
 
   void onStorageDone(StorageOp& op) override;
   void onJournalDurable(const Status& status) override;
   void onNotifyDone(NotifyOp& op) override;
+  void onAuthDone(AuthOp& op) override;
   void clear();
 
   ExchangeHost* host_ = nullptr;
@@ -219,6 +222,8 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   size_t responseLen_ = 0;
   const RequestHead* head_ = nullptr;  // the request's head (in the parser), valid until finish()
   NotifyOp notify_;                // hand-off; notify_.result also holds a static reply URL
+  AuthOp auth_;                    // credentials check
+  int32_t user_ = -1;              // the authenticated user (authentication on), else -1
   // The delivery outcome being journaled and answered (hand-off and replays).
   uint16_t dStatus_ = 0;
   uint32_t dHresult_ = 0;
@@ -242,6 +247,12 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   ~UploadEngine();
   // The server application's client; required when notify-type is not none.
   void setNotifier(Notifier* notifier) { notifier_ = notifier; }
+  // Authentication on: every request needs Basic credentials the authenticator accepts, uploads
+  // obey `locations`, and sessions belong to their creator. Null: off (the default).
+  void setAuthenticator(Authenticator* auth, std::vector<Location> locations) {
+    authenticator_ = auth;
+    locations_ = std::move(locations);
+  }
 
   // Takes the server options and board limits. Fails on impossible values (paths too long).
   // `bulk` (may be null) allocates the session table.
@@ -312,6 +323,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void loadDelivery(Exchange& ex, const DeliveryInfo& d);
   void endDelivering(Exchange& ex);
   Flow serveReply(Exchange& ex, const RequestHead& head);
+  Flow afterAuth(Exchange& ex, const RequestHead& head);
+  void authDone(Exchange& ex);
   size_t formatReplyUrl(const Exchange& ex, const SessionId& replySession, char* out, size_t cap);
   std::string_view requestHost(const Exchange& ex) const;
   void formatReplyPath(const SessionId& id, char* out);
@@ -351,6 +364,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   EngineStats stats_;
   bool restoreOverflow_ = false;
   Notifier* notifier_ = nullptr;
+  Authenticator* authenticator_ = nullptr;
+  std::vector<Location> locations_;
   NotifyMode notifyMode_ = NotifyMode::None;
   std::string repliesDir_;
   uint64_t retentionSeconds_ = 0;

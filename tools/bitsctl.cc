@@ -96,6 +96,9 @@ struct Dumper : ReplaySink {
         std::printf(" %s %s%s", idText(r.id).c_str(), timeText(r.wallSeconds).c_str(), r.cancelled ? " cancelled" : "");
         break;
       case RecordType::Forget: std::printf(" %s", idText(r.id).c_str()); break;
+      case RecordType::SessionOwner:
+        std::printf(" %s owner=%.*s", idText(r.id).c_str(), static_cast<int>(r.owner.size()), r.owner.data());
+        break;
       case RecordType::Delivered:
         std::printf(" txid=%.*s %s", static_cast<int>(r.txid.size()), r.txid.data(), timeText(r.wallSeconds).c_str());
         break;

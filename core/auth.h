@@ -1,0 +1,65 @@
+// Authentication and authorisation (issue 7). Who someone is comes from the platform through the
+// Authenticator port (Basic credentials checked against a users file of salted PBKDF2 hashes, on
+// the thread pool); what they may do is decided here: which URL prefixes a user may upload to
+// (locations), and that a session belongs to the user who created it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bitsd {
+
+inline constexpr size_t kMaxUserNameBytes = 32;
+// The owner of a restored session whose user no longer exists: matches no one.
+inline constexpr int32_t kNobody = -2;
+
+class AuthOp;
+
+class AuthCallback {
+ public:
+  virtual void onAuthDone(AuthOp& op) = 0;
+
+ protected:
+  ~AuthCallback() = default;
+};
+
+// One credentials check in flight, owned by the caller.
+class AuthOp {
+ public:
+  AuthCallback* callback = nullptr;
+  bool busy = false;
+  // Outcome: the user's id (>= 0) when the credentials are right, else -1.
+  int32_t user = -1;
+  alignas(16) unsigned char impl[64];  // scratch for the platform
+};
+
+// Checks credentials; completes later through op.callback (never inside the call).
+class Authenticator {
+ public:
+  virtual ~Authenticator() = default;
+  // `credentials`: what follows "Basic " in the Authorization header (base64 of user:password).
+  virtual void check(AuthOp& op, std::string_view credentials) = 0;
+  // Ids are stable while the process runs; the journal keeps names.
+  virtual int32_t userId(std::string_view name) const = 0;
+  virtual std::string_view userName(int32_t id) const = 0;
+};
+
+// Where users may upload: "PREFIX USER...; PREFIX USER..." (a USER of `*` is any authenticated
+// user). A path's longest matching prefix decides; a path no prefix matches is refused, unless no
+// locations are configured at all (then every authenticated user may upload anywhere).
+struct Location {
+  std::string prefix;  // root-relative, no leading '/', ends with '/' unless empty (the whole root)
+  std::vector<std::string> users;
+  bool anyone = false;
+};
+// False with a one-line reason for a malformed spec.
+bool parseLocations(std::string_view spec, std::vector<Location>* out, std::string* error);
+bool mayUpload(const std::vector<Location>& locations, std::string_view user, std::string_view relPath);
+
+// A user name as the users file and the journal keep it: 1..32 of [A-Za-z0-9._-].
+bool validUserName(std::string_view name);
+
+}  // namespace bitsd
