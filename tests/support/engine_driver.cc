@@ -91,6 +91,8 @@ void EngineDriver::settle() {
       storage.runOne();
     } else if (notifier.pending() > 0) {
       notifier.runOne();
+    } else if (auth.pending() > 0) {
+      auth.runOne();
     } else {
       return;
     }
@@ -133,6 +135,8 @@ void EngineDriver::waitFor(Flow f) {
       storage.runOne();
     } else if (notifier.pending() > 0) {
       notifier.runOne();
+    } else if (auth.pending() > 0) {
+      auth.runOne();
     } else {
       break;
     }

@@ -62,6 +62,7 @@ class EngineDriver final : public ExchangeHost {
   FakeScheduler scheduler;
   platform::MbedSha256 sha;
   FakeNotifier notifier{&storage};
+  FakeAuthenticator auth;
   Journal journal;
   UploadEngine engine;
   // Runs pending journal flushes and storage operations until nothing is left.

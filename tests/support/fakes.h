@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/auth.h"
 #include "core/journal.h"
 #include "core/notify.h"
 #include "core/ports.h"
@@ -140,6 +141,44 @@ class FakeStorage final : public Storage {
   bool dead_ = false;
   FileHandle nextHandle_ = 3;
   std::deque<std::pair<StorageOp*, std::function<void(StorageOp&)>>> queue_;
+};
+
+// The users file, faked: `credentials` (base64 of "user:password", as in the header) maps to a user
+// id; every check completes only when the test (or EngineDriver::settle) runs it.
+class FakeAuthenticator final : public Authenticator {
+ public:
+  std::vector<std::string> names;                    // id -> name
+  std::map<std::string, int32_t> credentials;        // base64 credentials -> id
+  int checks = 0;
+  void add(const std::string& name, const std::string& base64Credentials) {
+    credentials[base64Credentials] = static_cast<int32_t>(names.size());
+    names.push_back(name);
+  }
+  void check(AuthOp& op, std::string_view creds) override {
+    ++checks;
+    auto it = credentials.find(std::string(creds));
+    queue_.push_back({&op, it == credentials.end() ? -1 : it->second});
+  }
+  int32_t userId(std::string_view name) const override {
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == name) return static_cast<int32_t>(i);
+    }
+    return -1;
+  }
+  std::string_view userName(int32_t id) const override {
+    return id >= 0 && static_cast<size_t>(id) < names.size() ? std::string_view(names[static_cast<size_t>(id)])
+                                                             : std::string_view();
+  }
+  size_t pending() const { return queue_.size(); }
+  void runOne() {
+    auto [op, user] = queue_.front();
+    queue_.pop_front();
+    op->user = user;
+    op->callback->onAuthDone(*op);
+  }
+
+ private:
+  std::deque<std::pair<AuthOp*, int32_t>> queue_;
 };
 
 // The server application, faked: every POST is recorded; it is answered only when the test runs it
