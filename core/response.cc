@@ -15,6 +15,10 @@ const char* reasonPhrase(int status) {
     case 412: return "Precondition Failed";
     case 502: return "Bad Gateway";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 409: return "Conflict";
+    case 501: return "Not Implemented";
+    case 504: return "Gateway Timeout";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";

@@ -1,5 +1,6 @@
 #include "core/settings.h"
 
+#include "core/auth.h"
 #include "core/content_range.h"
 #include "core/protocol.h"
 
@@ -43,6 +44,9 @@ const Field kFields[] = {
     BITSD_FIELD("tls-cert", Str, tlsCert, "PEM certificate (chain): serve https (with tls-key)"),
     BITSD_FIELD("tls-key", Str, tlsKey, "PEM private key of tls-cert (RSA or ECDSA, unencrypted)"),
     BITSD_FIELD("tls-handshake-timeout-ms", U32, tlsHandshakeTimeoutMs, "time a client has to finish the TLS handshake"),
+    BITSD_FIELD("users-file", Str, usersFile, "Basic authentication: users and PBKDF2 hashes (bitsctl user add)"),
+    BITSD_FIELD("locations", Str, locations, "who may upload where: 'PREFIX USER...; PREFIX USER...' (* = anyone)"),
+    BITSD_FIELD("allow-basic-over-http", Bool, allowBasicOverHttp, "accept passwords over plain http (not https)"),
     BITSD_FIELD("max-connections", U32, maxConnections, "open connections; beyond: 503 and close"),
     BITSD_FIELD("max-sessions", U32, maxSessions, "sessions held (open and closed tombstones)"),
     BITSD_FIELD("request-slots", U32, requestSlots, "requests parsed at once"),
@@ -222,6 +226,19 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.maxNotifications == 0) return fail("max-notifications must be at least 1");
   if (s.tlsCert.empty() != s.tlsKey.empty()) return fail("tls-cert and tls-key go together (https needs both)");
   if (s.tlsHandshakeTimeoutMs == 0) return fail("tls-handshake-timeout-ms must be at least 1");
+  if (!s.locations.empty() && s.usersFile.empty()) return fail("locations needs users-file (who the users are)");
+  if (!s.usersFile.empty() && s.tlsCert.empty() && !s.allowBasicOverHttp) {
+    return fail("users-file over plain http would send passwords in clear: set tls-cert and tls-key, or "
+                "allow-basic-over-http to accept that");
+  }
+  {
+    std::vector<Location> locs;
+    std::string why;
+    if (!parseLocations(s.locations, &locs, &why)) {
+      *error = why;
+      return false;
+    }
+  }
   if (s.logLevel != "debug" && s.logLevel != "info" && s.logLevel != "warn" && s.logLevel != "error") {
     return fail("log-level must be debug, info, warn or error");
   }

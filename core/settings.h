@@ -52,6 +52,9 @@ struct Settings {
   std::string tlsCert;                  // https when set (with tlsKey)
   std::string tlsKey;
   uint32_t tlsHandshakeTimeoutMs = 10000;
+  std::string usersFile;                // Basic authentication on when set
+  std::string locations;                // "PREFIX USER...; ..." (core/auth.h)
+  bool allowBasicOverHttp = false;
   uint32_t idleTimeoutMs = 120000;      // keep-alive connection with no request
   uint32_t headerTimeoutMs = 30000;     // from the first byte of a request to the end of its headers
   uint32_t bodyTimeoutMs = 60000;       // longest gap between body bytes

@@ -12,6 +12,7 @@
 #include "platform/system.h"
 #include "platform/uv_notifier.h"
 #include "platform/uv_server.h"
+#include "platform/users.h"
 #include "platform/uv_storage.h"
 
 namespace {
@@ -97,6 +98,16 @@ int main(int argc, char** argv) {
   UploadEngine engine(storage, clock, random, sha, journal);
   platform::UvNotifier notifier(loop, settings.maxNotifications);
   engine.setNotifier(&notifier);
+  // Before recovery: restored sessions get their owners from the journal by user name.
+  platform::UvAuthenticator authenticator;
+  if (!settings.usersFile.empty()) {
+    std::vector<Location> locations;
+    if (!authenticator.load(loop, settings.usersFile, &error) || !parseLocations(settings.locations, &locations, &error)) {
+      std::fprintf(stderr, "bitsd: %s\n", error.c_str());
+      return 2;
+    }
+    engine.setAuthenticator(&authenticator, std::move(locations));
+  }
   Settings engineSettings = settings;
   engineSettings.root = rootReal;
   Status st = engine.init(engineSettings, &bulk);

@@ -7,10 +7,13 @@
 //   bitsctl journal compact --state DIR   rewrite the journal with only live state (bitsd must be stopped)
 //   bitsctl gen-cert --cn NAME [--cert F] [--key F] [--days N] [--force]
 //                                         a self-signed ECDSA key and certificate for https
+//   bitsctl user add|del|list [NAME] [--users-file F] [--iterations N] [--password-stdin]
+//                                         the users file of Basic authentication (PBKDF2-SHA256)
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,10 +22,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/journal_format.h"
+#include "platform/users.h"
 #include "tools/gencert.h"
 
 namespace {
@@ -33,7 +40,10 @@ int usage() {
   std::fputs(
       "usage: bitsctl sessions --state DIR\n"
       "       bitsctl journal dump|verify|compact --state DIR\n"
-      "       bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n",
+      "       bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n"
+      "       bitsctl user add NAME [--users-file FILE] [--iterations N] [--password-stdin]\n"
+      "       bitsctl user del NAME [--users-file FILE]\n"
+      "       bitsctl user list [--users-file FILE]\n",
       stderr);
   return 2;
 }
@@ -239,9 +249,118 @@ int genCertCommand(const std::vector<std::string>& args) {
   return 0;
 }
 
+// Reads a password: from the terminal without echo (twice), or one line of stdin.
+std::string readPassword(const std::string& name, bool fromStdin) {
+  std::string pw;
+  if (fromStdin || !::isatty(0)) {
+    if (!std::getline(std::cin, pw)) fail("no password on stdin");
+    if (!pw.empty() && pw.back() == '\r') pw.pop_back();
+    return pw;
+  }
+  termios old{};
+  ::tcgetattr(0, &old);
+  termios quiet = old;
+  quiet.c_lflag &= static_cast<tcflag_t>(~ECHO);
+  std::string again;
+  std::fprintf(stderr, "password for %s: ", name.c_str());
+  ::tcsetattr(0, TCSANOW, &quiet);
+  std::getline(std::cin, pw);
+  std::fprintf(stderr, "\nagain: ");
+  std::getline(std::cin, again);
+  ::tcsetattr(0, TCSANOW, &old);
+  std::fprintf(stderr, "\n");
+  if (pw != again) fail("the passwords differ; nothing changed");
+  return pw;
+}
+
+int userCommand(const std::vector<std::string>& args) {
+  std::string usersFile = "users", name, verb = args.size() > 1 ? args[1] : "";
+  uint32_t iterations = bitsd::platform::kDefaultPbkdf2Iterations;
+  bool fromStdin = false;
+  for (size_t i = 2; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) fail(a + " needs a value");
+      return args[++i];
+    };
+    if (a == "--users-file") {
+      usersFile = value();
+    } else if (a == "--iterations") {
+      std::string v = value();
+      char* end = nullptr;
+      unsigned long n = std::strtoul(v.c_str(), &end, 10);
+      if (end == v.c_str() || *end != '\0' || n < 1000 || n > 100000000) fail("--iterations must be 1000..100000000");
+      iterations = static_cast<uint32_t>(n);
+    } else if (a == "--password-stdin") {
+      fromStdin = true;
+    } else if (a.rfind("--", 0) == 0) {
+      fail("unknown option " + a + " for user");
+    } else if (name.empty()) {
+      name = a;
+    } else {
+      fail("unexpected argument " + a);
+    }
+  }
+  std::string text;
+  {
+    std::ifstream f(usersFile, std::ios::binary);
+    if (f) {
+      std::stringstream ss;
+      ss << f.rdbuf();
+      text = ss.str();
+    } else if (verb != "add") {
+      fail("cannot read " + usersFile + ": " + std::strerror(errno));
+    }
+  }
+  std::vector<bitsd::platform::UserEntry> users;
+  std::string why;
+  if (!bitsd::platform::parseUsers(text, &users, &why)) fail(usersFile + ":" + why);
+  if (verb == "list") {
+    for (const auto& u : users) std::printf("%s (pbkdf2-sha256, %u iterations)\n", u.name.c_str(), u.iterations);
+    return 0;
+  }
+  if (verb != "add" && verb != "del") fail("user needs add, del or list");
+  if (name.empty()) fail("user " + verb + " needs a NAME");
+  bool exists = false;
+  for (const auto& u : users) exists = exists || u.name == name;
+  std::string line;
+  if (verb == "add") {
+    if (!bitsd::validUserName(name)) fail("'" + name + "' is not a user name (1..32 of A-Z a-z 0-9 . _ -)");
+    std::string pw = readPassword(name, fromStdin);
+    if (!bitsd::platform::userLine(name, pw, iterations, &line, &why)) fail(why);
+    std::fill(pw.begin(), pw.end(), '\0');
+  } else if (!exists) {
+    fail("no user " + name + " in " + usersFile);
+  }
+  // Rewrite the file: every other line as it was, this user's line replaced, added or removed.
+  std::istringstream in(text);
+  std::string out, l;
+  bool placed = false;
+  while (std::getline(in, l)) {
+    std::string lineName = l.substr(0, l.find(':'));
+    if (!l.empty() && l[0] != '#' && lineName == name) {
+      if (verb == "add" && !placed) out += line + "\n";
+      placed = true;
+      continue;
+    }
+    out += l + "\n";
+  }
+  if (verb == "add" && !placed) out += line + "\n";
+  std::string tmp = usersFile + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, out.data(), out.size()) != static_cast<ssize_t>(out.size()) || ::fsync(fd) != 0 ||
+      ::close(fd) != 0 || ::rename(tmp.c_str(), usersFile.c_str()) != 0) {
+    fail("cannot write " + usersFile + ": " + std::strerror(errno));
+  }
+  std::printf("%s %s in %s\n", verb == "add" ? (exists ? "changed the password of" : "added") : "removed", name.c_str(),
+              usersFile.c_str());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "gen-cert") return genCertCommand(args);
+  if (!args.empty() && args[0] == "user") return userCommand(args);
   std::string state;
   std::vector<std::string> words;
   for (size_t i = 0; i < args.size(); ++i) {

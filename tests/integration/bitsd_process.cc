@@ -63,7 +63,7 @@ std::string slurp(const std::string& path) {
 int waitProcess(pid_t pid, int timeoutMs) { return waitExit(pid, timeoutMs); }
 
 pid_t spawnProgram(const std::string& program, const std::vector<std::string>& args, int outFd, int errFd,
-                   const std::vector<std::string>& launcher) {
+                   const std::vector<std::string>& launcher, int inFd) {
   std::vector<char*> argv;
   std::vector<std::string> emu = launcher;
   for (const std::string& w : emulatorWords()) emu.push_back(w);
@@ -78,6 +78,7 @@ pid_t spawnProgram(const std::string& program, const std::vector<std::string>& a
   // process can spin forever before reaching exec.
   posix_spawn_file_actions_t fa;
   ::posix_spawn_file_actions_init(&fa);
+  if (inFd >= 0) ::posix_spawn_file_actions_adddup2(&fa, inFd, 0);
   ::posix_spawn_file_actions_adddup2(&fa, outFd, 1);
   ::posix_spawn_file_actions_adddup2(&fa, errFd, 2);
   pid_t pid = -1;

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <mbedtls/base64.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
@@ -16,6 +17,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -325,6 +327,154 @@ TEST_F(Tls, SighupReloadsTheCertificateAndALiveSessionGoesOn) {
   ASSERT_TRUE(waitForLog(*bitsd, "SIGHUP: TLS certificate not reloaded")) << bitsd->stderrText();
   TlsClient still(dir.path() + "/new.crt");
   EXPECT_EQ(still.connect(bitsd->port()), 0);
+}
+
+// --- Basic authentication (over TLS unless the test says otherwise) ---------------------------------
+
+std::string basicHeader(const std::string& userPass) {
+  unsigned char out[256];
+  size_t n = 0;
+  mbedtls_base64_encode(out, sizeof out, &n, reinterpret_cast<const unsigned char*>(userPass.data()), userPass.size());
+  return "Basic " + std::string(reinterpret_cast<char*>(out), n);
+}
+
+// `bitsctl user add NAME --password-stdin` with the password on its stdin, as a script would.
+RunResult addUser(const std::string& usersFile, const std::string& name, const std::string& password,
+                  const std::string& dir) {
+  std::string pwPath = dir + "/pw-" + name;
+  {
+    std::FILE* f = std::fopen(pwPath.c_str(), "w");
+    std::fprintf(f, "%s\n", password.c_str());
+    std::fclose(f);
+  }
+  int in = ::open(pwPath.c_str(), O_RDONLY);
+  std::string outPath = dir + "/bitsctl.out";
+  int out = ::open(outPath.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  pid_t pid = spawnProgram(BITSCTL_BINARY,
+                           {"user", "add", name, "--users-file", usersFile, "--iterations", "2000", "--password-stdin"},
+                           out, out, {}, in);
+  ::close(in);
+  ::close(out);
+  RunResult r;
+  r.exitCode = waitProcess(pid, 60000);
+  readFile(outPath, &r.out);
+  return r;
+}
+
+class Auth : public Tls {
+ protected:
+  void SetUp() override {
+    Tls::SetUp();
+    users = dir.path() + "/users";
+    ASSERT_EQ(addUser(users, "alice", "wonder land", dir.path()).exitCode, 0);
+    ASSERT_EQ(addUser(users, "bob", "builder", dir.path()).exitCode, 0);
+  }
+  std::string users;
+};
+
+TEST_F(Auth, AnUploadOverHttpsWithAPassword) {
+  auto bitsd = start({"--users-file", users, "--locations", "/alice/ alice; /shared/ *"});
+  ::mkdir((bitsd->root() + "/alice").c_str(), 0755);
+  TlsClient c(crt());
+  ASSERT_EQ(c.connect(bitsd->port()), 0);
+  // The Windows client's way: the first request without credentials gets the challenge, and the
+  // same connection carries on with them.
+  Reply challenge = c.roundTrip(bitsRequest("/alice/a.bin", "Ping"));
+  EXPECT_EQ(challenge.status, 401);
+  EXPECT_EQ(challenge.get("WWW-Authenticate"), "Basic realm=\"bitsd\", charset=\"UTF-8\"");
+  std::string auth = basicHeader("alice:wonder land");
+  Reply created = c.roundTrip(bitsRequest("/alice/a.bin", "Create-Session",
+                                          {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)},
+                                           {"Authorization", auth}}));
+  ASSERT_EQ(created.status, 200) << created.raw;
+  std::string id = created.get("BITS-Session-Id");
+  std::string data = randomBytes(200000, 41);
+  Reply frag = c.roundTrip(bitsRequest("/alice/a.bin", "Fragment",
+                                       {{"BITS-Session-Id", id},
+                                        {"Content-Range", "bytes 0-199999/200000"},
+                                        {"Authorization", auth}},
+                                       data));
+  ASSERT_EQ(frag.status, 200) << frag.raw;
+  std::string got;
+  ASSERT_TRUE(readFile(bitsd->root() + "/alice/a.bin", &got));
+  EXPECT_TRUE(got == data);
+  EXPECT_NE(bitsd->stderrText().find("https with CN=127.0.0.1"), std::string::npos);
+}
+
+TEST_F(Auth, WrongPasswordWrongUserAndAnotherUsersSessionAreRefused) {
+  auto bitsd = start({"--users-file", users, "--locations", "/alice/ alice; /shared/ *"});
+  ::mkdir((bitsd->root() + "/alice").c_str(), 0755);
+  ::mkdir((bitsd->root() + "/shared").c_str(), 0755);
+  TlsClient c(crt());
+  ASSERT_EQ(c.connect(bitsd->port()), 0);
+  Reply wrong = c.roundTrip(bitsRequest("/shared/x", "Ping", {{"Authorization", basicHeader("alice:wonderland")}}));
+  EXPECT_EQ(wrong.status, 401);
+  Reply nobody = c.roundTrip(bitsRequest("/shared/x", "Ping", {{"Authorization", basicHeader("mallory:builder")}}));
+  EXPECT_EQ(nobody.status, 401);
+  // Bob may not upload to /alice/.
+  Reply forbidden = c.roundTrip(bitsRequest("/alice/b.bin", "Create-Session",
+                                            {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)},
+                                             {"Authorization", basicHeader("bob:builder")}}));
+  EXPECT_EQ(forbidden.status, 403);
+  EXPECT_EQ(forbidden.get("BITS-Error-Code"), "0x80070005");
+  // Alice's session in /shared/, replayed by Bob: the answer for an unknown session.
+  std::string alice = basicHeader("alice:wonder land");
+  Reply created = c.roundTrip(bitsRequest("/shared/s.bin", "Create-Session",
+                                          {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)},
+                                           {"Authorization", alice}}));
+  ASSERT_EQ(created.status, 200) << created.raw;
+  std::string id = created.get("BITS-Session-Id");
+  TlsClient b(crt());
+  ASSERT_EQ(b.connect(bitsd->port()), 0);
+  Reply replay = b.roundTrip(bitsRequest("/shared/s.bin", "Fragment",
+                                         {{"BITS-Session-Id", id},
+                                          {"Content-Range", "bytes 0-4/5"},
+                                          {"Authorization", basicHeader("bob:builder")}},
+                                         "bob!!"));
+  EXPECT_EQ(replay.status, 500) << replay.raw;
+  EXPECT_EQ(replay.get("BITS-Error-Code"), "0x8020001F");
+  Reply mine = c.roundTrip(bitsRequest("/shared/s.bin", "Fragment",
+                                       {{"BITS-Session-Id", id}, {"Content-Range", "bytes 0-4/5"}, {"Authorization", alice}},
+                                       "alice"));
+  EXPECT_EQ(mine.status, 200) << mine.raw;
+}
+
+TEST_F(Auth, PasswordsOverPlainHttpNeedAnExplicitFlag) {
+  RunResult refused = runBitsd({"--users-file", users});
+  EXPECT_EQ(refused.exitCode, 2);
+  EXPECT_NE(refused.err.find("users-file over plain http would send passwords in clear"), std::string::npos)
+      << refused.err;
+  EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << refused.err;
+  BitsdProcess plain({"--users-file", users, "--allow-basic-over-http"});
+  ASSERT_TRUE(plain.start()) << plain.stderrText();
+  Client c;
+  ASSERT_TRUE(c.connect(plain.port()));
+  EXPECT_EQ(c.roundTrip(bitsRequest("/x", "Ping")).status, 401);
+  EXPECT_EQ(c.roundTrip(bitsRequest("/x", "Ping", {{"Authorization", basicHeader("bob:builder")}})).status, 200);
+}
+
+TEST_F(Auth, BadUsersFilesAreOneLineStartupErrors) {
+  std::string broken = dir.path() + "/broken";
+  {
+    std::FILE* f = std::fopen(broken.c_str(), "w");
+    std::fputs("# users\nalice:md5:1:abc:def\n", f);
+    std::fclose(f);
+  }
+  struct Case {
+    std::vector<std::string> args;
+    const char* needle;
+  } cases[] = {
+      {{"--users-file", dir.path() + "/missing", "--allow-basic-over-http"}, "cannot read it"},
+      {{"--users-file", broken, "--allow-basic-over-http"}, ":2: unknown scheme 'md5'"},
+      {{"--users-file", users, "--allow-basic-over-http", "--locations", "/a"}, "lists no users"},
+      {{"--locations", "/a alice"}, "locations needs users-file"},
+  };
+  for (const Case& k : cases) {
+    RunResult r = runBitsd(k.args);
+    EXPECT_EQ(r.exitCode, 2) << r.err;
+    EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,236 @@
+#include "platform/users.h"
+
+#include <mbedtls/base64.h>
+#include <mbedtls/md.h>
+#include <mbedtls/pkcs5.h>
+#include <sys/random.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace bitsd::platform {
+
+namespace {
+
+constexpr size_t kMaxCacheEntries = 256;
+constexpr size_t kMaxCredentialBytes = 512;
+
+bool fromBase64(const std::string& text, std::vector<unsigned char>* out) {
+  size_t n = 0;
+  out->assign(text.size(), 0);
+  if (mbedtls_base64_decode(out->data(), out->size(), &n, reinterpret_cast<const unsigned char*>(text.data()),
+                            text.size()) != 0) {
+    return false;
+  }
+  out->resize(n);
+  return true;
+}
+
+std::string toBase64(const std::vector<unsigned char>& bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  size_t n = 0;
+  mbedtls_base64_encode(reinterpret_cast<unsigned char*>(out.data()), out.size(), &n, bytes.data(), bytes.size());
+  out.resize(n);
+  return out;
+}
+
+bool sameBytes(const std::vector<unsigned char>& a, const std::vector<unsigned char>& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+std::vector<unsigned char> pbkdf2(const std::string& password, const std::vector<unsigned char>& salt,
+                                  uint32_t iterations) {
+  std::vector<unsigned char> out(32);
+  mbedtls_md_context_t md;
+  mbedtls_md_init(&md);
+  if (mbedtls_md_setup(&md, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1) != 0 ||
+      mbedtls_pkcs5_pbkdf2_hmac(&md, reinterpret_cast<const unsigned char*>(password.data()), password.size(),
+                                salt.data(), salt.size(), iterations, static_cast<uint32_t>(out.size()),
+                                out.data()) != 0) {
+    out.clear();
+  }
+  mbedtls_md_free(&md);
+  return out;
+}
+
+bool parseUsers(const std::string& text, std::vector<UserEntry>* out, std::string* error) {
+  out->clear();
+  std::istringstream in(text);
+  std::string line;
+  int lineNo = 0;
+  while (std::getline(in, line)) {
+    ++lineNo;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<std::string> f;
+    size_t start = 0;
+    for (size_t c; (c = line.find(':', start)) != std::string::npos; start = c + 1) f.push_back(line.substr(start, c - start));
+    f.push_back(line.substr(start));
+    auto bad = [&](const std::string& why) {
+      *error = std::to_string(lineNo) + ": " + why;
+      return false;
+    };
+    if (f.size() != 5) return bad("expected NAME:pbkdf2-sha256:ITERATIONS:SALT:HASH");
+    UserEntry u;
+    u.name = f[0];
+    if (!validUserName(u.name)) return bad("'" + u.name + "' is not a user name (1..32 of A-Z a-z 0-9 . _ -)");
+    if (f[1] != "pbkdf2-sha256") return bad("unknown scheme '" + f[1] + "' (only pbkdf2-sha256)");
+    char* end = nullptr;
+    unsigned long it = std::strtoul(f[2].c_str(), &end, 10);
+    if (f[2].empty() || *end != '\0' || it < 1000 || it > 100000000) return bad("iterations must be 1000..100000000");
+    u.iterations = static_cast<uint32_t>(it);
+    if (!fromBase64(f[3], &u.salt) || u.salt.size() < 8) return bad("salt is not base64 of at least 8 bytes");
+    if (!fromBase64(f[4], &u.hash) || u.hash.size() != 32) return bad("hash is not base64 of 32 bytes");
+    for (const UserEntry& other : *out) {
+      if (other.name == u.name) return bad("user '" + u.name + "' appears twice");
+    }
+    out->push_back(std::move(u));
+  }
+  return true;
+}
+
+bool userLine(const std::string& name, const std::string& password, uint32_t iterations, std::string* line,
+              std::string* error) {
+  if (!validUserName(name)) {
+    *error = "'" + name + "' is not a user name (1..32 of A-Z a-z 0-9 . _ -)";
+    return false;
+  }
+  if (password.empty() || password.size() > 256 || password.find_first_of("\r\n") != std::string::npos) {
+    *error = "the password must be 1..256 characters on one line";
+    return false;
+  }
+  std::vector<unsigned char> salt(16);
+  if (::getrandom(salt.data(), salt.size(), 0) != static_cast<ssize_t>(salt.size())) {
+    *error = "no randomness from the OS for the salt";
+    return false;
+  }
+  std::vector<unsigned char> hash = pbkdf2(password, salt, iterations);
+  if (hash.empty()) {
+    *error = "PBKDF2 failed";
+    return false;
+  }
+  *line = name + ":pbkdf2-sha256:" + std::to_string(iterations) + ":" + toBase64(salt) + ":" + toBase64(hash);
+  return true;
+}
+
+// One check on the thread pool. `password` is wiped after use.
+struct UvAuthenticator::Work {
+  uv_work_t req;
+  UvAuthenticator* self = nullptr;
+  AuthOp* op = nullptr;
+  int32_t user = -1;        // the claimed user (-1: unknown name, checked against the dummy)
+  bool cached = false;      // a remembered right answer: nothing to compute
+  std::string password;
+  std::string key;          // cache key
+  bool ok = false;
+};
+
+bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string* error) {
+  loop_ = loop;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    *error = "users-file " + path + ": cannot read it: " + std::strerror(errno);
+    return false;
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string why;
+  if (!parseUsers(ss.str(), &users_, &why)) {
+    *error = "users-file " + path + ":" + why;
+    return false;
+  }
+  if (users_.empty()) {
+    *error = "users-file " + path + " has no users (add one with: bitsctl user add NAME --users-file " + path + ")";
+    return false;
+  }
+  if (::getrandom(hmacKey_, sizeof hmacKey_, 0) != static_cast<ssize_t>(sizeof hmacKey_)) {
+    *error = "no randomness from the OS";
+    return false;
+  }
+  dummy_.iterations = kDefaultPbkdf2Iterations;
+  for (const UserEntry& u : users_) dummy_.iterations = std::max(dummy_.iterations, u.iterations);
+  dummy_.salt.assign(16, 0x5a);
+  dummy_.hash.assign(32, 0);
+  return true;
+}
+
+std::string UvAuthenticator::cacheKey(std::string_view credentials) const {
+  unsigned char mac[32];
+  mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), hmacKey_, sizeof hmacKey_,
+                  reinterpret_cast<const unsigned char*>(credentials.data()), credentials.size(), mac);
+  return std::string(reinterpret_cast<char*>(mac), sizeof mac);
+}
+
+void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
+  Work* w = new Work();
+  w->self = this;
+  w->op = &op;
+  w->req.data = w;
+  if (credentials.size() <= kMaxCredentialBytes) {
+    w->key = cacheKey(credentials);
+    auto hit = cache_.find(w->key);
+    if (hit != cache_.end()) {
+      w->cached = true;
+      w->user = hit->second;
+      w->ok = true;
+    } else {
+      unsigned char plain[kMaxCredentialBytes];
+      size_t n = 0;
+      if (mbedtls_base64_decode(plain, sizeof plain, &n, reinterpret_cast<const unsigned char*>(credentials.data()),
+                                credentials.size()) == 0) {
+        std::string_view up(reinterpret_cast<char*>(plain), n);
+        size_t colon = up.find(':');
+        if (colon != std::string_view::npos) {
+          w->user = userId(up.substr(0, colon));
+          w->password = std::string(up.substr(colon + 1));
+        }
+      }
+      std::memset(plain, 0, sizeof plain);
+    }
+  }
+  // Always through the pool, so the completion never runs inside this call.
+  uv_queue_work(loop_, &w->req, onWork, onAfterWork);
+}
+
+void UvAuthenticator::onWork(uv_work_t* req) {
+  Work* w = static_cast<Work*>(req->data);
+  if (w->cached) return;
+  const UserEntry& u = w->user >= 0 ? w->self->users_[static_cast<size_t>(w->user)] : w->self->dummy_;
+  std::vector<unsigned char> h = pbkdf2(w->password, u.salt, u.iterations);
+  w->ok = w->user >= 0 && !h.empty() && sameBytes(h, u.hash);
+  std::fill(w->password.begin(), w->password.end(), '\0');
+}
+
+void UvAuthenticator::onAfterWork(uv_work_t* req, int) {
+  Work* w = static_cast<Work*>(req->data);
+  UvAuthenticator* self = w->self;
+  if (!w->cached) ++self->checksRun_;
+  if (w->ok && !w->cached && !w->key.empty()) {
+    if (self->cache_.size() >= kMaxCacheEntries) self->cache_.clear();
+    self->cache_[w->key] = w->user;
+  }
+  AuthOp* op = w->op;
+  op->user = w->ok ? w->user : -1;
+  delete w;
+  op->callback->onAuthDone(*op);
+}
+
+int32_t UvAuthenticator::userId(std::string_view name) const {
+  for (size_t i = 0; i < users_.size(); ++i) {
+    if (users_[i].name == name) return static_cast<int32_t>(i);
+  }
+  return -1;
+}
+
+std::string_view UvAuthenticator::userName(int32_t id) const {
+  return id >= 0 && static_cast<size_t>(id) < users_.size() ? std::string_view(users_[static_cast<size_t>(id)].name)
+                                                            : std::string_view();
+}
+
+}  // namespace bitsd::platform

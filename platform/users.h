@@ -1,0 +1,65 @@
+// The users file and the Authenticator behind bitsd's Basic authentication (issue 7).
+//
+// One user per line:  NAME:pbkdf2-sha256:ITERATIONS:SALT:HASH   (SALT and HASH in base64; `#`
+// starts a comment). `bitsctl user add NAME` writes such lines. A password is checked by running
+// PBKDF2-HMAC-SHA256 (mbedTLS) over it with the user's salt and comparing in constant time; that is
+// slow on purpose, so it runs on libuv's thread pool, and a right answer is remembered (keyed by an
+// HMAC of the credentials under a random per-process key) so a client that sends the same header on
+// every request pays once.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/auth.h"
+
+namespace bitsd::platform {
+
+inline constexpr uint32_t kDefaultPbkdf2Iterations = 100000;
+
+struct UserEntry {
+  std::string name;
+  uint32_t iterations = 0;
+  std::vector<unsigned char> salt;
+  std::vector<unsigned char> hash;  // 32 bytes
+};
+
+// Parses a users file's text; false with "LINE: reason" in *error.
+bool parseUsers(const std::string& text, std::vector<UserEntry>* out, std::string* error);
+// PBKDF2-HMAC-SHA256 of `password`; 32 bytes.
+std::vector<unsigned char> pbkdf2(const std::string& password, const std::vector<unsigned char>& salt,
+                                  uint32_t iterations);
+// A users-file line for a new password (a fresh 16-byte salt from the OS).
+bool userLine(const std::string& name, const std::string& password, uint32_t iterations, std::string* line,
+              std::string* error);
+
+class UvAuthenticator final : public Authenticator {
+ public:
+  // Loads `path`; false with a one-line reason naming the file.
+  bool load(uv_loop_t* loop, const std::string& path, std::string* error);
+
+  void check(AuthOp& op, std::string_view credentials) override;
+  int32_t userId(std::string_view name) const override;
+  std::string_view userName(int32_t id) const override;
+
+  uint64_t checksRun() const { return checksRun_; }  // PBKDF2 computations (cache misses)
+
+ private:
+  struct Work;
+  static void onWork(uv_work_t* req);
+  static void onAfterWork(uv_work_t* req, int status);
+  std::string cacheKey(std::string_view credentials) const;
+
+  uv_loop_t* loop_ = nullptr;
+  std::vector<UserEntry> users_;
+  UserEntry dummy_;  // checked for unknown names, so that they take as long as known ones
+  unsigned char hmacKey_[32] = {};
+  std::unordered_map<std::string, int32_t> cache_;  // HMAC(credentials) -> user id
+  uint64_t checksRun_ = 0;
+};
+
+}  // namespace bitsd::platform
