@@ -10,6 +10,12 @@
 // See `bitsclient --help` and the README's "bitsclient" section.
 #include <fcntl.h>
 #include <llhttp.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -66,6 +72,9 @@ const char* const kUsage =
     "  --reply-out FILE            upload-reply: download the reply into FILE before closing\n"
     "  --json                      one JSON line per event on stdout (the default when stdout is not a terminal)\n"
     "  --quiet                     no progress output\n"
+    "  --cacert FILE               https: trust this PEM certificate (e.g. bitsd.crt) instead of the system's\n"
+    "  -k, --insecure              https: do not verify the server's certificate\n"
+    "  -u, --user NAME:PASSWORD    Basic authentication on every request (not kept in the state file)\n"
     "exit codes: 0 done, 1 fatal server answer, 2 usage or state file, 3 retries exhausted,\n"
     "            4 session lost too often, 5 local file error, 130 interrupted\n";
 
@@ -126,6 +135,9 @@ struct Options {
   client::JobConfig job;
   uint64_t timeoutMs = 300000;
   bool json = false, jsonForced = false, quiet = false;
+  std::string cacert;      // https: trust this PEM certificate (chain) instead of the system's
+  bool insecure = false;   // https: do not verify the server's certificate
+  std::string user;        // Basic authentication "NAME:PASSWORD" (never written to the state file)
   // From a state file (resume/cancel).
   std::string sessionId, hostId;
   uint64_t offset = 0, fallbackSeconds = 0;
@@ -190,6 +202,13 @@ void parseOptions(int argc, char** argv, int first, Options* o) {
       o->json = o->jsonForced = true;
     } else if (a == "--quiet") {
       o->quiet = true;
+    } else if (a == "--cacert") {
+      o->cacert = value();
+    } else if (a == "--insecure" || a == "-k") {
+      o->insecure = true;
+    } else if (a == "-u" || a == "--user") {
+      o->user = value();
+      if (o->user.find(':') == std::string::npos) usageError("-u needs NAME:PASSWORD");
     } else {
       usageError("unknown option '" + a + "' (see bitsclient --help)");
     }
@@ -269,6 +288,23 @@ void readState(const std::string& path, Options* o) {
   }
   if (!sawVersion || o->file.empty() || o->url.empty()) usageError(path + ": not a bitsclient state file");
   o->statePath = path;
+}
+
+// http:// or https:// URL. For https the default port is 443.
+bool parseUrl(const std::string& url, bitsd::HttpUrl* u, bool* tls, std::string* storage) {
+  *tls = url.rfind("https://", 0) == 0;
+  *storage = *tls ? "http://" + url.substr(8) : url;
+  if (!bitsd::parseHttpUrl(*storage, u)) return false;
+  if (*tls && u->port == 80) {
+    // Was :80 written out? Look at the authority.
+    std::string_view rest = std::string_view(*storage).substr(7);
+    std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+    size_t close = authority.rfind(']');
+    size_t colon = authority.rfind(':');
+    bool explicitPort = colon != std::string_view::npos && (close == std::string_view::npos || colon > close);
+    if (!explicitPort) u->port = 443;
+  }
+  return true;
 }
 
 // --- Progress -----------------------------------------------------------------------------------------
@@ -444,6 +480,14 @@ class Driver {
       uv_signal_start(&sigint_, onSignal, SIGINT);
       uv_signal_start(&sigterm_, onSignal, SIGTERM);
     }
+    if (!o_.user.empty()) {
+      unsigned char b64[1024];
+      size_t n = 0;
+      if (mbedtls_base64_encode(b64, sizeof b64, &n, reinterpret_cast<const unsigned char*>(o_.user.data()),
+                                o_.user.size()) == 0) {
+        authorization_ = "Basic " + std::string(reinterpret_cast<char*>(b64), n);
+      }
+    }
     llhttp_settings_init(&settings_);
     settings_.on_header_field = onHeaderField;
     settings_.on_header_value = onHeaderValue;
@@ -452,6 +496,14 @@ class Driver {
     settings_.on_message_complete = onMessageComplete;
   }
 
+  ~Driver() {
+    if (tlsReady_) {
+      mbedtls_ssl_config_free(&tlsConf_);
+      mbedtls_x509_crt_free(&tlsCa_);
+      mbedtls_ctr_drbg_free(&tlsDrbg_);
+      mbedtls_entropy_free(&tlsEntropy_);
+    }
+  }
   void start() { step(); }
   int run() {
     if (!o_.statePath.empty()) {  // from the start, so even a job killed before its session resumes
@@ -474,6 +526,12 @@ class Driver {
   void sendBody();
   void bodyWritten(Conn* c, int status);
   void queueWrite(WriteReq* w, char* data, size_t len);
+  void queueRaw(WriteReq* w, char* data, size_t len);
+  bool parsePlain(const char* data, size_t len);
+  bool setupTls();
+  void handshake(Conn* c);
+  void flushTls(Conn* c);
+  void fatal(int code, const std::string& why);
   void readData(Conn* c, ssize_t n, const uv_buf_t* buf);
   void complete(Response r);
   void fail(const std::string& why);
@@ -503,6 +561,14 @@ class Driver {
   std::function<void(Driver&)> onFinish_;
   uint64_t sentAt_ = 0;  // uv_hrtime() when the request in flight was started
   uint64_t gen_ = 0;     // bumped for every request written
+  bool useTls_ = false;  // the request in flight goes over https
+  bool tlsReady_ = false;
+  mbedtls_ssl_config tlsConf_;
+  mbedtls_x509_crt tlsCa_;
+  mbedtls_ctr_drbg_context tlsDrbg_;
+  mbedtls_entropy_context tlsEntropy_;
+  std::vector<char> plain_ = std::vector<char>(16 * 1024 + 64);
+  std::string authorization_;  // "Basic ..." when -u was given
   bool paused_ = false;
   bool chaosRolled_ = false;
   uint64_t cutAt_ = 0;  // chaos: the body offset where this fragment's connection is cut (0: none)
@@ -525,8 +591,20 @@ class Driver {
   int exitCode_ = 0;
 };
 
+// A connection's TLS client state (https): mbedTLS over the libuv stream, as in the server.
+struct ConnTls {
+  mbedtls_ssl_context ssl;
+  std::string in;   // ciphertext from the socket not yet taken by mbedTLS
+  size_t inPos = 0;
+  std::string out;  // ciphertext mbedTLS produced, not yet written
+  bool handshakeDone = false;
+  ConnTls() { mbedtls_ssl_init(&ssl); }
+  ~ConnTls() { mbedtls_ssl_free(&ssl); }
+};
+
 struct Conn {
   uv_tcp_t tcp;
+  std::unique_ptr<ConnTls> tls;
   uv_getaddrinfo_t gai;
   uv_connect_t connect;
   Driver* d = nullptr;
@@ -711,10 +789,11 @@ void Driver::send(const Request& r) {
   // Where it goes: the reply URL, the host-id host, or the upload URL.
   std::string url = (r.kind == Kind::ReplyHead || r.kind == Kind::ReplyGet) ? job_.replyUrl() : o_.url;
   bitsd::HttpUrl u;
-  if (!bitsd::parseHttpUrl(url, &u)) {
+  std::string urlStorage;
+  if (!parseUrl(url, &u, &useTls_, &urlStorage)) {
     inFlight_ = false;
     progress_.finish();
-    std::fprintf(stderr, "bitsclient: cannot use URL '%s' (only http://host[:port]/path)\n", url.c_str());
+    std::fprintf(stderr, "bitsclient: cannot use URL '%s' (only http(s)://host[:port]/path)\n", url.c_str());
     return finish(client::kExitUsage);
   }
   host_ = std::string(u.host);
@@ -738,9 +817,9 @@ void Driver::send(const Request& r) {
     }
   }
   hostHeader_ = host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_;
-  if (port_ != 80) hostHeader_ += ":" + std::to_string(port_);
+  if (port_ != (useTls_ ? 443 : 80)) hostHeader_ += ":" + std::to_string(port_);
   uv_timer_start(&timeout_, onTimeout, o_.timeoutMs, 0);
-  std::string key = host_ + "|" + std::to_string(port_);
+  std::string key = std::string(useTls_ ? "s|" : "|") + host_ + "|" + std::to_string(port_);
   if (conn_ != nullptr && conn_->open && conn_->key == key) return startRequest();
   closeConn();
   Conn* c = new Conn();
@@ -775,9 +854,108 @@ void Driver::connected(Conn* c, int status) {
   if (c != conn_) return;
   if (status < 0) return fail(std::string("cannot connect to ") + host_ + ":" + std::to_string(port_) + ": " +
                               uv_strerror(status));
-  c->open = true;
   uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAlloc, onRead);
+  if (useTls_) {
+    c->tls = std::make_unique<ConnTls>();
+    if (!tlsReady_ && !setupTls()) return;
+    if (mbedtls_ssl_setup(&c->tls->ssl, &tlsConf_) != 0 || mbedtls_ssl_set_hostname(&c->tls->ssl, host_.c_str()) != 0) {
+      return fail("TLS setup failed");
+    }
+    mbedtls_ssl_set_bio(
+        &c->tls->ssl, c,
+        [](void* ctx, const unsigned char* b, size_t len) -> int {
+          static_cast<Conn*>(ctx)->tls->out.append(reinterpret_cast<const char*>(b), len);
+          return static_cast<int>(len);
+        },
+        [](void* ctx, unsigned char* b, size_t len) -> int {
+          ConnTls* t = static_cast<Conn*>(ctx)->tls.get();
+          size_t have = t->in.size() - t->inPos;
+          if (have == 0) return MBEDTLS_ERR_SSL_WANT_READ;
+          size_t n = std::min(have, len);
+          std::memcpy(b, t->in.data() + t->inPos, n);
+          t->inPos += n;
+          if (t->inPos == t->in.size()) {
+            t->in.clear();
+            t->inPos = 0;
+          }
+          return static_cast<int>(n);
+        },
+        nullptr);
+    return handshake(c);
+  }
+  c->open = true;
   startRequest();
+}
+
+bool Driver::setupTls() {
+  mbedtls_ssl_config_init(&tlsConf_);
+  mbedtls_x509_crt_init(&tlsCa_);
+  mbedtls_ctr_drbg_init(&tlsDrbg_);
+  mbedtls_entropy_init(&tlsEntropy_);
+  tlsReady_ = true;
+  int rc = mbedtls_ctr_drbg_seed(&tlsDrbg_, mbedtls_entropy_func, &tlsEntropy_, nullptr, 0);
+  if (rc == 0) {
+    rc = mbedtls_ssl_config_defaults(&tlsConf_, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                     MBEDTLS_SSL_PRESET_DEFAULT);
+  }
+  if (rc != 0) {
+    fatal(client::kExitLocal, "TLS setup failed");
+    return false;
+  }
+  mbedtls_ssl_conf_rng(&tlsConf_, mbedtls_ctr_drbg_random, &tlsDrbg_);
+  if (o_.insecure) {
+    mbedtls_ssl_conf_authmode(&tlsConf_, MBEDTLS_SSL_VERIFY_NONE);
+  } else {
+    std::string ca = o_.cacert.empty() ? "/etc/ssl/certs/ca-certificates.crt" : o_.cacert;
+    rc = mbedtls_x509_crt_parse_file(&tlsCa_, ca.c_str());
+    if (rc < 0 || tlsCa_.version == 0) {
+      fatal(client::kExitUsage, "cannot read the CA certificate(s) in " + ca + " (--cacert FILE, or --insecure)");
+      return false;
+    }
+    mbedtls_ssl_conf_ca_chain(&tlsConf_, &tlsCa_, nullptr);
+    mbedtls_ssl_conf_authmode(&tlsConf_, MBEDTLS_SSL_VERIFY_REQUIRED);
+  }
+  return true;
+}
+
+void Driver::fatal(int code, const std::string& why) {
+  inFlight_ = false;
+  progress_.finish();
+  std::fprintf(stderr, "bitsclient: %s\n", why.c_str());
+  finish(code);
+}
+
+// Runs the TLS handshake as ciphertext arrives; sends the request once it is done.
+void Driver::handshake(Conn* c) {
+  int rc = mbedtls_ssl_handshake(&c->tls->ssl);
+  flushTls(c);
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
+  if (rc != 0) {
+    uint32_t flags = mbedtls_ssl_get_verify_result(&c->tls->ssl);
+    if (flags != 0 && flags != static_cast<uint32_t>(-1)) {
+      char why[256];
+      mbedtls_x509_crt_verify_info(why, sizeof why, "", flags);
+      std::string w(why);
+      while (!w.empty() && w.back() == '\n') w.pop_back();
+      for (size_t i = 0; (i = w.find('\n', i)) != std::string::npos;) w.replace(i, 1, "; ");
+      return fatal(client::kExitFatal, "the server's certificate is not trusted (" + w + "); --cacert FILE or --insecure");
+    }
+    char text[160];
+    mbedtls_strerror(rc, text, sizeof text);
+    return fail(std::string("TLS handshake failed: ") + text);
+  }
+  c->tls->handshakeDone = true;
+  c->open = true;
+  startRequest();
+}
+
+void Driver::flushTls(Conn* c) {
+  if (c->tls->out.empty()) return;
+  WriteReq* w = new WriteReq();
+  w->c = c;
+  w->gen = UINT64_MAX;  // handshake output: no request waits for it
+  w->bytes.swap(c->tls->out);
+  queueRaw(w, w->bytes.data(), w->bytes.size());
 }
 
 void Driver::startRequest() {
@@ -827,6 +1005,7 @@ void Driver::startRequest() {
       add("Range", "bytes=" + std::to_string(cur_.begin) + "-" + std::to_string(cur_.end - 1));
       break;
   }
+  if (!authorization_.empty()) add("Authorization", authorization_);
   if (cur_.kind != Kind::ReplyHead && cur_.kind != Kind::ReplyGet) {
     for (const std::string& h : o_.headers) head_ += h + "\r\n";
     add(std::string(H::kContentLength), std::to_string(bodyBytes));
@@ -854,6 +1033,26 @@ void onWriteDone(uv_write_t* req, int status) {
 }
 
 void Driver::queueWrite(WriteReq* w, char* data, size_t len) {
+  if (w->c->tls) {
+    // Encrypt into the write's own buffer; the plaintext may be reused at once.
+    ConnTls* t = w->c->tls.get();
+    size_t done = 0;
+    while (done < len) {
+      int rc = mbedtls_ssl_write(&t->ssl, reinterpret_cast<const unsigned char*>(data + done), len - done);
+      if (rc <= 0) {
+        delete w;
+        return fail("TLS write failed");
+      }
+      done += static_cast<size_t>(rc);
+    }
+    w->bytes.swap(t->out);
+    t->out.clear();
+    return queueRaw(w, w->bytes.data(), w->bytes.size());
+  }
+  queueRaw(w, data, len);
+}
+
+void Driver::queueRaw(WriteReq* w, char* data, size_t len) {
   w->req.data = w;
   uv_buf_t b = uv_buf_init(data, static_cast<unsigned>(len));
   int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&w->c->tcp), &b, 1, onWriteDone);
@@ -923,16 +1122,39 @@ void Driver::readData(Conn* c, ssize_t n, const uv_buf_t* buf) {
     closeConn();  // an idle keep-alive connection went away: reconnect next time
     return;
   }
+  if (c->tls) {
+    c->tls->in.append(buf->base, static_cast<size_t>(n));
+    if (!c->tls->handshakeDone) return handshake(c);
+    // Decrypt what there is and parse it; mbedTLS may hold more than one record.
+    while (conn_ == c && inFlight_) {
+      int rc = mbedtls_ssl_read(&c->tls->ssl, reinterpret_cast<unsigned char*>(plain_.data()), plain_.size());
+      if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
+      if (rc <= 0) return fail(rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY ? "the server closed the connection"
+                                                                                 : "TLS read failed");
+      if (!parsePlain(plain_.data(), static_cast<size_t>(rc))) return;
+    }
+    return;
+  }
   if (!inFlight_) {
     closeConn();  // bytes nobody asked for
     return;
   }
-  llhttp_errno_t e = llhttp_execute(&parser_, buf->base, static_cast<size_t>(n));
+  parsePlain(buf->base, static_cast<size_t>(n));
+}
+
+// Feeds answer bytes to llhttp; false once the request is over (answered or failed).
+bool Driver::parsePlain(const char* data, size_t len) {
+  llhttp_errno_t e = llhttp_execute(&parser_, data, len);
   if (e == HPE_PAUSED) {  // message complete (we pause there)
     Response r = resp_;
-    return complete(r);
+    complete(r);
+    return false;
   }
-  if (e != HPE_OK) return fail(std::string("the server's answer is not valid HTTP: ") + llhttp_errno_name(e));
+  if (e != HPE_OK) {
+    fail(std::string("the server's answer is not valid HTTP: ") + llhttp_errno_name(e));
+    return false;
+  }
+  return true;
 }
 
 void Driver::header() {
@@ -1150,7 +1372,9 @@ int runBench(int argc, char** argv) {
   base.url = argv[2];
   base.quiet = true;
   bitsd::HttpUrl u;
-  if (!bitsd::parseHttpUrl(base.url, &u)) usageError("cannot use URL '" + base.url + "' (only http://host[:port]/path)");
+  bool tls = false;
+  std::string urlStorage;
+  if (!parseUrl(base.url, &u, &tls, &urlStorage)) usageError("cannot use URL '" + base.url + "' (only http(s)://host[:port]/path)");
   uint64_t sessions = 4, size = 16 * 1024 * 1024, seed = 0, timeoutS = 600, maxFaults = 50;
   std::string verifyRoot;
   Bench b;
@@ -1225,7 +1449,8 @@ int runBench(int argc, char** argv) {
       b.verbose = true;
     } else {
       rest.push_back(argv[i]);  // a common option (-H, --retries, ...), or an error there
-      if (a[0] == '-' && a != "--json" && a != "--quiet" && i + 1 < argc) rest.push_back(argv[++i]);
+      bool flag = a == "--json" || a == "--quiet" || a == "--insecure" || a == "-k";
+      if (a[0] == '-' && !flag && i + 1 < argc) rest.push_back(argv[++i]);
     }
   }
   if ((b.serverPid > 0) != !b.restartCmd.empty()) usageError("--kill-pid and --restart-cmd go together");
@@ -1407,7 +1632,9 @@ int main(int argc, char** argv) {
   parseOptions(argc, argv, first, &o);
   if (!o.jsonForced && !::isatty(1)) o.json = true;
   bitsd::HttpUrl u;
-  if (!bitsd::parseHttpUrl(o.url, &u)) usageError("cannot use URL '" + o.url + "' (only http://host[:port]/path)");
+  bool tls = false;
+  std::string urlStorage;
+  if (!parseUrl(o.url, &u, &tls, &urlStorage)) usageError("cannot use URL '" + o.url + "' (only http(s)://host[:port]/path)");
 
   int fd = ::open(o.file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0 && o.command != "cancel") usageError("cannot read " + o.file + ": " + std::strerror(errno));

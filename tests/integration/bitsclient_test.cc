@@ -273,7 +273,7 @@ TEST_F(BitsClient, FatalAnswersAndBadFlagsExitWithTheirClassAndOneLine) {
   } cases[] = {
       {{"upload", src, url("/y"), "--fragment-size", "1K"}, "--fragment-size must be 5K..13M"},
       {{"upload", src, url("/y"), "--bogus"}, "unknown option '--bogus'"},
-      {{"upload", src, "https://127.0.0.1/y"}, "only http://"},
+      {{"upload", src, "ftp://127.0.0.1/y"}, "only http(s)://"},
       {{"upload", dir.path() + "/missing", url("/y")}, "cannot read"},
       {{"upload", src, url("/y"), "-H", "no colon"}, "invalid header"},
       {{"resume", dir.path() + "/missing.bitsjob"}, "cannot read state file"},

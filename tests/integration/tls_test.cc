@@ -477,5 +477,47 @@ TEST_F(Auth, BadUsersFilesAreOneLineStartupErrors) {
   }
 }
 
+// bitsclient over https with a password: the upload arrives; a wrong password, a missing one and
+// an untrusted certificate each end with exit code 1 and one line naming the reason.
+TEST_F(Auth, BitsclientUploadsOverHttpsWithAPassword) {
+  auto bitsd = start({"--users-file", users});
+  std::string data = randomBytes(2 * 1024 * 1024 + 5, 51);
+  std::string src = dir.path() + "/up.bin";
+  {
+    std::FILE* f = std::fopen(src.c_str(), "wb");
+    std::fwrite(data.data(), 1, data.size(), f);
+    std::fclose(f);
+  }
+  std::string url = "https://127.0.0.1:" + std::to_string(bitsd->port()) + "/up.bin";
+  auto run = [&](std::vector<std::string> args) {
+    std::string outPath = dir.path() + "/client.out";
+    int out = ::open(outPath.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    pid_t pid = spawnProgram(BITSCLIENT_BINARY, args, out, out);
+    ::close(out);
+    RunResult r;
+    r.exitCode = waitProcess(pid, 60000);
+    readFile(outPath, &r.out);
+    ::unlink((src + ".bitsjob").c_str());
+    return r;
+  };
+  RunResult ok = run({"upload", src, url, "--cacert", crt(), "-u", "alice:wonder land", "--quiet"});
+  EXPECT_EQ(ok.exitCode, 0) << ok.out;
+  std::string got;
+  ASSERT_TRUE(readFile(bitsd->root() + "/up.bin", &got));
+  EXPECT_TRUE(got == data);
+  RunResult wrong = run({"upload", src, url + "2", "--cacert", crt(), "-u", "alice:nope", "--quiet"});
+  EXPECT_EQ(wrong.exitCode, 1);
+  EXPECT_NE(wrong.out.find("answered 401"), std::string::npos) << wrong.out;
+  RunResult none = run({"upload", src, url + "3", "--cacert", crt(), "--quiet"});
+  EXPECT_EQ(none.exitCode, 1);
+  EXPECT_NE(none.out.find("-u NAME:PASSWORD"), std::string::npos) << none.out;
+  ASSERT_TRUE(genCert(dir.path(), "other", "127.0.0.1"));
+  RunResult untrusted = run({"upload", src, url + "4", "--cacert", crt("other"), "-u", "bob:builder", "--quiet"});
+  EXPECT_EQ(untrusted.exitCode, 1);
+  EXPECT_NE(untrusted.out.find("certificate is not trusted"), std::string::npos) << untrusted.out;
+  RunResult insecure = run({"upload", src, url + "5", "--insecure", "-u", "bob:builder", "--quiet"});
+  EXPECT_EQ(insecure.exitCode, 0) << insecure.out;
+}
+
 }  // namespace
 }  // namespace bitsd::testing

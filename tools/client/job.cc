@@ -213,6 +213,12 @@ void Job::classify(const Response& r, uint64_t nowMs, const char* what) {
     transient(r, nowMs, what);
     return;
   }
+  if (r.status == 401) {
+    fail(kExitFatal, std::string(what) +
+                         " answered 401: the server wants a user name and password (-u NAME:PASSWORD), or refused "
+                         "the ones given");
+    return;
+  }
   std::string detail;
   if (r.hasErrorCode) {
     char ctx[16];
