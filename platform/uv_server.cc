@@ -18,7 +18,7 @@ constexpr int kWaitBuffer = 0;
 constexpr int kWaitSlot = 1;
 constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr size_t kFileChunkBytes = 64 * 1024;
-constexpr size_t kCipherInBytes = 4 * 1024;  // ciphertext read from the socket, before mbedTLS takes it
+constexpr size_t kCipherInBytes = 17 * 1024;  // ciphertext from the socket: one whole record per read
 constexpr int kGotPlain = 0, kNeedCipher = 1, kParked = 2;
 
 enum class Phase : uint8_t {

@@ -14,6 +14,15 @@
 //       fragment acked, then sends the head and half the body of its next fragment. With all N
 //       mid-fragment it prints "active N" and waits until F exists (the caller measures bitsd
 //       meanwhile, then creates F), sends the rest, checks every Ack, and closes the sessions.
+//   bitsbench tls-idle --port P --count N --pid PID
+//       As idle, over TLS: N connections each finish a handshake and one Ping and stay open; bitsd's
+//       RSS growth per connection (certificates are not verified: this measures the server).
+//   bitsbench tls-handshakes --port P --plain-port Q --count N
+//       N full TLS handshakes one after another (a new connection each, then one Ping) against the
+//       https bitsd on P; then, as the baseline, N plain connect+Ping round trips to the http bitsd on Q.
+//   bitsbench cipher --size BYTES
+//       The ceiling for TLS: mbedTLS ChaCha20-Poly1305 and AES-128-GCM over BYTES in 16 KiB records
+//       (one TLS record each) on one core, in this process.
 //   bitsbench gen-journal --state DIR --sessions N --open 0|1
 //       Writes a state directory as bitsd would leave it with N sessions: a journal (each session
 //       created, then either 1 MiB acked of 4 MiB with an in-progress file, or committed and closed).
@@ -35,12 +44,19 @@
 
 #include <ctime>
 
+#include <mbedtls/chachapoly.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/gcm.h>
+#include <mbedtls/ssl.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -341,6 +357,138 @@ int idle(const std::map<std::string, std::string>& a) {
   return 0;
 }
 
+// A blocking TLS client connection for the TLS modes (no verification: the server is what is measured).
+struct TlsConn {
+  int fd = -1;
+  mbedtls_ssl_context ssl;
+  TlsConn() { mbedtls_ssl_init(&ssl); }
+  ~TlsConn() {
+    mbedtls_ssl_free(&ssl);
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+struct TlsClientConf {
+  mbedtls_ssl_config conf;
+  mbedtls_ctr_drbg_context drbg;
+  mbedtls_entropy_context entropy;
+  TlsClientConf() {
+    mbedtls_ssl_config_init(&conf);
+    mbedtls_ctr_drbg_init(&drbg);
+    mbedtls_entropy_init(&entropy);
+    mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy, nullptr, 0);
+    mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
+    mbedtls_ssl_conf_authmode(&conf, MBEDTLS_SSL_VERIFY_NONE);
+  }
+  ~TlsClientConf() {
+    mbedtls_ssl_config_free(&conf);
+    mbedtls_ctr_drbg_free(&drbg);
+    mbedtls_entropy_free(&entropy);
+  }
+};
+
+int tlsSendCb(void* ctx, const unsigned char* b, size_t len) {
+  ssize_t n = ::send(*static_cast<int*>(ctx), b, len, MSG_NOSIGNAL);
+  return n < 0 ? MBEDTLS_ERR_SSL_INTERNAL_ERROR : static_cast<int>(n);
+}
+int tlsRecvCb(void* ctx, unsigned char* b, size_t len) {
+  ssize_t n = ::recv(*static_cast<int*>(ctx), b, len, 0);
+  if (n == 0) return MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY;
+  return n < 0 ? MBEDTLS_ERR_SSL_INTERNAL_ERROR : static_cast<int>(n);
+}
+
+// Connects, handshakes, sends one Ping and reads its Ack.
+void tlsPing(TlsClientConf& cc, int port, TlsConn* c) {
+  c->fd = connectTo(port);
+  if (mbedtls_ssl_setup(&c->ssl, &cc.conf) != 0) die("TLS setup failed");
+  mbedtls_ssl_set_bio(&c->ssl, &c->fd, tlsSendCb, tlsRecvCb, nullptr);
+  int rc;
+  while ((rc = mbedtls_ssl_handshake(&c->ssl)) == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+  }
+  if (rc != 0) die("TLS handshake failed");
+  std::string ping = head("/x", "Ping", "", 0);
+  if (mbedtls_ssl_write(&c->ssl, reinterpret_cast<const unsigned char*>(ping.data()), ping.size()) <= 0) die("TLS write failed");
+  std::string in;
+  unsigned char buf[4096];
+  while (in.find("\r\n\r\n") == std::string::npos) {
+    int n = mbedtls_ssl_read(&c->ssl, buf, sizeof buf);
+    if (n <= 0) die("TLS read failed");
+    in.append(reinterpret_cast<char*>(buf), static_cast<size_t>(n));
+  }
+  if (in.rfind("HTTP/1.1 200", 0) != 0) die("ping failed over TLS");
+}
+
+int tlsIdle(const std::map<std::string, std::string>& a) {
+  int port = static_cast<int>(num(a, "port"));
+  int count = static_cast<int>(num(a, "count"));
+  int pid = static_cast<int>(num(a, "pid"));
+  TlsClientConf cc;
+  auto warm = std::make_unique<TlsConn>();
+  tlsPing(cc, port, warm.get());
+  long before = rssKiB(pid, "VmRSS:");
+  std::vector<std::unique_ptr<TlsConn>> conns;
+  for (int i = 0; i < count; ++i) {
+    conns.push_back(std::make_unique<TlsConn>());
+    tlsPing(cc, port, conns.back().get());
+  }
+  long after = rssKiB(pid, "VmRSS:");
+  std::printf("tls_connections=%d rss_before_kib=%ld rss_after_kib=%ld bytes_per_connection=%.0f\n", count, before,
+              after, (after - before) * 1024.0 / count);
+  return 0;
+}
+
+int tlsHandshakes(const std::map<std::string, std::string>& a) {
+  int port = static_cast<int>(num(a, "port"));
+  int plainPort = static_cast<int>(num(a, "plain-port"));
+  int count = static_cast<int>(num(a, "count"));
+  TlsClientConf cc;
+  auto t0 = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    TlsConn c;
+    tlsPing(cc, port, &c);
+  }
+  double tls = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::string ping = head("/x", "Ping", "", 0);
+  t0 = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    int fd = connectTo(plainPort);  // a plain-http bitsd, as the baseline
+    sendAll(fd, ping.data(), ping.size());
+    if (readAck(fd, nullptr) != 200) die("plain ping failed");
+    ::close(fd);
+  }
+  double plain = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("handshakes=%d tls_per_second=%.1f plain_connects_per_second=%.1f\n", count, count / tls, count / plain);
+  return 0;
+}
+
+int cipher(const std::map<std::string, std::string>& a) {
+  uint64_t size = num(a, "size");
+  std::vector<unsigned char> in(16384), out(16384);
+  unsigned char key[32] = {1}, iv[12] = {0}, tag[16];
+  mbedtls_chachapoly_context c;
+  mbedtls_chachapoly_init(&c);
+  mbedtls_chachapoly_setkey(&c, key);
+  auto t0 = Clock::now();
+  for (uint64_t d = 0; d < size; d += in.size()) {
+    mbedtls_chachapoly_encrypt_and_tag(&c, in.size(), iv, nullptr, 0, in.data(), out.data(), tag);
+  }
+  double chacha = std::chrono::duration<double>(Clock::now() - t0).count();
+  mbedtls_chachapoly_free(&c);
+  mbedtls_gcm_context g;
+  mbedtls_gcm_init(&g);
+  mbedtls_gcm_setkey(&g, MBEDTLS_CIPHER_ID_AES, key, 128);
+  t0 = Clock::now();
+  for (uint64_t d = 0; d < size; d += in.size()) {
+    mbedtls_gcm_crypt_and_tag(&g, MBEDTLS_GCM_ENCRYPT, in.size(), iv, 12, nullptr, 0, in.data(), out.data(), 16, tag);
+  }
+  double gcm = std::chrono::duration<double>(Clock::now() - t0).count();
+  mbedtls_gcm_free(&g);
+  double mib = static_cast<double>(size) / (1024.0 * 1024.0);
+  std::printf("chacha20_poly1305_MiBps=%.1f aes_128_gcm_MiBps=%.1f\n", mib / chacha, mib / gcm);
+  return 0;
+}
+
 int genJournal(const std::map<std::string, std::string>& a) {
   std::string state = a.at("state");
   uint64_t n = num(a, "sessions");
@@ -453,6 +601,9 @@ int main(int argc, char** argv) {
   if (mode == "raw") return raw(a);
   if (mode == "active") return active(a);
   if (mode == "idle") return idle(a);
+  if (mode == "tls-idle") return tlsIdle(a);
+  if (mode == "cipher") return cipher(a);
+  if (mode == "tls-handshakes") return tlsHandshakes(a);
   if (mode == "gen-journal") return genJournal(a);
   if (mode == "read") return readFileMode(a);
   if (mode == "scan") return scanMode(a);

@@ -74,6 +74,7 @@ const char* const kUsage =
     "  --quiet                     no progress output\n"
     "  --cacert FILE               https: trust this PEM certificate (e.g. bitsd.crt) instead of the system's\n"
     "  -k, --insecure              https: do not verify the server's certificate\n"
+    "  --tls-suite NAME            https: offer only this cipher suite (benchmarks)\n"
     "  -u, --user NAME:PASSWORD    Basic authentication on every request (not kept in the state file)\n"
     "exit codes: 0 done, 1 fatal server answer, 2 usage or state file, 3 retries exhausted,\n"
     "            4 session lost too often, 5 local file error, 130 interrupted\n";
@@ -136,6 +137,7 @@ struct Options {
   uint64_t timeoutMs = 300000;
   bool json = false, jsonForced = false, quiet = false;
   std::string cacert;      // https: trust this PEM certificate (chain) instead of the system's
+  int tlsSuite = 0;        // https: offer only this cipher suite (benchmarks)
   bool insecure = false;   // https: do not verify the server's certificate
   std::string user;        // Basic authentication "NAME:PASSWORD" (never written to the state file)
   // From a state file (resume/cancel).
@@ -204,6 +206,10 @@ void parseOptions(int argc, char** argv, int first, Options* o) {
       o->quiet = true;
     } else if (a == "--cacert") {
       o->cacert = value();
+    } else if (a == "--tls-suite") {
+      std::string v = value();
+      o->tlsSuite = mbedtls_ssl_get_ciphersuite_id(v.c_str());
+      if (o->tlsSuite == 0) usageError("unknown TLS cipher suite '" + v + "' (e.g. TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256)");
     } else if (a == "--insecure" || a == "-k") {
       o->insecure = true;
     } else if (a == "-u" || a == "--user") {
@@ -569,6 +575,7 @@ class Driver {
   mbedtls_entropy_context tlsEntropy_;
   std::vector<char> plain_ = std::vector<char>(16 * 1024 + 64);
   std::string authorization_;  // "Basic ..." when -u was given
+  int tlsSuites_[2] = {0, 0};
   bool paused_ = false;
   bool chaosRolled_ = false;
   uint64_t cutAt_ = 0;  // chaos: the body offset where this fragment's connection is cut (0: none)
@@ -903,6 +910,10 @@ bool Driver::setupTls() {
     return false;
   }
   mbedtls_ssl_conf_rng(&tlsConf_, mbedtls_ctr_drbg_random, &tlsDrbg_);
+  if (o_.tlsSuite != 0) {
+    tlsSuites_[0] = o_.tlsSuite;
+    mbedtls_ssl_conf_ciphersuites(&tlsConf_, tlsSuites_);
+  }
   if (o_.insecure) {
     mbedtls_ssl_conf_authmode(&tlsConf_, MBEDTLS_SSL_VERIFY_NONE);
   } else {
