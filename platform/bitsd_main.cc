@@ -22,16 +22,27 @@ struct Signals {
   uv_signal_t intr;
   uv_signal_t hup;
   bitsd::platform::UvServer* server;
+  bitsd::platform::UvAuthenticator* users = nullptr;  // when users-file is set
+  bool tls = false;
 };
 
-// SIGHUP: load the TLS certificate and key again (live connections keep theirs).
+// SIGHUP: load the TLS certificate and key again (live connections keep theirs), and the users file.
 void onHangup(uv_signal_t* h, int) {
   auto* sig = static_cast<Signals*>(h->data);
   std::string error;
-  if (sig->server->reloadTls(&error)) {
-    bitsd::logf(bitsd::LogLevel::Info, "SIGHUP: TLS certificate reloaded");
-  } else {
-    bitsd::logf(bitsd::LogLevel::Error, "SIGHUP: TLS certificate not reloaded: %s", error.c_str());
+  if (sig->tls) {
+    if (sig->server->reloadTls(&error)) {
+      bitsd::logf(bitsd::LogLevel::Info, "SIGHUP: TLS certificate reloaded");
+    } else {
+      bitsd::logf(bitsd::LogLevel::Error, "SIGHUP: TLS certificate not reloaded: %s", error.c_str());
+    }
+  }
+  if (sig->users != nullptr) {
+    if (sig->users->reload(&error)) {
+      bitsd::logf(bitsd::LogLevel::Info, "SIGHUP: users file reloaded");
+    } else {
+      bitsd::logf(bitsd::LogLevel::Error, "SIGHUP: users file not reloaded: %s", error.c_str());
+    }
   }
 }
 
@@ -145,6 +156,8 @@ int main(int argc, char** argv) {
   journal.flush();  // what recovery journaled goes out with the loop's first turn
   Signals sig;
   sig.server = &server;
+  sig.tls = !settings.tlsCert.empty();
+  if (!settings.usersFile.empty()) sig.users = &authenticator;
   uv_signal_init(loop, &sig.term);
   uv_signal_init(loop, &sig.intr);
   sig.term.data = sig.intr.data = &sig;

@@ -131,8 +131,7 @@ struct UvAuthenticator::Work {
   bool ok = false;
 };
 
-bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string* error) {
-  loop_ = loop;
+bool UvAuthenticator::read(const std::string& path, std::vector<UserEntry>* users, std::string* error) {
   std::ifstream f(path, std::ios::binary);
   if (!f) {
     *error = "users-file " + path + ": cannot read it: " + std::strerror(errno);
@@ -141,14 +140,47 @@ bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string
   std::stringstream ss;
   ss << f.rdbuf();
   std::string why;
-  if (!parseUsers(ss.str(), &users_, &why)) {
+  if (!parseUsers(ss.str(), users, &why)) {
     *error = "users-file " + path + ":" + why;
     return false;
   }
-  if (users_.empty()) {
+  if (users->empty()) {
     *error = "users-file " + path + " has no users (add one with: bitsctl user add NAME --users-file " + path + ")";
     return false;
   }
+  return true;
+}
+
+bool UvAuthenticator::reload(std::string* error) {
+  if (path_.empty()) {
+    *error = "no users-file";
+    return false;
+  }
+  std::vector<UserEntry> fresh;
+  if (!read(path_, &fresh, error)) return false;
+  std::vector<bool> seen(users_.size(), false);
+  for (UserEntry& u : fresh) {
+    int32_t id = userId(u.name);
+    if (id >= 0) {
+      seen[static_cast<size_t>(id)] = true;
+      users_[static_cast<size_t>(id)] = std::move(u);
+    } else {
+      users_.push_back(std::move(u));
+      seen.push_back(true);
+    }
+  }
+  for (size_t i = 0; i < seen.size(); ++i) {
+    if (!seen[i]) users_[i].hash.clear();  // removed: no password matches an empty hash
+  }
+  cache_.clear();
+  for (const UserEntry& u : users_) dummy_.iterations = std::max(dummy_.iterations, u.iterations);
+  return true;
+}
+
+bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string* error) {
+  loop_ = loop;
+  path_ = path;
+  if (!read(path, &users_, error)) return false;
   if (::getrandom(hmacKey_, sizeof hmacKey_, 0) != static_cast<ssize_t>(sizeof hmacKey_)) {
     *error = "no randomness from the OS";
     return false;

@@ -41,6 +41,10 @@ class UvAuthenticator final : public Authenticator {
  public:
   // Loads `path`; false with a one-line reason naming the file.
   bool load(uv_loop_t* loop, const std::string& path, std::string* error);
+  // SIGHUP: reads the file again. Ids stay stable (a session's owner keeps its id): known names keep
+  // theirs, new names get new ones, removed names can no longer sign in. Remembered answers are
+  // forgotten, so a changed password takes effect at once. On failure nothing changes.
+  bool reload(std::string* error);
 
   void check(AuthOp& op, std::string_view credentials) override;
   int32_t userId(std::string_view name) const override;
@@ -54,8 +58,11 @@ class UvAuthenticator final : public Authenticator {
   static void onAfterWork(uv_work_t* req, int status);
   std::string cacheKey(std::string_view credentials) const;
 
+  bool read(const std::string& path, std::vector<UserEntry>* users, std::string* error);
+
   uv_loop_t* loop_ = nullptr;
-  std::vector<UserEntry> users_;
+  std::string path_;
+  std::vector<UserEntry> users_;  // removed users stay, with an empty hash that matches nothing
   UserEntry dummy_;  // checked for unknown names, so that they take as long as known ones
   unsigned char hmacKey_[32] = {};
   std::unordered_map<std::string, int32_t> cache_;  // HMAC(credentials) -> user id

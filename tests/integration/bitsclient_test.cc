@@ -325,7 +325,8 @@ TEST_F(BitsClient, UploadReplyWithATransactionHeaderDownloadsTheReply) {
   ASSERT_EQ(app.count(), 1u);
   EXPECT_TRUE(app.seen()[0].content == data);
   EXPECT_NE(c.out().find("\"reply_url\":"), std::string::npos) << c.out();
-  // Closed after the download: the reply is gone from the server.
+  // Closed after the download: the reply is gone from the server (removed right after the Ack).
+  for (int i = 0; i < 500 && !listDir(bitsd->state() + "/replies").empty(); ++i) ::poll(nullptr, 0, 10);
   EXPECT_TRUE(listDir(bitsd->state() + "/replies").empty());
 }
 

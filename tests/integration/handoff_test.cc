@@ -122,6 +122,10 @@ TEST_F(HandOff, ByValueStreamsTheFileAndTheReplyComesBackWithRanges) {
   ASSERT_TRUE(c.connect(bitsd->port()));
   EXPECT_EQ(c.roundTrip(bitsRequest("/in.bin?acct=5", "Close-Session", {{"BITS-Session-Id", id}})).status, 200);
   EXPECT_EQ(get(bitsd->port(), "GET", target).status, 404);
+  // The file itself goes right after the Ack (removed in the background): wait for it, bounded.
+  for (int i = 0; i < 500 && !listDir(bitsd->state() + "/replies").empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_TRUE(listDir(bitsd->state() + "/replies").empty());
   EXPECT_TRUE(listDir(bitsd->state() + "/partial").empty());
 }

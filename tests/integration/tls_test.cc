@@ -477,6 +477,40 @@ TEST_F(Auth, BadUsersFilesAreOneLineStartupErrors) {
   }
 }
 
+// SIGHUP reads the users file again: a user added since can sign in, a removed one (even with an
+// answer remembered from before) cannot, and a changed file with a broken line changes nothing.
+TEST_F(Auth, SighupReloadsTheUsersFile) {
+  auto bitsd = start({"--users-file", users});
+  TlsClient c(crt());
+  ASSERT_EQ(c.connect(bitsd->port()), 0);
+  auto ping = [&](const std::string& who) {
+    return c.roundTrip(bitsRequest("/x", "Ping", {{"Authorization", basicHeader(who)}})).status;
+  };
+  EXPECT_EQ(ping("alice:wonder land"), 200);
+  EXPECT_EQ(ping("carol:sea"), 401);
+  ASSERT_EQ(addUser(users, "carol", "sea", dir.path()).exitCode, 0);
+  {
+    std::string outPath = dir.path() + "/del.out";
+    int out = ::open(outPath.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    pid_t pid = spawnProgram(BITSCTL_BINARY, {"user", "del", "alice", "--users-file", users}, out, out);
+    ::close(out);
+    ASSERT_EQ(waitProcess(pid, 60000), 0);
+  }
+  ::kill(bitsd->pid(), SIGHUP);
+  ASSERT_TRUE(waitForLog(*bitsd, "SIGHUP: users file reloaded")) << bitsd->stderrText();
+  EXPECT_EQ(ping("carol:sea"), 200);
+  EXPECT_EQ(ping("alice:wonder land"), 401) << "a removed user still signs in";
+  EXPECT_EQ(ping("bob:builder"), 200);
+  {
+    std::FILE* f = std::fopen(users.c_str(), "a");
+    std::fputs("not a user line\n", f);
+    std::fclose(f);
+  }
+  ::kill(bitsd->pid(), SIGHUP);
+  ASSERT_TRUE(waitForLog(*bitsd, "SIGHUP: users file not reloaded")) << bitsd->stderrText();
+  EXPECT_EQ(ping("carol:sea"), 200);
+}
+
 // bitsclient over https with a password: the upload arrives; a wrong password, a missing one and
 // an untrusted certificate each end with exit code 1 and one line naming the reason.
 TEST_F(Auth, BitsclientUploadsOverHttpsWithAPassword) {

@@ -163,7 +163,8 @@ void Job::transient(const Response& r, uint64_t nowMs, const char* what) {
     if (r.hasErrorCode) reason.append(" ").append(hresultText(r.errorCode));
   }
   if (failures_ >= config_.retry.maxFailures) {
-    reason.append(" (").append(std::to_string(failures_)).append(" failures in a row; giving up)");
+    reason.append(" (").append(std::to_string(failures_)).append(failures_ == 1 ? " failure" : " failures");
+    reason.append(" in a row; giving up)");
     fail(kExitRetries, reason);
     return;
   }
