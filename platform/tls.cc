@@ -93,4 +93,64 @@ std::shared_ptr<TlsContext> TlsContext::load(const std::string& certPath, const 
   return t;
 }
 
+struct TlsSession::Impl {
+  mbedtls_ssl_context ssl;
+};
+
+TlsSession::TlsSession() : impl_(new Impl()) { mbedtls_ssl_init(&impl_->ssl); }
+
+TlsSession::~TlsSession() {
+  mbedtls_ssl_free(&impl_->ssl);
+  delete impl_;
+}
+
+bool TlsSession::setup(const std::shared_ptr<TlsContext>& ctx, void* io, SendFn send, RecvFn recv) {
+  ctx_ = ctx;
+  if (mbedtls_ssl_setup(&impl_->ssl, ctx->conf()) != 0) return false;
+  mbedtls_ssl_set_bio(&impl_->ssl, io, send, recv, nullptr);
+  return true;
+}
+
+TlsSession::Result TlsSession::handshake(std::string* error) {
+  int rc = mbedtls_ssl_handshake(&impl_->ssl);
+  if (rc == 0) return Result::Done;
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return Result::WantMore;
+  *error = tlsErrorText(rc);
+  return Result::Failed;
+}
+
+size_t TlsSession::read(char* buf, size_t len, Result* r, std::string* error) {
+  int rc = mbedtls_ssl_read(&impl_->ssl, reinterpret_cast<unsigned char*>(buf), len);
+  if (rc > 0) {
+    *r = Result::Done;
+    return static_cast<size_t>(rc);
+  }
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+    *r = Result::WantMore;
+  } else if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
+    *r = Result::Closed;
+  } else {
+    *r = Result::Failed;
+    *error = tlsErrorText(rc);
+  }
+  return 0;
+}
+
+bool TlsSession::write(const char* data, size_t len, std::string* error) {
+  size_t done = 0;
+  while (done < len) {
+    int rc = mbedtls_ssl_write(&impl_->ssl, reinterpret_cast<const unsigned char*>(data + done), len - done);
+    if (rc <= 0) {
+      *error = tlsErrorText(rc);
+      return false;
+    }
+    done += static_cast<size_t>(rc);
+  }
+  return true;
+}
+
+const char* TlsSession::suite() const { return mbedtls_ssl_get_ciphersuite(&impl_->ssl); }
+
+static_assert(TlsSession::kWantRead == MBEDTLS_ERR_SSL_WANT_READ, "TlsSession::kWantRead");
+
 }  // namespace bitsd::platform

@@ -37,6 +37,36 @@ class TlsContext {
   std::string subject_;
 };
 
+// One connection's TLS state over caller-provided I/O: `send` takes ciphertext to write (all of it),
+// `recv` gives buffered ciphertext or returns kWantRead. Every mbedTLS call of the server is here,
+// so a build without TLS (BITSD_TLS=OFF) leaves uv_server.cc unchanged.
+class TlsSession {
+ public:
+  static constexpr int kWantRead = -0x6900;  // MBEDTLS_ERR_SSL_WANT_READ
+  using SendFn = int (*)(void* io, const unsigned char* buf, size_t len);
+  using RecvFn = int (*)(void* io, unsigned char* buf, size_t len);
+  enum class Result { Done, WantMore, Closed, Failed };
+
+  TlsSession();
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  bool setup(const std::shared_ptr<TlsContext>& ctx, void* io, SendFn send, RecvFn recv);
+  // Advances the handshake: Done, WantMore (needs more ciphertext) or Failed (*error says why).
+  Result handshake(std::string* error);
+  // Decrypts into buf: the byte count (> 0), or 0 with *r = WantMore, Closed or Failed.
+  size_t read(char* buf, size_t len, Result* r, std::string* error);
+  // Encrypts all of `len` bytes into `send`; false on failure.
+  bool write(const char* data, size_t len, std::string* error);
+  const char* suite() const;
+
+ private:
+  struct Impl;
+  Impl* impl_;
+  std::shared_ptr<TlsContext> ctx_;  // the configuration this connection was accepted with
+};
+
 // The cipher suites bitsd offers, most preferred first (0-terminated).
 const int* tlsCipherSuites();
 // mbedTLS's text for an error code.

@@ -40,14 +40,11 @@ struct RequestSlot {
 // A connection's TLS state. mbedTLS keeps its own record buffers (16 KiB in and out with Debian's
 // build); `in` only holds what the socket gave and mbedTLS has not taken yet.
 struct TlsConn {
-  mbedtls_ssl_context ssl;
-  std::shared_ptr<TlsContext> ctx;  // the configuration this connection was accepted with
+  TlsSession session;
   char in[kCipherInBytes];
   size_t inPos = 0, inLen = 0;
   std::string out;                  // ciphertext mbedTLS produced, not yet handed to libuv
   bool handshakeDone = false;
-  TlsConn() { mbedtls_ssl_init(&ssl); }
-  ~TlsConn() { mbedtls_ssl_free(&ssl); }
 };
 
 // One write of ciphertext; `notify`: the write completes a response or a file chunk (onWrite).
@@ -274,30 +271,29 @@ void UvServer::acceptPending() {
   uv_tcp_nodelay(&c->tcp, 1);
   if (tls_) {
     c->tls = new (std::nothrow) TlsConn();
-    if (c->tls == nullptr || mbedtls_ssl_setup(&c->tls->ssl, tls_->conf()) != 0) {
+    bool ok = c->tls != nullptr &&
+              c->tls->session.setup(
+                  tls_, c,
+                  [](void* io, const unsigned char* buf, size_t len) -> int {
+                    // Collected, and handed to libuv once mbedTLS returns (flushCipher).
+                    static_cast<Connection*>(io)->tls->out.append(reinterpret_cast<const char*>(buf), len);
+                    return static_cast<int>(len);
+                  },
+                  [](void* io, unsigned char* buf, size_t len) -> int {
+                    TlsConn* t = static_cast<Connection*>(io)->tls;
+                    size_t have = t->inLen - t->inPos;
+                    if (have == 0) return TlsSession::kWantRead;
+                    size_t n = have < len ? have : len;
+                    std::memcpy(buf, t->in + t->inPos, n);
+                    t->inPos += n;
+                    if (t->inPos == t->inLen) t->inPos = t->inLen = 0;
+                    return static_cast<int>(n);
+                  });
+    if (!ok) {
       logf(LogLevel::Warn, "TLS: out of memory for a connection");
       closeConnection(c);
       return;
     }
-    c->tls->ctx = tls_;
-    mbedtls_ssl_set_bio(
-        &c->tls->ssl, c,
-        [](void* ctx, const unsigned char* buf, size_t len) -> int {
-          // Collected, and handed to libuv once mbedTLS returns (flushCipher).
-          static_cast<Connection*>(ctx)->tls->out.append(reinterpret_cast<const char*>(buf), len);
-          return static_cast<int>(len);
-        },
-        [](void* ctx, unsigned char* buf, size_t len) -> int {
-          TlsConn* t = static_cast<Connection*>(ctx)->tls;
-          size_t have = t->inLen - t->inPos;
-          if (have == 0) return MBEDTLS_ERR_SSL_WANT_READ;
-          size_t n = have < len ? have : len;
-          std::memcpy(buf, t->in + t->inPos, n);
-          t->inPos += n;
-          if (t->inPos == t->inLen) t->inPos = t->inLen = 0;
-          return static_cast<int>(n);
-        },
-        nullptr);
     arm(c, settings_.tlsHandshakeTimeoutMs);
   } else {
     arm(c, settings_.idleTimeoutMs);
@@ -818,17 +814,18 @@ void UvServer::onTlsReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
 void UvServer::tlsInput(Connection* c) {
   TlsConn* t = c->tls;
   if (!t->handshakeDone) {
-    int rc = mbedtls_ssl_handshake(&t->ssl);
+    std::string why;
+    TlsSession::Result hs = t->session.handshake(&why);
     if (!flushCipher(c, false)) return closeConnection(c);
-    if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
-    if (rc != 0) {
+    if (hs == TlsSession::Result::WantMore) return;
+    if (hs != TlsSession::Result::Done) {
       ++stats_.tlsFailures;
-      logf(LogLevel::Info, "TLS handshake failed: %s", tlsErrorText(rc).c_str());
+      logf(LogLevel::Info, "TLS handshake failed: %s", why.c_str());
       return closeConnection(c);
     }
     t->handshakeDone = true;
     ++stats_.tlsHandshakes;
-    logf(LogLevel::Debug, "TLS handshake done: %s", mbedtls_ssl_get_ciphersuite(&t->ssl));
+    logf(LogLevel::Debug, "TLS handshake done: %s", t->session.suite());
     arm(c, settings_.idleTimeoutMs);
   }
   if (c->closing || c->phase != Phase::Parsing) return;  // the engine holds the request; pump resumes later
@@ -854,11 +851,12 @@ int UvServer::fetchPlain(Connection* c) {
   // Decrypt every record the ciphertext buffer holds into this one buffer, so that a fragment's
   // bytes reach the disk in writes as large as on a plain read, not one 16 KiB record at a time.
   size_t got = 0;
-  int rc = 0;
+  TlsSession::Result r = TlsSession::Result::Done;
+  std::string why;
   while (got < settings_.readBufferBytes) {
-    rc = mbedtls_ssl_read(&t->ssl, reinterpret_cast<unsigned char*>(b + got), settings_.readBufferBytes - got);
-    if (rc <= 0) break;
-    got += static_cast<size_t>(rc);
+    size_t n = t->session.read(b + got, settings_.readBufferBytes - got, &r, &why);
+    if (n == 0) break;
+    got += n;
   }
   if (got > 0) {
     // The parser and the zero-copy file writes work on this buffer exactly as on a plain read. An
@@ -869,8 +867,11 @@ int UvServer::fetchPlain(Connection* c) {
     return kGotPlain;
   }
   freeBuffers_[freeBufferCount_++] = static_cast<uint32_t>((b - buffers_) / settings_.readBufferBytes);
-  if (!flushCipher(c, false)) rc = MBEDTLS_ERR_SSL_INTERNAL_ERROR;
-  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+  if (!flushCipher(c, false)) {
+    r = TlsSession::Result::Failed;
+    why = "cannot send";
+  }
+  if (r == TlsSession::Result::WantMore) {
     if (c->phase == Phase::Parsing && c->slot != nullptr && !c->slot->parser.started()) {
       releaseSlot(c);  // nothing to parse yet: an idle connection holds no slot
       arm(c, settings_.idleTimeoutMs);
@@ -878,9 +879,7 @@ int UvServer::fetchPlain(Connection* c) {
     wakeWaiter(kWaitBuffer);
     return kNeedCipher;
   }
-  if (rc != 0 && rc != MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) {
-    logf(LogLevel::Info, "TLS read failed: %s", tlsErrorText(rc).c_str());
-  }
+  if (r == TlsSession::Result::Failed) logf(LogLevel::Info, "TLS read failed: %s", why.c_str());
   wakeWaiter(kWaitBuffer);
   closeConnection(c);
   return kParked;
@@ -888,15 +887,11 @@ int UvServer::fetchPlain(Connection* c) {
 
 bool UvServer::tlsSend(Connection* c, const char* data, size_t len, bool notify, bool now) {
   TlsConn* t = c->tls;
-  size_t done = 0;
-  while (done < len) {
-    int rc = mbedtls_ssl_write(&t->ssl, reinterpret_cast<const unsigned char*>(data + done), len - done);
-    if (rc <= 0) {
-      logf(LogLevel::Info, "TLS write failed: %s", tlsErrorText(rc).c_str());
-      t->out.clear();
-      return false;
-    }
-    done += static_cast<size_t>(rc);
+  std::string why;
+  if (!t->session.write(data, len, &why)) {
+    logf(LogLevel::Info, "TLS write failed: %s", why.c_str());
+    t->out.clear();
+    return false;
   }
   return flushCipher(c, notify, now);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Per-board budgets for docs/BENCHMARKS.md: stripped binary size for each link mode, RSS idle and
-# with 100 uploads in flight, and stack high-water. Foreign boards run under qemu-user.
+# Per-board budgets for docs/BENCHMARKS.md: stripped binary size for each link mode (and, for
+# static and shared, also built with -DBITSD_TLS=OFF), RSS idle and with 100 uploads in flight, and
+# stack high-water. Foreign boards run under qemu-user.
 #   tools/bench-boards.sh [BOARD...]          (default: host rpi4 router)
 #
 # How memory is measured under qemu-user: qemu maps the guest into its own address space, so
@@ -34,8 +35,8 @@ guest_sums() {
     END { printf "%d %d %d\n", rss, anon, st }' "/proc/$1/smaps"
 }
 
-printf '%-8s %-8s %12s %12s %12s | %10s %10s | %10s %10s | %8s\n' board arch shared static full \
-  idle_rss idle_anon act_rss act_anon stack
+printf '%-8s %-8s %12s %12s %12s %12s | %10s %10s %10s | %10s %10s | %8s\n' board arch shared static full \
+  static_notls idle_rss idle_anon idle_notls act_rss act_anon stack
 for board in "${boards[@]}"; do
   triple=$(board_fact "$board" BITSD_BOARD_TOOLCHAIN)
   emu=(); lo=0; hi=$((1 << 62)); arch=$(uname -m); strip=strip
@@ -48,10 +49,13 @@ for board in "${boards[@]}"; do
     strip=$triple-strip
   fi
   sizes=()
-  for link in shared static full; do
-    dir="build-budget-$board-$link"
+  for variant in shared static full static-notls shared-notls; do
+    link=${variant%-notls}
+    tlsOpt=-DBITSD_TLS=ON
+    [ "$variant" = "$link" ] || tlsOpt=-DBITSD_TLS=OFF
+    dir="build-budget-$board-$variant"
     cmake --no-warn-unused-cli -S . -B "$dir" "${tc[@]}" -DBITSD_BOARD="$board" -DBITSD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release \
-          -DBITSD_LINK=$link >/dev/null
+          -DBITSD_LINK=$link $tlsOpt >/dev/null
     cmake --build "$dir" -j"$(nproc)" --target bitsd >/dev/null 2>&1
     $strip -o "$dir/bitsd.stripped" "$dir/bin/bitsd"
     sizes+=("$(stat -c %s "$dir/bitsd.stripped")")
@@ -64,6 +68,16 @@ for board in "${boards[@]}"; do
       lo=0; hi=$((0x100000000000)); emu=("$qemu")
     fi
   fi
+  # Idle RSS of the build without TLS (no libmbedtls/libmbedx509 mapped).
+  tmp=$(mktemp -d)
+  "${emu[@]}" "build-budget-$board-shared-notls/bin/bitsd" --listen 127.0.0.1:0 --root "$tmp/r" --state "$tmp/s" \
+    >"$tmp/out" 2>"$tmp/err" &
+  pid=$!
+  for _ in $(seq 200); do grep -q "listening on" "$tmp/out" && break; sleep 0.05; done
+  sleep 1
+  read -r idleNoTls _ _ < <(guest_sums "$pid" "$lo" "$hi")
+  kill -TERM "$pid"; wait "$pid" || true
+  rm -rf "$tmp"
   tmp=$(mktemp -d)
   # Enough connections for 100 uploads on every board (the router's default is 64).
   "${emu[@]}" "$bin" --listen 127.0.0.1:0 --root "$tmp/r" --state "$tmp/s" --max-connections 128 \
@@ -85,6 +99,6 @@ for board in "${boards[@]}"; do
   read -r _ _ stack < <(guest_sums "$pid" "$lo" "$hi")
   kill -TERM "$pid"; wait "$pid" || true
   rm -rf "$tmp"
-  printf '%-8s %-8s %12s %12s %12s | %7s KiB %6s KiB | %7s KiB %6s KiB | %4s KiB\n' "$board" "$arch" \
-    "${sizes[0]}" "${sizes[1]}" "${sizes[2]}" "$idleRss" "$idleAnon" "$actRss" "$actAnon" "$stack"
+  printf '%-8s %-8s %12s %12s %12s %12s | %7s KiB %6s KiB %6s KiB | %7s KiB %6s KiB | %4s KiB\n' "$board" "$arch" \
+    "${sizes[0]}" "${sizes[1]}" "${sizes[2]}" "${sizes[3]}" "$idleRss" "$idleAnon" "$idleNoTls" "$actRss" "$actAnon" "$stack"
 done
