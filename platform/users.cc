@@ -199,8 +199,23 @@ std::string UvAuthenticator::cacheKey(std::string_view credentials) const {
   return std::string(reinterpret_cast<char*>(mac), sizeof mac);
 }
 
+UvAuthenticator::~UvAuthenticator() {
+  for (Work* w : spare_) delete w;
+}
+
 void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
-  Work* w = new Work();
+  Work* w;
+  if (!spare_.empty()) {
+    w = spare_.back();
+    spare_.pop_back();
+    w->user = -1;
+    w->cached = false;
+    w->ok = false;
+    w->password.clear();
+    w->key.clear();
+  } else {
+    w = new Work();
+  }
   w->self = this;
   w->op = &op;
   w->req.data = w;
@@ -249,7 +264,8 @@ void UvAuthenticator::onAfterWork(uv_work_t* req, int) {
   }
   AuthOp* op = w->op;
   op->user = w->ok ? w->user : -1;
-  delete w;
+  std::fill(w->password.begin(), w->password.end(), '\0');
+  self->spare_.push_back(w);  // steady state: no allocation per request
   op->callback->onAuthDone(*op);
 }
 

@@ -66,7 +66,11 @@ class UvAuthenticator final : public Authenticator {
   UserEntry dummy_;  // checked for unknown names, so that they take as long as known ones
   unsigned char hmacKey_[32] = {};
   std::unordered_map<std::string, int32_t> cache_;  // HMAC(credentials) -> user id
+  std::vector<Work*> spare_;  // finished work items, reused (as many as checks ever ran at once)
   uint64_t checksRun_ = 0;
+
+ public:
+  ~UvAuthenticator();
 };
 
 }  // namespace bitsd::platform
