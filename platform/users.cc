@@ -241,7 +241,17 @@ void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
       std::memset(plain, 0, sizeof plain);
     }
   }
-  // Always through the pool, so the completion never runs inside this call.
+  // Always through the pool, so the completion never runs inside this call. A remembered answer
+  // costs nothing there; a PBKDF2 waits its turn.
+  if (w->cached || running_ < kMaxParallelChecks) {
+    start(w);
+  } else {
+    waiting_.push_back(w);
+  }
+}
+
+void UvAuthenticator::start(Work* w) {
+  if (!w->cached) ++running_;
   uv_queue_work(loop_, &w->req, onWork, onAfterWork);
 }
 
@@ -257,7 +267,15 @@ void UvAuthenticator::onWork(uv_work_t* req) {
 void UvAuthenticator::onAfterWork(uv_work_t* req, int) {
   Work* w = static_cast<Work*>(req->data);
   UvAuthenticator* self = w->self;
-  if (!w->cached) ++self->checksRun_;
+  if (!w->cached) {
+    ++self->checksRun_;
+    --self->running_;
+    if (!self->waiting_.empty()) {
+      Work* next = self->waiting_.front();
+      self->waiting_.pop_front();
+      self->start(next);
+    }
+  }
   if (w->ok && !w->cached && !w->key.empty()) {
     if (self->cache_.size() >= kMaxCacheEntries) self->cache_.clear();
     self->cache_[w->key] = w->user;

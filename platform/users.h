@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -67,6 +68,13 @@ class UvAuthenticator final : public Authenticator {
   unsigned char hmacKey_[32] = {};
   std::unordered_map<std::string, int32_t> cache_;  // HMAC(credentials) -> user id
   std::vector<Work*> spare_;  // finished work items, reused (as many as checks ever ran at once)
+  // PBKDF2 runs on libuv's thread pool, which also does every file write: at most this many at once,
+  // so a flood of wrong passwords cannot stall uploads; the rest wait here (each holds a request
+  // slot, so the queue is bounded by request-slots).
+  static constexpr int kMaxParallelChecks = 1;
+  int running_ = 0;
+  std::deque<Work*> waiting_;
+  void start(Work* w);
   uint64_t checksRun_ = 0;
 
  public:
