@@ -70,6 +70,7 @@ struct Connection final : public ExchangeHost {
   bool reading = false;
   bool closing = false;
   bool reject = false;
+  bool serving = false;  // counted in UvServer::serving_ (accepted and not refused)
   uint8_t pendingCloses = 0;
   int waitingFor = -1;
   Connection* waitNext = nullptr;
@@ -245,7 +246,9 @@ void UvServer::acceptPending() {
     return;
   }
   ++stats_.accepted;
-  if (stats_.active > settings_.maxConnections) {
+  // Connections refused with 503 are still closing for a loop iteration or so; they hold reserve
+  // slots, not places under max-connections, so a burst of refusals never delays a real client.
+  if (serving_ >= settings_.maxConnections) {
     // Over the limit: a one-shot 503 from a reserve slot, then close (§7: transient for the client).
     // Over TLS there is no way to say it before a handshake: just close.
     ++stats_.rejected;
@@ -268,6 +271,8 @@ void UvServer::acceptPending() {
     closeConnection(c);
     return;
   }
+  ++serving_;
+  c->serving = true;
   uv_tcp_nodelay(&c->tcp, 1);
   if (tls_) {
     c->tls = new (std::nothrow) TlsConn();
@@ -775,10 +780,12 @@ void UvServer::onHandleClosed(Connection* c) {
   delete c->tls;  // after every write callback (cancelled ones call back before the close callback)
   c->tls = nullptr;
   uint32_t idx = c->index;
+  bool wasServing = c->serving;
   c->~Connection();
   connUsed_[idx] = false;
   freeConns_[freeConnCount_++] = idx;
   --stats_.active;
+  if (wasServing) --serving_;
   if (acceptPaused_) acceptPending();
   if (shuttingDown_) maybeFinishShutdown();
 }

@@ -139,6 +139,7 @@ class UvServer {
   Connection* conns_ = nullptr;
   bool* connUsed_ = nullptr;
   uint32_t connCapacity_ = 0;
+  uint32_t serving_ = 0;  // accepted connections not refused for max-connections
   uint32_t* freeConns_ = nullptr;
   uint32_t freeConnCount_ = 0;
 
