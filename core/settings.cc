@@ -44,6 +44,8 @@ const Field kFields[] = {
     BITSD_FIELD("tls-cert", Str, tlsCert, "PEM certificate (chain): serve https (with tls-key)"),
     BITSD_FIELD("tls-key", Str, tlsKey, "PEM private key of tls-cert (RSA or ECDSA, unencrypted)"),
     BITSD_FIELD("tls-handshake-timeout-ms", U32, tlsHandshakeTimeoutMs, "time a client has to finish the TLS handshake"),
+    BITSD_FIELD("tls-buffer-bytes", Size32, tlsBufferBytes, "ciphertext read buffer of each TLS connection"),
+    BITSD_FIELD("tls-record-bytes", Size32, tlsRecordBytes, "largest TLS record bitsd sends: 512, 1K, 2K, 4K or 16K"),
     BITSD_FIELD("users-file", Str, usersFile, "Basic authentication: users and PBKDF2 hashes (bitsctl user add)"),
     BITSD_FIELD("locations", Str, locations, "who may upload where: 'PREFIX USER...; PREFIX USER...' (* = anyone)"),
     BITSD_FIELD("allow-basic-over-http", Bool, allowBasicOverHttp, "accept passwords over plain http (not https)"),
@@ -226,6 +228,11 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.maxNotifications == 0) return fail("max-notifications must be at least 1");
   if (s.tlsCert.empty() != s.tlsKey.empty()) return fail("tls-cert and tls-key go together (https needs both)");
   if (s.tlsHandshakeTimeoutMs == 0) return fail("tls-handshake-timeout-ms must be at least 1");
+  if (s.tlsBufferBytes < 1024 || s.tlsBufferBytes > 1048576) return fail("tls-buffer-bytes must be 1K..1M");
+  if (s.tlsRecordBytes != 512 && s.tlsRecordBytes != 1024 && s.tlsRecordBytes != 2048 && s.tlsRecordBytes != 4096 &&
+      s.tlsRecordBytes != 16384) {
+    return fail("tls-record-bytes must be 512, 1K, 2K, 4K or 16K (the sizes TLS can announce)");
+  }
   if (!s.locations.empty() && s.usersFile.empty()) return fail("locations needs users-file (who the users are)");
   if (!s.usersFile.empty() && s.tlsCert.empty() && !s.allowBasicOverHttp) {
     return fail("users-file over plain http would send passwords in clear: set tls-cert and tls-key, or "
@@ -251,7 +258,9 @@ const char* settingsHelp() {
     for (const Field& f : kFields) {
       std::string k = std::string("  --") + f.key;
       if (f.kind != Kind::Bool) k += " V";
-      while (k.size() < 28) k += ' ';
+      if (k.size() >= 30) k += "\n";  // a long name: its help goes on the next line, aligned
+      size_t col = k.size() - (k.rfind('\n') == std::string::npos ? 0 : k.rfind('\n') + 1);
+      k.append(col < 30 ? 30 - col : 0, ' ');
       t += k + f.help + "\n";
     }
     return t;

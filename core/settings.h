@@ -52,6 +52,8 @@ struct Settings {
   std::string tlsCert;                  // https when set (with tlsKey)
   std::string tlsKey;
   uint32_t tlsHandshakeTimeoutMs = 10000;
+  uint32_t tlsBufferBytes = 65536;      // ciphertext read buffer per TLS connection (board-sized)
+  uint32_t tlsRecordBytes = 16384;      // largest TLS record payload bitsd sends: 512, 1K, 2K, 4K or 16K
   std::string usersFile;                // Basic authentication on when set
   std::string locations;                // "PREFIX USER...; ..." (core/auth.h)
   bool allowBasicOverHttp = false;

@@ -46,7 +46,7 @@ TlsContext::~TlsContext() {
 }
 
 std::shared_ptr<TlsContext> TlsContext::load(const std::string& certPath, const std::string& keyPath,
-                                             std::string* error) {
+                                             std::string* error, uint32_t recordBytes) {
   std::shared_ptr<TlsContext> t(new TlsContext());
   int rc = mbedtls_x509_crt_parse_file(&t->cert_, certPath.c_str());
   if (rc != 0) {
@@ -83,6 +83,27 @@ std::shared_ptr<TlsContext> TlsContext::load(const std::string& certPath, const 
   // optional request (BITS-UPLOAD.md §9).
   mbedtls_ssl_conf_authmode(&t->conf_, MBEDTLS_SSL_VERIFY_NONE);
   mbedtls_ssl_conf_renegotiation(&t->conf_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+  if (recordBytes < 16384) {
+    // Records sent are capped (the server side of RFC 6066's max_fragment_length). Records received
+    // are the client's choice: mbedTLS takes up to 16 KiB whatever this says.
+#if defined(MBEDTLS_SSL_MAX_FRAGMENT_LENGTH)
+    unsigned char code = recordBytes == 512    ? MBEDTLS_SSL_MAX_FRAG_LEN_512
+                         : recordBytes == 1024 ? MBEDTLS_SSL_MAX_FRAG_LEN_1024
+                         : recordBytes == 2048 ? MBEDTLS_SSL_MAX_FRAG_LEN_2048
+                                               : MBEDTLS_SSL_MAX_FRAG_LEN_4096;
+    if (recordBytes != 512 && recordBytes != 1024 && recordBytes != 2048 && recordBytes != 4096) {
+      *error = "tls-record-bytes must be 512, 1K, 2K, 4K or 16K";
+      return nullptr;
+    }
+    if (mbedtls_ssl_conf_max_frag_len(&t->conf_, code) != 0) {
+      *error = "tls-record-bytes: mbedTLS refused the record size";
+      return nullptr;
+    }
+#else
+    *error = "tls-record-bytes below 16K needs an mbedTLS built with MBEDTLS_SSL_MAX_FRAGMENT_LENGTH";
+    return nullptr;
+#endif
+  }
   rc = mbedtls_ssl_conf_own_cert(&t->conf_, &t->cert_, &t->key_);
   if (rc != 0) {
     *error = "tls-cert " + certPath + ": " + tlsErrorText(rc);

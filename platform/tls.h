@@ -10,6 +10,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -18,8 +19,10 @@ namespace bitsd::platform {
 class TlsContext {
  public:
   // Loads a PEM certificate (chain) and its private key (RSA or ECDSA). nullptr with a one-line
-  // reason naming the file when anything is wrong.
-  static std::shared_ptr<TlsContext> load(const std::string& certPath, const std::string& keyPath, std::string* error);
+  // reason naming the file when anything is wrong. `recordBytes` caps the payload of the records
+  // bitsd sends (512, 1024, 2048, 4096 or 16384): a small board keeps its write bursts small.
+  static std::shared_ptr<TlsContext> load(const std::string& certPath, const std::string& keyPath, std::string* error,
+                                          uint32_t recordBytes = 16384);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;

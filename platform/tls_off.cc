@@ -15,7 +15,7 @@ std::string tlsErrorText(int) { return "this bitsd was built without TLS"; }
 TlsContext::TlsContext() = default;
 TlsContext::~TlsContext() = default;
 
-std::shared_ptr<TlsContext> TlsContext::load(const std::string&, const std::string&, std::string* error) {
+std::shared_ptr<TlsContext> TlsContext::load(const std::string&, const std::string&, std::string* error, uint32_t) {
   *error = "tls-cert: this bitsd was built without TLS (cmake -DBITSD_TLS=OFF); rebuild with -DBITSD_TLS=ON for https";
   return nullptr;
 }

@@ -18,7 +18,6 @@ constexpr int kWaitBuffer = 0;
 constexpr int kWaitSlot = 1;
 constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr size_t kFileChunkBytes = 64 * 1024;
-constexpr size_t kCipherInBytes = 64 * 1024;  // ciphertext from the socket: several whole records per read
 constexpr int kGotPlain = 0, kNeedCipher = 1, kParked = 2;
 
 enum class Phase : uint8_t {
@@ -40,8 +39,16 @@ struct RequestSlot {
 // A connection's TLS state. mbedTLS keeps its own record buffers (16 KiB in and out with Debian's
 // build); `in` only holds what the socket gave and mbedTLS has not taken yet.
 struct TlsConn {
+  explicit TlsConn(size_t cap) : in(new (std::nothrow) char[cap]), inCap(in != nullptr ? cap : 0) {}
+  ~TlsConn() { delete[] in; }
+  TlsConn(const TlsConn&) = delete;
+  TlsConn& operator=(const TlsConn&) = delete;
   TlsSession session;
-  char in[kCipherInBytes];
+  // Ciphertext from the socket, tls-buffer-bytes long (board-sized): 64 KiB takes several records
+  // per read on a fast link; a small board can go down to 1 KiB, and mbedTLS assembles each record
+  // from as many reads as it takes.
+  char* in;
+  size_t inCap;
   size_t inPos = 0, inLen = 0;
   std::string out;                  // ciphertext mbedTLS produced, not yet handed to libuv
   bool handshakeDone = false;
@@ -110,7 +117,7 @@ UvServer::~UvServer() {
 
 bool UvServer::start(std::string* url, std::string* error) {
   if (!settings_.tlsCert.empty()) {
-    tls_ = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error);
+    tls_ = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error, settings_.tlsRecordBytes);
     if (!tls_) return false;
     logf(LogLevel::Info, "https with %s (TLS 1.2, ECDHE with ChaCha20-Poly1305 or AES-GCM)", tls_->subject().c_str());
   }
@@ -204,7 +211,7 @@ bool UvServer::reloadTls(std::string* error) {
     *error = "not serving https (no tls-cert)";
     return false;
   }
-  std::shared_ptr<TlsContext> next = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error);
+  std::shared_ptr<TlsContext> next = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error, settings_.tlsRecordBytes);
   if (!next) return false;
   tls_ = std::move(next);
   return true;
@@ -275,8 +282,8 @@ void UvServer::acceptPending() {
   c->serving = true;
   uv_tcp_nodelay(&c->tcp, 1);
   if (tls_) {
-    c->tls = new (std::nothrow) TlsConn();
-    bool ok = c->tls != nullptr &&
+    c->tls = new (std::nothrow) TlsConn(settings_.tlsBufferBytes);
+    bool ok = c->tls != nullptr && c->tls->in != nullptr &&
               c->tls->session.setup(
                   tls_, c,
                   [](void* io, const unsigned char* buf, size_t len) -> int {
@@ -797,7 +804,7 @@ void UvServer::onTlsAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
   TlsConn* t = static_cast<Connection*>(h->data)->tls;
   // mbedTLS takes what it needs of `in` before we read again, so there is room unless a record is
   // still being assembled; then read into what is left.
-  *buf = uv_buf_init(t->in + t->inLen, static_cast<unsigned>(sizeof t->in - t->inLen));
+  *buf = uv_buf_init(t->in + t->inLen, static_cast<unsigned>(t->inCap - t->inLen));
 }
 
 void UvServer::onTlsReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {

@@ -3,7 +3,8 @@
 # certificate with bitsctl gen-cert, then, ROUNDS times, in the same round:
 #   1. throughput of one SIZE-byte upload (bitsclient bench, 1 MiB fragments, fdatasync off and
 #      digest off so the transport is what is measured) over plain http, over https with
-#      ChaCha20-Poly1305, and over https with AES-128-GCM; ratios to plain http;
+#      ChaCha20-Poly1305, and over https with AES-128-GCM; ratios to plain http; and ChaCha20 again
+#      with a small board's TLS sizes (tls-buffer-bytes 4K, tls-record-bytes 4K, as board/router);
 #   2. full TLS handshakes per second (new connection + handshake + Ping) against plain connect+Ping;
 #   3. bitsd's RSS growth per idle TLS connection (200 connections, each after a handshake and a Ping)
 #      against the same for plain connections;
@@ -44,13 +45,15 @@ up() {  # scheme, port, extra...
   "$BIN/bitsclient" bench "$scheme://127.0.0.1:$port/" --sessions 1 --size "$SIZE" --fragment-size 1M "$@" | val throughput_mib_s
 }
 
-for f in plain chacha aes rc ra hs hp tlsmem plainmem cc ca; do : > "$WORK/$f"; done
+for f in plain chacha aes small rs rc ra hs hp tlsmem plainmem cc ca; do : > "$WORK/$f"; done
 for r in $(seq "$ROUNDS"); do
   start_bitsd plain
   start_bitsd tls --tls-cert "$WORK/c.crt" --tls-key "$WORK/c.key"
+  start_bitsd small --tls-cert "$WORK/c.crt" --tls-key "$WORK/c.key" --tls-buffer-bytes 4K --tls-record-bytes 4K
   p=$(up http "$PORT_plain")
   c=$(up https "$PORT_tls" --insecure --tls-suite "$CHACHA")
   a=$(up https "$PORT_tls" --insecure --tls-suite "$AES")
+  s=$(up https "$PORT_small" --insecure --tls-suite "$CHACHA")
   hs=$("$BIN/bitsbench" tls-handshakes --port "$PORT_tls" --plain-port "$PORT_plain" --count 300)
   stop_all
   start_bitsd plain
@@ -61,8 +64,10 @@ for r in $(seq "$ROUNDS"); do
   ci=$("$BIN/bitsbench" cipher --size 268435456)
   rc=$(awk -v a="$c" -v b="$p" 'BEGIN {printf "%.2f", a/b}')
   ra=$(awk -v a="$a" -v b="$p" 'BEGIN {printf "%.2f", a/b}')
-  echo "round $r: plain $p MiB/s | https ChaCha20-Poly1305 $c MiB/s (x$rc) | https AES-128-GCM $a MiB/s (x$ra) | $hs | RSS per idle connection: TLS $tm B, plain $pm B | $ci"
+  rs=$(awk -v a="$s" -v b="$c" 'BEGIN {printf "%.2f", a/b}')
+  echo "round $r: plain $p MiB/s | https ChaCha20-Poly1305 $c MiB/s (x$rc) | https AES-128-GCM $a MiB/s (x$ra) | ChaCha20 with 4K TLS buffers $s MiB/s (x$rs of 64K) | $hs | RSS per idle connection: TLS $tm B, plain $pm B | $ci"
   echo "$p" >> "$WORK/plain"; echo "$c" >> "$WORK/chacha"; echo "$a" >> "$WORK/aes"; echo "$rc" >> "$WORK/rc"; echo "$ra" >> "$WORK/ra"
+  echo "$s" >> "$WORK/small"; echo "$rs" >> "$WORK/rs"
   echo "$hs" | field tls_per_second >> "$WORK/hs"; echo "$hs" | field plain_connects_per_second >> "$WORK/hp"
   echo "$tm" >> "$WORK/tlsmem"; echo "$pm" >> "$WORK/plainmem"
   echo "$ci" | field chacha20_poly1305_MiBps >> "$WORK/cc"; echo "$ci" | field aes_128_gcm_MiBps >> "$WORK/ca"
@@ -73,6 +78,7 @@ echo "median over $ROUNDS rounds, one $((SIZE / 1048576)) MiB upload, 1 MiB frag
 echo "  plain http:                 $(median < "$WORK/plain") MiB/s"
 echo "  https ChaCha20-Poly1305:    $(median < "$WORK/chacha") MiB/s  (x$(median < "$WORK/rc") of plain)"
 echo "  https AES-128-GCM:          $(median < "$WORK/aes") MiB/s  (x$(median < "$WORK/ra") of plain)"
+echo "  ChaCha20, 4K TLS buffers:   $(median < "$WORK/small") MiB/s  (x$(median < "$WORK/rs") of the 64K default)"
 echo "  TLS handshakes per second:  $(median < "$WORK/hs")  (plain connect+Ping per second: $(median < "$WORK/hp"))"
 echo "  RSS per idle connection:    TLS $(median < "$WORK/tlsmem") bytes, plain $(median < "$WORK/plainmem") bytes"
 echo "  mbedTLS alone, one core:    ChaCha20-Poly1305 $(median < "$WORK/cc") MiB/s, AES-128-GCM $(median < "$WORK/ca") MiB/s"

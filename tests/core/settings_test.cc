@@ -89,5 +89,25 @@ TEST(Settings, HostIdMustBeAHostAndTheFallbackPositive) {
   EXPECT_EQ(err, "host-id-fallback-timeout must be 1..4294967295 seconds");
 }
 
+TEST(Settings, TlsBufferAndRecordSizesAreTheOnesTlsCanUse) {
+  Settings s;
+  std::string err;
+  for (uint32_t good : {512u, 1024u, 2048u, 4096u, 16384u}) {
+    s.tlsRecordBytes = good;
+    EXPECT_TRUE(validateSettings(s, &err)) << good << ": " << err;
+  }
+  for (uint32_t bad : {0u, 511u, 8192u, 32768u}) {
+    s.tlsRecordBytes = bad;
+    EXPECT_FALSE(validateSettings(s, &err)) << bad;
+    EXPECT_EQ(err, "tls-record-bytes must be 512, 1K, 2K, 4K or 16K (the sizes TLS can announce)");
+  }
+  s = Settings();
+  s.tlsBufferBytes = 1023;
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "tls-buffer-bytes must be 1K..1M");
+  s.tlsBufferBytes = 1024;
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+}
+
 }  // namespace
 }  // namespace bitsd

@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "tests/integration/bitsd_process.h"
+#include "tests/integration/test_app.h"
 
 namespace bitsd::testing {
 namespace {
@@ -87,7 +88,7 @@ class TlsClient {
   int connect(int port) {
     fd_ = connectTo(port);
     if (fd_ < 0) return -1;
-    mbedtls_ssl_set_bio(&ssl_, &fd_, send, recv, nullptr);
+    mbedtls_ssl_set_bio(&ssl_, this, send, recv, nullptr);
     int rc;
     while ((rc = mbedtls_ssl_handshake(&ssl_)) == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
     }
@@ -126,14 +127,45 @@ class TlsClient {
     return true;
   }
   static int send(void* ctx, const unsigned char* buf, size_t len) {
-    ssize_t n = ::send(*static_cast<int*>(ctx), buf, len, MSG_NOSIGNAL);
+    ssize_t n = ::send(static_cast<TlsClient*>(ctx)->fd_, buf, len, MSG_NOSIGNAL);
     return n < 0 ? MBEDTLS_ERR_SSL_INTERNAL_ERROR : static_cast<int>(n);
   }
   static int recv(void* ctx, unsigned char* buf, size_t len) {
-    ssize_t n = ::recv(*static_cast<int*>(ctx), buf, len, 0);
+    TlsClient* self = static_cast<TlsClient*>(ctx);
+    ssize_t n = ::recv(self->fd_, buf, len, 0);
     if (n == 0) return MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY;
-    return n < 0 ? MBEDTLS_ERR_SSL_INTERNAL_ERROR : static_cast<int>(n);
+    if (n < 0) return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+    self->watchRecords(buf, static_cast<size_t>(n));
+    return static_cast<int>(n);
   }
+  // Follows the TLS record headers in what the server sends (5 bytes: type, version, length).
+  void watchRecords(const unsigned char* p, size_t n) {
+    for (size_t i = 0; i < n;) {
+      if (recLeft_ > 0) {
+        size_t take = std::min(recLeft_, n - i);
+        recLeft_ -= take;
+        i += take;
+        continue;
+      }
+      recHead_[recHeadLen_++] = p[i++];
+      if (recHeadLen_ < 5) continue;
+      recHeadLen_ = 0;
+      recLeft_ = (size_t{recHead_[3]} << 8) | recHead_[4];
+      if (recHead_[0] == 23) {  // application data
+        ++appRecords;
+        maxAppRecord = std::max(maxAppRecord, recLeft_);
+      }
+    }
+  }
+
+ public:
+  size_t appRecords = 0;    // application-data records received
+  size_t maxAppRecord = 0;  // the largest one, ciphertext bytes (payload + AEAD expansion)
+
+ private:
+  unsigned char recHead_[5] = {};
+  size_t recHeadLen_ = 0;
+  size_t recLeft_ = 0;
   int fd_ = -1;
   mbedtls_ssl_context ssl_;
   mbedtls_ssl_config conf_;
@@ -551,6 +583,39 @@ TEST_F(Auth, BitsclientUploadsOverHttpsWithAPassword) {
   EXPECT_NE(untrusted.out.find("certificate is not trusted"), std::string::npos) << untrusted.out;
   RunResult insecure = run({"upload", src, url + "5", "--insecure", "-u", "bob:builder", "--quiet"});
   EXPECT_EQ(insecure.exitCode, 0) << insecure.out;
+}
+
+
+// A small board's sizes: a 1 KiB ciphertext buffer (each 16 KiB record the client sends arrives in
+// many reads) and 512-byte records out. The upload and a 20 KB reply both arrive intact, and no
+// record bitsd sends carries more than 512 bytes of payload.
+TEST_F(Tls, SmallBoardBuffersCarryAWholeUploadAndItsReply) {
+  TestApp app;
+  TestApp::Behaviour b;
+  b.reply = randomBytes(20000, 9);
+  app.set(b);
+  auto bitsd = start({"--tls-buffer-bytes", "1K", "--tls-record-bytes", "512", "--notify-type", "value",
+                      "--notify-url", app.url("/app")});
+  TlsClient c(crt());
+  ASSERT_EQ(c.connect(bitsd->port()), 0);
+  std::string data = randomBytes(200000, 41);
+  std::string id = createOver(c, "/small.bin");
+  ASSERT_FALSE(id.empty());
+  Reply ack;
+  for (size_t off = 0; off < data.size(); off += 64000) {
+    ack = c.roundTrip(fragmentRequest("/small.bin", id, off, data.substr(off, 64000), data.size()));
+    ASSERT_EQ(ack.status, 200) << ack.raw << bitsd->stderrText();
+  }
+  ASSERT_EQ(app.count(), 1u);
+  EXPECT_TRUE(app.seen()[0].content == data) << "the upload differs";
+  std::string url = ack.get("BITS-Reply-URL");
+  size_t slash = url.find('/', std::string("http://").size());
+  ASSERT_NE(slash, std::string::npos) << ack.raw;
+  Reply reply = c.roundTrip("GET " + url.substr(slash) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(reply.status, 200) << reply.raw;
+  EXPECT_TRUE(reply.body == b.reply) << "the reply differs";
+  EXPECT_GT(c.appRecords, 40u);                   // 20 KB in 512-byte records, at the least
+  EXPECT_LE(c.maxAppRecord, 512u + 8u + 16u);     // payload + GCM nonce and tag (ChaCha20: tag only)
 }
 
 }  // namespace
