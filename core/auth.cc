@@ -30,6 +30,18 @@ bool parseLocations(std::string_view spec, std::vector<Location>* out, std::stri
     Location loc;
     size_t sp = entry.find_first_of(" \t");
     std::string_view prefix = entry.substr(0, sp);
+    size_t eq = prefix.find('=');
+    if (eq != std::string_view::npos) {
+      std::string_view dir = prefix.substr(eq + 1);
+      prefix = prefix.substr(0, eq);
+      while (dir.size() > 1 && dir.back() == '/') dir.remove_suffix(1);
+      if (dir.empty() || dir.front() != '/' || dir == "/" || dir.find('\\') != std::string_view::npos) {
+        *error = "locations: the directory of " + std::string(prefix) + " must be an absolute path other than / (got '" +
+                 std::string(dir) + "')";
+        return false;
+      }
+      loc.dir = std::string(dir);
+    }
     if (prefix.empty() || prefix.front() != '/' || prefix.find("..") != std::string_view::npos ||
         prefix.find('\\') != std::string_view::npos || prefix.find('%') != std::string_view::npos) {
       *error = "locations: '" + std::string(prefix) + "' is not a URL path prefix (it starts with '/', no '..', '%' or '\\')";
@@ -62,13 +74,18 @@ bool parseLocations(std::string_view spec, std::vector<Location>* out, std::stri
   return true;
 }
 
-bool mayUpload(const std::vector<Location>& locations, std::string_view user, std::string_view relPath) {
-  if (locations.empty()) return true;
+const Location* locationFor(const std::vector<Location>& locations, std::string_view relPath) {
   const Location* best = nullptr;
   for (const Location& l : locations) {
     bool matches = relPath.substr(0, l.prefix.size()) == l.prefix;
     if (matches && (best == nullptr || l.prefix.size() > best->prefix.size())) best = &l;
   }
+  return best;
+}
+
+bool mayUpload(const std::vector<Location>& locations, std::string_view user, std::string_view relPath) {
+  if (locations.empty()) return true;
+  const Location* best = locationFor(locations, relPath);
   if (best == nullptr) return false;
   if (best->anyone) return true;
   for (const std::string& u : best->users) {

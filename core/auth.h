@@ -47,16 +47,21 @@ class Authenticator {
   virtual std::string_view userName(int32_t id) const = 0;
 };
 
-// Where users may upload: "PREFIX USER...; PREFIX USER..." (a USER of `*` is any authenticated
-// user). A path's longest matching prefix decides; a path no prefix matches is refused, unless no
-// locations are configured at all (then every authenticated user may upload anywhere).
+// Where users may upload: "PREFIX[=DIR] USER...; PREFIX[=DIR] USER..." (a USER of `*` is any
+// authenticated user). A path's longest matching prefix decides; a path no prefix matches is
+// refused, unless no locations are configured at all (then every authenticated user may upload
+// anywhere). Uploads under PREFIX go to DIR when it is given (URL /PREFIX/a/b -> DIR/a/b), else
+// below the upload root as every other upload (root/PREFIX/a/b).
 struct Location {
   std::string prefix;  // root-relative, no leading '/', ends with '/' unless empty (the whole root)
+  std::string dir;     // absolute, no trailing '/'; empty: under the root. The platform resolves it.
   std::vector<std::string> users;
   bool anyone = false;
 };
 // False with a one-line reason for a malformed spec.
 bool parseLocations(std::string_view spec, std::vector<Location>* out, std::string* error);
+// The location whose prefix is the longest match for a root-relative path, or nullptr.
+const Location* locationFor(const std::vector<Location>& locations, std::string_view relPath);
 bool mayUpload(const std::vector<Location>& locations, std::string_view user, std::string_view relPath);
 
 // A user name as the users file and the journal keep it: 1..32 of [A-Za-z0-9._-].

@@ -86,10 +86,11 @@ class Storage {
   // fdatasync.
   virtual void syncData(StorageOp& op, FileHandle file) = 0;
   virtual void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) = 0;
-  // Checks a destination below the upload root: its parent directory `parentDir` must exist
-  // (NotFound otherwise) and resolve inside the root (AccessDenied otherwise, e.g. through a
-  // symlink). Sets `kind` of `path` itself, without following a final symlink.
-  virtual void checkDestination(StorageOp& op, const char* path, const char* parentDir) = 0;
+  // Checks a destination below `base` (the upload root, or a location's directory; already
+  // resolved): its parent directory `parentDir` must exist (NotFound otherwise) and resolve inside
+  // `base` (AccessDenied otherwise, e.g. through a symlink). Sets `kind` of `path` itself, without
+  // following a final symlink.
+  virtual void checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) = 0;
   // Links `from` as `to`, failing with AlreadyExists if `to` exists (commit without overwrite).
   virtual void linkNoReplace(StorageOp& op, const char* from, const char* to) = 0;
   // Renames `from` over `to` (commit with overwrite). Atomic on POSIX file systems.

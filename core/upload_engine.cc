@@ -52,6 +52,7 @@ void Exchange::clear() {
   closeIncomplete_ = false;
   relOffset_ = 0;
   relLen_ = 0;
+  destBase_ = nullptr;
   responseLen_ = 0;
   head_ = nullptr;
   dStatus_ = 0;
@@ -104,6 +105,12 @@ Status UploadEngine::init(const Settings& settings, BulkAllocator* bulk) {
   partialDir_ += "/partial";
   if (root_.size() + 2 + settings.maxPathBytes > Exchange::kPathBufBytes) {
     return Status(Code::InvalidArgument, "root path plus max-path-bytes is too long");
+  }
+  for (const Location& l : locations_) {
+    // "<dir>/<rest>\0<rel>\0" in one buffer (see Exchange::relOffset_).
+    if (!l.dir.empty() && l.dir.size() + 3 + 2 * uint64_t{settings.maxPathBytes} > Exchange::kPathBufBytes) {
+      return Status(Code::InvalidArgument, "a location's directory plus max-path-bytes is too long");
+    }
   }
   if (partialDir_.size() + 2 + kSessionIdTextBytes + kPartialSuffix.size() > Exchange::kPathBufBytes) {
     return Status(Code::InvalidArgument, "state path is too long");
@@ -362,6 +369,23 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   }
   ex.relLen_ = static_cast<uint32_t>(up.relative.size());
   ex.dest_[ex.relOffset_ + ex.relLen_] = '\0';
+  ex.destBase_ = root_.c_str();
+  if (const Location* loc = locationFor(locations_, up.relative); loc != nullptr && !loc->dir.empty()) {
+    // The location's own directory: build "<dir>/<rest>" in partial_ (free until startCreate),
+    // move the relative path to just after it, then put the destination in front.
+    size_t restLen = ex.relLen_ - loc->prefix.size();
+    size_t destLen = loc->dir.size() + 1 + restLen;
+    std::memcpy(ex.partial_, loc->dir.data(), loc->dir.size());
+    ex.partial_[loc->dir.size()] = '/';
+    std::memcpy(ex.partial_ + loc->dir.size() + 1, ex.dest_ + ex.relOffset_ + loc->prefix.size(), restLen);
+    std::memmove(ex.dest_ + destLen + 1, ex.dest_ + ex.relOffset_, ex.relLen_);
+    std::memcpy(ex.dest_, ex.partial_, destLen);
+    ex.dest_[destLen] = '\0';
+    ex.relOffset_ = static_cast<uint32_t>(destLen + 1);
+    ex.dest_[ex.relOffset_ + ex.relLen_] = '\0';
+    ex.destBase_ = loc->dir.c_str();
+  }
+  up.relative = std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_);
   if (authenticator_ != nullptr && ex.type_ != PacketType::Ping &&
       !mayUpload(locations_, authenticator_->userName(ex.user_), up.relative)) {
     std::string_view who = authenticator_->userName(ex.user_);
@@ -401,7 +425,7 @@ Flow UploadEngine::startCreate(Exchange& ex) {
   ex.step_ = Exchange::Step::CreateCheck;
   ex.op_.busy = true;
   parentOf(ex.dest_, ex.partial_);
-  storage_.checkDestination(ex.op_, ex.dest_, ex.partial_);
+  storage_.checkDestination(ex.op_, ex.dest_, ex.partial_, ex.destBase_);
   return Flow::Wait;
 }
 
@@ -1695,10 +1719,16 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
     auto pend = pending.find(s.id);
     formatPartialPath(s.id, partial);
     std::string_view rel = sessions_.path(s);
-    std::memcpy(dest, root_.data(), root_.size());
-    dest[root_.size()] = '/';
-    std::memcpy(dest + root_.size() + 1, rel.data(), rel.size());
-    dest[root_.size() + 1 + rel.size()] = '\0';
+    const Location* loc = locationFor(locations_, rel);
+    std::string_view base = root_, rest = rel;
+    if (loc != nullptr && !loc->dir.empty()) {  // as onHeaders maps it
+      base = loc->dir;
+      rest = rel.substr(loc->prefix.size());
+    }
+    std::memcpy(dest, base.data(), base.size());
+    dest[base.size()] = '/';
+    std::memcpy(dest + base.size() + 1, rest.data(), rest.size());
+    dest[base.size() + 1 + rest.size()] = '\0';
     RecoveryItem item;
     item.id = s.id;
     item.haveBytes = s.haveBytes;

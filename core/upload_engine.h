@@ -217,8 +217,12 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   FileHandle newFile_ = kNoFile;   // Create-Session: the partial file, until the session exists
   uint64_t journaledTo_ = 0;       // `have` that the pending Progress record states
   bool closeIncomplete_ = false;   // Close/Cancel found the upload incomplete
-  uint32_t relOffset_ = 0;         // relative path starts at dest_ + relOffset_
+  // dest_ holds the destination path, NUL-terminated; the root-relative path (as the journal and
+  // the session table keep it) is at dest_ + relOffset_: right after "<root>/", or after the NUL
+  // when a location maps the path to its own directory.
+  uint32_t relOffset_ = 0;
   uint32_t relLen_ = 0;
+  const char* destBase_ = nullptr;  // the directory the destination must resolve below
   size_t responseLen_ = 0;
   const RequestHead* head_ = nullptr;  // the request's head (in the parser), valid until finish()
   NotifyOp notify_;                // hand-off; notify_.result also holds a static reply URL
@@ -249,6 +253,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void setNotifier(Notifier* notifier) { notifier_ = notifier; }
   // Authentication on: every request needs Basic credentials the authenticator accepts, uploads
   // obey `locations`, and sessions belong to their creator. Null: off (the default).
+  // Locations with a directory map their uploads there; the platform hands their directories over
+  // resolved (realpath) and checked to be on the state's file system.
   void setAuthenticator(Authenticator* auth, std::vector<Location> locations) {
     authenticator_ = auth;
     locations_ = std::move(locations);

@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
   uv_loop_t* loop = uv_default_loop();
   platform::UvClock clock;
   platform::MbedSha256 sha;
-  platform::UvStorage storage(loop, rootReal, sha);
+  platform::UvStorage storage(loop, sha);
   platform::UvFlushScheduler scheduler(loop);
   // Declared before the engine so it outlives the session table it backs.
   platform::HugePageAllocator bulk;
@@ -113,7 +113,8 @@ int main(int argc, char** argv) {
   platform::UvAuthenticator authenticator;
   if (!settings.usersFile.empty()) {
     std::vector<Location> locations;
-    if (!authenticator.load(loop, settings.usersFile, &error) || !parseLocations(settings.locations, &locations, &error)) {
+    if (!authenticator.load(loop, settings.usersFile, &error) || !parseLocations(settings.locations, &locations, &error) ||
+        !platform::prepareLocationDirs(settings, &locations, &error)) {
       std::fprintf(stderr, "bitsd: %s\n", error.c_str());
       return 2;
     }

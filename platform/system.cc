@@ -222,6 +222,44 @@ bool prepareDirectories(const Settings& s, std::string* rootReal, std::string* e
   return true;
 }
 
+bool prepareLocationDirs(const Settings& s, std::vector<Location>* locations, std::string* error) {
+  error->clear();
+  std::string stateReal;
+  struct stat st;
+  if (!realPath(s.state, &stateReal, error) || ::stat((s.state + "/partial").c_str(), &st) != 0) {
+    if (error->empty()) *error = std::string("cannot stat state: ") + std::strerror(errno);
+    return false;
+  }
+  for (Location& l : *locations) {
+    if (l.dir.empty()) continue;
+    std::string where = "locations: /" + l.prefix + " -> " + l.dir + ": ";
+    std::string real;
+    if (!makeDirs(l.dir, error) || !realPath(l.dir, &real, error)) {
+      *error = where + *error;
+      return false;
+    }
+    struct stat d;
+    if (::stat(real.c_str(), &d) != 0 || !S_ISDIR(d.st_mode)) {
+      *error = where + "not a directory";
+      return false;
+    }
+    if (contains(real, stateReal) || contains(stateReal, real)) {
+      *error = where + "must not contain the state directory (" + stateReal + ") or be inside it";
+      return false;
+    }
+    if (d.st_dev != st.st_dev) {
+      *error = where + "on another file system than the state; the commit must be a single rename";
+      return false;
+    }
+    if (::access(real.c_str(), W_OK) != 0) {
+      *error = where + "not writable by this user";
+      return false;
+    }
+    l.dir = real;
+  }
+  return true;
+}
+
 bool readTextFile(const std::string& path, std::string* out, std::string* error) {
   FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {

@@ -9,7 +9,9 @@
 #include <mbedtls/sha256.h>
 
 #include <string>
+#include <vector>
 
+#include "core/auth.h"
 #include "core/journal.h"
 #include "core/ports.h"
 #include "core/settings.h"
@@ -84,6 +86,10 @@ void installLogging(const std::string& level);
 // system and that neither contains the other, resolves the root's real path, and deletes orphaned
 // in-progress files (without a journal, nothing can resume them after a restart).
 bool prepareDirectories(const Settings& s, std::string* rootReal, std::string* error);
+// The directories of `locations` (those that have one): creates them, replaces each with its real
+// path, and checks what the root is checked for: on the state's file system (a commit is a link or
+// rename out of state/partial), writable, and neither inside the state nor containing it.
+bool prepareLocationDirs(const Settings& s, std::vector<Location>* locations, std::string* error);
 
 // Connections beyond max-connections that are accepted only to be answered 503 and closed.
 constexpr uint32_t kRejectConnectionSlots = 16;

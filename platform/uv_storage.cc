@@ -36,6 +36,7 @@ struct UvStorage::UvOp {
   StorageOp* op;
   int kind;
   const char* path;
+  const char* base;  // checkDestination: the resolved directory the destination must stay below
   uv_file file;
   Status firstError;
 };
@@ -124,9 +125,10 @@ void UvStorage::truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) {
   uv_fs_ftruncate(loop_, &u->req, file, static_cast<int64_t>(sizeBytes), onFsThunk);
 }
 
-void UvStorage::checkDestination(StorageOp& op, const char* path, const char* parentDir) {
+void UvStorage::checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) {
   UvOp* u = prepare(op, kCheckRealpath);
   u->path = path;
+  u->base = base;
   uv_fs_realpath(loop_, &u->req, parentDir, onFsThunk);
 }
 
@@ -199,12 +201,12 @@ void UvStorage::onFs(UvOp* u) {
         return complete();
       }
       const char* real = static_cast<const char*>(u->req.ptr);
-      const std::string& root = rootReal_;
-      bool inside = std::strncmp(real, root.c_str(), root.size()) == 0 &&
+      const std::string_view root = u->base;
+      bool inside = std::strncmp(real, root.data(), root.size()) == 0 &&
                     (real[root.size()] == '\0' || real[root.size()] == '/' || root == "/");
       uv_fs_req_cleanup(&u->req);
       if (!inside) {
-        op.status = Status(Code::AccessDenied, "destination resolves outside the upload root");
+        op.status = Status(Code::AccessDenied, "destination resolves outside the upload root or its location's directory");
         return complete();
       }
       u->kind = kCheckLstat;

@@ -13,11 +13,9 @@ namespace bitsd::platform {
 
 class UvStorage final : public Storage {
  public:
-  // `rootRealPath`: the upload root after realpath(3); destinations must resolve below it.
   // `sha` computes upload digests on the thread pool (must be safe to call from several threads
   // on different states, as mbedTLS's SHA-256 is).
-  UvStorage(uv_loop_t* loop, std::string rootRealPath, Sha256& sha)
-      : loop_(loop), rootReal_(std::move(rootRealPath)), sha_(sha) {}
+  UvStorage(uv_loop_t* loop, Sha256& sha) : loop_(loop), sha_(sha) {}
 
   void createExclusive(StorageOp& op, const char* path) override;
   void openWrite(StorageOp& op, const char* path) override;
@@ -25,7 +23,7 @@ class UvStorage final : public Storage {
              Sha256State* hash) override;
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
-  void checkDestination(StorageOp& op, const char* path, const char* parentDir) override;
+  void checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) override;
   void linkNoReplace(StorageOp& op, const char* from, const char* to) override;
   void rename(StorageOp& op, const char* from, const char* to) override;
   void remove(StorageOp& op, const char* path) override;
@@ -43,7 +41,6 @@ class UvStorage final : public Storage {
   void onFs(UvOp* u);
 
   uv_loop_t* loop_;
-  std::string rootReal_;
   Sha256& sha_;
 };
 

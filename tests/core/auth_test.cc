@@ -144,6 +144,58 @@ TEST(Auth, LocationsSyntax) {
   EXPECT_NE(e.find("lists no users"), std::string::npos) << e;
   EXPECT_FALSE(parseLocations("/a al:ice", &l, &e));
   EXPECT_FALSE(parseLocations("/../x alice", &l, &e));
+  // PREFIX=DIR: the location's own directory (absolute; a trailing '/' is dropped).
+  ASSERT_TRUE(parseLocations("/reports=/srv/reports/ alice; /in *", &l, &e)) << e;
+  EXPECT_EQ(l[0].prefix, "reports/");
+  EXPECT_EQ(l[0].dir, "/srv/reports");
+  EXPECT_EQ(l[1].dir, "");
+  EXPECT_EQ(locationFor(l, "reports/2026/a.csv"), &l[0]);
+  EXPECT_EQ(locationFor(l, "in/a"), &l[1]);
+  EXPECT_EQ(locationFor(l, "other"), nullptr);
+  for (const char* bad : {"/r=srv alice", "/r=/ alice", "/r= alice", "/r=//  alice"}) {
+    EXPECT_FALSE(parseLocations(bad, &l, &e)) << bad;
+    EXPECT_NE(e.find("must be an absolute path other than /"), std::string::npos) << e;
+  }
+}
+
+// Recovery finds a location's upload where it was committed: a RecoveryInspector that only records.
+struct RecordingInspector final : RecoveryInspector {
+  RecoveryDecision inspect(const RecoveryItem& item) override {
+    dests.emplace_back(item.destPath);
+    return RecoveryDecision();
+  }
+  std::vector<std::string> dests;
+};
+
+TEST(Auth, ALocationWithADirectoryCommitsThereAndTheJournalKeepsTheUrlPath) {
+  AuthDriver a("/reports=/data/reports alice; /other *");
+  a.d.storage.addDir("/data/reports");
+  a.d.storage.addDir("/data/reports/2026");
+  a.d.storage.addDir("/root/other");
+  std::string id = a.create("/reports/2026/a.csv", "alice:wonderland");
+  ASSERT_FALSE(id.empty());
+  ASSERT_EQ(a.fragment("/reports/2026/a.csv", id, "abc", 0, 6, "alice:wonderland").status, 200);
+  // A location without a directory stays under the root; a missing directory in the location is
+  // refused as anywhere else, not written somewhere.
+  std::string o = a.create("/other/x.bin", "bob:builder");
+  ASSERT_FALSE(o.empty());
+  ASSERT_EQ(a.fragment("/other/x.bin", o, "x", 0, 1, "bob:builder").status, 200);
+  EXPECT_EQ(a.d.storage.contents("/root/other/x.bin"), "x");
+  EXPECT_TRUE(a.create("/reports/1999/old.csv", "alice:wonderland").empty());
+  // After a restart, recovery looks for it in the location's directory, and it resumes there.
+  // (The fake random generator starts over after a restart, so no new sessions below.)
+  AuthDriver b("/reports=/data/reports alice; /other *");
+  b.d.restartFrom(a.d);
+  RecordingInspector seen;
+  b.d.engine.reconcile(seen);
+  EXPECT_EQ(seen.dests, (std::vector<std::string>{"/data/reports/2026/a.csv"}));
+  ASSERT_EQ(b.fragment("/reports/2026/a.csv", id, "def", 3, 6, "alice:wonderland").status, 200);
+  EXPECT_EQ(b.d.storage.contents("/data/reports/2026/a.csv"), "abcdef");
+  EXPECT_FALSE(b.d.storage.files().count("/root/reports/2026/a.csv"));
+  JournalState st = b.d.replayed();
+  bool found = false;
+  for (const auto& [sid, s] : st.sessions) found = found || s.path == "reports/2026/a.csv";
+  EXPECT_TRUE(found) << "the journal should keep the URL path, not the directory";
 }
 
 }  // namespace

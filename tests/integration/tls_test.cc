@@ -471,6 +471,74 @@ TEST_F(Auth, WrongPasswordWrongUserAndAnotherUsersSessionAreRefused) {
   EXPECT_EQ(mine.status, 200) << mine.raw;
 }
 
+// A location with its own directory: uploads under /reports/ land in DIR (through a SIGKILL and a
+// resume, so recovery looks there too), a symlink inside DIR cannot lead out of it, and a DIR that
+// would hold the state is a one-line start-up error.
+TEST_F(Auth, ALocationsDirectoryTakesItsUploadsAndSymlinksCannotLeaveIt) {
+  std::string reports = dir.path() + "/reports";
+  auto bitsd = start({"--users-file", users, "--locations", "/reports=" + reports + "/ alice; /shared/ *"});
+  ASSERT_TRUE(fileExists(reports)) << "bitsd creates a location's directory as it does the root";
+  ASSERT_EQ(::mkdir((reports + "/2026").c_str(), 0755), 0);
+  std::string alice = basicHeader("alice:wonder land");
+  std::string data = randomBytes(150000, 77);
+  std::string id;
+  {
+    TlsClient c(crt());
+    ASSERT_EQ(c.connect(bitsd->port()), 0);
+    Reply created = c.roundTrip(bitsRequest("/reports/2026/q4.csv", "Create-Session",
+                                            {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)},
+                                             {"Authorization", alice}}));
+    ASSERT_EQ(created.status, 200) << created.raw;
+    id = created.get("BITS-Session-Id");
+    Reply half = c.roundTrip(bitsRequest("/reports/2026/q4.csv", "Fragment",
+                                         {{"BITS-Session-Id", id},
+                                          {"Content-Range", "bytes 0-99999/150000"},
+                                          {"Authorization", alice}},
+                                         data.substr(0, 100000)));
+    ASSERT_EQ(half.status, 200) << half.raw;
+  }
+  EXPECT_EQ(bitsd->stop(SIGKILL), 128 + SIGKILL);
+  ASSERT_TRUE(bitsd->start()) << bitsd->stderrText();
+  TlsClient c(crt());
+  ASSERT_EQ(c.connect(bitsd->port()), 0);
+  Reply rest = c.roundTrip(bitsRequest("/reports/2026/q4.csv", "Fragment",
+                                       {{"BITS-Session-Id", id},
+                                        {"Content-Range", "bytes 100000-149999/150000"},
+                                        {"Authorization", alice}},
+                                       data.substr(100000)));
+  ASSERT_EQ(rest.status, 200) << rest.raw << bitsd->stderrText();
+  std::string got;
+  ASSERT_TRUE(readFile(reports + "/2026/q4.csv", &got));
+  EXPECT_TRUE(got == data);
+  EXPECT_FALSE(fileExists(bitsd->root() + "/reports/2026/q4.csv"));
+  // A symlink in the location's directory pointing at the upload root: refused, nothing written.
+  ASSERT_EQ(::symlink(bitsd->root().c_str(), (reports + "/escape").c_str()), 0);
+  Reply out = c.roundTrip(bitsRequest("/reports/escape/x.bin", "Create-Session",
+                                      {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)},
+                                       {"Authorization", alice}}));
+  EXPECT_EQ(out.status, 403) << out.raw;
+  EXPECT_EQ(out.get("BITS-Error-Code"), "0x80070005");
+  EXPECT_FALSE(fileExists(bitsd->root() + "/x.bin"));
+  // Start-up errors, one line each.
+  struct Case {
+    std::vector<std::string> args;
+    const char* needle;
+  } cases[] = {
+      {{"--users-file", users, "--allow-basic-over-http", "--locations", "/r=relative alice"},
+       "must be an absolute path other than /"},
+      {{"--users-file", users, "--allow-basic-over-http", "--state", dir.path() + "/st", "--locations",
+        "/r=" + dir.path() + "/st/inner alice"},
+       "must not contain the state directory"},
+      {{"--users-file", users, "--allow-basic-over-http", "--locations", "/r=" + crt() + " alice"}, "not a directory"},
+  };
+  for (const Case& k : cases) {
+    RunResult r = runBitsd(k.args);
+    EXPECT_EQ(r.exitCode, 2) << r.err;
+    EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
 TEST_F(Auth, PasswordsOverPlainHttpNeedAnExplicitFlag) {
   RunResult refused = runBitsd({"--users-file", users});
   EXPECT_EQ(refused.exitCode, 2);

@@ -64,7 +64,7 @@ TEST(ZeroAllocation, SteadyFragmentsAllocateNothingOnAnyServerThread) {
   ASSERT_TRUE(random.init(&err));
   platform::UvClock clock;
   platform::MbedSha256 sha;
-  platform::UvStorage storage(&loop, rootReal, sha);
+  platform::UvStorage storage(&loop, sha);
   platform::UvFlushScheduler scheduler(&loop);
   Journal journal(storage, scheduler, random);
   scheduler.setJournal(&journal);

@@ -148,11 +148,16 @@ void FakeStorage::truncate(StorageOp& op, FileHandle file, uint64_t size) {
   });
 }
 
-void FakeStorage::checkDestination(StorageOp& op, const char* path, const char* parentDir) {
-  std::string p = path, parent = parentDir;
-  enqueue(op, [this, p, parent](StorageOp& o) {
+void FakeStorage::checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) {
+  std::string p = path, parent = parentDir, b = base;
+  enqueue(op, [this, p, parent, b](StorageOp& o) {
     if (!dirs_.count(parent)) {
       o.status = Status(Code::NotFound, "no parent");
+      return;
+    }
+    // No symlinks here: inside means below `base` by name.
+    if (parent != b && parent.compare(0, b.size() + 1, b + "/") != 0) {
+      o.status = Status(Code::AccessDenied, "outside the base");
       return;
     }
     o.kind = dirs_.count(p) ? FileKind::Directory : files_.count(p) ? FileKind::File : FileKind::Missing;

@@ -111,7 +111,7 @@ class FakeStorage final : public Storage {
   Sha256* sha = nullptr;  // for writes that carry a digest
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
-  void checkDestination(StorageOp& op, const char* path, const char* parentDir) override;
+  void checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) override;
   void linkNoReplace(StorageOp& op, const char* from, const char* to) override;
   void rename(StorageOp& op, const char* from, const char* to) override;
   void remove(StorageOp& op, const char* path) override;
