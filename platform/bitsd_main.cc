@@ -174,6 +174,8 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   uv_run(loop, UV_RUN_DEFAULT);
+  authenticator.close();
+  uv_run(loop, UV_RUN_DEFAULT);  // its close callback
   const auto& es = engine.stats();
   logf(LogLevel::Info, "stopped: %llu sessions, %llu commits, %llu bytes written",
        static_cast<unsigned long long>(es.sessionsCreated), static_cast<unsigned long long>(es.commits),

@@ -126,8 +126,9 @@ struct UvAuthenticator::Work {
   AuthOp* op = nullptr;
   int32_t user = -1;        // the claimed user (-1: unknown name, checked against the dummy)
   bool cached = false;      // a remembered right answer: nothing to compute
-  std::string password;
-  std::string key;          // cache key
+  std::string password;     // keeps its capacity between uses (wiped after each)
+  CacheKey key{};
+  bool hasKey = false;
   bool ok = false;
 };
 
@@ -189,18 +190,36 @@ bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string
   for (const UserEntry& u : users_) dummy_.iterations = std::max(dummy_.iterations, u.iterations);
   dummy_.salt.assign(16, 0x5a);
   dummy_.hash.assign(32, 0);
+  mbedtls_md_init(&hmac_);
+  hmacReady_ = mbedtls_md_setup(&hmac_, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1) == 0 &&
+               mbedtls_md_hmac_starts(&hmac_, hmacKey_, sizeof hmacKey_) == 0;
+  if (!hmacReady_) {
+    *error = "HMAC-SHA256 unavailable in mbedTLS";
+    return false;
+  }
+  uv_idle_init(loop, &idle_);
+  idle_.data = this;
+  idleOpen_ = true;
+  ready_.reserve(16);
+  readyRun_.reserve(16);
   return true;
 }
 
-std::string UvAuthenticator::cacheKey(std::string_view credentials) const {
-  unsigned char mac[32];
-  mbedtls_md_hmac(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), hmacKey_, sizeof hmacKey_,
-                  reinterpret_cast<const unsigned char*>(credentials.data()), credentials.size(), mac);
-  return std::string(reinterpret_cast<char*>(mac), sizeof mac);
+void UvAuthenticator::close() {
+  if (!idleOpen_) return;
+  idleOpen_ = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
+}
+
+void UvAuthenticator::cacheKey(std::string_view credentials, CacheKey* out) const {
+  mbedtls_md_hmac_reset(&hmac_);
+  mbedtls_md_hmac_update(&hmac_, reinterpret_cast<const unsigned char*>(credentials.data()), credentials.size());
+  mbedtls_md_hmac_finish(&hmac_, out->data());
 }
 
 UvAuthenticator::~UvAuthenticator() {
   for (Work* w : spare_) delete w;
+  mbedtls_md_free(&hmac_);
 }
 
 void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
@@ -212,7 +231,7 @@ void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
     w->cached = false;
     w->ok = false;
     w->password.clear();
-    w->key.clear();
+    w->hasKey = false;
   } else {
     w = new Work();
   }
@@ -220,7 +239,8 @@ void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
   w->op = &op;
   w->req.data = w;
   if (credentials.size() <= kMaxCredentialBytes) {
-    w->key = cacheKey(credentials);
+    cacheKey(credentials, &w->key);
+    w->hasKey = true;
     auto hit = cache_.find(w->key);
     if (hit != cache_.end()) {
       w->cached = true;
@@ -235,29 +255,40 @@ void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
         size_t colon = up.find(':');
         if (colon != std::string_view::npos) {
           w->user = userId(up.substr(0, colon));
-          w->password = std::string(up.substr(colon + 1));
+          w->password.assign(up.data() + colon + 1, up.size() - colon - 1);
         }
       }
       std::memset(plain, 0, sizeof plain);
     }
   }
-  // Always through the pool, so the completion never runs inside this call. A remembered answer
-  // costs nothing there; a PBKDF2 waits its turn.
-  if (w->cached || running_ < kMaxParallelChecks) {
+  // The completion never runs inside this call. A remembered answer completes on the loop's next
+  // turn; a PBKDF2 goes to the thread pool, one at a time.
+  if (w->cached) {
+    if (ready_.empty() && idleOpen_) uv_idle_start(&idle_, onIdle);
+    ready_.push_back(w);
+  } else if (running_ < kMaxParallelChecks) {
     start(w);
   } else {
     waiting_.push_back(w);
   }
 }
 
+void UvAuthenticator::onIdle(uv_idle_t* idle) {
+  UvAuthenticator* self = static_cast<UvAuthenticator*>(idle->data);
+  uv_idle_stop(idle);
+  // Completions may check again (the next request on a connection): they queue into ready_ anew.
+  self->readyRun_.swap(self->ready_);
+  for (Work* w : self->readyRun_) self->finish(w);
+  self->readyRun_.clear();
+}
+
 void UvAuthenticator::start(Work* w) {
-  if (!w->cached) ++running_;
+  ++running_;
   uv_queue_work(loop_, &w->req, onWork, onAfterWork);
 }
 
 void UvAuthenticator::onWork(uv_work_t* req) {
   Work* w = static_cast<Work*>(req->data);
-  if (w->cached) return;
   const UserEntry& u = w->user >= 0 ? w->self->users_[static_cast<size_t>(w->user)] : w->self->dummy_;
   std::vector<unsigned char> h = pbkdf2(w->password, u.salt, u.iterations);
   w->ok = w->user >= 0 && !h.empty() && sameBytes(h, u.hash);
@@ -267,23 +298,25 @@ void UvAuthenticator::onWork(uv_work_t* req) {
 void UvAuthenticator::onAfterWork(uv_work_t* req, int) {
   Work* w = static_cast<Work*>(req->data);
   UvAuthenticator* self = w->self;
-  if (!w->cached) {
-    ++self->checksRun_;
-    --self->running_;
-    if (!self->waiting_.empty()) {
-      Work* next = self->waiting_.front();
-      self->waiting_.pop_front();
-      self->start(next);
-    }
+  ++self->checksRun_;
+  --self->running_;
+  if (!self->waiting_.empty()) {
+    Work* next = self->waiting_.front();
+    self->waiting_.pop_front();
+    self->start(next);
   }
-  if (w->ok && !w->cached && !w->key.empty()) {
+  if (w->ok && w->hasKey) {
     if (self->cache_.size() >= kMaxCacheEntries) self->cache_.clear();
     self->cache_[w->key] = w->user;
   }
+  self->finish(w);
+}
+
+void UvAuthenticator::finish(Work* w) {
   AuthOp* op = w->op;
   op->user = w->ok ? w->user : -1;
   std::fill(w->password.begin(), w->password.end(), '\0');
-  self->spare_.push_back(w);  // steady state: no allocation per request
+  spare_.push_back(w);  // steady state: no allocation per request
   op->callback->onAuthDone(*op);
 }
 

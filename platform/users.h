@@ -8,8 +8,10 @@
 // every request pays once.
 #pragma once
 
+#include <mbedtls/md.h>
 #include <uv.h>
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -52,12 +54,24 @@ class UvAuthenticator final : public Authenticator {
   std::string_view userName(int32_t id) const override;
 
   uint64_t checksRun() const { return checksRun_; }  // PBKDF2 computations (cache misses)
+  // Closes the loop handle (after the server stopped); run the loop once more to finish.
+  void close();
 
  private:
   struct Work;
+  using CacheKey = std::array<unsigned char, 32>;  // HMAC-SHA256 of the credentials
+  struct CacheKeyHash {
+    size_t operator()(const CacheKey& k) const {  // an HMAC is uniform: its first bytes will do
+      size_t h = 0;
+      for (size_t i = 0; i < sizeof h; ++i) h = h << 8 | k[i];
+      return h;
+    }
+  };
   static void onWork(uv_work_t* req);
   static void onAfterWork(uv_work_t* req, int status);
-  std::string cacheKey(std::string_view credentials) const;
+  static void onIdle(uv_idle_t* idle);
+  void finish(Work* w);
+  void cacheKey(std::string_view credentials, CacheKey* out) const;
 
   bool read(const std::string& path, std::vector<UserEntry>* users, std::string* error);
 
@@ -66,7 +80,17 @@ class UvAuthenticator final : public Authenticator {
   std::vector<UserEntry> users_;  // removed users stay, with an empty hash that matches nothing
   UserEntry dummy_;  // checked for unknown names, so that they take as long as known ones
   unsigned char hmacKey_[32] = {};
-  std::unordered_map<std::string, int32_t> cache_;  // HMAC(credentials) -> user id
+  // Keyed once at load: each cache key is reset + update + finish, with no allocation (the one-shot
+  // mbedtls_md_hmac allocates its context on every call).
+  mutable mbedtls_md_context_t hmac_{};  // zeroed: mbedtls_md_free is safe before load()
+  bool hmacReady_ = false;
+  std::unordered_map<CacheKey, int32_t, CacheKeyHash> cache_;  // HMAC(credentials) -> user id
+  // A remembered answer completes on the loop's next turn (never inside check(), never through the
+  // thread pool, where it would wait behind file syncs): queued here, run by the idle handle. Both
+  // vectors keep their capacity, so the steady state allocates nothing.
+  uv_idle_t idle_;
+  bool idleOpen_ = false;
+  std::vector<Work*> ready_, readyRun_;
   std::vector<Work*> spare_;  // finished work items, reused (as many as checks ever ran at once)
   // PBKDF2 runs on libuv's thread pool, which also does every file write: at most this many at once,
   // so a flood of wrong passwords cannot stall uploads; the rest wait here (each holds a request
