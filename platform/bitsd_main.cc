@@ -176,6 +176,9 @@ int main(int argc, char** argv) {
   uv_run(loop, UV_RUN_DEFAULT);
   authenticator.close();
   uv_run(loop, UV_RUN_DEFAULT);  // its close callback
+  if (!settings.usersFile.empty()) {
+    logf(LogLevel::Info, "password checks run (PBKDF2): %llu", static_cast<unsigned long long>(authenticator.checksRun()));
+  }
   const auto& es = engine.stats();
   logf(LogLevel::Info, "stopped: %llu sessions, %llu commits, %llu bytes written",
        static_cast<unsigned long long>(es.sessionsCreated), static_cast<unsigned long long>(es.commits),

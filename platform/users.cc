@@ -130,6 +130,8 @@ struct UvAuthenticator::Work {
   CacheKey key{};
   bool hasKey = false;
   bool ok = false;
+  Work* followers = nullptr;  // checks of the same credentials waiting for this one's answer
+  Work* nextFollower = nullptr;
 };
 
 bool UvAuthenticator::read(const std::string& path, std::vector<UserEntry>* users, std::string* error) {
@@ -232,6 +234,7 @@ void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
     w->ok = false;
     w->password.clear();
     w->hasKey = false;
+    w->followers = w->nextFollower = nullptr;
   } else {
     w = new Work();
   }
@@ -266,11 +269,25 @@ void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
   if (w->cached) {
     if (ready_.empty() && idleOpen_) uv_idle_start(&idle_, onIdle);
     ready_.push_back(w);
+  } else if (Work* leader = leaderFor(w); leader != nullptr) {
+    w->nextFollower = leader->followers;
+    leader->followers = w;
   } else if (running_ < kMaxParallelChecks) {
     start(w);
   } else {
     waiting_.push_back(w);
   }
+}
+
+UvAuthenticator::Work* UvAuthenticator::leaderFor(const Work* w) const {
+  if (!w->hasKey) return nullptr;
+  for (Work* o : inFlight_) {
+    if (o->key == w->key) return o;
+  }
+  for (Work* o : waiting_) {
+    if (o->key == w->key) return o;
+  }
+  return nullptr;
 }
 
 void UvAuthenticator::onIdle(uv_idle_t* idle) {
@@ -284,6 +301,7 @@ void UvAuthenticator::onIdle(uv_idle_t* idle) {
 
 void UvAuthenticator::start(Work* w) {
   ++running_;
+  inFlight_.push_back(w);
   uv_queue_work(loop_, &w->req, onWork, onAfterWork);
 }
 
@@ -300,6 +318,13 @@ void UvAuthenticator::onAfterWork(uv_work_t* req, int) {
   UvAuthenticator* self = w->self;
   ++self->checksRun_;
   --self->running_;
+  for (size_t i = 0; i < self->inFlight_.size(); ++i) {
+    if (self->inFlight_[i] == w) {
+      self->inFlight_[i] = self->inFlight_.back();
+      self->inFlight_.pop_back();
+      break;
+    }
+  }
   if (!self->waiting_.empty()) {
     Work* next = self->waiting_.front();
     self->waiting_.pop_front();
@@ -313,6 +338,21 @@ void UvAuthenticator::onAfterWork(uv_work_t* req, int) {
 }
 
 void UvAuthenticator::finish(Work* w) {
+  // Followers first take the answer (their callbacks may start new checks, which must not find
+  // this finished one as a leader: it is neither in flight nor waiting any more).
+  for (Work* f = w->followers; f != nullptr;) {
+    Work* next = f->nextFollower;
+    f->ok = w->ok;
+    f->user = w->user;
+    f->followers = f->nextFollower = nullptr;
+    AuthOp* fop = f->op;
+    fop->user = f->ok ? f->user : -1;
+    std::fill(f->password.begin(), f->password.end(), '\0');
+    spare_.push_back(f);
+    fop->callback->onAuthDone(*fop);
+    f = next;
+  }
+  w->followers = nullptr;
   AuthOp* op = w->op;
   op->user = w->ok ? w->user : -1;
   std::fill(w->password.begin(), w->password.end(), '\0');

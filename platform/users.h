@@ -98,6 +98,10 @@ class UvAuthenticator final : public Authenticator {
   static constexpr int kMaxParallelChecks = 1;
   int running_ = 0;
   std::deque<Work*> waiting_;
+  std::vector<Work*> inFlight_;  // on the pool now (at most kMaxParallelChecks)
+  // A check whose credentials are already being checked (running or waiting) follows that one and
+  // takes its answer: 8 connections of one client opening at once cost one PBKDF2, not 8 in a row.
+  Work* leaderFor(const Work* w) const;
   void start(Work* w);
   uint64_t checksRun_ = 0;
 

@@ -539,6 +539,50 @@ TEST_F(Auth, ALocationsDirectoryTakesItsUploadsAndSymlinksCannotLeaveIt) {
   }
 }
 
+// Six connections of one client presenting the same credentials at once cost one PBKDF2: the
+// checks that arrive while it runs follow it and take its answer. (Each PBKDF2 here is 300,000
+// iterations, ~150 ms or more; sending the six requests takes a few ms. Without the coalescing the
+// count would be 6; 2 for the six allows for a machine slow enough to let the first finish first.)
+TEST_F(Auth, ConcurrentChecksOfTheSameCredentialsRunOnePbkdf2) {
+  std::string slow = dir.path() + "/slow-users";
+  std::string pwPath = dir.path() + "/pw";
+  {
+    std::FILE* f = std::fopen(pwPath.c_str(), "w");
+    std::fputs("same secret\n", f);
+    std::fclose(f);
+  }
+  int in = ::open(pwPath.c_str(), O_RDONLY);
+  int devnull = ::open("/dev/null", O_WRONLY);
+  pid_t pid = spawnProgram(BITSCTL_BINARY,
+                           {"user", "add", "carol", "--users-file", slow, "--iterations", "300000", "--password-stdin"},
+                           devnull, devnull, {}, in);
+  ::close(in);
+  ::close(devnull);
+  ASSERT_EQ(waitProcess(pid, 60000), 0);
+  BitsdProcess bitsd({"--users-file", slow, "--allow-basic-over-http"});
+  ASSERT_TRUE(bitsd.start()) << bitsd.stderrText();
+  constexpr int kN = 6;
+  Client cs[kN];
+  std::string ping = bitsRequest("/x", "Ping", {{"Authorization", basicHeader("carol:same secret")}});
+  for (Client& c : cs) ASSERT_TRUE(c.connect(bitsd.port()));
+  for (Client& c : cs) ASSERT_TRUE(c.sendAll(ping));
+  for (Client& c : cs) {
+    Reply r;
+    ASSERT_TRUE(c.readResponse(&r, 60000));
+    EXPECT_EQ(r.status, 200) << r.raw;
+  }
+  EXPECT_EQ(cs[0].roundTrip(ping).status, 200);  // remembered now
+  Reply wrong = cs[1].roundTrip(bitsRequest("/x", "Ping", {{"Authorization", basicHeader("carol:other")}}), 60000);
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_EQ(bitsd.stop(SIGTERM), 0);
+  std::string err = bitsd.stderrText();
+  size_t at = err.find("password checks run (PBKDF2): ");
+  ASSERT_NE(at, std::string::npos) << err;
+  int runs = std::atoi(err.c_str() + at + std::strlen("password checks run (PBKDF2): "));
+  EXPECT_GE(runs, 2);  // the shared one and the wrong password
+  EXPECT_LE(runs, 3) << err;
+}
+
 TEST_F(Auth, PasswordsOverPlainHttpNeedAnExplicitFlag) {
   RunResult refused = runBitsd({"--users-file", users});
   EXPECT_EQ(refused.exitCode, 2);
