@@ -5,7 +5,10 @@
 #   1. 8 uploads at once of SIZE bytes each in 256 KiB fragments (many requests: each carries the
 #      Authorization header), fdatasync on, against a bitsd without users-file (the baseline) and
 #      one with users-file; throughput, fragment p50/p99 and the ratio;
-#   2. optionally (BASELINE_BITSD=path), the same against another bitsd binary with authentication,
+#   2. cold start: on a freshly started server, 8 uploads of 1 MiB at once with the same
+#      credentials (one client's parallel connections), seconds until all are done; their first
+#      requests all need the password checked;
+#   3. optionally (BASELINE_BITSD=path), both against another bitsd binary with authentication,
 #      e.g. one built from an older commit, to compare two implementations side by side.
 # Before each measured run, one small authenticated upload warms the server's memory of the
 # credentials, so what is measured is the steady cost per request (the one PBKDF2 a client pays
@@ -33,6 +36,10 @@ start_bitsd() {  # name, binary, extra args...; sets PORT_<name>
   eval "PORT_$name=$(sed -E 's/.*:([0-9]+)$/\1/' "$WORK/ready-$name")"
 }
 stop_all() { pkill -P $$ bitsd 2>/dev/null || true; wait 2>/dev/null || true; }
+cold() {  # port; seconds for 8 x 1 MiB uploads with the same credentials on a fresh server
+  "$BIN/bitsclient" bench "http://127.0.0.1:$1/" --sessions 8 --size 1M --fragment-size 256K \
+    -u bench:bench-password | sed -n 's/^seconds=//p'
+}
 fmt() { echo "$1 MiB/s, p50 $2 ms, p99 $3 ms"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 bench() {  # port, extra...; prints "MiB/s p50 p99"
@@ -44,19 +51,26 @@ bench() {  # port, extra...; prints "MiB/s p50 p99"
 }
 
 AUTH=(--users-file "$WORK/users" --allow-basic-over-http)
-for f in none auth old ra ro; do : > "$WORK/$f"; done
+for f in none auth old ra ro cold coldold; do : > "$WORK/$f"; done
 for r in $(seq "$ROUNDS"); do
   start_bitsd none "$BIN/bitsd"
   start_bitsd auth "$BIN/bitsd" "${AUTH[@]}"
+  [ -n "${BASELINE_BITSD:-}" ] && start_bitsd old "$BASELINE_BITSD" "${AUTH[@]}"
+  c=$(cold "$PORT_auth")
+  echo "$c" >> "$WORK/cold"
+  if [ -n "${BASELINE_BITSD:-}" ]; then
+    co=$(cold "$PORT_old")
+    echo "$co" >> "$WORK/coldold"
+  fi
   n=$(bench "$PORT_none")
   a=$(bench "$PORT_auth" -u bench:bench-password)
   line="round $r: no auth $(fmt $n) | Basic $(fmt $a)"
   echo "$n" >> "$WORK/none"; echo "$a" >> "$WORK/auth"
   ra=$(awk -v a="${a%% *}" -v b="${n%% *}" 'BEGIN {printf "%.2f", a/b}')
   echo "$ra" >> "$WORK/ra"
-  line="$line (x$ra)"
+  line="$line (x$ra) | cold 8 x 1 MiB ${c} s"
   if [ -n "${BASELINE_BITSD:-}" ]; then
-    start_bitsd old "$BASELINE_BITSD" "${AUTH[@]}"
+    line="$line, baseline binary ${co} s"
     o=$(bench "$PORT_old" -u bench:bench-password)
     echo "$o" >> "$WORK/old"
     ro=$(awk -v a="${o%% *}" -v b="${n%% *}" 'BEGIN {printf "%.2f", a/b}')
@@ -74,4 +88,9 @@ echo "  no authentication:  $(col 1 "$WORK/none") MiB/s, fragment p50 $(col 2 "$
 echo "  Basic:              $(col 1 "$WORK/auth") MiB/s, fragment p50 $(col 2 "$WORK/auth") ms, p99 $(col 3 "$WORK/auth") ms  (x$(median < "$WORK/ra") of no auth)"
 if [ -n "${BASELINE_BITSD:-}" ]; then
   echo "  baseline binary:    $(col 1 "$WORK/old") MiB/s, fragment p50 $(col 2 "$WORK/old") ms, p99 $(col 3 "$WORK/old") ms  (x$(median < "$WORK/ro") of no auth)"
+fi
+echo "cold start, 8 uploads of 1 MiB at once with the same credentials on a fresh server:"
+echo "  this bitsd:         $(median < "$WORK/cold") s"
+if [ -n "${BASELINE_BITSD:-}" ]; then
+  echo "  baseline binary:    $(median < "$WORK/coldold") s"
 fi
