@@ -310,6 +310,28 @@ TEST(BitsdCommandLine, BadFlagsAndConfigGiveOneLineAndExit2) {
                      "afile");
 }
 
+#ifdef BITSD_BUILT_WITHOUT_TLS
+// A bitsd built with -DBITSD_TLS=OFF (the smallest boards) still serves plain http, and says in one
+// line that it cannot do https rather than starting without it.
+TEST(BitsdWithoutTls, TlsCertIsAOneLineStartupErrorAndPlainHttpWorks) {
+  RunResult r = runBitsd({"--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key"});
+  EXPECT_EQ(r.exitCode, 2) << r.err;
+  EXPECT_NE(r.err.find("built without TLS"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  BitsdProcess server;
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  EXPECT_EQ(server.readyLine().rfind("bitsd listening on http://", 0), 0u) << server.readyLine();
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string id = createSession(c, "/plain.bin");
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(c.roundTrip(fragmentRequest("/plain.bin", id, 0, "still works", 11)).status, 200);
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/plain.bin", &got));
+  EXPECT_EQ(got, "still works");
+}
+#endif
+
 TEST(BitsdCommandLine, BusyPortIsAOneLineError) {
   BitsdProcess first;
   ASSERT_TRUE(first.start());
