@@ -5,9 +5,8 @@
 #include <mbedtls/pkcs5.h>
 #include <sys/random.h>
 
+#include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 namespace bitsd::platform {
 
@@ -61,10 +60,11 @@ std::vector<unsigned char> pbkdf2(const std::string& password, const std::vector
 
 bool parseUsers(const std::string& text, std::vector<UserEntry>* out, std::string* error) {
   out->clear();
-  std::istringstream in(text);
-  std::string line;
   int lineNo = 0;
-  while (std::getline(in, line)) {
+  for (size_t pos = 0; pos < text.size();) {
+    size_t nl = text.find('\n', pos);
+    std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? text.size() : nl + 1;
     ++lineNo;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line[0] == '#') continue;
@@ -135,15 +135,25 @@ struct UvAuthenticator::Work {
 };
 
 bool UvAuthenticator::read(const std::string& path, std::vector<UserEntry>* users, std::string* error) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
+  // stdio, not iostreams: a static build would otherwise carry the whole iostream and locale
+  // machinery for this one read.
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
     *error = "users-file " + path + ": cannot read it: " + std::strerror(errno);
     return false;
   }
-  std::stringstream ss;
-  ss << f.rdbuf();
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  bool readError = std::ferror(f) != 0;
+  std::fclose(f);
+  if (readError) {
+    *error = "users-file " + path + ": cannot read it";
+    return false;
+  }
   std::string why;
-  if (!parseUsers(ss.str(), users, &why)) {
+  if (!parseUsers(text, users, &why)) {
     *error = "users-file " + path + ":" + why;
     return false;
   }
