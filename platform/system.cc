@@ -233,6 +233,11 @@ bool prepareLocationDirs(const Settings& s, std::vector<Location>* locations, st
   for (Location& l : *locations) {
     if (l.dir.empty()) continue;
     std::string where = "locations: /" + l.prefix + " -> " + l.dir + ": ";
+    std::string stateMsg = "must not contain the state directory (" + stateReal + ") or be inside it";
+    if (contains(l.dir, stateReal) || contains(stateReal, l.dir)) {  // before creating anything
+      *error = where + stateMsg;
+      return false;
+    }
     std::string real;
     if (!makeDirs(l.dir, error) || !realPath(l.dir, &real, error)) {
       *error = where + *error;
@@ -243,8 +248,8 @@ bool prepareLocationDirs(const Settings& s, std::vector<Location>* locations, st
       *error = where + "not a directory";
       return false;
     }
-    if (contains(real, stateReal) || contains(stateReal, real)) {
-      *error = where + "must not contain the state directory (" + stateReal + ") or be inside it";
+    if (contains(real, stateReal) || contains(stateReal, real)) {  // through symlinks
+      *error = where + stateMsg;
       return false;
     }
     if (d.st_dev != st.st_dev) {

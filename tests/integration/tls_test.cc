@@ -537,6 +537,7 @@ TEST_F(Auth, ALocationsDirectoryTakesItsUploadsAndSymlinksCannotLeaveIt) {
     EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
+  EXPECT_FALSE(fileExists(dir.path() + "/st/inner")) << "a refused directory was created anyway";
 }
 
 // Six connections of one client presenting the same credentials at once cost one PBKDF2: the
