@@ -9,7 +9,8 @@
 #   3. bitsd's RSS growth per idle TLS connection (200 connections, each after a handshake and a Ping)
 #      against the same for plain connections;
 #   4. the ceiling: mbedTLS's ChaCha20-Poly1305 and AES-128-GCM alone on one core (bitsbench cipher).
-# Prints every run and the medians. Usage: tools/bench-tls.sh [ROUNDS] [SIZE_BYTES]
+# Uploads alternate their order between rounds and each starts after a sync, with the previous
+# upload's file deleted. Prints every run and the medians. Usage: tools/bench-tls.sh [ROUNDS] [SIZE_BYTES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -42,7 +43,11 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 up() {  # scheme, port, extra...
   local scheme=$1 port=$2
   shift 2
+  # Each upload starts with no dirty pages from the one before (fdatasync is off, so an earlier
+  # upload's writeback would otherwise slow whichever runs next), and its file is deleted after.
+  sync
   "$BIN/bitsclient" bench "$scheme://127.0.0.1:$port/" --sessions 1 --size "$SIZE" --fragment-size 1M "$@" | val throughput_mib_s
+  rm -f "$WORK"/root-*/bench-*.bin
 }
 
 for f in plain chacha aes small rs rc ra hs hp tlsmem plainmem cc ca; do : > "$WORK/$f"; done
@@ -50,10 +55,18 @@ for r in $(seq "$ROUNDS"); do
   start_bitsd plain
   start_bitsd tls --tls-cert "$WORK/c.crt" --tls-key "$WORK/c.key"
   start_bitsd small --tls-cert "$WORK/c.crt" --tls-key "$WORK/c.key" --tls-buffer-bytes 4K --tls-record-bytes 4K
-  p=$(up http "$PORT_plain")
-  c=$(up https "$PORT_tls" --insecure --tls-suite "$CHACHA")
-  a=$(up https "$PORT_tls" --insecure --tls-suite "$AES")
-  s=$(up https "$PORT_small" --insecure --tls-suite "$CHACHA")
+  # The four uploads run in one order in odd rounds and in the reverse order in even ones.
+  if [ $((r % 2)) = 1 ]; then
+    p=$(up http "$PORT_plain")
+    c=$(up https "$PORT_tls" --insecure --tls-suite "$CHACHA")
+    a=$(up https "$PORT_tls" --insecure --tls-suite "$AES")
+    s=$(up https "$PORT_small" --insecure --tls-suite "$CHACHA")
+  else
+    s=$(up https "$PORT_small" --insecure --tls-suite "$CHACHA")
+    a=$(up https "$PORT_tls" --insecure --tls-suite "$AES")
+    c=$(up https "$PORT_tls" --insecure --tls-suite "$CHACHA")
+    p=$(up http "$PORT_plain")
+  fi
   hs=$("$BIN/bitsbench" tls-handshakes --port "$PORT_tls" --plain-port "$PORT_plain" --count 300)
   stop_all
   start_bitsd plain
