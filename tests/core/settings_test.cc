@@ -109,5 +109,23 @@ TEST(Settings, TlsBufferAndRecordSizesAreTheOnesTlsCanUse) {
   EXPECT_TRUE(validateSettings(s, &err)) << err;
 }
 
+// Every option line of --help keeps its name apart from its help, however long the name (a
+// 25-character name once ran into its text: "--tls-handshake-timeout-ms Vtime a client...").
+TEST(Settings, HelpNeverRunsANameIntoItsText) {
+  std::string help = settingsHelp();
+  size_t lines = 0;
+  for (size_t pos = 0; pos < help.size();) {
+    size_t nl = help.find('\n', pos);
+    std::string line = help.substr(pos, nl - pos);
+    pos = nl == std::string::npos ? help.size() : nl + 1;
+    if (line.rfind("  --", 0) != 0) continue;
+    ++lines;
+    size_t end = line.find(' ', 4);
+    if (end != std::string::npos && line.compare(end, 2, " V") == 0) end += 2;  // the value placeholder
+    EXPECT_TRUE(end == std::string::npos || end == line.size() || line[end] == ' ') << line;
+  }
+  EXPECT_GE(lines, 40u);
+}
+
 }  // namespace
 }  // namespace bitsd
