@@ -120,6 +120,40 @@ TEST(BitsdServer, ConnectionsBeyondTheLimitGet503ThenClose) {
   EXPECT_EQ(ok.status, 200) << "tries " << tries << "\n" << server.stderrText();
 }
 
+// The refusal cascade behind a CI failure, made deterministic by stopping the server: with its one
+// place held by `a`, 24 clients queue up and `a` leaves; when the server runs again it refuses the
+// first 16 (all its reserve slots) while `a` is still counted, and from then on accepts the rest one
+// at a time, from close callbacks and later bursts, while refused ones are still closing. A refused
+// connection that counted against max-connections until its close callback kept every one of the
+// 24 refused; now exactly one is served.
+TEST(BitsdServer, RefusedConnectionsStillClosingHoldNoPlace) {
+  BitsdProcess server({"--max-connections", "1"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  Client a;
+  ASSERT_TRUE(a.connect(server.port()));
+  ASSERT_EQ(a.roundTrip(bitsRequest("/x", "Ping")).status, 200);
+  ASSERT_EQ(::kill(server.pid(), SIGSTOP), 0);
+  a.close();
+  constexpr int kN = 24;
+  std::vector<std::unique_ptr<Client>> queued;
+  bool allQueued = true;
+  for (int i = 0; i < kN && allQueued; ++i) {
+    queued.push_back(std::make_unique<Client>());
+    allQueued = queued.back()->connect(server.port()) && queued.back()->sendAll(bitsRequest("/x", "Ping"));
+  }
+  ASSERT_EQ(::kill(server.pid(), SIGCONT), 0);
+  ASSERT_TRUE(allQueued);
+  int served = 0, refused = 0;
+  for (auto& c : queued) {
+    Reply r;
+    ASSERT_TRUE(c->readResponse(&r, 10000));
+    served += r.status == 200;
+    refused += r.status == 503;
+  }
+  EXPECT_EQ(served, 1) << server.stderrText();
+  EXPECT_EQ(refused, kN - 1);
+}
+
 TEST(BitsdServer, OversizedHeadersGet431) {
   BitsdProcess server({"--max-header-bytes", "1024"});
   ASSERT_TRUE(server.start());
