@@ -83,15 +83,18 @@ const Location* locationFor(const std::vector<Location>& locations, std::string_
   return best;
 }
 
-bool mayUpload(const std::vector<Location>& locations, std::string_view user, std::string_view relPath) {
+bool mayUploadAt(const std::vector<Location>& locations, const Location* matched, std::string_view user) {
   if (locations.empty()) return true;
-  const Location* best = locationFor(locations, relPath);
-  if (best == nullptr) return false;
-  if (best->anyone) return true;
-  for (const std::string& u : best->users) {
+  if (matched == nullptr) return false;
+  if (matched->anyone) return true;
+  for (const std::string& u : matched->users) {
     if (u == user) return true;
   }
   return false;
+}
+
+bool mayUpload(const std::vector<Location>& locations, std::string_view user, std::string_view relPath) {
+  return mayUploadAt(locations, locationFor(locations, relPath), user);
 }
 
 }  // namespace bitsd

@@ -63,6 +63,8 @@ bool parseLocations(std::string_view spec, std::vector<Location>* out, std::stri
 // The location whose prefix is the longest match for a root-relative path, or nullptr.
 const Location* locationFor(const std::vector<Location>& locations, std::string_view relPath);
 bool mayUpload(const std::vector<Location>& locations, std::string_view user, std::string_view relPath);
+// The same, with the path's location already looked up (`matched` = locationFor(locations, path)).
+bool mayUploadAt(const std::vector<Location>& locations, const Location* matched, std::string_view user);
 
 // A user name as the users file and the journal keep it: 1..32 of [A-Za-z0-9._-].
 bool validUserName(std::string_view name);

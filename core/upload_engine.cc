@@ -370,7 +370,8 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   ex.relLen_ = static_cast<uint32_t>(up.relative.size());
   ex.dest_[ex.relOffset_ + ex.relLen_] = '\0';
   ex.destBase_ = root_.c_str();
-  if (const Location* loc = locationFor(locations_, up.relative); loc != nullptr && !loc->dir.empty()) {
+  const Location* loc = locationFor(locations_, up.relative);  // once: the directory and who may upload
+  if (loc != nullptr && !loc->dir.empty()) {
     // The location's own directory: build "<dir>/<rest>" in partial_ (free until startCreate),
     // move the relative path to just after it, then put the destination in front.
     size_t restLen = ex.relLen_ - loc->prefix.size();
@@ -387,7 +388,7 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   }
   up.relative = std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_);
   if (authenticator_ != nullptr && ex.type_ != PacketType::Ping &&
-      !mayUpload(locations_, authenticator_->userName(ex.user_), up.relative)) {
+      !mayUploadAt(locations_, loc, authenticator_->userName(ex.user_))) {
     std::string_view who = authenticator_->userName(ex.user_);
     logf(LogLevel::Info, "refused %s: %.*s may not upload to /%.*s", packetTypeName(ex.type_),
          static_cast<int>(who.size()), who.data(), static_cast<int>(up.relative.size()), up.relative.data());
