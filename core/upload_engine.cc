@@ -256,8 +256,11 @@ Flow UploadEngine::fail(Exchange& ex, int status, uint32_t code, bool withRange)
     spec.hasReceived = true;
     spec.receivedBytes = ex.session_->haveBytes;
   }
-  if (ex.expectContinue_ || ex.respondNow_) {
-    // The client waits for 100 Continue; answer at once and close instead (§10.1).
+  // A refused body larger than any Fragment may be is not read just to be thrown away: answer at
+  // once and close, as for a refused `Expect: 100-continue` (the client waits for 100 Continue;
+  // §10.1).
+  bool bigBody = ex.head_ != nullptr && ex.head_->contentLength > settings_.maxFragmentBytes;
+  if (ex.expectContinue_ || ex.respondNow_ || bigBody) {
     ex.expectContinue_ = false;
     ex.respondNow_ = true;
     ex.close_ = true;
@@ -301,6 +304,9 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
     ex.close_ = true;
     return fail(ex, 505, hresult::kInsufficientHttp);
   }
+  // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400, whatever it asks for (an empty
+  // Host is allowed; the reply URL then names the listen address).
+  if (!head.has(HeaderId::Host)) return fail(ex, 400, hresult::kInvalidArg);
   if (authenticator_ != nullptr) {
     // Every request proves who sends it (Windows sends the credentials again on each one after the
     // first 401). The check runs on the thread pool: PBKDF2 is slow on purpose.
@@ -337,14 +343,10 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   bool hasBody = head.contentLength > 0;
   if (head.method == HttpMethod::Get || head.method == HttpMethod::Head) return serveReply(ex, head);
   if (head.method != HttpMethod::BitsPost) return fail(ex, 405, hresult::kInvalidArg);
-  if (!head.hasContentLength) {
-    // A chunked body cannot be framed by us: answer and close.
-    ex.close_ = true;
-    return fail(ex, 411, hresult::kInvalidArg);
-  }
   if (head.has(HeaderId::TransferEncoding)) {
+    // A chunked body cannot be framed by us: answer and close (411 asks for a Content-Length).
     ex.close_ = true;
-    return fail(ex, 400, hresult::kInvalidArg);
+    return fail(ex, head.hasContentLength ? 400 : 411, hresult::kInvalidArg);
   }
   if (head.duplicateHeader || head.oversizedValue) return fail(ex, 400, hresult::kInvalidArg);
   if (head.has(HeaderId::SessionId)) {
@@ -352,9 +354,23 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   }
   ex.type_ = parsePacketType(head.value(HeaderId::PacketType));
   if (ex.type_ == PacketType::Unknown) return fail(ex, 400, hresult::kInvalidArg);
+  if (!head.hasContentLength && ex.type_ == PacketType::Fragment) {
+    // §10.1: a Fragment needs its length. Without Content-Length (or Transfer-Encoding) any other
+    // request has an empty body (RFC 9112 §6.3) and is answered normally. Close: body bytes the
+    // client sends anyway must not be read as the next request.
+    ex.close_ = true;
+    return fail(ex, 411, hresult::kInvalidArg);
+  }
   if (head.has(HeaderId::ContentEncoding) &&
       !equalsIgnoreCase(head.value(HeaderId::ContentEncoding), "identity")) {
     return fail(ex, 400, hresult::kInvalidArg);
+  }
+  if (ex.type_ == PacketType::Ping) {
+    // §0.1 item 3, §2.2: Ping is answered at any time, to any URL, with or without a session. Its
+    // URL names no destination, so it is neither normalised nor matched against locations.
+    if (hasBody) return fail(ex, 400, hresult::kInvalidArg);
+    respond(ex, 200, false);
+    return Flow::Continue;
   }
 
   // Destination: <root>/<normalised URL path>, decoded straight into dest_.
@@ -387,20 +403,15 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
     ex.destBase_ = loc->dir.c_str();
   }
   up.relative = std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_);
-  if (authenticator_ != nullptr && ex.type_ != PacketType::Ping &&
-      !mayUploadAt(locations_, loc, authenticator_->userName(ex.user_))) {
+  if (authenticator_ != nullptr && !mayUploadAt(locations_, loc, authenticator_->userName(ex.user_))) {
     std::string_view who = authenticator_->userName(ex.user_);
     logf(LogLevel::Info, "refused %s: %.*s may not upload to /%.*s", packetTypeName(ex.type_),
          static_cast<int>(who.size()), who.data(), static_cast<int>(up.relative.size()), up.relative.data());
     return fail(ex, 403, hresult::kAccessDenied);
   }
 
-  if (ex.type_ == PacketType::Ping || ex.type_ == PacketType::CreateSession) {
+  if (ex.type_ == PacketType::CreateSession) {
     if (hasBody) return fail(ex, 400, hresult::kInvalidArg);
-    if (ex.type_ == PacketType::Ping) {
-      respond(ex, 200, false);
-      return Flow::Continue;
-    }
     if (!offersUploadProtocol(head.value(HeaderId::SupportedProtocols))) {
       return fail(ex, 400, hresult::kInvalidArg);
     }
@@ -442,13 +453,17 @@ Flow UploadEngine::startFragment(Exchange& ex, const RequestHead& head) {
   if (s.totalKnown && r.total != s.totalBytes) return fail(ex, 400, hresult::kInvalidArg);
   if (r.total > settings_.maxUploadSizeBytes) return fail(ex, 500, hresult::kTooLarge);
   if (head.contentLength > settings_.maxFragmentBytes) {
-    // 413 carries no BITS error (§7.1); the client resends smaller fragments.
+    // 413 carries no BITS error (§7.1); the client resends smaller fragments. The answer goes out
+    // before the body, and the connection closes: the body is never read, so a client cannot keep
+    // its request slot by sending bytes that would be thrown away.
     ex.failed_ = true;
     ex.status_ = 413;
     AckSpec spec;
     spec.status = 413;
     spec.sessionId = &ex.sessionId_;
-    if (ex.respondNow_) ex.close_ = true;
+    ex.expectContinue_ = false;
+    ex.respondNow_ = true;
+    ex.close_ = true;
     spec.close = ex.close_;
     ex.responseLen_ = formatAck(spec, ex.response_);
     return Flow::Continue;

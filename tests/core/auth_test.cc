@@ -63,6 +63,20 @@ TEST(Auth, NoOrWrongCredentialsGet401WithABasicChallenge) {
   EXPECT_EQ(a.d.send(request("/x", "Ping", {}, "alice:wonderland")).status, 200);
 }
 
+// A Ping to any URL, `/` included, is 200 once its sender is authenticated (§2.2: "if auth
+// passes"), whatever the locations say; without credentials it is still 401.
+TEST(Auth, PingToAnyUrlNeedsCredentialsButNoLocation) {
+  AuthDriver a("/alice/ alice");
+  for (const char* target : {"/", "/alice/", "/nowhere/x", "/../x"}) {
+    Reply none = a.d.send(request(target, "Ping", {}, ""));
+    EXPECT_EQ(none.status, 401) << target << "\n" << none.raw;
+    EXPECT_EQ(a.d.send(request(target, "Ping", {}, "bob:wrong")).status, 401) << target;
+    Reply ok = a.d.send(request(target, "Ping", {}, "bob:builder"));
+    EXPECT_EQ(ok.status, 200) << target << "\n" << ok.raw;
+    EXPECT_FALSE(ok.has("BITS-Error-Code")) << target;
+  }
+}
+
 TEST(Auth, AFragmentRefusedFor401LeavesNothingBehind) {
   AuthDriver a;
   std::string id = a.create("/f.bin", "alice:wonderland");

@@ -150,6 +150,23 @@ TEST(RequestParser, MissingContentLengthIsVisible) {
   EXPECT_FALSE(r.head.hasContentLength);
 }
 
+// What the engine relies on for bodyless packets sent without Content-Length (§10.1, RFC 9112 §6.3):
+// the request is complete at the end of its head, with no body and nothing more to wait for, however
+// the bytes are split, and the next request's bytes are left for it.
+TEST(RequestParser, RequestWithoutContentLengthEndsAtItsHead) {
+  const std::string one = "BITS_POST /x HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Close-Session\r\n\r\n";
+  for (size_t chunk : {size_t{1}, size_t{7}, one.size()}) {
+    Parsed r = parse(one + "BITS_POST /y HTTP/1.1\r\n", chunk);
+    EXPECT_TRUE(r.headers) << chunk;
+    EXPECT_TRUE(r.complete) << chunk;
+    EXPECT_EQ(r.error, 0) << chunk;
+    EXPECT_TRUE(r.body.empty()) << chunk;
+    EXPECT_FALSE(r.head.hasContentLength);
+    EXPECT_EQ(r.head.contentLength, 0u);
+    EXPECT_EQ(r.consumed, one.size()) << chunk;
+  }
+}
+
 TEST(RequestParser, ResetParsesTheNextRequestOnTheConnection) {
   RequestParser p(8192);
   std::string two = kFragment + kFragment;

@@ -451,15 +451,154 @@ TEST(UploadEngine, HttpLevelErrors) {
   Reply get = d.send("GET /f HTTP/1.1\r\nHost: a\r\n\r\n");
   expectError(get, 405, "0x80070057");
   EXPECT_EQ(get.get("Allow"), "BITS_POST");
-  Reply noLen = d.send("BITS_POST /f HTTP/1.1\r\nBITS-Packet-Type: Ping\r\n\r\n");
+  Reply noLen = d.send("BITS_POST /f HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\n\r\n");
   expectError(noLen, 411, "0x80070057");
   Reply v10 = d.send("BITS_POST /f HTTP/1.0\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n");
   EXPECT_EQ(v10.status, 505);
   EXPECT_EQ(v10.get("Connection"), "close");
   expectError(d.send(bitsRequest("/f", "Launch-Missiles")), 400, "0x80070057");
   expectError(d.send(bitsRequest("/f", "")), 400, "0x80070057");
-  expectError(d.send(bitsRequest("/../etc/passwd", "Ping")), 400, "0x80070057");
+  expectError(d.send(bitsRequest("/../etc/passwd", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 400,
+              "0x80070057");
   expectError(d.send(bitsRequest("/f", "Ping", {{"Content-Encoding", "gzip"}})), 400, "0x80070057");
+}
+
+// §0.1 item 3 and §2.2: a Ping is answered 200 at any time, to any URL. Its path is never looked at,
+// so even targets no upload could use (the root, a directory, traversal, bad escapes, a path over
+// max-path-bytes) get 200, and nothing is created.
+TEST(UploadEngine, PingIsAckedAtAnyUrl) {
+  EngineDriver d;
+  size_t filesBefore = d.storage.files().size();
+  const std::string longPath = "/" + std::string(2000, 'p');
+  for (const std::string& target : {std::string("/"), std::string("/dir/"), std::string("/../etc/passwd"),
+                                    std::string("/a%2Fb"), std::string("/a%00b"), std::string("/a\\b"),
+                                    std::string("/%zz"), std::string("//"), std::string("/x?query=1"), longPath}) {
+    Reply r = d.send(bitsRequest(target, "Ping"));
+    EXPECT_EQ(r.status, 200) << target << "\n" << r.raw;
+    expectAck(r);
+    EXPECT_FALSE(r.has("BITS-Error-Code")) << target;
+  }
+  EXPECT_EQ(d.engine.sessionCount(), 0u);
+  EXPECT_EQ(d.storage.files().size(), filesBefore);
+  // Other packets keep their answers on such paths, and so do other methods.
+  expectError(d.send(bitsRequest("/", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 400, "0x80070057");
+  expectError(d.send(bitsRequest("/dir/", "Close-Session", {{"BITS-Session-Id", "{A0FF5911-4144-45B3-BF27-27AFC8EC8A67}"}})),
+              400, "0x80070057");
+  expectError(d.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 405, "0x80070057");
+  // A Ping with a body is still malformed, wherever it goes.
+  expectError(d.send(bitsRequest("/", "Ping", {}, "x")), 400, "0x80070057");
+}
+
+// RFC 9112 §3.2: an HTTP/1.1 request without a Host header is answered 400, whatever it asks for.
+TEST(UploadEngine, RequestWithoutHostIs400) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  ASSERT_FALSE(id.empty());
+  const std::string noHost[] = {
+      "BITS_POST /f HTTP/1.1\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n",
+      "BITS_POST /g HTTP/1.1\r\nBITS-Packet-Type: Create-Session\r\nBITS-Supported-Protocols: " +
+          std::string(kProto) + "\r\nContent-Length: 0\r\n\r\n",
+      "BITS_POST /f HTTP/1.1\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+          "\r\nContent-Range: bytes 0-1/4\r\nContent-Length: 2\r\n\r\nab",
+      "BITS_POST /f HTTP/1.1\r\nBITS-Packet-Type: Close-Session\r\nBITS-Session-Id: " + id +
+          "\r\nContent-Length: 0\r\n\r\n",
+      "GET /f HTTP/1.1\r\n\r\n",
+      "HEAD /BITS-Sessions/Replies/%7B" + id.substr(1, 36) + "%7D/responsefile.bin HTTP/1.1\r\n\r\n",
+      "PUT /f HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+  };
+  for (const std::string& req : noHost) {
+    Reply r = d.send(req);
+    expectError(r, 400, "0x80070057");
+  }
+  // Nothing happened: no new session, no byte stored, the session still open.
+  EXPECT_EQ(d.engine.sessionCount(), 1u);
+  EXPECT_EQ(d.storage.contents(d.partialPath(id)), "");
+  // An empty Host is a Host (RFC 9112 §3.2 lets a client send one).
+  EXPECT_EQ(d.send("BITS_POST /f HTTP/1.1\r\nHost:\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n").status,
+            200);
+  EXPECT_EQ(d.fragment("/f", id, 0, "abcd", 4).status, 200);
+}
+
+// §10.1 (revised): Ping, Create-Session, Close-Session and Cancel-Session with neither Content-Length
+// nor Transfer-Encoding are bodyless HTTP/1.1 requests (RFC 9112 §6.3), as curl and Python's
+// http.client send them; they get their normal answers.
+TEST(UploadEngine, BodylessPacketsWithoutContentLengthGetTheirNormalAnswers) {
+  EngineDriver d;
+  auto bare = [](const std::string& path, const std::string& type, const std::string& extra = "") {
+    return "BITS_POST " + path + " HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: " + type + "\r\n" + extra + "\r\n";
+  };
+  Reply ping = d.send(bare("/f", "Ping"));
+  EXPECT_EQ(ping.status, 200) << ping.raw;
+  expectAck(ping);
+  Reply cr = d.send(bare("/f", "Create-Session", "BITS-Supported-Protocols: " + std::string(kProto) + "\r\n"));
+  ASSERT_EQ(cr.status, 200) << cr.raw;
+  std::string id = cr.get("BITS-Session-Id");
+  EXPECT_EQ(d.fragment("/f", id, 0, "hello", 5).status, 200);
+  Reply close = d.send(bare("/f", "Close-Session", "BITS-Session-Id: " + id + "\r\n"));
+  EXPECT_EQ(close.status, 200) << close.raw;
+  EXPECT_NE(close.get("Connection"), "close");
+  EXPECT_EQ(d.storage.contents("/root/f"), "hello");
+  Reply cr2 = d.send(bare("/g", "Create-Session", "BITS-Supported-Protocols: " + std::string(kProto) + "\r\n"));
+  ASSERT_EQ(cr2.status, 200) << cr2.raw;
+  std::string id2 = cr2.get("BITS-Session-Id");
+  EXPECT_EQ(d.fragment("/g", id2, 0, "ab", 5).status, 200);
+  Reply cancel = d.send(bare("/g", "Cancel-Session", "BITS-Session-Id: " + id2 + "\r\n"));
+  EXPECT_EQ(cancel.status, 200) << cancel.raw;
+  EXPECT_FALSE(d.storage.exists(d.partialPath(id2)));
+  EXPECT_FALSE(d.storage.exists("/root/g"));
+}
+
+// A Fragment needs its length (§10.1): without Content-Length it is 411, and the connection closes
+// (body bytes the client may send anyway would otherwise be read as the next request).
+TEST(UploadEngine, FragmentWithoutContentLengthIs411AndCloses) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  Reply r = d.send("BITS_POST /f HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+                   "\r\nContent-Range: bytes 0-1/2\r\n\r\n");
+  expectError(r, 411, "0x80070057");
+  EXPECT_EQ(r.get("Connection"), "close");
+  EXPECT_EQ(d.fragment("/f", id, 0, "ab", 2).status, 200);
+}
+
+// DESIGN.md: a chunked body is never read; 411, then close (a guard: unchanged by the §10.1 revision).
+TEST(UploadEngine, ChunkedBodyIs411AndCloses) {
+  EngineDriver d;
+  for (const char* type : {"Ping", "Create-Session", "Fragment"}) {
+    Reply r = d.send("BITS_POST /f HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: " + std::string(type) +
+                     "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    expectError(r, 411, "0x80070057");
+    EXPECT_EQ(r.get("Connection"), "close") << type;
+  }
+}
+
+// A Fragment over max-fragment-bytes is answered 413 from its head alone, and the connection
+// closes: the body is never read (a client could otherwise keep its request slot for as long as it
+// cares to send bytes that are thrown away).
+TEST(UploadEngine, OversizedFragmentIsAnswered413BeforeItsBodyAndCloses) {
+  Settings s = EngineDriver::defaultSettings();
+  s.maxFragmentBytes = 8192;
+  EngineDriver d(s);
+  std::string id = d.createSession("/f");
+  // Only the head: the answer must come without a single body byte.
+  std::string head = "BITS_POST /f HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+                     "\r\nContent-Range: bytes 0-8192/10000\r\nContent-Length: 8193\r\n\r\n";
+  Reply r = d.send(head);
+  EXPECT_TRUE(d.answeredBeforeBody);
+  expectAck(r);
+  EXPECT_EQ(r.status, 413) << r.raw;
+  EXPECT_FALSE(r.has("BITS-Error-Code")) << r.raw;  // as before: 413 needs no BITS error (§7.1)
+  EXPECT_EQ(r.get("Connection"), "close");
+  EXPECT_EQ(d.storage.contents(d.partialPath(id)), "");
+  // Any other refusal of a body that large goes out before it too (an unknown session here).
+  Reply unknown = d.send("BITS_POST /f HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\n"
+                         "BITS-Session-Id: {A0FF5911-4144-45B3-BF27-27AFC8EC8A67}\r\n"
+                         "Content-Range: bytes 0-99999/100000\r\nContent-Length: 100000\r\n\r\n");
+  EXPECT_TRUE(d.answeredBeforeBody);
+  expectError(unknown, 500, "0x8020001F");
+  EXPECT_EQ(unknown.get("Connection"), "close");
+  // The session is not left busy: the client's smaller fragment goes through.
+  EXPECT_EQ(d.fragment("/f", id, 0, data(8192), 10000).status, 200);
+  EXPECT_FALSE(d.answeredBeforeBody);
 }
 
 TEST(UploadEngine, ParseErrorAfterASessionRequestCarriesNothingFromIt) {

@@ -84,9 +84,12 @@ TEST_F(Bitsd, EveryErrorAnswersWithItsCodeAndTheServerKeepsServing) {
       {bitsRequest("/n.bin", "Create-Session", {{"BITS-Supported-Protocols", "{00000000-0000-0000-0000-000000000000}"}}),
        400, "0x80070057"},
       {bitsRequest("/missing-dir/f", "Create-Session", {{"BITS-Supported-Protocols", kProto}}), 404, "0x80070003"},
-      {"BITS_POST /e.bin HTTP/1.1\r\nBITS-Packet-Type: Ping\r\n\r\n", 411, "0x80070057"},
-      {"PUT /e.bin HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, "0x80070057"},
-      {"GET /e.bin HTTP/1.1\r\n\r\n", 405, "0x80070057"},
+      {"BITS_POST /e.bin HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+           "\r\nContent-Range: bytes 10-10/100\r\n\r\n",
+       411, "0x80070057"},
+      {"BITS_POST /e.bin HTTP/1.1\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n", 400, "0x80070057"},
+      {"PUT /e.bin HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 405, "0x80070057"},
+      {"GET /e.bin HTTP/1.1\r\nHost: a\r\n\r\n", 405, "0x80070057"},
   };
   for (const Case& c : cases) {
     Client k;
@@ -279,7 +282,7 @@ TEST_F(Bitsd, ZeroByteUpload) {
 
 TEST_F(Bitsd, ExpectContinue) {
   std::string id = createSession(client, "/ec");
-  std::string head = "BITS_POST /ec HTTP/1.1\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+  std::string head = "BITS_POST /ec HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
                      "\r\nContent-Range: bytes 0-3/4\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
   ASSERT_TRUE(client.sendAll(head));
   Reply cont;
@@ -293,11 +296,145 @@ TEST_F(Bitsd, ExpectContinue) {
   // A request that will be refused gets its answer before the body, and the connection closes.
   Client k;
   ASSERT_TRUE(k.connect(server.port()));
-  std::string bad = "BITS_POST /ec HTTP/1.1\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + std::string(kUnknownId) +
+  std::string bad = "BITS_POST /ec HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + std::string(kUnknownId) +
                     "\r\nContent-Range: bytes 0-3/4\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n";
   Reply refused = k.roundTrip(bad);
   expectError(refused, 500, "0x8020001F");
   EXPECT_TRUE(k.waitClosed(5000));
+}
+
+// §0.1 item 3, §2.2: Ping is answered 200 at any URL, `/` included, on one keep-alive connection.
+TEST_F(Bitsd, PingToAnyUrlIs200) {
+  for (const char* target : {"/", "/dir/", "//", "/../escape", "/a%2Fb", "/a%00b", "/%zz", "/x?y=1"}) {
+    Reply r = client.roundTrip(bitsRequest(target, "Ping"));
+    EXPECT_EQ(r.status, 200) << target << "\n" << r.raw;
+    EXPECT_EQ(r.get("BITS-Packet-Type"), "Ack") << target;
+    EXPECT_FALSE(r.has("BITS-Error-Code")) << target;
+    EXPECT_NE(r.get("Connection"), "close") << target;
+  }
+  EXPECT_TRUE(listDir(server.root()).empty());
+  // Not other packets: a Create-Session for `/` is still refused.
+  expectError(client.roundTrip(bitsRequest("/", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 400,
+              "0x80070057");
+  expectStillServing();
+}
+
+// RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400. The request is well framed, so the
+// connection stays usable (a refused Fragment's body is read past).
+TEST_F(Bitsd, RequestWithoutHostIs400) {
+  std::string id = createSession(client, "/h.bin");
+  ASSERT_FALSE(id.empty());
+  const std::string requests[] = {
+      "BITS_POST / HTTP/1.1\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n",
+      "BITS_POST /n.bin HTTP/1.1\r\nBITS-Packet-Type: Create-Session\r\nBITS-Supported-Protocols: " +
+          std::string(kProto) + "\r\nContent-Length: 0\r\n\r\n",
+      "BITS_POST /h.bin HTTP/1.1\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+          "\r\nContent-Range: bytes 0-3/4\r\nContent-Length: 4\r\n\r\nabcd",
+      "GET /h.bin HTTP/1.1\r\n\r\n",
+  };
+  for (const std::string& req : requests) expectError(client.roundTrip(req), 400, "0x80070057");
+  EXPECT_FALSE(fileExists(server.root() + "/n.bin"));
+  EXPECT_FALSE(fileExists(server.root() + "/h.bin"));
+  // The same connection goes on, and the session took none of those bytes.
+  Reply frag = client.roundTrip(fragmentRequest("/h.bin", id, 0, "wxyz", 4));
+  ASSERT_EQ(frag.status, 200) << frag.raw;
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/h.bin", &got));
+  EXPECT_EQ(got, "wxyz");
+}
+
+// §10.1 (revised): Ping, Create-Session, Close-Session and Cancel-Session without Content-Length
+// (as curl and Python's http.client send them) are bodyless requests and get their normal answers,
+// on a keep-alive connection, also pipelined.
+TEST_F(Bitsd, BodylessPacketsWithoutContentLengthGetTheirNormalAnswers) {
+  auto bare = [](const std::string& path, const std::string& type, const std::string& extra = "") {
+    return "BITS_POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nBITS-Packet-Type: " + type + "\r\n" + extra +
+           "\r\n";
+  };
+  const std::string offer = "BITS-Supported-Protocols: " + std::string(kProto) + "\r\n";
+  EXPECT_EQ(client.roundTrip(bare("/", "Ping")).status, 200);
+  Reply cr = client.roundTrip(bare("/b.bin", "Create-Session", offer));
+  ASSERT_EQ(cr.status, 200) << cr.raw;
+  std::string id = cr.get("BITS-Session-Id");
+  ASSERT_FALSE(id.empty());
+  ASSERT_EQ(client.roundTrip(fragmentRequest("/b.bin", id, 0, "hello", 5)).status, 200);
+  EXPECT_EQ(client.roundTrip(bare("/b.bin", "Ping")).status, 200);
+  Reply close = client.roundTrip(bare("/b.bin", "Close-Session", "BITS-Session-Id: " + id + "\r\n"));
+  EXPECT_EQ(close.status, 200) << close.raw;
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/b.bin", &got));
+  EXPECT_EQ(got, "hello");
+  // Pipelined in one write: Create-Session, Ping, then (once the id is known) Cancel-Session.
+  ASSERT_TRUE(client.sendAll(bare("/c.bin", "Create-Session", offer) + bare("/c.bin", "Ping")));
+  Reply c2, p2;
+  ASSERT_TRUE(client.readResponse(&c2));
+  ASSERT_TRUE(client.readResponse(&p2));
+  ASSERT_EQ(c2.status, 200) << c2.raw;
+  EXPECT_EQ(p2.status, 200) << p2.raw;
+  std::string id2 = c2.get("BITS-Session-Id");
+  ASSERT_EQ(client.roundTrip(fragmentRequest("/c.bin", id2, 0, "ab", 5)).status, 200);
+  Reply cancel = client.roundTrip(bare("/c.bin", "Cancel-Session", "BITS-Session-Id: " + id2 + "\r\n"));
+  EXPECT_EQ(cancel.status, 200) << cancel.raw;
+  EXPECT_FALSE(fileExists(server.root() + "/c.bin"));
+  EXPECT_TRUE(listDir(server.state() + "/partial").empty());
+}
+
+// A Fragment without Content-Length still gets 411 (§10.1), and the connection closes.
+TEST_F(Bitsd, FragmentWithoutContentLengthIs411) {
+  std::string id = createSession(client, "/l.bin");
+  ASSERT_FALSE(id.empty());
+  Client k;
+  ASSERT_TRUE(k.connect(server.port()));
+  Reply r = k.roundTrip("BITS_POST /l.bin HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+                        "\r\nContent-Range: bytes 0-3/4\r\n\r\n");
+  expectError(r, 411, "0x80070057");
+  EXPECT_TRUE(k.waitClosed(5000));
+  EXPECT_EQ(client.roundTrip(fragmentRequest("/l.bin", id, 0, "abcd", 4)).status, 200);
+}
+
+// Chunked bodies stay refused (DESIGN.md): 411, then close. A guard: unchanged by the §10.1 revision.
+TEST_F(Bitsd, ChunkedBodyIs411AndCloses) {
+  Reply r = client.roundTrip("BITS_POST /k HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Ping\r\n"
+                             "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+  expectError(r, 411, "0x80070057");
+  EXPECT_TRUE(client.waitClosed(5000));
+  expectStillServing();
+}
+
+// A Fragment whose Content-Length is over max-fragment-bytes gets 413 from its head alone, and the
+// connection closes at once: the server does not wait for (or read) the body. The client sends the
+// head and a few body bytes, then nothing: the answer and the close must come long before the
+// 60 s body timeout would end the request.
+TEST(BitsdLimits, OversizedFragmentGets413AndACloseWithoutTheBody) {
+  BitsdProcess server({"--max-fragment-bytes", "5120"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string id = createSession(c, "/o.bin");
+  ASSERT_FALSE(id.empty());
+  const uint64_t total = 1 << 20;
+  std::string head = "BITS_POST /o.bin HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+                     "\r\nContent-Range: bytes 0-" + std::to_string(total - 1) + "/" + std::to_string(total) +
+                     "\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n";
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c.sendAll(head + std::string(100, 'x')));
+  Reply r;
+  ASSERT_TRUE(c.readResponse(&r, 5000)) << "no answer before the body";
+  EXPECT_EQ(r.status, 413) << r.raw;
+  EXPECT_EQ(r.get("BITS-Packet-Type"), "Ack");
+  EXPECT_EQ(r.get("Connection"), "close");
+  EXPECT_TRUE(c.waitClosed(5000)) << "the connection should close at once";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  // The server serves others, and the session takes the client's smaller fragments.
+  Client again;
+  ASSERT_TRUE(again.connect(server.port()));
+  std::string body = randomBytes(5120, 21);
+  Reply ok = again.roundTrip(fragmentRequest("/o.bin", id, 0, body, 5120));
+  EXPECT_EQ(ok.status, 200) << ok.raw;
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/o.bin", &got));
+  EXPECT_TRUE(got == body);
+  EXPECT_EQ(again.roundTrip(bitsRequest("/", "Ping")).status, 200);
 }
 
 TEST(BitsdLimits, HundredConcurrentSessions) {

@@ -146,6 +146,7 @@ void EngineDriver::waitFor(Flow f) {
 
 Reply EngineDriver::send(const std::string& request, size_t chunk) {
   parser_.reset();
+  answeredBeforeBody = false;
   size_t pos = 0;
   bool kick = false;
   while (true) {
@@ -167,6 +168,7 @@ Reply EngineDriver::send(const std::string& request, size_t chunk) {
         if (ex_.respondNow()) {
           Reply r = parseReply(std::string(ex_.response()));
           engine.finish(ex_);
+          answeredBeforeBody = true;
           return r;
         }
         break;

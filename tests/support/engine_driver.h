@@ -77,6 +77,8 @@ class EngineDriver final : public ExchangeHost {
   void restoreFromDisk();
   static constexpr const char* kJournalPath = "/state/journal";
   int readyCalls = 0;
+  // The last send() was answered from its head alone (Exchange::respondNow()), before any body byte.
+  bool answeredBeforeBody = false;
 
  private:
   void onExchangeReady(Exchange&) override { ++readyCalls; }
