@@ -256,9 +256,9 @@ Flow UploadEngine::fail(Exchange& ex, int status, uint32_t code, bool withRange)
     spec.hasReceived = true;
     spec.receivedBytes = ex.session_->haveBytes;
   }
-  // A refused body larger than any Fragment may be is not read just to be thrown away: answer at
-  // once and close, as for a refused `Expect: 100-continue` (the client waits for 100 Continue;
-  // §10.1).
+  // Answer at once, before the body, and close: when the client waits for 100 Continue (§10.1), and
+  // when the body is larger than any Fragment may be (reading it only to throw it away would hold
+  // the request slot for as long as the client cares to send).
   bool bigBody = ex.head_ != nullptr && ex.head_->contentLength > settings_.maxFragmentBytes;
   if (ex.expectContinue_ || ex.respondNow_ || bigBody) {
     ex.expectContinue_ = false;
