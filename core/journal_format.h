@@ -40,8 +40,10 @@
 //                      size (8), txid length (1), txid, URL length (2), static reply URL (0..2200):
 //                      the application's answer for this transaction; the reply file (if any) is
 //                      `replies/<reply session id>` and was synced before this record
-//     9 SessionOwner   id, length (1), user name (1..32): authentication on, the session belongs to
-//                      this user (written with SessionCreated, in the same flush)
+//     9 SessionOwner   id, length (1), owner (1..32): authentication on, the session belongs to
+//                      this user; off, "@" and the client's address ("@198.51.100.7", or the IPv6
+//                      /64 as "@2001:db8:0:1::/64"), which no user name can be (written with
+//                      SessionCreated, in the same flush)
 //
 // READING. Replay checks the header, then reads records while each one is complete, fits the file,
 // has a known type and a well-formed payload, matches its CRC under this file's salt, and carries

@@ -1,10 +1,82 @@
 #include "core/session_table.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
 namespace bitsd {
+
+Party partyOfAddress(const ClientAddress& a) {
+  Party p;
+  auto be = [&](int from, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v = v << 8 | a.bytes[from + i];
+    return v;
+  };
+  static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (a.family == 4) {
+    p.kind = Party::Ipv4;
+    p.value = be(0, 4);
+  } else if (a.family == 6 && std::memcmp(a.bytes, kMapped, sizeof kMapped) == 0) {
+    p.kind = Party::Ipv4;
+    p.value = be(12, 4);
+  } else if (a.family == 6) {
+    p.kind = Party::Ipv6Prefix;
+    p.value = be(0, 8);
+  }
+  return p;
+}
+
+size_t formatPartyAddress(const Party& p, char* out) {
+  int n = 0;
+  if (p.kind == Party::Ipv4) {
+    n = std::snprintf(out, kMaxPartyTextBytes, "@%u.%u.%u.%u", static_cast<unsigned>(p.value >> 24 & 0xff),
+                      static_cast<unsigned>(p.value >> 16 & 0xff), static_cast<unsigned>(p.value >> 8 & 0xff),
+                      static_cast<unsigned>(p.value & 0xff));
+  } else if (p.kind == Party::Ipv6Prefix) {
+    n = std::snprintf(out, kMaxPartyTextBytes, "@%x:%x:%x:%x::/64", static_cast<unsigned>(p.value >> 48 & 0xffff),
+                      static_cast<unsigned>(p.value >> 32 & 0xffff), static_cast<unsigned>(p.value >> 16 & 0xffff),
+                      static_cast<unsigned>(p.value & 0xffff));
+  }
+  if (n <= 0) {
+    out[0] = '\0';
+    return 0;
+  }
+  return static_cast<size_t>(n);
+}
+
+bool parsePartyAddress(std::string_view t, Party* out) {
+  if (t.size() < 2 || t[0] != '@') return false;
+  t.remove_prefix(1);
+  const bool v6 = t.size() > 5 && t.substr(t.size() - 5) == "::/64";
+  if (v6) t.remove_suffix(5);
+  const char sep = v6 ? ':' : '.';
+  const int groups = 4, base = v6 ? 16 : 10, maxDigits = v6 ? 4 : 3;
+  const uint64_t maxGroup = v6 ? 0xffff : 255;
+  uint64_t value = 0;
+  for (int g = 0; g < groups; ++g) {
+    uint64_t x = 0;
+    int digits = 0;
+    while (!t.empty() && t[0] != sep) {
+      char c = t[0];
+      int d = c >= '0' && c <= '9' ? c - '0' : (base == 16 && c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+      if (d < 0 || ++digits > maxDigits) return false;
+      x = x * base + static_cast<uint64_t>(d);
+      t.remove_prefix(1);
+    }
+    if (digits == 0 || x > maxGroup) return false;
+    value = value << (v6 ? 16 : 8) | x;
+    if (g + 1 < groups) {
+      if (t.empty() || t[0] != sep) return false;
+      t.remove_prefix(1);
+    }
+  }
+  if (!t.empty()) return false;
+  out->kind = v6 ? Party::Ipv6Prefix : Party::Ipv4;
+  out->value = value;
+  return true;
+}
 
 SessionTable::~SessionTable() {
   if (bulk_ != nullptr) {

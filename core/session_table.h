@@ -5,6 +5,7 @@
 // Storage is calloc'ed: pages the OS never touched stay out of RSS until a slot is first used.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -21,6 +22,32 @@ enum class SessionState : uint8_t {
 };
 
 class Exchange;
+
+// The client's address as the platform saw it (portable: no sockaddr in core).
+struct ClientAddress {
+  uint8_t family = 0;      // 0 unknown, 4 IPv4, 6 IPv6
+  uint8_t bytes[16] = {};  // network byte order; IPv4 uses the first 4
+};
+
+// Who a session counts against for max-sessions-per-user: the authenticated user, or, with
+// authentication off, the client's IPv4 address or the /64 prefix of its IPv6 address (one host
+// or one site's LAN usually gets a whole /64, so its addresses are one party).
+struct Party {
+  enum Kind : uint8_t { None = 0, User = 1, Ipv4 = 4, Ipv6Prefix = 6 };
+  uint8_t kind = None;
+  uint64_t value = 0;  // user id; IPv4 address; the first 64 bits of the IPv6 address
+  bool operator==(const Party&) const = default;
+  bool known() const { return kind != None; }
+};
+// An IPv4-mapped IPv6 address (::ffff:a.b.c.d, a dual-stack listener) counts as IPv4.
+Party partyOfAddress(const ClientAddress& a);
+inline constexpr size_t kMaxPartyTextBytes = 26;  // "@ffff:ffff:ffff:ffff::/64" plus a NUL
+// The text a SessionOwner journal record holds for an address party: "@198.51.100.7" or
+// "@2001:db8:0:1::/64" ('@' never starts a user name). Writes a NUL-terminated string into `out`
+// (kMaxPartyTextBytes) and returns its length; 0 (and "") for a user or no party.
+size_t formatPartyAddress(const Party& p, char* out);
+// The reverse, for exactly the forms formatPartyAddress writes; false for anything else.
+bool parsePartyAddress(std::string_view text, Party* out);
 
 struct Session {
   SessionId id;
@@ -40,6 +67,7 @@ struct Session {
   bool digestKnown = false;   // sha256 holds the content's digest
   bool handedOff = false;     // the application has answered for this upload (DeliveryEnded)
   int32_t owner = -1;         // authentication on: the user who created it (Authenticator id)
+  Party party;                // who it counts against for max-sessions-per-user
   Sha256State hash;           // running SHA-256 of the bytes written so far
   uint32_t pathLen = 0;
   uint32_t slot = 0;
@@ -68,6 +96,7 @@ class SessionTable {
   uint32_t capacity() const { return capacity_; }
   // Slot i (0 <= i < capacity); check state != Free.
   Session& slotAt(uint32_t i) { return sessions_[i]; }
+  const Session& slotAt(uint32_t i) const { return sessions_[i]; }
 
  private:
   size_t indexOf(const SessionId& id) const;

@@ -28,6 +28,10 @@ const Field kFields[] = {
     BITSD_FIELD("state", Str, state, "state directory (in-progress data); same file system as root"),
     BITSD_FIELD("max-upload-size", Size64, maxUploadSizeBytes, "largest upload in bytes (500 BG_E_TOO_LARGE)"),
     BITSD_FIELD("session-timeout", U64, sessionTimeoutSeconds, "seconds without a packet before a session expires"),
+    BITSD_FIELD("idle-session-timeout", U64, idleSessionTimeoutSeconds,
+                "seconds before a session that never received a byte expires"),
+    BITSD_FIELD("max-sessions-per-user", U32, maxSessionsPerUser,
+                "open sessions of one user (no authentication: one client address); 0 = no limit"),
     BITSD_FIELD("allow-overwrites", Bool, allowOverwrites, "let an upload replace an existing file"),
     BITSD_FIELD("fdatasync", Bool, fdatasync, "sync data before each Ack (turn off only for benchmarks)"),
     BITSD_FIELD("digest", Bool, digest, "SHA-256 of each upload as it is written (costs CPU)"),
@@ -190,6 +194,7 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.maxPathBytes < 16 || s.maxPathBytes > 4096) return fail("max-path-bytes must be 16..4096");
   if (s.maxFragmentBytes < 5120) return fail("max-fragment-bytes must be at least 5120 (BITS minimum fragment)");
   if (s.sessionTimeoutSeconds == 0) return fail("session-timeout must be at least 1 second");
+  if (s.idleSessionTimeoutSeconds == 0) return fail("idle-session-timeout must be at least 1 second");
   if (s.journalBufferBytes < 8192) return fail("journal-buffer-bytes must be at least 8192");
   if (s.journalMaxBytes < 256 * 1024) return fail("journal-max-bytes must be at least 256K");
   if (s.idleTimeoutMs == 0 || s.headerTimeoutMs == 0 || s.bodyTimeoutMs == 0 || s.sweepIntervalMs == 0) {

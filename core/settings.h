@@ -21,6 +21,8 @@ struct Settings {
   std::string state = "var/state";
   uint64_t maxUploadSizeBytes = UINT64_MAX;   // whole upload; beyond: 500 BG_E_TOO_LARGE
   uint64_t sessionTimeoutSeconds = 1209600;   // 14 days, as IIS BITSSessionTimeout
+  uint64_t idleSessionTimeoutSeconds = 3600;  // a session that never received a byte expires sooner
+  uint32_t maxSessionsPerUser = 50;           // open sessions of one user (or client address); 0 = no limit
   bool allowOverwrites = false;
   bool fdatasync = true;                      // sync data before every Ack (off only for benchmarks)
   bool digest = true;                         // SHA-256 of every upload, computed as it is written

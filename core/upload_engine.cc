@@ -98,6 +98,11 @@ Status UploadEngine::init(const Settings& settings, BulkAllocator* bulk) {
   sessionTimeoutMs_ = settings.sessionTimeoutSeconds > UINT64_MAX / 1000
                           ? UINT64_MAX
                           : settings.sessionTimeoutSeconds * 1000;
+  idleSessionTimeoutMs_ = settings.idleSessionTimeoutSeconds > UINT64_MAX / 1000
+                              ? UINT64_MAX
+                              : settings.idleSessionTimeoutSeconds * 1000;
+  creating_.reserve(settings.requestSlots);
+  partyScratch_.reserve(settings.maxSessions);
   root_ = settings.root;
   while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
   partialDir_ = settings.state;
@@ -290,6 +295,7 @@ void UploadEngine::formatProtocolError(Exchange& ex, int status) {
 // Headers
 
 Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
+  endCreating(ex);
   ex.clear();
   ex.engine_ = this;
   ex.op_.callback = &ex;
@@ -434,6 +440,21 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
 }
 
 Flow UploadEngine::startCreate(Exchange& ex) {
+  // max-sessions-per-user: the answer is transient (503 + Retry-After): a client with many jobs
+  // gets its session once one of its own ends; an abuser only gets more 503s, which cost nothing.
+  ex.party_ = partyOf(ex);
+  if (settings_.maxSessionsPerUser != 0 && ex.party_.known()) {
+    uint32_t held = openSessionsOf(ex.party_);
+    if (held >= settings_.maxSessionsPerUser) {
+      ++stats_.quotaRefusals;
+      char who[80];
+      describeParty(ex.party_, who, sizeof who);
+      logf(LogLevel::Info, "create-session refused: %s holds %u open sessions (max-sessions-per-user)", who, held);
+      return fail(ex, 503, hresult::kNoSystemResources);
+    }
+  }
+  creating_.push_back(&ex);
+  ex.creating_ = true;
   ex.step_ = Exchange::Step::CreateCheck;
   ex.op_.busy = true;
   parentOf(ex.dest_, ex.partial_);
@@ -668,6 +689,7 @@ Flow UploadEngine::closeOrCancel(Exchange& ex) {
 }
 
 void UploadEngine::finishCreate(Exchange& ex) {
+  endCreating(ex);  // from here on the table counts it
   Session* s = sessions_.insert(ex.sessionId_, std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_));
   if (s == nullptr) {  // cannot happen: room was made before the file was created, and we are single-threaded
     storage_.closeNow(ex.newFile_);
@@ -677,6 +699,7 @@ void UploadEngine::finishCreate(Exchange& ex) {
   }
   if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
   s->owner = ex.user_;
+  s->party = ex.party_;
   s->file = ex.newFile_;
   ex.newFile_ = kNoFile;
   ++openFiles_;
@@ -859,8 +882,7 @@ void UploadEngine::step(Exchange& ex) {
       }
       ex.sessionId_ = sessionIdFromRandom(rnd);
       ex.hasSessionId_ = true;
-      if (sessions_.find(ex.sessionId_) != nullptr || (sessions_.size() == sessions_.capacity() &&
-                                                        evictForNewSession() == nullptr)) {
+      if (sessions_.find(ex.sessionId_) != nullptr || !makeRoomForNewSession(ex)) {
         ex.hasSessionId_ = false;
         logf(LogLevel::Warn, "create-session refused: session table full (%u sessions)", sessions_.size());
         fail(ex, 503, hresult::kNoSystemResources);
@@ -886,13 +908,22 @@ void UploadEngine::step(Exchange& ex) {
       rec.id = ex.sessionId_;
       rec.wallSeconds = clock_.wallSeconds();
       rec.path = std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_);
+      // Who it belongs to: the user, or with authentication off the client's address ("@...", so
+      // the per-address count survives a restart).
+      char partyText[kMaxPartyTextBytes];
+      std::string_view owner;
       if (authenticator_ != nullptr && ex.user_ >= 0) {
+        owner = authenticator_->userName(ex.user_);
+      } else if (authenticator_ == nullptr) {
+        owner = std::string_view(partyText, formatPartyAddress(ex.party_, partyText));
+      }
+      if (!owner.empty()) {
         // The owner goes in the same flush, after the session it names; the Ack waits for both.
         (void)journal_.append(rec, nullptr);
         rec = JournalRecord();
         rec.type = RecordType::SessionOwner;
         rec.id = ex.sessionId_;
-        rec.owner = authenticator_->userName(ex.user_);
+        rec.owner = owner;
       }
       if (!appendOrFail(ex, rec, Exchange::Step::JournalCreate)) {
         storage_.closeNow(ex.newFile_);
@@ -1077,6 +1108,7 @@ void UploadEngine::step(Exchange& ex) {
 void UploadEngine::finish(Exchange& ex) {
   BITS_CHECK(!ex.op_.busy && !ex.notify_.busy);
   endDelivering(ex);
+  endCreating(ex);
   ex.head_ = nullptr;
   if (ex.session_ != nullptr) {
     Session& s = *ex.session_;
@@ -1543,7 +1575,59 @@ Flow UploadEngine::serveReply(Exchange& ex, const RequestHead& head) {
 // ---------------------------------------------------------------------------------------------------
 // Expiry
 
-Session* UploadEngine::evictForNewSession() {
+Party UploadEngine::partyOf(const Exchange& ex) const {
+  if (authenticator_ != nullptr) {
+    return ex.user_ >= 0 ? Party{Party::User, static_cast<uint64_t>(ex.user_)} : Party{};
+  }
+  return partyOfAddress(ex.peer_);
+}
+
+void UploadEngine::describeParty(const Party& p, char* out, size_t cap) const {
+  char text[kMaxPartyTextBytes];
+  if (p.kind == Party::User && authenticator_ != nullptr) {
+    std::string_view name = authenticator_->userName(static_cast<int32_t>(p.value));
+    std::snprintf(out, cap, "user %.*s", static_cast<int>(name.size()), name.data());
+  } else if (formatPartyAddress(p, text) > 0) {
+    std::snprintf(out, cap, "client %s", text + 1);
+  } else {
+    std::snprintf(out, cap, "an unknown client");
+  }
+}
+
+uint32_t UploadEngine::openSessionsOf(const Party& p) const {
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    const Session& s = sessions_.slotAt(i);
+    if (s.state == SessionState::Open && s.party == p) ++n;
+  }
+  for (const Exchange* e : creating_) {
+    if (e->party_ == p) ++n;
+  }
+  return n;
+}
+
+void UploadEngine::endCreating(Exchange& ex) {
+  if (!ex.creating_) return;
+  ex.creating_ = false;
+  for (size_t i = 0; i < creating_.size(); ++i) {
+    if (creating_[i] == &ex) {
+      creating_[i] = creating_.back();
+      creating_.pop_back();
+      return;
+    }
+  }
+}
+
+// Every Create-Session under way will take a slot (this one included), so room is made for all of
+// them: two that pass this check in the same moment cannot both find the last slot.
+bool UploadEngine::makeRoomForNewSession(const Exchange& ex) {
+  while (sessions_.size() + creating_.size() > sessions_.capacity()) {
+    if (evictForNewSession(ex.party_) == nullptr) return false;
+  }
+  return true;
+}
+
+Session* UploadEngine::evictForNewSession(const Party& newcomer) {
   // The table is full. Tombstones are the cheapest to forget: drop the oldest one.
   Session* oldest = nullptr;
   for (uint32_t i = 0; i < highWater_; ++i) {
@@ -1553,9 +1637,59 @@ Session* UploadEngine::evictForNewSession() {
       oldest = &s;
     }
   }
-  if (oldest == nullptr) return nullptr;
-  sessions_.erase(oldest);
-  return oldest;
+  if (oldest != nullptr) {
+    sessions_.erase(oldest);
+    return oldest;
+  }
+  // No tombstone: the party holding the most open sessions pays, if it holds more than the newcomer
+  // will (so a swap never turns the newcomer into the biggest holder, and two parties cannot evict
+  // each other back and forth). Its oldest session that never received a byte goes first, else its
+  // least recently active one. Otherwise the newcomer is the one over its share: 503.
+  auto less = [](const Party& a, const Party& b) { return a.kind != b.kind ? a.kind < b.kind : a.value < b.value; };
+  partyScratch_.clear();
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    const Session& s = sessions_.slotAt(i);
+    if (s.state == SessionState::Open && s.party.known()) partyScratch_.push_back(s.party);
+  }
+  std::sort(partyScratch_.begin(), partyScratch_.end(), less);
+  uint32_t most = 0;
+  for (size_t i = 0; i < partyScratch_.size();) {
+    size_t j = i;
+    while (j < partyScratch_.size() && partyScratch_[j] == partyScratch_[i]) ++j;
+    if (j - i > most) most = static_cast<uint32_t>(j - i);
+    i = j;
+  }
+  const uint32_t mine = newcomer.known() ? openSessionsOf(newcomer) : 1;  // counts the newcomer's own
+  if (most <= mine) return nullptr;
+  // Keep only the parties holding `most` (ties: the victim is the oldest among all of them).
+  size_t top = 0;
+  for (size_t i = 0; i < partyScratch_.size();) {
+    size_t j = i;
+    while (j < partyScratch_.size() && partyScratch_[j] == partyScratch_[i]) ++j;
+    if (j - i == most) partyScratch_[top++] = partyScratch_[i];
+    i = j;
+  }
+  partyScratch_.resize(top);
+  Session* victim = nullptr;
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state != SessionState::Open || s.busy || !s.party.known() ||
+        !std::binary_search(partyScratch_.begin(), partyScratch_.end(), s.party, less)) {
+      continue;
+    }
+    if (victim == nullptr || (s.haveBytes == 0) > (victim->haveBytes == 0) ||
+        ((s.haveBytes == 0) == (victim->haveBytes == 0) && s.lastActivityMs < victim->lastActivityMs)) {
+      victim = &s;
+    }
+  }
+  if (victim == nullptr) return nullptr;
+  char who[80];
+  describeParty(victim->party, who, sizeof who);
+  logf(LogLevel::Info, "session table full: evicting a session of %s, which holds the most open sessions (%u)", who,
+       most);
+  if (!expireSession(*victim, "evicted")) return nullptr;
+  ++stats_.sessionsEvicted;
+  return victim;
 }
 
 bool UploadEngine::removeInBackground(const SessionId& id) {
@@ -1575,32 +1709,48 @@ void UploadEngine::onStorageDone(StorageOp& op) {
   if (!op.status.isOk()) logf(LogLevel::Warn, "deleting expired session data: %s", op.status.message());
 }
 
+// A session that never received a byte expires after idle-session-timeout, any other after
+// session-timeout (whichever is shorter).
+uint64_t UploadEngine::expiryLimitMs(const Session& s) const {
+  if (s.state == SessionState::Open && s.haveBytes == 0) return std::min(idleSessionTimeoutMs_, sessionTimeoutMs_);
+  return sessionTimeoutMs_;
+}
+
+// Forgets `s` and deletes its data; false when that cannot be done now (journal buffer or background
+// operations full: the caller tries again later).
+bool UploadEngine::expireSession(Session& s, const char* why) {
+  // Forget it in the journal first (no need to wait: if that record is lost, recovery expires the
+  // session again), then delete its data.
+  JournalRecord rec;
+  rec.type = RecordType::Forget;
+  rec.id = s.id;
+  bool open = s.state == SessionState::Open;
+  if (open && !backgroundOpFree()) return false;
+  if (!journal_.append(rec, nullptr).isOk()) return false;
+  if (s.handedOff && s.state == SessionState::Complete) removeReplyInBackground(s.id);
+  sessionTxid_.erase(s.id);
+  if (open) {
+    closeFile(s);
+    removeInBackground(s.id);
+    char id[kSessionIdTextBytes];
+    formatSessionId(s.id, id);
+    logf(LogLevel::Info, "session %.38s %s; in-progress data deleted", id, why);
+  }
+  sessions_.erase(&s);
+  return true;
+}
+
 void UploadEngine::sweep() {
   const uint64_t now = clock_.nowMs();
   for (uint32_t i = 0; i < highWater_; ++i) {
     Session& s = sessions_.slotAt(i);
     if (s.state == SessionState::Free || s.busy) continue;
-    if (now - s.lastActivityMs < sessionTimeoutMs_) continue;
-    // Forget it in the journal first (no need to wait: if that record is lost, recovery expires the
-    // session again), then delete its data. When the journal buffer or the background ops are
-    // full, the next sweep tries again.
-    JournalRecord rec;
-    rec.type = RecordType::Forget;
-    rec.id = s.id;
-    bool open = s.state == SessionState::Open;
-    if (open && !backgroundOpFree()) continue;
-    if (!journal_.append(rec, nullptr).isOk()) continue;
-    if (s.handedOff && s.state == SessionState::Complete) removeReplyInBackground(s.id);
-    sessionTxid_.erase(s.id);
-    if (open) {
-      closeFile(s);
-      removeInBackground(s.id);
-      char id[kSessionIdTextBytes];
-      formatSessionId(s.id, id);
-      logf(LogLevel::Info, "session %.38s expired; in-progress data deleted", id);
+    if (now - s.lastActivityMs < expiryLimitMs(s)) continue;
+    if (!expireSession(s, s.haveBytes == 0 && s.state == SessionState::Open ? "expired (never received a byte)"
+                                                                              : "expired")) {
+      continue;
     }
     ++stats_.sessionsExpired;
-    sessions_.erase(&s);
   }
   expireDeliveries();
 }
@@ -1683,9 +1833,15 @@ void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
       }
       return;
     case RecordType::SessionOwner:
+      if (s == nullptr) return;
+      if (parsePartyAddress(r.owner, &s->party)) {  // created without authentication, from this address
+        s->owner = authenticator_ != nullptr ? kNobody : -1;
+        return;
+      }
       // A user removed from the users file since owns nothing any more: the session only expires.
-      if (s != nullptr) s->owner = authenticator_ != nullptr ? authenticator_->userId(r.owner) : -1;
-      if (s != nullptr && s->owner < 0) s->owner = kNobody;
+      s->owner = authenticator_ != nullptr ? authenticator_->userId(r.owner) : -1;
+      if (s->owner < 0) s->owner = kNobody;
+      s->party = s->owner >= 0 ? Party{Party::User, static_cast<uint64_t>(s->owner)} : Party{};
       return;
     case RecordType::Pad:
     case RecordType::Delivered:
@@ -1703,7 +1859,7 @@ Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
     if (s.state == SessionState::Free) continue;
     uint64_t wall = s.lastActivityMs;
     uint64_t idleMs = wall >= wallNow ? 0 : (wallNow - wall) * 1000;
-    if (idleMs >= sessionTimeoutMs_) {
+    if (idleMs >= expiryLimitMs(s)) {
       expired->push_back(s.id);
       sessionTxid_.erase(s.id);
       sessions_.erase(&s);
@@ -1861,7 +2017,12 @@ void UploadEngine::snapshot(JournalState* out) {
     r.committed = s.committed;
     std::memcpy(r.sha256, s.sha256, 32);
     r.closed = s.state == SessionState::Closed;
-    if (s.owner >= 0 && authenticator_ != nullptr) r.owner = std::string(authenticator_->userName(s.owner));
+    if (s.owner >= 0 && authenticator_ != nullptr) {
+      r.owner = std::string(authenticator_->userName(s.owner));
+    } else if (s.party.kind == Party::Ipv4 || s.party.kind == Party::Ipv6Prefix) {
+      char text[kMaxPartyTextBytes];
+      r.owner = std::string(text, formatPartyAddress(s.party, text));
+    }
     if (s.handedOff) {
       auto tx = sessionTxid_.find(s.id);
       if (tx != sessionTxid_.end()) {

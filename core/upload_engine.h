@@ -113,6 +113,8 @@ struct EngineStats {
   uint64_t notificationsRefused = 0;  // final fragments answered 503 because max-notifications were in flight
   uint64_t notifyFailures = 0;   // unreachable, malformed, timed out, or a transient status
   uint64_t replies = 0;          // GET/HEAD answers on reply URLs
+  uint64_t quotaRefusals = 0;    // Create-Session answered 503: its party holds max-sessions-per-user
+  uint64_t sessionsEvicted = 0;  // open sessions expired to make room for another party's (table full)
 };
 
 // Reads the acked prefix of an in-progress file at recovery, to rebuild its running SHA-256
@@ -133,6 +135,9 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   Exchange() = default;
   // The connection that owns this exchange now (request slots are pooled across connections).
   void setHost(ExchangeHost* host) { host_ = host; }
+  // The client's address (kept across requests; the sessions it creates count against it when
+  // authentication is off).
+  void setPeer(const ClientAddress& peer) { peer_ = peer; }
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
 
@@ -228,6 +233,9 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   NotifyOp notify_;                // hand-off; notify_.result also holds a static reply URL
   AuthOp auth_;                    // credentials check
   int32_t user_ = -1;              // the authenticated user (authentication on), else -1
+  ClientAddress peer_;             // set by the platform (setPeer); not cleared between requests
+  Party party_;                    // Create-Session: who the new session counts against
+  bool creating_ = false;          // Create-Session: in UploadEngine::creating_ until it ends
   // The delivery outcome being journaled and answered (hand-off and replays).
   uint16_t dStatus_ = 0;
   uint32_t dHresult_ = 0;
@@ -307,6 +315,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   // A session by id (nullptr if unknown), for recovery and tests.
   const Session* findSession(const SessionId& id) { return sessions_.find(id); }
   const Session* findSessionForTest(const SessionId& id) { return sessions_.find(id); }
+  // Open sessions held by `p`, counting Create-Sessions under way (max-sessions-per-user).
+  uint32_t openSessionsOf(const Party& p) const;
 
  private:
   friend class Exchange;
@@ -350,7 +360,13 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   bool removeInBackground(const SessionId& id);
   bool removePathInBackground(const char* path);
   bool backgroundOpFree() const;
-  Session* evictForNewSession();
+  Session* evictForNewSession(const Party& newcomer);
+  bool makeRoomForNewSession(const Exchange& ex);
+  bool expireSession(Session& s, const char* why);
+  uint64_t expiryLimitMs(const Session& s) const;
+  Party partyOf(const Exchange& ex) const;
+  void describeParty(const Party& p, char* out, size_t cap) const;
+  void endCreating(Exchange& ex);
   void touch(Session& s);
   bool takeOver(Session& s);
   void hold(Session& s, Exchange& ex);
@@ -362,11 +378,14 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   Journal& journal_;
   Settings settings_;
   uint64_t sessionTimeoutMs_ = 0;
+  uint64_t idleSessionTimeoutMs_ = 0;
   std::string root_;
   std::string partialDir_;
   SessionTable sessions_;
   uint32_t openFiles_ = 0;
   uint32_t highWater_ = 0;  // slots [0, highWater_) have ever been used
+  std::vector<Exchange*> creating_;  // Create-Sessions under way (each will take a table slot)
+  std::vector<Party> partyScratch_;  // eviction: parties of the open sessions (capacity max-sessions)
   EngineStats stats_;
   bool restoreOverflow_ = false;
   Notifier* notifier_ = nullptr;

@@ -79,6 +79,7 @@ struct Connection final : public ExchangeHost {
   bool reject = false;
   bool serving = false;  // counted in UvServer::serving_ (accepted and not refused)
   uint8_t pendingCloses = 0;
+  ClientAddress peer;  // the client's address, for max-sessions-per-user without authentication
   int waitingFor = -1;
   Connection* waitNext = nullptr;
   uint32_t index = 0;
@@ -253,6 +254,19 @@ void UvServer::acceptPending() {
     return;
   }
   ++stats_.accepted;
+  {
+    sockaddr_storage ss{};
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      if (ss.ss_family == AF_INET) {
+        c->peer.family = 4;
+        std::memcpy(c->peer.bytes, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, 4);
+      } else if (ss.ss_family == AF_INET6) {
+        c->peer.family = 6;
+        std::memcpy(c->peer.bytes, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, 16);
+      }
+    }
+  }
   // Connections refused with 503 are still closing for a loop iteration or so; they hold reserve
   // slots, not places under max-connections, so a burst of refusals never delays a real client.
   if (serving_ >= settings_.maxConnections) {
@@ -341,6 +355,7 @@ bool UvServer::acquireSlot(Connection* c) {
   c->slot = &slots_[i];
   c->slotIndex = i;
   c->slot->exchange.setHost(c);
+  c->slot->exchange.setPeer(c->peer);
   c->slot->writeReq.data = c;
   c->slot->parser.reset();
   return true;

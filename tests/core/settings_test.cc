@@ -68,6 +68,24 @@ TEST(Settings, ValidationRejectsImpossibleLimits) {
   EXPECT_FALSE(validateSettings(s, &err));
 }
 
+TEST(Settings, SessionQuotaAndIdleTimeout) {
+  Settings s;
+  EXPECT_EQ(s.maxSessionsPerUser, 50u);  // IIS BITSNumberOfSessionsLimit
+  EXPECT_EQ(s.idleSessionTimeoutSeconds, 3600u);
+  std::string err;
+  ASSERT_TRUE(applySettingsText(&s, "max-sessions-per-user = 5\nidle-session-timeout = 90\n", "t", &err)) << err;
+  EXPECT_EQ(s.maxSessionsPerUser, 5u);
+  EXPECT_EQ(s.idleSessionTimeoutSeconds, 90u);
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  s.maxSessionsPerUser = 0;  // no limit
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  EXPECT_FALSE(applySetting(&s, "max-sessions-per-user", "many", &err));
+  EXPECT_EQ(err, "invalid value 'many' for max-sessions-per-user: expected a whole number");
+  s.idleSessionTimeoutSeconds = 0;
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "idle-session-timeout must be at least 1 second");
+}
+
 TEST(Settings, HostIdMustBeAHostAndTheFallbackPositive) {
   Settings s;
   std::string err;

@@ -75,6 +75,8 @@ class EngineDriver final : public ExchangeHost {
   // The same restore from whatever this driver's fake disk already holds (e.g. a journal file
   // written on another host).
   void restoreFromDisk();
+  // The client address the next requests come from (as the platform passes it on).
+  void setPeer(const ClientAddress& peer) { ex_.setPeer(peer); }
   static constexpr const char* kJournalPath = "/state/journal";
   int readyCalls = 0;
   // The last send() was answered from its head alone (Exchange::respondNow()), before any body byte.
