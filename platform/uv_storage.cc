@@ -190,10 +190,12 @@ void UvStorage::beneathWorkThunk(uv_work_t* w) {
   ::close(dir);
 }
 
-void UvStorage::beneathDoneThunk(uv_work_t* w, int) {
+void UvStorage::beneathDoneThunk(uv_work_t* w, int status) {
   UvOp* u = static_cast<UvOp*>(w->data);
   StorageOp& op = *u->op;
-  if (u->err == ELOOP) {
+  if (status != 0) {  // cancelled before it ran (bitsd never cancels one): nothing was done
+    op.status = statusFromUv(status, "destination operation cancelled");
+  } else if (u->err == ELOOP) {
     op.status = Status(Code::AccessDenied, "a symlink in the destination's path", UV_ELOOP);
   } else if (u->err != 0) {  // ENOENT, ENOTDIR: NotFound
     const char* what = !u->dirOpened        ? "cannot open the destination's directory"
