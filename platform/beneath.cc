@@ -107,7 +107,7 @@ std::atomic<bool> noOpenat2{false};
 int openat2Beneath(const char* base, std::string_view dir) {
   char rel[PATH_MAX];
   if (dir.size() >= sizeof rel) return -ENAMETOOLONG;
-  std::memcpy(rel, dir.data(), dir.size());
+  if (!dir.empty()) std::memcpy(rel, dir.data(), dir.size());  // an empty view may hold nullptr
   rel[dir.size()] = '\0';
   struct open_how how;
   std::memset(&how, 0, sizeof how);

@@ -59,7 +59,7 @@ void expectStillUploading(BitsdProcess& server) {
   Client c;
   ASSERT_TRUE(c.connect(server.port()));
   std::string id = createSession(c, "/after.bin");
-  ASSERT_FALSE(id.empty());
+  ASSERT_FALSE(id.empty()) << server.stderrText();
   EXPECT_EQ(c.roundTrip(fragmentRequest("/after.bin", id, 0, "still here", 10)).status, 200);
   std::string got;
   ASSERT_TRUE(readFile(server.root() + "/after.bin", &got));
@@ -303,6 +303,9 @@ TEST_P(Beneath, OpensOnlyRealDirectoriesBelowTheBase) {
   EXPECT_EQ(::fsync(fd), 0) << "the commit fsyncs this descriptor";
   ::close(fd);
   fd = openDirBeneath(base.c_str(), "", mode);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  fd = openDirBeneath(base.c_str(), std::string_view(), mode);  // a destination right in the base
   ASSERT_GE(fd, 0);
   ::close(fd);
 
