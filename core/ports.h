@@ -61,6 +61,9 @@ class StorageOp {
   int64_t result = 0;          // handle (create/open) or bytes written (write)
   FileKind kind = FileKind::Missing;  // checkDestination
   uint64_t sizeBytes = 0;      // checkDestination
+  // commitBeneath: the fsync of the destination's directory after the link or rename succeeded.
+  // The commit stands whatever it says (status is ok); a failure is only worth a log line.
+  Status syncStatus;
 
   alignas(16) unsigned char impl[kImplBytes];
 };
@@ -86,14 +89,23 @@ class Storage {
   // fdatasync.
   virtual void syncData(StorageOp& op, FileHandle file) = 0;
   virtual void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) = 0;
-  // Checks a destination below `base` (the upload root, or a location's directory; already
-  // resolved): its parent directory `parentDir` must exist (NotFound otherwise) and resolve inside
-  // `base` (AccessDenied otherwise, e.g. through a symlink). Sets `kind` of `path` itself, without
-  // following a final symlink.
-  virtual void checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) = 0;
-  // Links `from` as `to`, failing with AlreadyExists if `to` exists (commit without overwrite).
-  virtual void linkNoReplace(StorageOp& op, const char* from, const char* to) = 0;
-  // Renames `from` over `to` (commit with overwrite). Atomic on POSIX file systems.
+  // Destinations are named by `base` (the upload root, or a location's directory: absolute, resolved
+  // with realpath at start-up) and `below`, the path under it ("d/x.bin": no empty, "." or ".."
+  // segment). The parent of base/below is opened from the base one component at a time, following
+  // no symlink anywhere (neither in base's own path nor below it), and the operation works relative
+  // to that directory, so a directory swapped for a symlink after an earlier check cannot redirect
+  // it. A missing component, or one that is not a directory: NotFound. A symlink: AccessDenied.
+  //
+  // Checks the destination (Create-Session): its parent as above, then sets `kind` and `sizeBytes`
+  // of the destination itself, without following a final symlink (a symlink is FileKind::Other).
+  virtual void checkDestination(StorageOp& op, const char* base, const char* below) = 0;
+  // Commits `from` (a file in the state directory) as base/below: opens the parent as above, then
+  // links it there (replace false: AlreadyExists if the name exists in any form, a symlink
+  // included; the caller removes `from` afterwards) or renames it over the name (replace true), and
+  // fsyncs that same directory (op.syncStatus).
+  virtual void commitBeneath(StorageOp& op, const char* from, const char* base, const char* below, bool replace) = 0;
+  // Renames `from` over `to` (the journal's compaction, inside the state directory). Atomic on POSIX
+  // file systems.
   virtual void rename(StorageOp& op, const char* from, const char* to) = 0;
   // Removes a file; a missing file is success.
   virtual void remove(StorageOp& op, const char* path) = 0;

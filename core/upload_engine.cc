@@ -171,19 +171,6 @@ void UploadEngine::formatPartialPath(const SessionId& id, char* out) {
   out[n] = '\0';
 }
 
-// Writes the directory part of `path` (everything before the last '/') into `out`.
-static void parentOf(const char* path, char* out) {
-  const char* slash = std::strrchr(path, '/');
-  size_t n = slash == nullptr ? 0 : static_cast<size_t>(slash - path);
-  if (n == 0) {
-    out[0] = slash == nullptr ? '.' : '/';
-    out[1] = '\0';
-    return;
-  }
-  std::memcpy(out, path, n);
-  out[n] = '\0';
-}
-
 void UploadEngine::touch(Session& s) { s.lastActivityMs = clock_.nowMs(); }
 
 void UploadEngine::hold(Session& s, Exchange& ex) {
@@ -457,8 +444,7 @@ Flow UploadEngine::startCreate(Exchange& ex) {
   ex.creating_ = true;
   ex.step_ = Exchange::Step::CreateCheck;
   ex.op_.busy = true;
-  parentOf(ex.dest_, ex.partial_);
-  storage_.checkDestination(ex.op_, ex.dest_, ex.partial_, ex.destBase_);
+  storage_.checkDestination(ex.op_, ex.destBase_, destBelow(ex));
   return Flow::Wait;
 }
 
@@ -651,18 +637,36 @@ Flow UploadEngine::journalProgress(Exchange& ex) {
   return Flow::Continue;
 }
 
+void UploadEngine::commitDone(Exchange& ex) {
+  Session& s = *ex.session_;
+  logf(LogLevel::Info, "committed %s (%" PRIu64 " bytes)", ex.dest_, s.totalBytes);
+  if (s.hashValid && s.hashedBytes == s.totalBytes) {
+    sha_.finish(s.hash, s.sha256);
+  } else if (settings_.digest) {
+    logf(LogLevel::Warn, "no SHA-256 for %s: a failed write interrupted the running digest", ex.dest_);
+  }
+  s.hashValid = false;
+  JournalRecord rec;
+  rec.type = RecordType::Committed;
+  rec.id = s.id;
+  rec.wallSeconds = clock_.wallSeconds();
+  rec.totalBytes = s.totalBytes;
+  std::memcpy(rec.sha256, s.sha256, 32);
+  if (!appendOrFail(ex, rec, Exchange::Step::JournalCommit)) ready(ex);
+}
+
+const char* UploadEngine::destBelow(const Exchange& ex) { return ex.dest_ + std::strlen(ex.destBase_) + 1; }
+
 Flow UploadEngine::startCommit(Exchange& ex) {
   Session& s = *ex.session_;
   closeFile(s);
   formatPartialPath(s.id, ex.partial_);
-  // dest_ still holds <root>/<path> from onHeaders.
+  // dest_ still holds <base>/<path> from onHeaders. The commit goes through the destination's
+  // directory opened afresh below the base, never by path (a directory swapped for a symlink since
+  // Create-Session is refused, not followed).
   ex.step_ = Exchange::Step::CommitLink;
   ex.op_.busy = true;
-  if (settings_.allowOverwrites) {
-    storage_.rename(ex.op_, ex.partial_, ex.dest_);
-  } else {
-    storage_.linkNoReplace(ex.op_, ex.partial_, ex.dest_);
-  }
+  storage_.commitBeneath(ex.op_, ex.partial_, ex.destBase_, destBelow(ex), settings_.allowOverwrites);
   return Flow::Wait;
 }
 
@@ -997,59 +1001,40 @@ void UploadEngine::step(Exchange& ex) {
     }
     case Exchange::Step::CommitLink: {
       if (!st.isOk()) {
+        // The session stays open with all its data: a repeat of the final fragment tries the
+        // commit again (and succeeds once the cause is gone), or the session expires.
         if (st.code() == Code::AlreadyExists) {
           // The destination appeared after Create-Session; overwrites are off (§10.1).
           fail(ex, 403, hresult::kAccessDenied, true);
         } else if (st.code() == Code::NotFound) {
           fail(ex, 404, hresult::kPathNotFound, true);
+        } else if (st.code() == Code::AccessDenied) {
+          // A directory on the way was swapped for a symlink after Create-Session (or may not be
+          // written): refused like a symlink at Create-Session, and nothing was written.
+          logf(LogLevel::Warn, "commit of %s refused: %s (%d)", ex.dest_, st.message(), st.sysCode());
+          fail(ex, 403, hresult::kAccessDenied, true);
         } else {
           logf(LogLevel::Warn, "commit of %s failed: %s (%d)", ex.dest_, st.message(), st.sysCode());
           fail(ex, 500, hresultFor(st), true);
         }
         return ready(ex);
       }
+      if (!ex.op_.syncStatus.isOk()) {
+        logf(LogLevel::Warn, "directory sync after commit: %s", ex.op_.syncStatus.message());
+      }
       // The upload is now at its destination. From here on, never commit it again (recovery finds
       // the file in place even if the Committed record does not make it to the journal).
       ex.session_->state = SessionState::Complete;
       ex.session_->committed = true;
+      if (settings_.allowOverwrites) return commitDone(ex);
+      ex.step_ = Exchange::Step::CommitUnlink;
       ex.op_.busy = true;
-      if (settings_.allowOverwrites) {
-        ex.step_ = Exchange::Step::CommitSyncDir;
-        parentOf(ex.dest_, ex.partial_);
-        storage_.syncDir(ex.op_, ex.partial_);
-      } else {
-        ex.step_ = Exchange::Step::CommitUnlink;
-        storage_.remove(ex.op_, ex.partial_);
-      }
+      storage_.remove(ex.op_, ex.partial_);
       return;
     }
-    case Exchange::Step::CommitUnlink: {
+    case Exchange::Step::CommitUnlink:
       if (!st.isOk()) logf(LogLevel::Warn, "removing %s after commit: %s", ex.partial_, st.message());
-      ex.step_ = Exchange::Step::CommitSyncDir;
-      ex.op_.busy = true;
-      parentOf(ex.dest_, ex.partial_);
-      storage_.syncDir(ex.op_, ex.partial_);
-      return;
-    }
-    case Exchange::Step::CommitSyncDir: {
-      if (!st.isOk()) logf(LogLevel::Warn, "directory sync after commit: %s", st.message());
-      Session& s = *ex.session_;
-      logf(LogLevel::Info, "committed %s (%" PRIu64 " bytes)", ex.dest_, s.totalBytes);
-      if (s.hashValid && s.hashedBytes == s.totalBytes) {
-        sha_.finish(s.hash, s.sha256);
-      } else if (settings_.digest) {
-        logf(LogLevel::Warn, "no SHA-256 for %s: a failed write interrupted the running digest", ex.dest_);
-      }
-      s.hashValid = false;
-      JournalRecord rec;
-      rec.type = RecordType::Committed;
-      rec.id = s.id;
-      rec.wallSeconds = clock_.wallSeconds();
-      rec.totalBytes = s.totalBytes;
-      std::memcpy(rec.sha256, s.sha256, 32);
-      if (!appendOrFail(ex, rec, Exchange::Step::JournalCommit)) return ready(ex);
-      return;
-    }
+      return commitDone(ex);
     case Exchange::Step::CleanupRemove: {
       if (!st.isOk()) logf(LogLevel::Warn, "removing %s: %s", ex.partial_, st.message());
       respond(ex, 200, false);
@@ -1069,6 +1054,10 @@ void UploadEngine::step(Exchange& ex) {
         } else if (st.code() == Code::NotFound) {
           ex.dStatus_ = 404;
           ex.dHresult_ = hresult::kPathNotFound;
+        } else if (st.code() == Code::AccessDenied) {  // a symlink swapped in, as for a commit
+          logf(LogLevel::Warn, "copy of the upload to %s refused: %s (%d)", ex.dest_, st.message(), st.sysCode());
+          ex.dStatus_ = 403;
+          ex.dHresult_ = hresult::kAccessDenied;
         } else {
           logf(LogLevel::Warn, "copy of the upload to %s failed: %s (%d)", ex.dest_, st.message(), st.sysCode());
           ex.dStatus_ = 500;
@@ -1078,17 +1067,13 @@ void UploadEngine::step(Exchange& ex) {
         return;
       }
       ex.session_->committed = true;
-      ex.step_ = Exchange::Step::CopySyncDir;
-      ex.op_.busy = true;
-      parentOf(ex.dest_, ex.partial_);
-      storage_.syncDir(ex.op_, ex.partial_);
-      return;
-    }
-    case Exchange::Step::CopySyncDir:
-      if (!st.isOk()) logf(LogLevel::Warn, "directory sync after copy: %s", st.message());
+      if (!ex.op_.syncStatus.isOk()) {
+        logf(LogLevel::Warn, "directory sync after copy: %s", ex.op_.syncStatus.message());
+      }
       logf(LogLevel::Info, "copied the upload to %s as the application asked", ex.dest_);
       if (!journalEnded(ex)) ready(ex);
       return;
+    }
     case Exchange::Step::RemoveRequest:
       // NotFound: the copy to the destination renamed it (allow-overwrites).
       if (!st.isOk() && st.code() != Code::NotFound) {
@@ -1333,11 +1318,7 @@ void UploadEngine::notifyStep(Exchange& ex) {
     formatPartialPath(ex.session_->id, ex.partial_);
     ex.step_ = Exchange::Step::CopyLink;
     ex.op_.busy = true;
-    if (settings_.allowOverwrites) {
-      storage_.rename(ex.op_, ex.partial_, ex.dest_);
-    } else {
-      storage_.linkNoReplace(ex.op_, ex.partial_, ex.dest_);
-    }
+    storage_.commitBeneath(ex.op_, ex.partial_, ex.destBase_, destBelow(ex), settings_.allowOverwrites);
     return;
   }
   if (!journalEnded(ex)) ready(ex);
@@ -1908,6 +1889,7 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
     item.totalKnown = s.totalKnown;
     item.partialPath = partial;
     item.destPath = dest;
+    item.destBaseBytes = base.size();
     if (pend != pending.end()) {
       formatReplyPath(s.id, reply);
       item.replyPath = reply;

@@ -14,8 +14,9 @@
 //
 // Durability order for every Fragment: data written, then fdatasync, then `have` advances, then a
 // Progress record is made durable in the journal, then the Ack. At the last byte: commit by one
-// atomic rename (or link, when overwrites are off, so an existing destination is never replaced),
-// then fsync of the destination directory, then a durable Committed record, then the Ack.
+// atomic rename (or link, when overwrites are off, so an existing destination is never replaced)
+// relative to the destination's directory, opened afresh below the root with no symlink followed,
+// then fsync of that directory, then a durable Committed record, then the Ack.
 // Create-Session and Close/Cancel-Session are journaled before their Acks too, so a restart never
 // makes the client see BG_E_SESSION_NOT_FOUND for a session it was told about.
 #pragma once
@@ -52,6 +53,10 @@ struct RecoveryItem {
   bool totalKnown = false;
   const char* partialPath = nullptr;
   const char* destPath = nullptr;
+  // destPath is "<base>/<below>", the base being the root or a location's directory: its first
+  // `destBaseBytes` bytes. Look the destination up below the base as the commit does (no symlink
+  // followed), so a directory swapped for a symlink cannot make a file elsewhere count as committed.
+  size_t destBaseBytes = 0;
   // Set when the session's hand-off to the application began but did not end: if the upload is
   // found at its destination, the application asked for the copy, and this reply file (if it
   // exists) holds its answer.
@@ -168,9 +173,8 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
     Write,           // Fragment body
     Truncate,        // after a failed write: trim back to `have`
     Sync,            // fdatasync before the Ack
-    CommitLink,      // link or rename partial -> destination
+    CommitLink,      // link or rename partial -> destination, and fsync of its directory
     CommitUnlink,    // remove the partial name after a link
-    CommitSyncDir,   // make the new name durable
     CleanupRemove,   // Close/Cancel of an incomplete session: delete the partial file
     JournalCreate,   // waiting for SessionCreated to be durable
     JournalProgress, // waiting for Progress
@@ -178,8 +182,7 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
     JournalClose,    // waiting for Closed
     JournalBegan,    // hand-off: waiting for DeliveryBegan
     Notify,          // hand-off: the POST to the application
-    CopyLink,        // hand-off: BITS-Copy-File-To-Destination (link or rename)
-    CopySyncDir,     // hand-off: make the copy durable
+    CopyLink,        // hand-off: BITS-Copy-File-To-Destination (link or rename, and fsync)
     JournalEnded,    // hand-off: waiting for DeliveryEnded
     RemoveRequest,   // hand-off: the request file goes once the application has answered
     Auth,            // checking the Authorization header's credentials
@@ -330,6 +333,9 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   Flow startFragment(Exchange& ex, const RequestHead& head);
   Flow finishFragment(Exchange& ex);
   Flow startCommit(Exchange& ex);
+  void commitDone(Exchange& ex);  // the upload is at its destination: record it, then the Ack
+  // The destination's path below its base (ex.destBase_): dest_ is "<base>/<below>".
+  static const char* destBelow(const Exchange& ex);
   Flow startCompletion(Exchange& ex);
   Flow startHandOff(Exchange& ex);
   void beginNotify(Exchange& ex);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "platform/beneath.h"
 
 namespace bitsd::platform {
 
@@ -65,6 +66,21 @@ struct PartialFile {
   bool claimed;  // an open session owns it
 };
 
+// The destination as the commit sees it: its directory opened below the base with no symlink
+// followed, then the name not followed either. False when it is missing, or when the way to it is
+// not what the commit would take (a directory swapped for a symlink: whatever lies there was not
+// committed by us).
+bool statBeneath(const RecoveryItem& item, struct stat* st) {
+  std::string base(item.destPath, item.destBaseBytes);
+  std::string_view parent, name;
+  splitBelow(std::string_view(item.destPath + item.destBaseBytes + 1), &parent, &name);
+  int dir = openDirBeneath(base.c_str(), parent);
+  if (dir < 0) return false;
+  bool found = ::fstatat(dir, name.data(), st, AT_SYMLINK_NOFOLLOW) == 0;
+  ::close(dir);
+  return found;
+}
+
 class FileInspector final : public RecoveryInspector {
  public:
   explicit FileInspector(std::unordered_map<SessionId, PartialFile, SessionIdHash>& files) : files_(files) {}
@@ -76,7 +92,7 @@ class FileInspector final : public RecoveryInspector {
     bool hasPartial = it != files_.end();
     if (hasPartial) it->second.claimed = true;
     if (item.totalKnown && item.haveBytes == item.totalBytes) {
-      bool hasDest = ::lstat(item.destPath, &dst) == 0;
+      bool hasDest = statBeneath(item, &dst);
       if (hasPartial && hasDest && it->second.ino == dst.st_ino && it->second.dev == dst.st_dev) {
         // Linked into place just before the crash: finish the commit's clean-up.
         ::unlink(item.partialPath);
@@ -85,7 +101,7 @@ class FileInspector final : public RecoveryInspector {
         statReply(item, &d);
         return d;
       }
-      if (!hasPartial && hasDest) {  // renamed into place just before the crash
+      if (!hasPartial && hasDest && S_ISREG(dst.st_mode)) {  // renamed into place just before the crash
         d.action = RecoveryAction::Committed;
         statReply(item, &d);
         return d;

@@ -2,9 +2,13 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <new>
+
+#include "platform/beneath.h"
 
 namespace bitsd::platform {
 
@@ -15,9 +19,8 @@ enum Kind {
   kWrite,
   kSync,
   kTruncate,
-  kCheckRealpath,
-  kCheckLstat,
-  kLink,
+  kCheck,
+  kCommit,
   kRename,
   kRemove,
   kDirOpen,
@@ -28,7 +31,7 @@ enum Kind {
 
 struct UvStorage::UvOp {
   uv_fs_t req;
-  uv_work_t hashWork;
+  uv_work_t hashWork;  // the digest of a write; or the whole of checkDestination / commitBeneath
   Sha256State* hash;
   std::span<const char> hashData;
   int pending;  // parts still running: the write, and the hash if any
@@ -36,7 +39,12 @@ struct UvStorage::UvOp {
   StorageOp* op;
   int kind;
   const char* path;
-  const char* base;  // checkDestination: the resolved directory the destination must stay below
+  const char* base;   // checkDestination, commitBeneath: the directory the destination stays below
+  const char* below;  // ... and the destination's path under it
+  bool replace;       // commitBeneath: rename over the name (else link, never replacing)
+  bool dirOpened;     // ... the destination's directory was opened (else `err` is the open's)
+  int err;            // on the thread pool: 0, or the errno of the step that failed
+  int syncErr;        // commitBeneath: errno of the directory fsync after the commit
   uv_file file;
   Status firstError;
 };
@@ -125,16 +133,80 @@ void UvStorage::truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) {
   uv_fs_ftruncate(loop_, &u->req, file, static_cast<int64_t>(sizeBytes), onFsThunk);
 }
 
-void UvStorage::checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) {
-  UvOp* u = prepare(op, kCheckRealpath);
-  u->path = path;
+void UvStorage::checkDestination(StorageOp& op, const char* base, const char* below) {
+  UvOp* u = prepare(op, kCheck);
   u->base = base;
-  uv_fs_realpath(loop_, &u->req, parentDir, onFsThunk);
+  u->below = below;
+  u->hashWork.data = u;
+  uv_queue_work(loop_, &u->hashWork, beneathWorkThunk, beneathDoneThunk);
 }
 
-void UvStorage::linkNoReplace(StorageOp& op, const char* from, const char* to) {
-  UvOp* u = prepare(op, kLink);
-  uv_fs_link(loop_, &u->req, from, to, onFsThunk);
+void UvStorage::commitBeneath(StorageOp& op, const char* from, const char* base, const char* below, bool replace) {
+  UvOp* u = prepare(op, kCommit);
+  u->path = from;
+  u->base = base;
+  u->below = below;
+  u->replace = replace;
+  u->hashWork.data = u;
+  uv_queue_work(loop_, &u->hashWork, beneathWorkThunk, beneathDoneThunk);
+}
+
+// On the thread pool: open the destination's parent below the base (no symlink followed), then
+// lstat the name (check) or link/rename into it and fsync it (commit), all through that descriptor.
+void UvStorage::beneathWorkThunk(uv_work_t* w) {
+  UvOp* u = static_cast<UvOp*>(w->data);
+  std::string_view parent, name;
+  splitBelow(u->below, &parent, &name);
+  int dir = openDirBeneath(u->base, parent);
+  if (dir < 0) {
+    u->err = -dir;
+    return;
+  }
+  u->dirOpened = true;
+  // `name` ends the NUL-terminated `below`, so it can be passed on as it is.
+  const char* leaf = name.data();
+  if (u->kind == kCheck) {
+    struct stat st;
+    // The StorageOp is the caller's until completion, and read only after it (uv_queue_work's
+    // after-callback runs on the loop once this has returned).
+    StorageOp& op = *u->op;
+    if (::fstatat(dir, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) u->err = errno;
+      op.kind = FileKind::Missing;
+    } else {
+      op.sizeBytes = static_cast<uint64_t>(st.st_size);
+      op.kind = S_ISREG(st.st_mode) ? FileKind::File : S_ISDIR(st.st_mode) ? FileKind::Directory : FileKind::Other;
+    }
+  } else {
+    // linkat without AT_SYMLINK_FOLLOW and renameat never follow a symlink at the new name: an
+    // existing symlink there is EEXIST for the link, and replaced itself (not its target) by rename.
+    int r = u->replace ? ::renameat(AT_FDCWD, u->path, dir, leaf) : ::linkat(AT_FDCWD, u->path, dir, leaf, 0);
+    if (r != 0) {
+      u->err = errno;
+    } else if (::fsync(dir) != 0) {
+      u->syncErr = errno;
+    }
+  }
+  ::close(dir);
+}
+
+void UvStorage::beneathDoneThunk(uv_work_t* w, int status) {
+  UvOp* u = static_cast<UvOp*>(w->data);
+  StorageOp& op = *u->op;
+  if (status != 0) {  // cancelled before it ran (bitsd never cancels one): nothing was done
+    op.status = statusFromUv(status, "destination operation cancelled");
+  } else if (u->err == ELOOP) {
+    op.status = Status(Code::AccessDenied, "a symlink in the destination's path", UV_ELOOP);
+  } else if (u->err != 0) {  // ENOENT, ENOTDIR: NotFound
+    const char* what = !u->dirOpened        ? "cannot open the destination's directory"
+                       : u->kind == kCheck ? "cannot stat destination"
+                       : u->replace        ? "rename into place failed"
+                                           : "link into place failed";
+    op.status = statusFromUv(uv_translate_sys_error(u->err), what);
+  }
+  op.syncStatus = u->syncErr == 0 ? Status::ok() : statusFromUv(uv_translate_sys_error(u->syncErr), "directory fsync failed");
+  u->~UvOp();
+  op.callback->onStorageDone(op);
 }
 
 void UvStorage::rename(StorageOp& op, const char* from, const char* to) {
@@ -185,7 +257,6 @@ void UvStorage::onFs(UvOp* u) {
       return complete();
     case kSync:
     case kTruncate:
-    case kLink:
     case kRename:
       uv_fs_req_cleanup(&u->req);
       if (r < 0) op.status = statusFromUv(r, "file operation failed");
@@ -194,38 +265,6 @@ void UvStorage::onFs(UvOp* u) {
       uv_fs_req_cleanup(&u->req);
       if (r < 0 && r != UV_ENOENT) op.status = statusFromUv(r, "unlink failed");
       return complete();
-    case kCheckRealpath: {
-      if (r < 0) {
-        uv_fs_req_cleanup(&u->req);
-        op.status = statusFromUv(r == UV_ENOTDIR ? UV_ENOENT : r, "parent directory missing");
-        return complete();
-      }
-      const char* real = static_cast<const char*>(u->req.ptr);
-      const std::string_view root = u->base;
-      bool inside = std::strncmp(real, root.data(), root.size()) == 0 &&
-                    (real[root.size()] == '\0' || real[root.size()] == '/' || root == "/");
-      uv_fs_req_cleanup(&u->req);
-      if (!inside) {
-        op.status = Status(Code::AccessDenied, "destination resolves outside the upload root or its location's directory");
-        return complete();
-      }
-      u->kind = kCheckLstat;
-      uv_fs_lstat(loop_, &u->req, u->path, onFsThunk);
-      return;
-    }
-    case kCheckLstat: {
-      if (r == UV_ENOENT) {
-        op.kind = FileKind::Missing;
-      } else if (r < 0) {
-        op.status = statusFromUv(r, "cannot stat destination");
-      } else {
-        const uv_stat_t& st = u->req.statbuf;
-        op.sizeBytes = st.st_size;
-        op.kind = S_ISREG(st.st_mode) ? FileKind::File : S_ISDIR(st.st_mode) ? FileKind::Directory : FileKind::Other;
-      }
-      uv_fs_req_cleanup(&u->req);
-      return complete();
-    }
     case kDirOpen:
       uv_fs_req_cleanup(&u->req);
       if (r < 0) {

@@ -23,8 +23,8 @@ class UvStorage final : public Storage {
              Sha256State* hash) override;
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
-  void checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) override;
-  void linkNoReplace(StorageOp& op, const char* from, const char* to) override;
+  void checkDestination(StorageOp& op, const char* base, const char* below) override;
+  void commitBeneath(StorageOp& op, const char* from, const char* base, const char* below, bool replace) override;
   void rename(StorageOp& op, const char* from, const char* to) override;
   void remove(StorageOp& op, const char* path) override;
   void syncDir(StorageOp& op, const char* dirPath) override;
@@ -38,6 +38,8 @@ class UvStorage final : public Storage {
   static void onFsThunk(uv_fs_t* req);
   static void hashWorkThunk(uv_work_t* w);
   static void hashDoneThunk(uv_work_t* w, int status);
+  static void beneathWorkThunk(uv_work_t* w);
+  static void beneathDoneThunk(uv_work_t* w, int status);
   void onFs(UvOp* u);
 
   uv_loop_t* loop_;

@@ -103,6 +103,7 @@ void EngineDriver::settle() {
 void EngineDriver::restartFrom(EngineDriver& old) {
   old.settle();
   for (const auto& [path, contents] : old.storage.files()) storage.addFile(path, contents);
+  storage.copyTreeFrom(old.storage);
   restoreFromDisk();
 }
 

@@ -148,26 +148,42 @@ void FakeStorage::truncate(StorageOp& op, FileHandle file, uint64_t size) {
   });
 }
 
-void FakeStorage::checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) {
-  std::string p = path, parent = parentDir, b = base;
-  enqueue(op, [this, p, parent, b](StorageOp& o) {
-    if (!dirs_.count(parent)) {
-      o.status = Status(Code::NotFound, "no parent");
-      return;
-    }
-    // No symlinks here: inside means below `base` by name.
-    if (parent != b && parent.compare(0, b.size() + 1, b + "/") != 0) {
-      o.status = Status(Code::AccessDenied, "outside the base");
-      return;
-    }
-    o.kind = dirs_.count(p) ? FileKind::Directory : files_.count(p) ? FileKind::File : FileKind::Missing;
+Status FakeStorage::walkBeneath(const std::string& base, const std::string& below) const {
+  if (symlinks_.count(base)) return Status(Code::AccessDenied, "the base is a symlink");
+  if (!dirs_.count(base)) return Status(Code::NotFound, "no base");
+  std::string dir = base;
+  size_t start = 0;
+  for (size_t slash = below.find('/'); slash != std::string::npos; slash = below.find('/', start)) {
+    dir += "/" + below.substr(start, slash - start);
+    start = slash + 1;
+    if (symlinks_.count(dir)) return Status(Code::AccessDenied, "a symlink in the destination's path");
+    if (!dirs_.count(dir)) return Status(Code::NotFound, "no parent");
+  }
+  return Status::ok();
+}
+
+void FakeStorage::checkDestination(StorageOp& op, const char* base, const char* below) {
+  std::string b = base, rel = below;
+  enqueue(op, [this, b, rel](StorageOp& o) {
+    o.status = walkBeneath(b, rel);
+    if (!o.status.isOk()) return;
+    std::string p = b + "/" + rel;
+    o.kind = dirs_.count(p)       ? FileKind::Directory
+             : files_.count(p)    ? FileKind::File
+             : symlinks_.count(p) ? FileKind::Other
+                                  : FileKind::Missing;
   });
 }
 
-void FakeStorage::linkNoReplace(StorageOp& op, const char* from, const char* to) {
-  std::string f = from, t = to;
-  enqueue(op, [this, f, t](StorageOp& o) {
-    if (files_.count(t)) {
+void FakeStorage::commitBeneath(StorageOp& op, const char* from, const char* base, const char* below, bool replace) {
+  ++commitCalls;
+  std::string f = from, b = base, rel = below;
+  enqueue(op, [this, f, b, rel, replace](StorageOp& o) {
+    o.syncStatus = Status::ok();
+    o.status = walkBeneath(b, rel);
+    if (!o.status.isOk()) return;
+    std::string t = b + "/" + rel;
+    if (!replace && (files_.count(t) || symlinks_.count(t) || dirs_.count(t))) {
       o.status = Status(Code::AlreadyExists, "exists");
       return;
     }
@@ -175,9 +191,25 @@ void FakeStorage::linkNoReplace(StorageOp& op, const char* from, const char* to)
       o.status = Status(Code::NotFound, "missing");
       return;
     }
+    if (dirs_.count(t)) {
+      o.status = Status(Code::IsDirectory, "is a directory");
+      return;
+    }
+    symlinks_.erase(t);  // a rename replaces the symlink itself
     files_[t] = files_[f];
-    durable_[t] = durable_.count(f) ? durable_[f] : files_[f];
-    if (unsynced_.count(f)) unsynced_[t] = unsynced_[f];
+    durable_[t] = durable_.count(f) ? durable_[f] : replace ? std::string() : files_[f];
+    if (unsynced_.count(f)) {
+      unsynced_[t] = unsynced_[f];
+    } else {
+      unsynced_.erase(t);
+    }
+    if (!replace) return;  // a link: the caller removes `from`
+    files_.erase(f);
+    durable_.erase(f);
+    unsynced_.erase(f);
+    for (auto& [h, p] : handles_) {
+      if (p == f) p = t;  // an open handle follows its file
+    }
   });
 }
 

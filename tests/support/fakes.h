@@ -6,6 +6,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -51,11 +52,27 @@ class FakeRandom final : public Random {
 };
 
 // Files live in a map from path to contents. Directories are a set of known paths: a path's parent
-// "exists" if it was added with addDir(). Operations complete only when the test calls runAll() (or
-// runOne()), never inside the call, as the Storage contract requires.
+// "exists" if it and every directory between it and the base were added with addDir(). A name added
+// with addSymlink() is a symlink (to anywhere): the destination operations refuse to pass through
+// it, as the platform does. Operations complete only when the test calls runAll() (or runOne()),
+// never inside the call, as the Storage contract requires.
 class FakeStorage final : public Storage {
  public:
   void addDir(const std::string& path) { dirs_[path] = true; }
+  // `mv dir dir.old; ln -s elsewhere dir`, as seen from below the base: `path` becomes a symlink.
+  void swapDirForSymlink(const std::string& path) {
+    dirs_.erase(path);
+    symlinks_.insert(path);
+  }
+  void addSymlink(const std::string& path) { symlinks_.insert(path); }
+  void removeSymlink(const std::string& path) { symlinks_.erase(path); }
+  bool isSymlink(const std::string& path) const { return symlinks_.count(path) != 0; }
+  // The directories and symlinks of `other` (a restart finds the same tree).
+  void copyTreeFrom(const FakeStorage& other) {
+    dirs_.insert(other.dirs_.begin(), other.dirs_.end());
+    symlinks_.insert(other.symlinks_.begin(), other.symlinks_.end());
+  }
+  uint64_t commitCalls = 0;
   void addFile(const std::string& path, std::string contents = "") {
     durable_[path] = contents;
     files_[path] = std::move(contents);
@@ -111,8 +128,8 @@ class FakeStorage final : public Storage {
   Sha256* sha = nullptr;  // for writes that carry a digest
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
-  void checkDestination(StorageOp& op, const char* path, const char* parentDir, const char* base) override;
-  void linkNoReplace(StorageOp& op, const char* from, const char* to) override;
+  void checkDestination(StorageOp& op, const char* base, const char* below) override;
+  void commitBeneath(StorageOp& op, const char* from, const char* base, const char* below, bool replace) override;
   void rename(StorageOp& op, const char* from, const char* to) override;
   void remove(StorageOp& op, const char* path) override;
   void syncDir(StorageOp& op, const char* dirPath) override;
@@ -128,9 +145,12 @@ class FakeStorage final : public Storage {
 
  private:
   void enqueue(StorageOp& op, std::function<void(StorageOp&)> work);
+  // The destination's parent walked from `base`: Ok, NotFound or AccessDenied (a symlink).
+  Status walkBeneath(const std::string& base, const std::string& below) const;
 
   std::map<std::string, std::string> files_;
   std::map<std::string, bool> dirs_;
+  std::set<std::string> symlinks_;
   std::map<FileHandle, std::string> handles_;
   struct Unsynced {
     uint64_t offset;

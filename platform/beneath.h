@@ -1,0 +1,31 @@
+// Opening a directory below a trusted base directory without following any symlink, so that a
+// directory inside the upload root swapped for a symlink cannot send a commit elsewhere (issue 20,
+// hole 3). Blocking calls: run them on the thread pool (UvStorage) or at start-up (recovery).
+#pragma once
+
+#include <string_view>
+
+namespace bitsd::platform {
+
+enum class BeneathMode {
+  Auto,  // openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) where the kernel has it, else Walk
+  Walk,  // openat(O_NOFOLLOW | O_DIRECTORY), one component at a time (forced by tests)
+};
+
+// Opens `base` (an absolute path, symlink-free: resolved with realpath at start-up) and then `dir`
+// below it ("a/b"; "" for the base itself), read-only, following no symlink anywhere: not in the
+// base's own path, not in `dir`. Returns the directory's descriptor (O_CLOEXEC), or -errno:
+//   ENOENT / ENOTDIR  a component is missing, or is not a directory (a file in the way)
+//   ELOOP             a component is a symlink
+//   EINVAL            `dir` has an empty, "." or ".." segment (the URL decoder never makes one)
+//   anything else     as open(2) reports it (EACCES, EMFILE, ...)
+int openDirBeneath(const char* base, std::string_view dir, BeneathMode mode = BeneathMode::Auto);
+
+// Splits a path below a base into its parent directory ("a/b") and final name ("x.bin").
+inline void splitBelow(std::string_view below, std::string_view* parent, std::string_view* name) {
+  size_t slash = below.rfind('/');
+  *parent = slash == std::string_view::npos ? std::string_view() : below.substr(0, slash);
+  *name = slash == std::string_view::npos ? below : below.substr(slash + 1);
+}
+
+}  // namespace bitsd::platform
