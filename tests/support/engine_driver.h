@@ -73,8 +73,9 @@ class EngineDriver final : public ExchangeHost {
   // from the journal alone, as platform/recovery does (without its file checks).
   void restartFrom(EngineDriver& old);
   // The same restore from whatever this driver's fake disk already holds (e.g. a journal file
-  // written on another host).
+  // written on another host), then the digest catch-up (rehashOpenSessions) from the fake disk.
   void restoreFromDisk();
+  uint64_t rehashedBytes = 0;  // upload bytes the last restore read back to rebuild digests
   static constexpr const char* kJournalPath = "/state/journal";
   int readyCalls = 0;
 
