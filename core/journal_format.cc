@@ -369,6 +369,13 @@ ReplayResult replayJournal(std::span<const uint8_t> bytes, ReplaySink* sink) {
       res.stopReason = "malformed payload";
       break;
     }
+    if (r.type == RecordType::Progress) {
+      const uint8_t* raw = p + kRecordHeaderBytes + 40;  // digest-state length, then the state
+      if (raw[0] > kDigestChainBytes &&
+          (raw[0] != r.shaStateLen || std::memcmp(raw + 1, r.shaState, r.shaStateLen) != 0)) {
+        ++res.digestStatesRewritten;
+      }
+    }
     if (sink != nullptr && r.type != RecordType::Pad) sink->onRecord(r, seq, off);
     ++res.records;
     ++seq;

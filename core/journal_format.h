@@ -186,6 +186,10 @@ struct ReplayResult {
   uint64_t validEnd = 0;     // offset just past the last valid record
   uint64_t nextSeq = 0;      // sequence number for the next record
   uint64_t tailBytes = 0;    // bytes after validEnd (a torn or stale tail)
+  // Progress records whose digest state, as stored, held more than a checkpoint: the unfinished
+  // block's bytes of a journal written before digest checkpoints (upload data), or a state in no
+  // known form. Replay drops them; a compaction removes them from the file.
+  uint64_t digestStatesRewritten = 0;
   const char* stopReason = "end of file";
 };
 

@@ -250,6 +250,14 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   }
   uint64_t liveEstimate = engine.sessionCount() * 160ull + kJournalBlockBytes;
   journal.attach(fd, salt, nextSeq, end, liveEstimate);
+  if (rr.digestStatesRewritten > 0) {
+    // An older bitsd journaled the unfinished SHA-256 block of its uploads (upload data): rewrite
+    // the journal without it as soon as the loop runs, rather than at the next size-driven compaction.
+    logf(LogLevel::Info,
+         "journal: %llu digest state(s) written by an older bitsd hold upload bytes; compacting the journal",
+         static_cast<unsigned long long>(rr.digestStatesRewritten));
+    journal.compactSoon();
+  }
 
   // Files: one scan of the in-progress directory, then reconcile the open sessions against it, then
   // delete every in-progress file no open session owns.

@@ -217,6 +217,45 @@ TEST(JournalDigest, AJournalFromBeforeCheckpointsResumesAndItsBlockBytesAreNotCa
   EXPECT_EQ(committedDigest(d, "a.bin"), sha256Of(a));
 }
 
+TEST(JournalDigest, ReplayCountsTheOlderStatesAndACompactionOnRequestRemovesTheirBytes) {
+  const std::string old = readWhole(std::string(BITSD_TEST_DATA_DIR) + "/journal/buffered-digest.journal");
+  const std::string golden = readWhole(std::string(BITSD_TEST_DATA_DIR) + "/journal/golden.journal");
+  ASSERT_FALSE(old.empty());
+  ASSERT_FALSE(golden.empty());
+  auto rewritten = [](const std::string& j) {
+    return replayJournal(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(j.data()), j.size()), nullptr)
+        .digestStatesRewritten;
+  };
+  EXPECT_EQ(rewritten(old), 3u);  // a at 1000, b at 200 and at 500: each held its unfinished block
+  EXPECT_EQ(rewritten(golden), 0u);
+  // What bitsd does at start-up when the count is not zero (platform/recovery.cc): a compaction,
+  // whatever the journal's size. The journal is small, so the size rule alone would not compact it.
+  const std::string a = goldenContent(3000, 1), b = goldenContent(500, 2);
+  EngineDriver d;
+  d.storage.addFile(EngineDriver::kJournalPath, old);
+  SessionId sid{};
+  JournalState st = d.replayed();
+  for (const auto& [id, rs] : st.sessions) {
+    if (rs.path == "a.bin") sid = id;
+  }
+  char text[kSessionIdTextBytes];
+  formatSessionId(sid, text);
+  d.storage.addFile(d.partialPath(std::string(text, sizeof text)), a.substr(0, 1000));
+  d.storage.addFile(d.rootPath("b.bin"), b);
+  ASSERT_NO_FATAL_FAILURE(d.restoreFromDisk());
+  d.settle();
+  EXPECT_EQ(d.journal.stats().compactions, 0u);
+  EXPECT_NE(findLeak(d.storage.contents(EngineDriver::kJournalPath), a), std::string::npos);
+  d.journal.compactSoon();
+  d.settle();
+  EXPECT_EQ(d.journal.stats().compactions, 1u);
+  const std::string& now = d.storage.contents(EngineDriver::kJournalPath);
+  EXPECT_EQ(findLeak(now, a), std::string::npos);
+  EXPECT_EQ(findLeak(now, b), std::string::npos);
+  EXPECT_EQ(rewritten(now), 0u);
+  EXPECT_EQ(d.replayed().sessions.size(), 2u);  // the same live state
+}
+
 TEST(JournalDigest, TheEncoderWritesAnyDigestStateAsACheckpointOrNotAtAll) {
   // An older-form state (count = have = 100, then the 36 bytes of its unfinished block) handed to
   // the encoder, as a compaction of an old journal would: the block's bytes never reach the file.

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <thread>
 #include <unordered_set>
@@ -227,6 +228,38 @@ TEST(StateResidue, KillNineMidBlockThenTheJournaledDigestIsTheFilesSha256) {
   ASSERT_EQ(c.roundTrip(bitsRequest("/digest.bin", "Close-Session", {{"BITS-Session-Id", id}})).status, 200);
   std::vector<std::string> left = residue(server.state(), payload);
   EXPECT_TRUE(left.empty()) << "upload bytes under --state after Close-Session:\n" << joined(left);
+}
+
+// A journal written before digest checkpoints (tests/data/journal/buffered-digest.journal, the
+// golden journal of tests/core/byte_order_test.cc as it was) holds its uploads' unfinished blocks.
+// bitsd started on it compacts it at once, so those bytes do not wait for the journal to grow.
+TEST(StateResidue, AJournalFromAnOlderBitsdIsRewrittenWithoutItsUploadBytesAtStartUp) {
+  std::string old;
+  ASSERT_TRUE(readFile(std::string(BITSD_TEST_DATA_DIR) + "/journal/buffered-digest.journal", &old));
+  auto goldenContent = [](size_t n, int seed) {  // byte_order_test.cc's content()
+    std::string s(n, '\0');
+    for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 2654435761u + static_cast<size_t>(seed)) >> 13);
+    return s;
+  };
+  const std::string a = goldenContent(3000, 1), b = goldenContent(500, 2);
+  BitsdProcess server;
+  ASSERT_TRUE(server.start());
+  ASSERT_EQ(server.stop(), 0);
+  {
+    std::ofstream f(server.state() + "/journal", std::ios::binary | std::ios::trunc);
+    f << old;
+  }
+  ASSERT_FALSE(residue(server.state(), a).empty()) << "the old journal should hold a's unfinished block";
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  EXPECT_NE(server.stderrText().find("3 digest state(s) written by an older bitsd"), std::string::npos)
+      << server.stderrText();
+  EXPECT_TRUE(waitFor([&] { return server.stderrText().find("journal compacted") != std::string::npos; }, 10000))
+      << server.stderrText();
+  std::vector<std::string> left = residue(server.state(), a), leftB = residue(server.state(), b);
+  left.insert(left.end(), leftB.begin(), leftB.end());
+  EXPECT_TRUE(left.empty()) << "upload bytes under --state after the start-up compaction:\n" << joined(left);
+  ASSERT_EQ(server.stop(), 0);
+  EXPECT_EQ(bitsctl({"journal", "verify", "--state", server.state()}).exitCode, 0);
 }
 
 }  // namespace
