@@ -135,7 +135,16 @@ void Journal::finishFlush(const Status& st) {
   }
 }
 
+void Journal::compactSoon() {
+  compactSoon_ = true;
+  if (!flushRequested_) {
+    flushRequested_ = true;
+    scheduler_.requestFlush();
+  }
+}
+
 bool Journal::wantsCompaction() const {
+  if (compactSoon_) return true;
   const uint64_t floor = kCompactionFloorBytes < maxBytes_ / 4 ? kCompactionFloorBytes : maxBytes_ / 4;
   return endOffset_ > floor && endOffset_ > 2 * (liveBytes_ + kJournalBlockBytes) &&
          (endOffset_ > maxBytes_ / 2 || endOffset_ > 8 * (liveBytes_ + kJournalBlockBytes));
@@ -143,6 +152,7 @@ bool Journal::wantsCompaction() const {
 
 void Journal::startCompaction() {
   compacting_ = true;
+  compactSoon_ = false;  // once: a failure leaves it to the size rule
   JournalState state;
   source_->snapshot(&state);
   uint8_t rnd[4];

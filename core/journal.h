@@ -80,8 +80,12 @@ class Journal final : public StorageCallback {
   // Starts a flush of what is pending, unless one (or a compaction) is running.
   void flush();
 
-  // Compaction is wanted: the file is past twice the live size and past the floor.
+  // Compaction is wanted: the file is past twice the live size and past the floor, or compactSoon()
+  // asked for one.
   bool wantsCompaction() const;
+  // Compacts once at the next flush, whatever the file's size: recovery asks for it when the
+  // journal holds records that must not stay (an older bitsd's digest states, with upload bytes).
+  void compactSoon();
   // True when even a compacted journal would be near the cap: new sessions should be refused.
   bool nearlyFull() const { return liveBytes_ > maxBytes_ / 4 * 3; }
   void setSnapshotSource(SnapshotSource* s) { source_ = s; }
@@ -122,6 +126,7 @@ class Journal final : public StorageCallback {
   uint64_t maxBytes_ = 0;
   bool flushRequested_ = false;
   bool compacting_ = false;
+  bool compactSoon_ = false;
   bool syncEnabled_ = true;
 
   std::vector<uint8_t> pending_, flushing_;

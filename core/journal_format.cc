@@ -56,6 +56,7 @@ bool decodePayload(RecordType type, const uint8_t* p, size_t len, JournalRecord*
       r->haveBytes = getLe(p + 32, 8);
       r->shaStateLen = p[40];
       std::memcpy(r->shaState, p + 41, r->shaStateLen);
+      normalizeDigestCheckpoint(r->shaState, &r->shaStateLen, r->haveBytes);
       return r->haveBytes <= r->totalBytes;
     case RecordType::Committed:
       if (len != 64) return false;
@@ -169,6 +170,30 @@ void encodeJournalHeader(const JournalHeader& h, uint8_t* out) {
   putLe(out + 28, crc32c(0, out, 28), 4);
 }
 
+void normalizeDigestCheckpoint(uint8_t* state, uint8_t* len, uint64_t have) {
+  const size_t n = *len;
+  uint8_t form = 0;  // 0: unknown
+  uint64_t hashed = n >= kDigestChainBytes ? getLe(state, 8) : 0;
+  if (n == kDigestCheckpointBytes && hashed % 64 == 0 && state[kDigestChainBytes] == kDigestCheckpointForm &&
+      hashed <= have) {
+    form = kDigestCheckpointForm;
+  } else if (n >= kDigestChainBytes && n == kDigestChainBytes + hashed % 64 && hashed == have) {
+    // The older form: the chaining value covers the whole blocks; drop the unfinished block's bytes.
+    putLe(state, hashed - hashed % 64, 8);
+    form = kDigestCheckpointForm;
+  }
+  if (form == 0) {
+    std::memset(state, 0, 104);
+    *len = 0;
+    return;
+  }
+  state[kDigestChainBytes] = form;
+  std::memset(state + kDigestCheckpointBytes, 0, 104 - kDigestCheckpointBytes);
+  *len = static_cast<uint8_t>(kDigestCheckpointBytes);
+}
+
+uint64_t digestCheckpointBytes(const uint8_t* state) { return getLe(state, 8); }
+
 size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t* out, size_t cap) {
   if (r.type == RecordType::SessionCreated && (r.path.empty() || r.path.size() > 4096)) return 0;
   bool hasTxid = r.type == RecordType::Delivered || r.type == RecordType::DeliveryBegan ||
@@ -176,6 +201,14 @@ size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t
   if (hasTxid && (r.txid.empty() || r.txid.size() > kMaxTxidBytes)) return 0;
   if (r.type == RecordType::DeliveryEnded && (r.url.size() > kMaxReplyUrlBytes || r.flags > 3)) return 0;
   if (r.type == RecordType::Progress && r.shaStateLen > sizeof r.shaState) return 0;
+  if (r.type == RecordType::Progress && r.shaStateLen > 0) {
+    // Only ever a checkpoint, whatever form the caller holds: no upload data reaches the file.
+    JournalRecord c = r;
+    normalizeDigestCheckpoint(c.shaState, &c.shaStateLen, c.haveBytes);
+    if (c.shaStateLen != r.shaStateLen || std::memcmp(c.shaState, r.shaState, sizeof r.shaState) != 0) {
+      return encodeRecord(c, salt, seq, out, cap);  // once: a normalized state is its own normal form
+    }
+  }
   if (r.type == RecordType::SessionOwner && (r.owner.empty() || r.owner.size() > kMaxOwnerBytes)) return 0;
   size_t len = payloadSize(r);
   if (kRecordHeaderBytes + len > cap) return 0;
@@ -335,6 +368,13 @@ ReplayResult replayJournal(std::span<const uint8_t> bytes, ReplaySink* sink) {
         (r.type != RecordType::Pad && len > kMaxPayloadBytes)) {
       res.stopReason = "malformed payload";
       break;
+    }
+    if (r.type == RecordType::Progress) {
+      const uint8_t* raw = p + kRecordHeaderBytes + 40;  // digest-state length, then the state
+      if (raw[0] > kDigestChainBytes &&
+          (raw[0] != r.shaStateLen || std::memcmp(raw + 1, r.shaState, r.shaStateLen) != 0)) {
+        ++res.digestStatesRewritten;
+      }
     }
     if (sink != nullptr && r.type != RecordType::Pad) sink->onRecord(r, seq, off);
     ++res.records;

@@ -26,8 +26,8 @@
 //     0 Pad            zeros
 //     1 SessionCreated id, wall (8), path length (2), path (relative to the upload root)
 //     2 Progress       id, wall, total (8), have (8), digest-state length (1), digest state (0..104):
-//                      `have` contiguous bytes are durable on disk; the SHA-256 running state over
-//                      exactly those bytes (length 0 when unknown), so recovery never reads them back
+//                      `have` contiguous bytes are durable on disk; the digest checkpoint below
+//                      (length 0 when unknown), so recovery reads back at most its short tail
 //     3 Committed      id, wall, size (8), SHA-256 of the content (32): the file is at its destination
 //     4 Closed         id, wall, cancelled (1): tombstone after Close-Session / Cancel-Session
 //     5 Forget         id: the session expired; forget it entirely
@@ -44,6 +44,18 @@
 //                      this user; off, "@" and the client's address ("@198.51.100.7", or the IPv6
 //                      /64 as "@2001:db8:0:1::/64"), which no user name can be (written with
 //                      SessionCreated, in the same flush)
+//
+// DIGEST CHECKPOINT (a Progress record's digest state). 41 bytes: n (8), the number of bytes hashed,
+// a multiple of 64 and at most `have`; the SHA-256 chaining value H0..H7 after those n bytes (8 x 4);
+// the form, 1. It never holds upload data: SHA-256's chaining value covers whole 64-byte blocks
+// only, and the `have - n` bytes after them (fewer than 64 as bitsd writes it) are re-read from the
+// in-progress file at recovery. The 41st byte makes a bitsd older than this form (which expected
+// 40 + (n mod 64) bytes) refuse the state and re-read the whole prefix rather than misread it.
+// Older journals hold the state in the older form: 40 + (n mod 64) bytes, n = `have` not rounded,
+// the 40 bytes as above, then the n mod 64 bytes of the unfinished block, which are upload data.
+// Replay turns that form into this one (n rounded down, the block's bytes dropped: the same
+// chaining value), and so does the encoder, so neither bitsd nor a compaction ever writes them
+// again. A state in neither form reads as unknown (the digest is rebuilt from the file).
 //
 // READING. Replay checks the header, then reads records while each one is complete, fits the file,
 // has a known type and a well-formed payload, matches its CRC under this file's salt, and carries
@@ -76,6 +88,10 @@ inline constexpr size_t kMaxPayloadBytes = 4200;
 inline constexpr uint32_t kJournalVersion = 1;
 inline constexpr size_t kMaxTxidBytes = 255;
 inline constexpr size_t kMaxOwnerBytes = 32;  // = kMaxUserNameBytes (core/auth.h)
+// The digest checkpoint (above): the chaining state as the Sha256 port exports it, then the form.
+inline constexpr size_t kDigestChainBytes = 40;
+inline constexpr size_t kDigestCheckpointBytes = 41;
+inline constexpr uint8_t kDigestCheckpointForm = 1;
 
 enum class RecordType : uint8_t {
   Pad = 0,
@@ -104,7 +120,7 @@ struct JournalRecord {
   uint64_t wallSeconds = 0;
   uint64_t totalBytes = 0;  // Progress: total; Committed: size
   uint64_t haveBytes = 0;   // Progress
-  uint8_t shaStateLen = 0;  // Progress: exported SHA-256 running state over [0, have)
+  uint8_t shaStateLen = 0;  // Progress: digest checkpoint (0 or kDigestCheckpointBytes once decoded)
   uint8_t shaState[104] = {};
   uint8_t sha256[32] = {};  // Committed
   bool cancelled = false;   // Closed
@@ -172,6 +188,10 @@ struct ReplayResult {
   uint64_t validEnd = 0;     // offset just past the last valid record
   uint64_t nextSeq = 0;      // sequence number for the next record
   uint64_t tailBytes = 0;    // bytes after validEnd (a torn or stale tail)
+  // Progress records whose digest state, as stored, held more than a checkpoint: the unfinished
+  // block's bytes of a journal written before digest checkpoints (upload data), or a state in no
+  // known form. Replay drops them; a compaction removes them from the file.
+  uint64_t digestStatesRewritten = 0;
   const char* stopReason = "end of file";
 };
 
@@ -186,7 +206,7 @@ struct RecoveredSession {
   bool totalKnown = false;
   uint64_t totalBytes = 0;
   uint64_t haveBytes = 0;
-  uint8_t shaStateLen = 0;  // running digest state over [0, haveBytes), from the last Progress
+  uint8_t shaStateLen = 0;  // digest checkpoint within [0, haveBytes], from the last Progress
   uint8_t shaState[104] = {};
   bool committed = false;
   uint8_t sha256[32] = {};
@@ -218,6 +238,13 @@ class JournalState final : public ReplaySink {
 // sequence `seq` (updated) and file offset `offset` (updated; a Pad closes the last block).
 void encodeSnapshot(const JournalState& state, uint32_t salt, uint64_t* seq, uint64_t* offset,
                     std::vector<uint8_t>* out);
+
+// Brings a Progress record's digest state (`state`, `*len` bytes; room for 104) into the checkpoint
+// form for a session with `have` durable bytes: keeps a checkpoint, converts the older form (drops
+// its block bytes), and makes anything else unknown (*len = 0). Every byte past *len is zeroed.
+void normalizeDigestCheckpoint(uint8_t* state, uint8_t* len, uint64_t have);
+// The number of bytes a checkpoint (normalized, *len == kDigestCheckpointBytes) has hashed.
+uint64_t digestCheckpointBytes(const uint8_t* state);
 
 // Little-endian helpers, shared with the tests.
 void putLe(uint8_t* p, uint64_t v, int bytes);

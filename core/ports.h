@@ -29,11 +29,14 @@ class Sha256 {
   virtual void start(Sha256State& st) = 0;
   virtual void update(Sha256State& st, std::span<const char> data) = 0;
   virtual void finish(Sha256State& st, uint8_t out[32]) = 0;
-  // The running state as portable bytes (explicit little-endian; at most kMaxExportBytes), so a
-  // Progress record can carry it and recovery can resume the digest without reading data back.
+  // The running state at its last whole 64-byte block, as portable bytes (explicit little-endian):
+  // the number of bytes hashed rounded down to a multiple of 64 (8), then the chaining value H0..H7
+  // (8 x 4): 40 bytes, or 0 if it cannot. Never the bytes of the unfinished block: they are upload
+  // data, and this goes into the journal (core/journal_format.h, "digest checkpoint").
   static constexpr size_t kMaxExportBytes = 104;
   virtual size_t exportState(const Sha256State& st, uint8_t* out) = 0;
-  // False if the bytes are not a valid exported state.
+  // Restores such a state; the bytes after it must then be fed again. False if the bytes are not
+  // a valid exported state.
   virtual bool importState(Sha256State& st, const uint8_t* in, size_t len) = 0;
 };
 

@@ -625,9 +625,7 @@ Flow UploadEngine::journalProgress(Exchange& ex) {
     rec.wallSeconds = clock_.wallSeconds();
     rec.totalBytes = s.totalBytes;
     rec.haveBytes = s.haveBytes;
-    if (s.hashValid && s.hashedBytes == s.haveBytes) {
-      rec.shaStateLen = static_cast<uint8_t>(sha_.exportState(s.hash, rec.shaState));
-    }
+    rec.shaStateLen = digestCheckpoint(s, rec.shaState);
     ex.journaledTo_ = s.haveBytes;
     if (!appendOrFail(ex, rec, Exchange::Step::JournalProgress)) return Flow::Continue;
     return Flow::Wait;
@@ -656,6 +654,24 @@ void UploadEngine::commitDone(Exchange& ex) {
 }
 
 const char* UploadEngine::destBelow(const Exchange& ex) { return ex.dest_ + std::strlen(ex.destBase_) + 1; }
+
+uint8_t UploadEngine::digestCheckpoint(const Session& s, uint8_t* out) {
+  const Sha256State* hash = &s.hash;
+  uint64_t hashed = s.hashedBytes;
+  const Exchange* ex = s.holder;
+  if (ex != nullptr && (ex->hashing_ || hashed > s.haveBytes)) {
+    // A fragment is feeding `hash` off the loop (a compaction's snapshot), or has hashed bytes not
+    // yet durable: use the state its first write started from, at the durable length then.
+    if (!ex->hashSnapValid_) return 0;
+    hash = &ex->hashSnap_;
+    hashed = ex->hashSnapAt_;
+  }
+  if (!s.hashValid || hashed > s.haveBytes) return 0;
+  // The chaining state at the last whole block: no upload data. Recovery re-reads the rest.
+  if (sha_.exportState(*hash, out) != kDigestChainBytes || digestCheckpointBytes(out) > hashed) return 0;
+  out[kDigestChainBytes] = kDigestCheckpointForm;
+  return static_cast<uint8_t>(kDigestCheckpointBytes);
+}
 
 Flow UploadEngine::startCommit(Exchange& ex) {
   Session& s = *ex.session_;
@@ -1786,9 +1802,11 @@ void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
       s->totalBytes = r.totalBytes;
       if (r.haveBytes >= s->haveBytes) {
         s->haveBytes = s->journaledBytes = r.haveBytes;
-        // Resume the digest where it stood: no upload data is read back.
-        s->hashValid = settings_.digest && r.shaStateLen > 0 && sha_.importState(s->hash, r.shaState, r.shaStateLen);
-        s->hashedBytes = s->hashValid ? r.haveBytes : 0;
+        // Resume the digest from its checkpoint (whole blocks only); rehashOpenSessions re-reads
+        // the short tail after it.
+        s->hashValid = settings_.digest && r.shaStateLen == kDigestCheckpointBytes &&
+                       sha_.importState(s->hash, r.shaState, kDigestChainBytes);
+        s->hashedBytes = s->hashValid ? digestCheckpointBytes(r.shaState) : 0;
       }
       bumpWall(*s, r.wallSeconds);
       return;
@@ -1968,13 +1986,15 @@ void UploadEngine::rehashOpenSessions(RecoveryHasher& hasher) {
   char path[Exchange::kPathBufBytes];
   for (uint32_t i = 0; i < highWater_; ++i) {
     Session& s = sessions_.slotAt(i);
-    if (s.state != SessionState::Open || s.hashValid) continue;
-    formatPartialPath(s.id, path);
-    sha_.start(s.hash);
-    if (hasher.hashPrefix(path, s.haveBytes, sha_, s.hash)) {
-      s.hashValid = true;
-      s.hashedBytes = s.haveBytes;
+    if (s.state != SessionState::Open) continue;
+    if (s.hashValid && s.hashedBytes == s.haveBytes) continue;
+    if (!s.hashValid || s.hashedBytes > s.haveBytes) {  // no checkpoint: the whole acked prefix
+      sha_.start(s.hash);
+      s.hashedBytes = 0;
     }
+    formatPartialPath(s.id, path);
+    s.hashValid = hasher.hashRange(path, s.hashedBytes, s.haveBytes - s.hashedBytes, sha_, s.hash);
+    s.hashedBytes = s.hashValid ? s.haveBytes : 0;
   }
 }
 
@@ -1993,9 +2013,7 @@ void UploadEngine::snapshot(JournalState* out) {
     r.totalBytes = s.totalBytes;
     // Only what the journal already holds durably, or the data is synced: haveBytes is synced data.
     r.haveBytes = s.haveBytes;
-    if (s.state == SessionState::Open && s.hashValid && s.hashedBytes == s.haveBytes) {
-      r.shaStateLen = static_cast<uint8_t>(sha_.exportState(s.hash, r.shaState));
-    }
+    if (s.state == SessionState::Open) r.shaStateLen = digestCheckpoint(s, r.shaState);
     r.committed = s.committed;
     std::memcpy(r.sha256, s.sha256, 32);
     r.closed = s.state == SessionState::Closed;

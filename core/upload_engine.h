@@ -122,11 +122,14 @@ struct EngineStats {
   uint64_t sessionsEvicted = 0;  // open sessions expired to make room for another party's (table full)
 };
 
-// Reads the acked prefix of an in-progress file at recovery, to rebuild its running SHA-256
-// (the only time bitsd reads upload data back). Platform-implemented; may block (start-up only).
+// Reads part of the acked prefix of an in-progress file at recovery, to bring its running SHA-256
+// up to the acked length (the only time bitsd reads upload data back): the short tail after the
+// journal's digest checkpoint, or the whole prefix when the checkpoint is unknown. Feeds the bytes
+// [from, from + bytes) to `st`; false if the file does not hold them all. Platform-implemented; may
+// block (start-up only).
 class RecoveryHasher {
  public:
-  virtual bool hashPrefix(const char* path, uint64_t bytes, Sha256& sha, Sha256State& st) = 0;
+  virtual bool hashRange(const char* path, uint64_t from, uint64_t bytes, Sha256& sha, Sha256State& st) = 0;
 
  protected:
   ~RecoveryHasher() = default;
@@ -309,7 +312,9 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   // Start-up, after restore(): lets `inspector` check every open session against its files, applies
   // the decisions and journals them (flushed once the loop runs). Returns how many were dropped.
   uint32_t reconcile(RecoveryInspector& inspector);
-  // Start-up, after restore(): re-reads each open session's acked prefix to rebuild its SHA-256.
+  // Start-up, after reconcile(): brings each open session's SHA-256 up to its acked length, by
+  // re-reading the bytes after its digest checkpoint (fewer than 64), or the whole acked prefix
+  // when there is no checkpoint.
   void rehashOpenSessions(RecoveryHasher& hasher);
   // Writes the live state for a journal compaction (SnapshotSource).
   void snapshot(JournalState* out) override;
@@ -374,6 +379,9 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void describeParty(const Party& p, char* out, size_t cap) const;
   void endCreating(Exchange& ex);
   void touch(Session& s);
+  // The session's digest checkpoint for a Progress record (core/journal_format.h): its length, 0
+  // when the digest is unknown or runs ahead of the durable bytes.
+  uint8_t digestCheckpoint(const Session& s, uint8_t* out);
   bool takeOver(Session& s);
   void hold(Session& s, Exchange& ex);
 

@@ -146,16 +146,21 @@ class FileInspector final : public RecoveryInspector {
 
 class FileHasher final : public RecoveryHasher {
  public:
-  bool hashPrefix(const char* path, uint64_t bytes, Sha256& sha, Sha256State& st) override {
+  bool hashRange(const char* path, uint64_t from, uint64_t bytes, Sha256& sha, Sha256State& st) override {
+    if (bytes == 0) return true;
     int fd = ::open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
-    std::vector<char> buf(256 * 1024);
+    std::vector<char> buf(static_cast<size_t>(std::min<uint64_t>(bytes, 256 * 1024)));
     uint64_t left = bytes;
+    uint64_t at = from;
     while (left > 0) {
-      ssize_t n = ::read(fd, buf.data(), static_cast<size_t>(std::min<uint64_t>(left, buf.size())));
+      ssize_t n = ::pread(fd, buf.data(), static_cast<size_t>(std::min<uint64_t>(left, buf.size())),
+                          static_cast<off_t>(at));
+      if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       sha.update(st, std::span<const char>(buf.data(), static_cast<size_t>(n)));
       left -= static_cast<uint64_t>(n);
+      at += static_cast<uint64_t>(n);
     }
     ::close(fd);
     return left == 0;
@@ -261,6 +266,14 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   }
   uint64_t liveEstimate = engine.sessionCount() * 160ull + kJournalBlockBytes;
   journal.attach(fd, salt, nextSeq, end, liveEstimate);
+  if (rr.digestStatesRewritten > 0) {
+    // An older bitsd journaled the unfinished SHA-256 block of its uploads (upload data): rewrite
+    // the journal without it as soon as the loop runs, rather than at the next size-driven compaction.
+    logf(LogLevel::Info,
+         "journal: %llu digest state(s) written by an older bitsd hold upload bytes; compacting the journal",
+         static_cast<unsigned long long>(rr.digestStatesRewritten));
+    journal.compactSoon();
+  }
 
   // Files: one scan of the in-progress directory, then reconcile the open sessions against it, then
   // delete every in-progress file no open session owns.

@@ -62,36 +62,34 @@ void MbedSha256::finish(Sha256State& st, uint8_t out[32]) {
   mbedtls_sha256_free(c);
 }
 
-// Exported state: total[0], total[1], state[0..7] as little-endian u32 (40 bytes), then the
-// total[0] % 64 buffered bytes of the unfinished block. Fields of mbedTLS 2.28's public context.
+// Exported state: the byte count rounded down to a whole block (total[0] & ~63, total[1]), then
+// state[0..7], as little-endian u32 (40 bytes). Fields of mbedTLS 2.28's public context: state[]
+// covers exactly the whole blocks hashed; c->buffer (the unfinished block's bytes) is never read.
 size_t MbedSha256::exportState(const Sha256State& st, uint8_t* out) {
   auto* c = reinterpret_cast<const mbedtls_sha256_context*>(st.bytes);
   if (c->is224 != 0) return 0;
   auto put32 = [&](size_t at, uint32_t v) {
     for (int i = 0; i < 4; ++i) out[at + i] = static_cast<uint8_t>(v >> (8 * i));
   };
-  put32(0, c->total[0]);
+  put32(0, c->total[0] & ~63u);
   put32(4, c->total[1]);
   for (int i = 0; i < 8; ++i) put32(8 + 4 * static_cast<size_t>(i), c->state[i]);
-  size_t buffered = c->total[0] % 64;
-  std::memcpy(out + 40, c->buffer, buffered);
-  return 40 + buffered;
+  return 40;
 }
 
 bool MbedSha256::importState(Sha256State& st, const uint8_t* in, size_t len) {
-  if (len < 40 || len > 40 + 63) return false;
+  if (len != 40) return false;
   auto get32 = [&](size_t at) {
     uint32_t v = 0;
     for (int i = 3; i >= 0; --i) v = v << 8 | in[at + static_cast<size_t>(i)];
     return v;
   };
+  if (get32(0) % 64 != 0) return false;
   auto* c = reinterpret_cast<mbedtls_sha256_context*>(st.bytes);
   mbedtls_sha256_init(c);
   c->total[0] = get32(0);
   c->total[1] = get32(4);
-  if (len != 40 + c->total[0] % 64) return false;
   for (int i = 0; i < 8; ++i) c->state[i] = get32(8 + 4 * static_cast<size_t>(i));
-  std::memcpy(c->buffer, in + 40, len - 40);
   c->is224 = 0;
   return true;
 }

@@ -107,6 +107,28 @@ void EngineDriver::restartFrom(EngineDriver& old) {
   restoreFromDisk();
 }
 
+namespace {
+// platform/recovery's FileHasher over the fake disk.
+class FakeDiskHasher final : public RecoveryHasher {
+ public:
+  explicit FakeDiskHasher(const FakeStorage& storage) : storage_(storage) {}
+  bool hashRange(const char* path, uint64_t from, uint64_t bytes, Sha256& sha, Sha256State& st) override {
+    if (!storage_.exists(path)) return false;
+    const std::string& data = storage_.contents(path);
+    if (from > data.size() || bytes > data.size() - from) return false;
+    sha.update(st, std::span<const char>(data.data() + from, static_cast<size_t>(bytes)));
+    ++ranges;
+    rangeBytes += bytes;
+    return true;
+  }
+  int ranges = 0;
+  uint64_t rangeBytes = 0;
+
+ private:
+  const FakeStorage& storage_;
+};
+}  // namespace
+
 void EngineDriver::restoreFromDisk() {
   const std::string& bytes = storage.contents(kJournalPath);
   ReplayResult rr = replayJournal(
@@ -115,6 +137,9 @@ void EngineDriver::restoreFromDisk() {
   std::vector<SessionId> expired;
   ASSERT_TRUE(engine.finishRestore(&expired).isOk());
   journal.attach(storage.openForTest(kJournalPath), rr.header.salt, rr.nextSeq, rr.validEnd, 0);
+  FakeDiskHasher hasher(storage);
+  engine.rehashOpenSessions(hasher);
+  rehashedBytes = hasher.rangeBytes;
 }
 
 JournalState EngineDriver::replayed() {

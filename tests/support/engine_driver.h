@@ -73,10 +73,11 @@ class EngineDriver final : public ExchangeHost {
   // from the journal alone, as platform/recovery does (without its file checks).
   void restartFrom(EngineDriver& old);
   // The same restore from whatever this driver's fake disk already holds (e.g. a journal file
-  // written on another host).
+  // written on another host), then the digest catch-up (rehashOpenSessions) from the fake disk.
   void restoreFromDisk();
   // The client address the next requests come from (as the platform passes it on).
   void setPeer(const ClientAddress& peer) { ex_.setPeer(peer); }
+  uint64_t rehashedBytes = 0;  // upload bytes the last restore read back to rebuild digests
   static constexpr const char* kJournalPath = "/state/journal";
   int readyCalls = 0;
   // The last send() was answered from its head alone (Exchange::respondNow()), before any body byte.

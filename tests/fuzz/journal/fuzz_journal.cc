@@ -48,6 +48,12 @@ void check(std::span<const uint8_t> bytes) {
     require(it->second.haveBytes == s.haveBytes || s.committed, "have changed by snapshot");
     require(it->second.closed == s.closed && it->second.committed == s.committed, "state changed by snapshot");
     require(it->second.path == s.path, "path changed by snapshot");
+    // Whatever the bytes held, a digest state is a checkpoint (no upload data) or nothing, and a
+    // compaction keeps it as it is.
+    require(s.shaStateLen == 0 || s.shaStateLen == kDigestCheckpointBytes, "digest state is not a checkpoint");
+    require(s.committed || !s.totalKnown ||
+                (it->second.shaStateLen == s.shaStateLen && std::memcmp(it->second.shaState, s.shaState, 104) == 0),
+            "digest checkpoint changed by snapshot");
   }
 }
 
