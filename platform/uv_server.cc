@@ -418,7 +418,10 @@ bool UvServer::slowHead(const Connection* c, uint64_t now) const {
   if (c->slot->parser.headersDone()) return false;
   uint64_t elapsed = now - c->headStartMs;
   if (elapsed < settings_.headerBudgetMs) return false;
-  return static_cast<uint64_t>(c->headBytes) * 1000 < static_cast<uint64_t>(settings_.headerMinRate) * elapsed;
+  // At header-min-rate or faster on average it may go on (0: no rate is enough, as MinRate=0).
+  bool keepsUp = settings_.headerMinRate > 0 &&
+                 static_cast<uint64_t>(c->headBytes) * 1000 >= static_cast<uint64_t>(settings_.headerMinRate) * elapsed;
+  return !keepsUp;
 }
 
 Connection* UvServer::oldestSlowHead() {
