@@ -6,15 +6,18 @@
 #   1. one upload of SIZE bytes in 1 MiB fragments (bitsbench upload, fdatasync on), alone;
 #   2. the same upload while TRICKLERS connections (bitsbench trickle) each send one header byte
 #      every 1-3 s and reconnect when closed; the attack runs 3 s before the upload starts.
-# An upload that takes longer than 120 s is stopped and counted as 120 s. With BASELINE_BITSD=path
-# the same runs go against another bitsd binary too (e.g. one built from before the fix).
-# Prints every run and the medians.
-# Usage: tools/bench-slowloris.sh [ROUNDS] [SIZE_BYTES] [TRICKLERS]
+# The router board runs ROUTER_TRICKLERS (default 48) of them as well as TRICKLERS: its
+# max-connections is 64, and beyond that a new connection, the upload's too, gets 503 (a cap on
+# connections, not on slots). An upload that fails (503) or takes longer than 120 s shows as
+# "failed" and stays out of the medians. With BASELINE_BITSD=path the same runs go against another
+# bitsd binary too (e.g. one built from before the fix). Prints every run and the medians.
+# Usage: tools/bench-slowloris.sh [ROUNDS] [SIZE_BYTES] [TRICKLERS] [ROUTER_TRICKLERS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SIZE=${2:-52428800}
 TRICKLERS=${3:-500}
+ROUTER_TRICKLERS=${4:-48}
 tools/install-deps
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF >/dev/null
 cmake --build build-bench -j"$(nproc)" --target bitsd bitsbench >/dev/null
@@ -44,21 +47,23 @@ start_bitsd() {  # binary, args...; sets PORT and BITSD_PID
   PORT=$(sed -E 's/.*:([0-9]+)$/\1/' "$WORK/ready")
 }
 stop_bitsd() { kill "$BITSD_PID" 2>/dev/null || true; wait "$BITSD_PID" 2>/dev/null || true; }
-upload() {  # port path; seconds (120 when it did not finish)
+upload() {  # port path; seconds, or "failed"
   local s
   s=$(timeout 120 "$BIN/bitsbench" upload --port "$1" --size "$SIZE" --fragment 1048576 --path "$2" 2>/dev/null |
       sed -n 's/.*seconds=\([0-9.]*\).*/\1/p') || true
-  echo "${s:-120}"
+  echo "${s:-failed}"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() {
+  grep -v failed | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'
+}
 
-run() {  # label binary board-args...
-  local label=$1 bin=$2
-  shift 2
+run() {  # label tricklers binary board-args...
+  local label=$1 count=$2 bin=$3
+  shift 3
   start_bitsd "$bin" "$@"
   local alone attacked tpid
   alone=$(upload "$PORT" /alone.bin)
-  "$BIN/bitsbench" trickle --port "$PORT" --count "$TRICKLERS" --seconds 300 > "$WORK/trickle" &
+  "$BIN/bitsbench" trickle --port "$PORT" --count "$count" --seconds 300 > "$WORK/trickle" &
   tpid=$!
   PIDS+=("$tpid")
   sleep 3
@@ -68,22 +73,24 @@ run() {  # label binary board-args...
   stop_bitsd
   echo "$alone" >> "$WORK/$label-alone"
   echo "$attacked" >> "$WORK/$label-attacked"
-  echo "  $label: alone ${alone} s, under $TRICKLERS tricklers ${attacked} s"
+  echo "  $label: alone ${alone} s, under $count tricklers ${attacked} s"
 }
 
-LABELS=(host router)
+LABELS=(host router router-$TRICKLERS)
 [ -n "${BASELINE_BITSD:-}" ] && LABELS+=(host-baseline router-baseline)
-echo "upload of $SIZE bytes in 1 MiB fragments, fdatasync on; $TRICKLERS tricklers (1 byte every 1-3 s)"
+echo "upload of $SIZE bytes in 1 MiB fragments, fdatasync on; tricklers send 1 byte every 1-3 s"
 for r in $(seq "$ROUNDS"); do
   echo "round $r:"
-  run host "$BIN/bitsd" "${HOST[@]}"
-  run router "$BIN/bitsd" "${ROUTER[@]}"
+  run host "$TRICKLERS" "$BIN/bitsd" "${HOST[@]}"
+  run router "$ROUTER_TRICKLERS" "$BIN/bitsd" "${ROUTER[@]}"
+  run "router-$TRICKLERS" "$TRICKLERS" "$BIN/bitsd" "${ROUTER[@]}"
   if [ -n "${BASELINE_BITSD:-}" ]; then
-    run host-baseline "$BASELINE_BITSD" "${HOST[@]}"
-    run router-baseline "$BASELINE_BITSD" "${ROUTER[@]}"
+    run host-baseline "$TRICKLERS" "$BASELINE_BITSD" "${HOST[@]}"
+    run router-baseline "$ROUTER_TRICKLERS" "$BASELINE_BITSD" "${ROUTER[@]}"
   fi
 done
-echo "medians over $ROUNDS rounds (seconds):"
+echo "medians over $ROUNDS rounds (seconds; failed runs left out):"
 for l in "${LABELS[@]}"; do
-  echo "  $l: alone $(median < "$WORK/$l-alone"), under slowloris $(median < "$WORK/$l-attacked")"
+  f=$(grep -c failed "$WORK/$l-attacked" || true)
+  echo "  $l: alone $(median < "$WORK/$l-alone"), under slowloris $(median < "$WORK/$l-attacked") ($f failed)"
 done
