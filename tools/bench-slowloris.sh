@@ -38,7 +38,7 @@ ROUTER=(--max-connections 64 --request-slots 16 --read-buffers 4 --read-buffer-b
 start_bitsd() {  # binary, args...; sets PORT and BITSD_PID
   local bin=$1
   shift
-  rm -rf "$WORK/root" "$WORK/state"
+  rm -rf "$WORK/root" "$WORK/state" "$WORK/ready"
   "$bin" --listen 127.0.0.1:0 --root "$WORK/root" --state "$WORK/state" --log-level warn "$@" \
     > "$WORK/ready" 2> "$WORK/err" &
   BITSD_PID=$!
@@ -73,7 +73,7 @@ run() {  # label tricklers binary board-args...
   stop_bitsd
   echo "$alone" >> "$WORK/$label-alone"
   echo "$attacked" >> "$WORK/$label-attacked"
-  echo "  $label: alone ${alone} s, under $count tricklers ${attacked} s"
+  echo "  $label: alone ${alone}, under $count tricklers ${attacked} (seconds)"
 }
 
 LABELS=(host router router-$TRICKLERS)
