@@ -64,6 +64,9 @@ const Field kFields[] = {
     BITSD_FIELD("max-fragment-bytes", Size64, maxFragmentBytes, "one Fragment body; beyond: 413"),
     BITSD_FIELD("idle-timeout-ms", U32, idleTimeoutMs, "idle keep-alive connection lifetime"),
     BITSD_FIELD("header-timeout-ms", U32, headerTimeoutMs, "time allowed to send request headers"),
+    BITSD_FIELD("header-budget-ms", U32, headerBudgetMs,
+                "a head slower than header-min-rate after this long gives its slot to a waiting request"),
+    BITSD_FIELD("header-min-rate", U32, headerMinRate, "bytes/s that keep a head's slot past header-budget-ms"),
     BITSD_FIELD("body-timeout-ms", U32, bodyTimeoutMs, "longest pause inside a request body"),
     BITSD_FIELD("sweep-interval-ms", U32, sweepIntervalMs, "session expiry sweep period"),
     BITSD_FIELD("shutdown-grace-ms", U32, shutdownGraceMs, "SIGTERM: time for in-flight writes"),
@@ -200,6 +203,8 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.idleTimeoutMs == 0 || s.headerTimeoutMs == 0 || s.bodyTimeoutMs == 0 || s.sweepIntervalMs == 0) {
     return fail("timeouts must be at least 1 ms");
   }
+  if (s.headerBudgetMs == 0) return fail("header-budget-ms must be at least 1");
+  if (s.headerMinRate > 1000000) return fail("header-min-rate must be 0..1000000 bytes/s");
   if (s.hostId.size() > 200) return fail("host-id must be at most 200 characters");
   for (char c : s.hostId) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||

@@ -61,6 +61,10 @@ struct Settings {
   bool allowBasicOverHttp = false;
   uint32_t idleTimeoutMs = 120000;      // keep-alive connection with no request
   uint32_t headerTimeoutMs = 30000;     // from the first byte of a request to the end of its headers
+  // A head still incomplete this long after its first byte, and slower than headerMinRate on
+  // average, gives its request slot (408, close) to a connection that waits for one.
+  uint32_t headerBudgetMs = 2000;
+  uint32_t headerMinRate = 500;         // bytes/s that keep a head past headerBudgetMs (mod_reqtimeout's MinRate)
   uint32_t bodyTimeoutMs = 60000;       // longest gap between body bytes
   uint32_t sweepIntervalMs = 5000;      // session-timeout sweep period (at most)
   uint32_t shutdownGraceMs = 4000;      // SIGTERM: time allowed for in-flight writes

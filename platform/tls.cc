@@ -1,6 +1,7 @@
 #include "platform/tls.h"
 
 #include <mbedtls/error.h>
+#include <mbedtls/version.h>
 
 #include <cstring>
 
@@ -155,6 +156,22 @@ size_t TlsSession::read(char* buf, size_t len, Result* r, std::string* error) {
     *error = tlsErrorText(rc);
   }
   return 0;
+}
+
+TlsSession::Result TlsSession::peek(const char** data, size_t* len) {
+  // A read of 0 bytes processes the next record and leaves its plaintext in mbedTLS's input buffer.
+  unsigned char none = 0;
+  int rc = mbedtls_ssl_read(&impl_->ssl, &none, 0);
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return Result::WantMore;
+  size_t avail = mbedtls_ssl_get_bytes_avail(&impl_->ssl);
+  if (rc != 0 || avail == 0) return Result::Failed;
+#if MBEDTLS_VERSION_MAJOR >= 3
+  *data = reinterpret_cast<const char*>(impl_->ssl.MBEDTLS_PRIVATE(in_offt));
+#else
+  *data = reinterpret_cast<const char*>(impl_->ssl.in_offt);
+#endif
+  *len = avail;
+  return Result::Done;
 }
 
 bool TlsSession::write(const char* data, size_t len, std::string* error) {

@@ -34,6 +34,7 @@ size_t TlsSession::read(char*, size_t, Result* r, std::string* error) {
   *error = tlsErrorText(0);
   return 0;
 }
+TlsSession::Result TlsSession::peek(const char**, size_t*) { return Result::Failed; }
 bool TlsSession::write(const char*, size_t, std::string* error) {
   *error = tlsErrorText(0);
   return false;

@@ -1,6 +1,9 @@
 #include "platform/uv_server.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 
 #include <cstdlib>
 #include <cstring>
@@ -15,7 +18,8 @@ namespace bitsd::platform {
 
 namespace {
 constexpr int kWaitBuffer = 0;
-constexpr int kWaitSlot = 1;
+constexpr int kWaitSlot = 1;      // a slot, with a whole request head waiting to be read
+constexpr int kWaitSlotSlow = 2;  // a slot, the head not all there yet (or unknown)
 constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr size_t kFileChunkBytes = 64 * 1024;
 constexpr int kGotPlain = 0, kNeedCipher = 1, kParked = 2;
@@ -34,6 +38,7 @@ struct RequestSlot {
   RequestParser parser;
   Exchange exchange;
   uv_write_t writeReq;
+  Connection* owner = nullptr;
 };
 
 // A connection's TLS state. mbedTLS keeps its own record buffers (16 KiB in and out with Debian's
@@ -82,6 +87,10 @@ struct Connection final : public ExchangeHost {
   ClientAddress peer;  // the client's address, for max-sessions-per-user without authentication
   int waitingFor = -1;
   Connection* waitNext = nullptr;
+  // The request head being read: when its slot was taken and how many head bytes came since.
+  uint64_t headStartMs = 0;
+  uint32_t headBytes = 0;
+  bool readyHead = false;  // its last try for a slot saw a whole head waiting
   uint32_t index = 0;
   // Reply download in progress (Exchange::sendsFile).
   bool fileStarted = false;
@@ -114,6 +123,7 @@ UvServer::~UvServer() {
   std::free(freeSlots_);
   std::free(buffers_);
   std::free(freeBuffers_);
+  std::free(peekBuf_);
 }
 
 bool UvServer::start(std::string* url, std::string* error) {
@@ -132,7 +142,10 @@ bool UvServer::start(std::string* url, std::string* error) {
   freeSlots_ = static_cast<uint32_t*>(std::malloc(settings_.requestSlots * sizeof(uint32_t)));
   buffers_ = static_cast<char*>(std::calloc(settings_.readBuffers, settings_.readBufferBytes));
   freeBuffers_ = static_cast<uint32_t*>(std::malloc(settings_.readBuffers * sizeof(uint32_t)));
-  if (!conns_ || !connUsed_ || !freeConns_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_) {
+  peekBuf_ = static_cast<char*>(std::malloc(settings_.maxHeaderBytes));
+  slotReserve_ = settings_.requestSlots / 4;
+  if (!conns_ || !connUsed_ || !freeConns_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_ ||
+      !peekBuf_) {
     *error = "out of memory allocating connection pools (lower max-connections, request-slots or read-buffers)";
     return false;
   }
@@ -354,6 +367,7 @@ bool UvServer::acquireSlot(Connection* c) {
   }
   c->slot = &slots_[i];
   c->slotIndex = i;
+  c->slot->owner = c;
   c->slot->exchange.setHost(c);
   c->slot->exchange.setPeer(c->peer);
   c->slot->writeReq.data = c;
@@ -364,9 +378,105 @@ bool UvServer::acquireSlot(Connection* c) {
 void UvServer::releaseSlot(Connection* c) {
   if (c->slot == nullptr) return;
   c->slot->exchange.setHost(nullptr);
+  c->slot->owner = nullptr;
   c->slot = nullptr;
   freeSlots_[freeSlotCount_++] = c->slotIndex;
-  wakeWaiter(kWaitSlot);
+  handSlot(false);
+}
+
+void UvServer::handSlot(bool swap) {
+  if (freeSlotCount_ == 0) return;
+  Connection* w = waitHead_[kWaitSlot];
+  if (w == nullptr && (swap || freeSlotCount_ > slotReserve_)) w = waitHead_[kWaitSlotSlow];
+  if (w == nullptr) return;
+  // The slot goes to this waiter now, not back to whoever reads next: otherwise a burst of
+  // readable connections could take it first and send the waiter to the back of the queue.
+  removeWaiter(w);
+  acquireSlot(w);
+  startHead(w);
+  pump(w);  // reads (plain) or decrypts (TLS) what is waiting
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Slow request heads
+//
+// A head's slot is taken when its first byte is read. After header-budget-ms a head that is still not
+// complete and has come slower than header-min-rate on average is "slow": when some connection needs a
+// slot and none is free, the oldest slow head gets a 408, is closed, and its slot goes to that
+// connection. So a trickling client keeps a slot only while nobody is waiting for one, and never past
+// header-timeout-ms. The last request-slots / 4 slots go only to heads that are complete when they are
+// read (see headComplete), so a crowd of slow heads can never make a ready request wait at all.
+
+void UvServer::startHead(Connection* c) {
+  c->headStartMs = uv_now(loop_);
+  c->headBytes = 0;
+  armHead(c);
+}
+
+void UvServer::armHead(Connection* c) {
+  // Fires at the budget, then every budget until the header timeout.
+  uint64_t elapsed = uv_now(loop_) - c->headStartMs;
+  uint64_t budget = settings_.headerBudgetMs;
+  uint64_t timeout = settings_.headerTimeoutMs;
+  uint64_t next = elapsed < budget ? budget - elapsed : budget;
+  if (elapsed >= timeout) {
+    next = 0;
+  } else if (next > timeout - elapsed) {
+    next = timeout - elapsed;
+  }
+  arm(c, static_cast<uint32_t>(next));
+}
+
+bool UvServer::slowHead(const Connection* c, uint64_t now) const {
+  // Not one that waits for a read buffer: that wait is the server's, not the client's.
+  if (c->closing || c->phase != Phase::Parsing || c->slot == nullptr || c->waitingFor >= 0) return false;
+  if (c->slot->parser.headersDone()) return false;
+  uint64_t elapsed = now - c->headStartMs;
+  if (elapsed < settings_.headerBudgetMs) return false;
+  // At header-min-rate or faster on average it may go on (0: no rate is enough, as MinRate=0).
+  bool keepsUp = settings_.headerMinRate > 0 &&
+                 static_cast<uint64_t>(c->headBytes) * 1000 >= static_cast<uint64_t>(settings_.headerMinRate) * elapsed;
+  return !keepsUp;
+}
+
+Connection* UvServer::oldestSlowHead() {
+  uint64_t now = uv_now(loop_);
+  Connection* oldest = nullptr;
+  for (uint32_t i = 0; i < settings_.requestSlots; ++i) {
+    if (!slotBuilt_[i]) continue;
+    Connection* o = slots_[i].owner;
+    if (o == nullptr || !slowHead(o, now)) continue;
+    if (oldest == nullptr || o->headStartMs < oldest->headStartMs) oldest = o;
+  }
+  return oldest;
+}
+
+void UvServer::evictSlowHead(Connection* v) {
+  ++stats_.timeouts;
+  logf(LogLevel::Info, "request head too slow (%u bytes in %u ms) while a request waits: 408, slot handed over",
+       v->headBytes, static_cast<unsigned>(uv_now(loop_) - v->headStartMs));
+  send408(v);
+  // Its head is unfinished, so the engine has not seen it and nothing writes from the slot (the 408
+  // went out synchronously): the slot is free at once.
+  RequestSlot* s = v->slot;
+  engine_.finish(s->exchange);
+  s->exchange.setHost(nullptr);
+  s->owner = nullptr;
+  v->slot = nullptr;
+  freeSlots_[freeSlotCount_++] = v->slotIndex;
+  closeConnection(v);
+}
+
+bool UvServer::headComplete(Connection* c) {
+  // Peeks at what the socket holds without taking it: a whole head (or one too big, which gets its
+  // 431 at once), EOF or an error all let the request through at once. Costs one recv per try, and
+  // only when free slots are down to the reserve.
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) != 0) return true;
+  ssize_t n = ::recv(fd, peekBuf_, settings_.maxHeaderBytes, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;
+  if (n == 0 || static_cast<size_t>(n) >= settings_.maxHeaderBytes) return true;
+  return std::string_view(peekBuf_, static_cast<size_t>(n)).find("\r\n\r\n") != std::string_view::npos;
 }
 
 void UvServer::enqueueWaiter(Connection* c, int kind) {
@@ -445,8 +555,21 @@ void UvServer::onAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
 }
 
 bool UvServer::acquireSlotForRead(Connection* c) {
+  return acquireSlotForRead(c, freeSlotCount_ > slotReserve_ || headComplete(c));
+}
+
+bool UvServer::acquireSlotForRead(Connection* c, bool complete) {
+  c->readyHead = complete;
+  bool free = freeSlotCount_ > slotReserve_ || (complete && freeSlotCount_ > 0);
+  if (!free) {
+    // Queued requests came first (complete heads before the rest): they get the next slot.
+    if (waitHead_[kWaitSlot] != nullptr || (!complete && waitHead_[kWaitSlotSlow] != nullptr)) return false;
+    Connection* v = oldestSlowHead();
+    if (v == nullptr) return false;
+    evictSlowHead(v);
+  }
   if (!acquireSlot(c)) return false;
-  arm(c, settings_.headerTimeoutMs);
+  startHead(c);
   return true;
 }
 
@@ -455,7 +578,7 @@ void UvServer::onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   UvServer* self = c->server;
   if (nread == UV_ENOBUFS) {
     self->stopReading(c);
-    self->enqueueWaiter(c, c->slot == nullptr ? kWaitSlot : kWaitBuffer);
+    self->enqueueWaiter(c, c->slot != nullptr ? kWaitBuffer : c->readyHead ? kWaitSlot : kWaitSlotSlow);
     return;
   }
   if (nread <= 0) {
@@ -505,13 +628,15 @@ void UvServer::pump(Connection* c) {
         enqueueWaiter(c, kWaitSlot);
         return;
       }
-      arm(c, settings_.headerTimeoutMs);
+      startHead(c);
     }
     RequestSlot& rs = *c->slot;
     size_t used = 0;
     const char* in = c->rbuf != nullptr ? c->rbuf + c->rpos : kNothing;
+    bool inHead = !rs.parser.headersDone();
     ParseEvent ev = rs.parser.execute(in, c->rlen - c->rpos, &used);
     c->rpos += used;
+    if (inHead) c->headBytes += static_cast<uint32_t>(used);
     switch (ev) {
       case ParseEvent::NeedMore:
         break;
@@ -639,7 +764,7 @@ void UvServer::onWrite(Connection* c, int status) {
     // Bytes of a pipelined next request are buffered: the slot goes straight to that request, so
     // that this buffer never waits for a slot (see onAllocThunk).
     c->slot->parser.reset();
-    arm(c, settings_.headerTimeoutMs);
+    startHead(c);
   } else {
     releaseSlot(c);
     arm(c, settings_.idleTimeoutMs);
@@ -749,25 +874,42 @@ void UvServer::onTimer(Connection* c) {
     arm(c, settings_.bodyTimeoutMs);  // our own disk is slow; the client is not to blame
     return;
   }
+  if (c->phase == Phase::Parsing && c->slot != nullptr && !c->slot->parser.headersDone()) {
+    uint64_t now = uv_now(loop_);
+    if (now - c->headStartMs < settings_.headerTimeoutMs) {
+      // Past its budget: a slow head gives its slot to a request that waits for one.
+      if (slowHead(c, now) && (waitHead_[kWaitSlot] != nullptr || waitHead_[kWaitSlotSlow] != nullptr)) {
+        evictSlowHead(c);
+        handSlot(true);
+        return;
+      }
+      armHead(c);
+      return;
+    }
+  }
   if (c->phase == Phase::Parsing && c->slot != nullptr && c->slot->parser.started()) {
     // A stalled or slow request: a best-effort 408, then close.
     ++stats_.timeouts;
     logf(LogLevel::Info, "request timed out (%s)", c->slot->parser.headersDone() ? "body" : "headers");
-    AckSpec spec;
-    spec.status = 408;
-    spec.hasError = true;
-    spec.errorCode = hresult::kInvalidArg;
-    spec.close = true;
-    char text[kMaxAckBytes];
-    size_t len = formatAck(spec, text);
-    if (c->tls != nullptr) {
-      (void)tlsSend(c, text, len, false, true);
-    } else {
-      uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(len));
-      (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
-    }
+    send408(c);
   }
   closeConnection(c);
+}
+
+void UvServer::send408(Connection* c) {
+  AckSpec spec;
+  spec.status = 408;
+  spec.hasError = true;
+  spec.errorCode = hresult::kInvalidArg;
+  spec.close = true;
+  char text[kMaxAckBytes];
+  size_t len = formatAck(spec, text);
+  if (c->tls != nullptr) {
+    (void)tlsSend(c, text, len, false, true);
+  } else {
+    uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(len));
+    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+  }
 }
 
 void UvServer::closeConnection(Connection* c) {
@@ -866,10 +1008,27 @@ void UvServer::tlsInput(Connection* c) {
 int UvServer::fetchPlain(Connection* c) {
   TlsConn* t = c->tls;
   if (!t->handshakeDone) return kNeedCipher;
-  if (c->slot == nullptr && !acquireSlotForRead(c)) {
-    stopReading(c);
-    enqueueWaiter(c, kWaitSlot);
-    return kParked;
+  if (c->slot == nullptr) {
+    // Look at the next record before taking a slot: with no whole record there is nothing to parse
+    // yet (no slot), and a record that holds a whole head may take the reserve. A head spread over
+    // several records counts as incomplete; an alert or error counts as complete (the read says it).
+    const char* plain = nullptr;
+    size_t n = 0;
+    TlsSession::Result pr = t->session.peek(&plain, &n);
+    if (pr == TlsSession::Result::WantMore) {
+      if (!flushCipher(c, false)) {
+        closeConnection(c);
+        return kParked;
+      }
+      return kNeedCipher;
+    }
+    bool complete = pr != TlsSession::Result::Done || n >= settings_.maxHeaderBytes ||
+                    std::string_view(plain, n).find("\r\n\r\n") != std::string_view::npos;
+    if (!acquireSlotForRead(c, complete)) {
+      stopReading(c);
+      enqueueWaiter(c, complete ? kWaitSlot : kWaitSlotSlow);
+      return kParked;
+    }
   }
   char* b = takeBuffer();
   if (b == nullptr) {

@@ -99,8 +99,23 @@ class UvServer {
   void stopReading(Connection* c);
   void arm(Connection* c, uint32_t ms);
   bool acquireSlot(Connection* c);
-  bool acquireSlotForRead(Connection* c);  // acquireSlot, then the header timeout
+  // A slot for a request head that is about to be read. `complete`: its whole head is waiting
+  // (headComplete); only such heads may take the last slotReserve_ slots. With no slot to take,
+  // a slow head past its budget gives up its own (evictSlowHead); failing that, false.
+  bool acquireSlotForRead(Connection* c, bool complete);
+  bool acquireSlotForRead(Connection* c);  // plain reads: peeks at the socket when it matters
   void releaseSlot(Connection* c);
+  // Head timing: the budget clock starts when a request's slot is taken (its first byte is read).
+  void startHead(Connection* c);
+  void armHead(Connection* c);
+  bool slowHead(const Connection* c, uint64_t now) const;
+  bool headComplete(Connection* c);  // whole head waiting in the socket (plain connections)
+  Connection* oldestSlowHead();
+  void evictSlowHead(Connection* v);  // 408 and close; its slot goes back to the free list
+  void send408(Connection* c);
+  // Gives a free slot to the first connection waiting for one: complete heads first, then the
+  // others, but those only beyond the reserve unless `swap` (the slot comes from an evicted head).
+  void handSlot(bool swap);
   char* takeBuffer();
   void releaseBuffer(Connection* c);
   void enqueueWaiter(Connection* c, int kind);
@@ -152,8 +167,12 @@ class UvServer {
   uint32_t* freeBuffers_ = nullptr;
   uint32_t freeBufferCount_ = 0;
 
-  Connection* waitHead_[2] = {nullptr, nullptr};
-  Connection* waitTail_[2] = {nullptr, nullptr};
+  uint32_t slotReserve_ = 0;  // slots only a complete head may take (request-slots / 4)
+  char* peekBuf_ = nullptr;   // max-header-bytes, for headComplete
+
+  // Waiting connections: for a read buffer, for a slot with a complete head, for a slot otherwise.
+  Connection* waitHead_[3] = {nullptr, nullptr, nullptr};
+  Connection* waitTail_[3] = {nullptr, nullptr, nullptr};
 };
 
 }  // namespace bitsd::platform

@@ -20,6 +20,10 @@
 //   bitsbench tls-handshakes --port P --plain-port Q --count N
 //       N full TLS handshakes one after another (a new connection each, then one Ping) against the
 //       https bitsd on P; then, as the baseline, N plain connect+Ping round trips to the http bitsd on Q.
+//   bitsbench trickle --port P --count N --seconds S
+//       Slowloris: N connections, each sending one byte of a request head that never ends every
+//       1-3 s (the first at once) and reconnecting at once when bitsd closes it, for S seconds;
+//       then prints how many were connected and how often they were closed.
 //   bitsbench cipher --size BYTES
 //       The ceiling for TLS: mbedTLS ChaCha20-Poly1305 and AES-128-GCM over BYTES in 16 KiB records
 //       (one TLS record each) on one core, in this process.
@@ -189,6 +193,69 @@ int upload(const std::map<std::string, std::string>& a) {
   double s = std::chrono::duration<double>(Clock::now() - t0).count();
   ::close(fd);
   std::printf("bytes=%llu seconds=%.3f MiBps=%.1f\n", static_cast<unsigned long long>(size), s, size / s / 1048576.0);
+  return 0;
+}
+
+int trickle(const std::map<std::string, std::string>& a) {
+  int port = static_cast<int>(num(a, "port"));
+  size_t count = num(a, "count");
+  auto end = Clock::now() + std::chrono::seconds(num(a, "seconds"));
+  const std::string endless = "BITS_POST /trickle HTTP/1.1\r\nHost: x\r\nBITS-Packet-Type: Ping\r\nX-Slow: " +
+                              std::string(8000, 'a');
+  struct Conn {
+    int fd = -1;
+    size_t sent = 0;
+    Clock::time_point next;
+  };
+  std::vector<Conn> conns(count);
+  std::vector<pollfd> pfds(count);
+  uint32_t x = 2020;
+  uint64_t closes = 0;
+  size_t open = 0;
+  auto reopen = [&](Conn& c) {
+    ::close(c.fd);
+    c.fd = -1;
+    ++closes;
+  };
+  while (Clock::now() < end) {
+    auto now = Clock::now();
+    open = 0;
+    for (size_t i = 0; i < count; ++i) {
+      Conn& c = conns[i];
+      if (c.fd < 0) {
+        c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(static_cast<uint16_t>(port));
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(c.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 && errno != EINPROGRESS) reopen(c);
+        c.sent = 0;
+        c.next = now;
+      }
+      if (c.fd >= 0 && now >= c.next) {
+        ssize_t n = ::send(c.fd, endless.data() + c.sent % endless.size(), 1, MSG_NOSIGNAL);
+        if (n == 1) {
+          ++c.sent;
+          x = x * 1103515245 + 12345;
+          c.next = now + std::chrono::milliseconds(1000 + (x >> 16) % 2001);
+        } else if (n < 0 && errno != EAGAIN && errno != ENOTCONN) {
+          reopen(c);
+        } else {
+          c.next = now + std::chrono::milliseconds(50);
+        }
+      }
+      open += c.fd >= 0 && c.sent > 0;
+      pfds[i] = {c.fd, POLLIN, 0};
+    }
+    ::poll(pfds.data(), pfds.size(), 50);
+    for (size_t i = 0; i < count; ++i) {
+      if (pfds[i].fd < 0 || (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+      char buf[512];
+      ssize_t n = ::recv(conns[i].fd, buf, sizeof buf, 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN)) reopen(conns[i]);
+    }
+  }
+  std::printf("tricklers=%zu connected=%zu closed=%llu\n", count, open, static_cast<unsigned long long>(closes));
   return 0;
 }
 
@@ -603,6 +670,7 @@ int main(int argc, char** argv) {
   if (mode == "idle") return idle(a);
   if (mode == "tls-idle") return tlsIdle(a);
   if (mode == "cipher") return cipher(a);
+  if (mode == "trickle") return trickle(a);
   if (mode == "tls-handshakes") return tlsHandshakes(a);
   if (mode == "gen-journal") return genJournal(a);
   if (mode == "read") return readFileMode(a);

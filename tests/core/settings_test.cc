@@ -127,6 +127,25 @@ TEST(Settings, TlsBufferAndRecordSizesAreTheOnesTlsCanUse) {
   EXPECT_TRUE(validateSettings(s, &err)) << err;
 }
 
+TEST(Settings, HeaderBudgetAndMinRate) {
+  Settings s;
+  std::string err;
+  ASSERT_TRUE(applySetting(&s, "header-budget-ms", "1500", &err)) << err;
+  ASSERT_TRUE(applySetting(&s, "header-min-rate", "0", &err)) << err;
+  EXPECT_EQ(s.headerBudgetMs, 1500u);
+  EXPECT_EQ(s.headerMinRate, 0u);
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  EXPECT_FALSE(applySetting(&s, "header-min-rate", "fast", &err));
+  EXPECT_EQ(err, "invalid value 'fast' for header-min-rate: expected a whole number");
+  s.headerBudgetMs = 0;
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "header-budget-ms must be at least 1");
+  s = Settings();
+  s.headerMinRate = 1000001;
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "header-min-rate must be 0..1000000 bytes/s");
+}
+
 // Every option line of --help keeps its name apart from its help, however long the name (a
 // 25-character name once ran into its text: "--tls-handshake-timeout-ms Vtime a client...").
 TEST(Settings, HelpNeverRunsANameIntoItsText) {

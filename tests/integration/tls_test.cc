@@ -95,6 +95,11 @@ class TlsClient {
     return rc;
   }
   std::string suite() const { return mbedtls_ssl_get_ciphersuite(&ssl_); }
+  // Sends `bytes` in one record, without waiting for an answer.
+  bool write(const std::string& bytes) {
+    return mbedtls_ssl_write(&ssl_, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()) ==
+           static_cast<int>(bytes.size());
+  }
   Reply roundTrip(const std::string& request) {
     size_t done = 0;
     while (done < request.size()) {
@@ -729,6 +734,27 @@ TEST_F(Tls, SmallBoardBuffersCarryAWholeUploadAndItsReply) {
   EXPECT_TRUE(reply.body == b.reply) << "the reply differs";
   EXPECT_GT(c.appRecords, 40u);                   // 20 KB in 512-byte records, at the least
   EXPECT_LE(c.maxAppRecord, 512u + 8u + 16u);     // payload + GCM nonce and tag (ChaCha20: tag only)
+}
+
+// Slowloris over TLS (issue 20): two connections finish their handshakes and hold both request slots
+// with heads that stop after a few bytes; a Ping that comes after their budget is answered at once,
+// not after header-timeout-ms, and the older slow head gets a 408 over its TLS connection.
+TEST_F(Tls, SlowHeadsPastTheirBudgetGiveTheirSlotsToAReadyRequest) {
+  auto bitsd = start({"--request-slots", "2", "--header-budget-ms", "200", "--header-timeout-ms", "30000"});
+  TlsClient slow1(crt()), slow2(crt()), ready(crt());
+  ASSERT_EQ(slow1.connect(bitsd->port()), 0);
+  ASSERT_EQ(slow2.connect(bitsd->port()), 0);
+  ASSERT_EQ(ready.connect(bitsd->port()), 0);
+  ASSERT_TRUE(slow1.write("BITS_POST /x HTTP/1.1\r\nBITS-Pa"));
+  usleep(50000);  // slow1 is the older head
+  ASSERT_TRUE(slow2.write("BITS_POST /y HTTP/1.1\r\nBITS-Pa"));
+  usleep(300000);  // the scenario: both heads are past their budget when the Ping comes
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(ready.roundTrip(bitsRequest("/x", "Ping")).status, 200) << bitsd->stderrText();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  Reply evicted = slow1.roundTrip("");
+  EXPECT_EQ(evicted.status, 408);
+  EXPECT_EQ(ready.roundTrip(bitsRequest("/x", "Ping")).status, 200);
 }
 
 }  // namespace
