@@ -82,6 +82,7 @@ class UvServer {
   void acceptPending();
   void pump(Connection* c);
   void afterHeaders(Connection* c);
+  void holdForPasswordCheck(Connection* c);
   void sendResponse(Connection* c);
   void onWrite(Connection* c, int status);
   // Reply downloads: the file body after the response head, 64 KiB at a time.
@@ -151,6 +152,8 @@ class UvServer {
   char* buffers_ = nullptr;
   uint32_t* freeBuffers_ = nullptr;
   uint32_t freeBufferCount_ = 0;
+
+  uint32_t authHolders_ = 0;  // connections keeping a read buffer through a slow password check
 
   Connection* waitHead_[2] = {nullptr, nullptr};
   Connection* waitTail_[2] = {nullptr, nullptr};
