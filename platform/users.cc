@@ -5,6 +5,7 @@
 #include <mbedtls/pkcs5.h>
 #include <sys/random.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -220,7 +221,11 @@ bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string
   uv_timer_init(loop, &timer_);
   timer_.data = this;
   idleOpen_ = true;
-  if (throttle_.capacity() < 2 * maxUnverified_ + 16) throttle_ = AuthThrottle(2 * maxUnverified_ + 16);
+  // One address or user may fill at most a quarter of the unverified share (2..8 attempts), so a
+  // single attacker leaves room for others' first sign-in even on a small board.
+  ThrottlePolicy policy;
+  policy.maxPendingPerKey = std::min<uint32_t>(8, std::max<uint32_t>(2, maxUnverified_ / 4));
+  throttle_ = AuthThrottle(std::max<size_t>(256, 2 * size_t{maxUnverified_} + 16), policy);
   waiting_.reserve(maxUnverified_);
   ready_.reserve(16);
   readyRun_.reserve(16);

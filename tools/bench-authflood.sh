@@ -90,22 +90,23 @@ start_bitsd() {  # name, binary; sets PORT_<name>, PID_<name>
   local pid=$!
   PIDS+=("$pid")
   eval "PID_$name=$pid"
-  for _ in $(seq 100); do grep -q listening "$WORK/ready-$name" 2>/dev/null && break; sleep 0.05; done
+  for _ in $(seq 400); do grep -q listening "$WORK/ready-$name" 2>/dev/null && break; sleep 0.05; done
+  grep -q listening "$WORK/ready-$name" || { echo "bitsd ($name) did not start: $(cat "$WORK/err-$name")" >&2; exit 1; }
   eval "PORT_$name=$(sed -E 's/.*:([0-9]+)$/\1/' "$WORK/ready-$name")"
 }
-stop_bitsd() {  # name; prints bitsd's PBKDF2 count
+stop_bitsd() {  # name; then pbkdf2 NAME prints its PBKDF2 count (not in $(...): wait needs the parent)
   local pid
   eval "pid=\$PID_$1"
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  sed -n 's/.*password checks run (PBKDF2): \([0-9]*\).*/\1/p' "$WORK/err-$1" | tail -1
 }
+pbkdf2() { sed -n 's/.*password checks run (PBKDF2): \([0-9]*\).*/\1/p' "$WORK/err-$1" | tail -1; }
 upload() {  # port, timeout seconds; prints seconds (or "timeout")
   timeout "$2" "$BIN/bitsclient" bench "https://127.0.0.1:$1/" --cacert "$WORK/crt" --sessions 1 --size "$SIZE" \
     --fragment-size 4M -u bench:bench-password | sed -n 's/^seconds=//p' || echo timeout
 }
 median() { grep -v timeout | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-one() {  # name, binary, cut-off seconds; prints "alone flooded ratio | flood answers | pbkdf2"
+one() {  # name, binary, cut-off seconds; prints "alone flooded ratio pbkdf2 flood-answers"
   local name=$1 bin=$2 cut=$3 port
   start_bitsd "$name" "$bin"
   eval "port=\$PORT_$name"
@@ -122,8 +123,9 @@ one() {  # name, binary, cut-off seconds; prints "alone flooded ratio | flood an
   flooded=$(upload "$port" "$cut")
   touch "$WORK/stop"
   wait "$fpid" 2>/dev/null || true
+  stop_bitsd "$name"
   local runs
-  runs=$(stop_bitsd "$name")
+  runs=$(pbkdf2 "$name")
   local ratio="-"
   [ "$flooded" != timeout ] && ratio=$(awk -v a="$flooded" -v b="$alone" 'BEGIN {printf "%.2f", a/b}')
   echo "$alone $flooded $ratio ${runs:-?} $(tail -1 "$WORK/flood-$name")"
