@@ -31,8 +31,18 @@ class AuthOp {
  public:
   AuthCallback* callback = nullptr;
   bool busy = false;
+  // In: the client's address (4 bytes IPv4, 16 IPv6; clientLen 0: unknown). Failed checks are
+  // charged to it (core/throttle.h).
+  uint8_t client[16] = {};
+  uint8_t clientLen = 0;
   // Outcome: the user's id (>= 0) when the credentials are right, else -1.
   int32_t user = -1;
+  // With user -1: not checked at all, because too many checks for this address or user failed or
+  // are waiting; the client may try again after this long (503 with Retry-After).
+  uint32_t retryAfterMs = 0;
+  // Set by check() before it returns: the answer waits for a password check (the credentials are
+  // not among the remembered right ones), which may take seconds when throttled.
+  bool slow = false;
   alignas(16) unsigned char impl[64];  // scratch for the platform
 };
 

@@ -63,6 +63,7 @@ void Exchange::clear() {
   sendFile_ = false;
   fileOffset_ = 0;
   fileLength_ = 0;
+  holdOffMs_ = 0;
 }
 
 void Exchange::onStorageDone(StorageOp& op) {
@@ -243,7 +244,7 @@ Flow UploadEngine::fail(Exchange& ex, int status, uint32_t code, bool withRange)
   spec.context = ErrorContext::RemoteFile;
   spec.allowHeader = status == 405;
   spec.authenticate = status == 401;
-  if (status == 503) spec.retryAfterSeconds = 5;
+  if (status == 503) spec.retryAfterSeconds = ex.holdOffMs_ > 0 ? (ex.holdOffMs_ + 999) / 1000 : 5;
   if (withRange && ex.session_ != nullptr) {
     spec.hasReceived = true;
     spec.receivedBytes = ex.session_->haveBytes;
@@ -308,6 +309,9 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
     ex.auth_.callback = &ex;
     ex.auth_.busy = true;
     ex.auth_.user = -1;
+    ex.auth_.retryAfterMs = 0;
+    ex.auth_.slow = false;
+    ex.auth_.clientLen = ex.host_ != nullptr ? static_cast<uint8_t>(ex.host_->clientAddress(ex.auth_.client)) : 0;
     ex.step_ = Exchange::Step::Auth;
     authenticator_->check(ex.auth_, trimOws(a.substr(6)));
     return Flow::Wait;
@@ -323,6 +327,14 @@ void Exchange::onAuthDone(AuthOp& op) {
 
 void UploadEngine::authDone(Exchange& ex) {
   ex.step_ = Exchange::Step::Idle;
+  if (ex.auth_.user < 0 && ex.auth_.retryAfterMs > 0) {
+    // Not checked: too many failed or waiting checks for this address or user. The connection
+    // then sits unread for the Retry-After time (holdOffMs), costing the server nothing.
+    logf(LogLevel::Debug, "request refused: password checks throttled for %u ms", ex.auth_.retryAfterMs);
+    ex.holdOffMs_ = ex.auth_.retryAfterMs;
+    fail(ex, 503, hresult::kBusy);
+    return ready(ex);
+  }
   if (ex.auth_.user < 0) {
     logf(LogLevel::Info, "request refused: wrong user name or password");
     fail(ex, 401, hresult::kAccessDenied);

@@ -89,6 +89,12 @@ class RecoveryInspector {
 class ExchangeHost {
  public:
   virtual void onExchangeReady(Exchange& ex) = 0;
+  // The client's address as raw bytes (4: IPv4, 16: IPv6) into `out`; 0 when unknown. Failed
+  // password checks are charged to it.
+  virtual size_t clientAddress(uint8_t out[16]) const {
+    (void)out;
+    return 0;
+  }
   // A newer request for the same session arrived while this one waits for body bytes from its
   // client (the connection probably died silently): drop the connection. The host must call
   // UploadEngine::finish(ex) before returning (it can: nothing is in flight).
@@ -159,6 +165,12 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   bool closeAfterResponse() const { return close_; }
   bool inFlight() const { return op_.busy || journalWait_ || notify_.busy || auth_.busy; }
   int status() const { return status_; }
+  // onHeaders returned Wait for a password check that is not answered from memory (it may take
+  // seconds under throttling): the host should hold nothing it can give back meanwhile.
+  bool waitsForPasswordCheck() const { return step_ == Step::Auth && auth_.slow; }
+  // After the response: read nothing more from this client for this long (a throttled password
+  // check was refused with 503 and Retry-After). 0: carry on.
+  uint32_t holdOffMs() const { return holdOffMs_; }
   // GET on a reply URL: after response(), send fileLength() bytes of filePath() from fileOffset().
   bool sendsFile() const { return sendFile_; }
   const char* filePath() const { return partial_; }
@@ -242,6 +254,7 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   ClientAddress peer_;             // set by the platform (setPeer); not cleared between requests
   Party party_;                    // Create-Session: who the new session counts against
   bool creating_ = false;          // Create-Session: in UploadEngine::creating_ until it ends
+  uint32_t holdOffMs_ = 0;         // see holdOffMs(); also the 503's Retry-After
   // The delivery outcome being journaled and answered (hand-off and replays).
   uint16_t dStatus_ = 0;
   uint32_t dHresult_ = 0;

@@ -49,6 +49,7 @@ void onHangup(uv_signal_t* h, int) {
 void onSignal(uv_signal_t* h, int signum) {
   auto* sig = static_cast<Signals*>(h->data);
   bitsd::logf(bitsd::LogLevel::Info, "signal %d: shutting down", signum);
+  if (sig->users != nullptr) sig->users->stopWaiting();  // no throttle delay outlasts the grace period
   sig->server->shutdown();
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->term), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->intr), nullptr);
@@ -113,6 +114,9 @@ int main(int argc, char** argv) {
   platform::UvAuthenticator authenticator;
   if (!settings.usersFile.empty()) {
     std::vector<Location> locations;
+    // Password checks not answered from memory may hold at most half the request slots, so that
+    // a flood of wrong passwords always leaves slots to verified clients.
+    authenticator.setMaxUnverified(settings.requestSlots / 2);
     if (!authenticator.load(loop, settings.usersFile, &error) || !parseLocations(settings.locations, &locations, &error) ||
         !platform::prepareLocationDirs(settings, &locations, &error)) {
       std::fprintf(stderr, "bitsd: %s\n", error.c_str());
@@ -177,7 +181,9 @@ int main(int argc, char** argv) {
   authenticator.close();
   uv_run(loop, UV_RUN_DEFAULT);  // its close callback
   if (!settings.usersFile.empty()) {
-    logf(LogLevel::Info, "password checks run (PBKDF2): %llu", static_cast<unsigned long long>(authenticator.checksRun()));
+    logf(LogLevel::Info, "password checks run (PBKDF2): %llu; refused unchecked (throttled): %llu",
+         static_cast<unsigned long long>(authenticator.checksRun()),
+         static_cast<unsigned long long>(authenticator.checksRefused()));
   }
   const auto& es = engine.stats();
   logf(LogLevel::Info, "stopped: %llu sessions, %llu commits, %llu bytes written",

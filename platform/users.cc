@@ -5,6 +5,7 @@
 #include <mbedtls/pkcs5.h>
 #include <sys/random.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -132,6 +133,12 @@ struct UvAuthenticator::Work {
   bool ok = false;
   Work* followers = nullptr;  // checks of the same credentials waiting for this one's answer
   Work* nextFollower = nullptr;
+  // Throttling: the keys this attempt is charged to, while it is admitted.
+  ThrottleKey keys[AuthThrottle::kMaxKeys];
+  int slots[AuthThrottle::kMaxKeys] = {};
+  size_t nkeys = 0;
+  bool admitted = false;
+  uint32_t retryAfterMs = 0;  // refused unchecked
 };
 
 bool UvAuthenticator::read(const std::string& path, std::vector<UserEntry>* users, std::string* error) {
@@ -211,7 +218,15 @@ bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string
   }
   uv_idle_init(loop, &idle_);
   idle_.data = this;
+  uv_timer_init(loop, &timer_);
+  timer_.data = this;
   idleOpen_ = true;
+  // One address or user may fill at most a quarter of the unverified share (2..8 attempts), so a
+  // single attacker leaves room for others' first sign-in even on a small board.
+  ThrottlePolicy policy;
+  policy.maxPendingPerKey = std::min<uint32_t>(8, std::max<uint32_t>(2, maxUnverified_ / 4));
+  throttle_ = AuthThrottle(std::max<size_t>(256, 2 * size_t{maxUnverified_} + 16), policy);
+  waiting_.reserve(maxUnverified_);
   ready_.reserve(16);
   readyRun_.reserve(16);
   return true;
@@ -221,6 +236,12 @@ void UvAuthenticator::close() {
   if (!idleOpen_) return;
   idleOpen_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(&idle_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+}
+
+void UvAuthenticator::stopWaiting() {
+  stopWaiting_ = true;
+  if (idleOpen_) schedule();
 }
 
 void UvAuthenticator::cacheKey(std::string_view credentials, CacheKey* out) const {
@@ -245,6 +266,9 @@ void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
     w->password.clear();
     w->hasKey = false;
     w->followers = w->nextFollower = nullptr;
+    w->nkeys = 0;
+    w->admitted = false;
+    w->retryAfterMs = 0;
   } else {
     w = new Work();
   }
@@ -275,19 +299,80 @@ void UvAuthenticator::check(AuthOp& op, std::string_view credentials) {
     }
   }
   // The completion never runs inside this call. A remembered answer completes on the loop's next
-  // turn; a PBKDF2 goes to the thread pool, one at a time.
+  // turn, whatever waits for a PBKDF2; so does a refusal. A PBKDF2 waits for its throttle delay,
+  // then goes to the thread pool, one at a time.
   if (w->cached) {
     if (ready_.empty() && idleOpen_) uv_idle_start(&idle_, onIdle);
     ready_.push_back(w);
-  } else if (Work* leader = leaderFor(w); leader != nullptr) {
+    return;
+  }
+  // Unverified: charged to the client's address, and to the user when the name is a known one
+  // (invented names make no entries).
+  if (unverified_ >= maxUnverified_) return refuse(w, 1000);
+  if (op.clientLen == 4 || op.clientLen == 16) w->keys[w->nkeys++] = ThrottleKey::address(op.client, op.clientLen);
+  if (w->user >= 0) w->keys[w->nkeys++] = ThrottleKey::user(w->user);
+  uint32_t retryAfterMs = 0;
+  if (!throttle_.admit(w->keys, w->nkeys, uv_now(loop_), w->slots, &retryAfterMs)) {
+    w->nkeys = 0;
+    return refuse(w, retryAfterMs);
+  }
+  w->admitted = true;
+  ++unverified_;
+  op.slow = true;
+  if (Work* leader = leaderFor(w); leader != nullptr) {
     w->nextFollower = leader->followers;
     leader->followers = w;
-  } else if (running_ < kMaxParallelChecks) {
-    start(w);
+    return;
+  }
+  waiting_.push_back(w);
+  schedule();
+}
+
+void UvAuthenticator::refuse(Work* w, uint32_t retryAfterMs) {
+  w->ok = false;
+  w->retryAfterMs = retryAfterMs;
+  ++checksRefused_;
+  if (ready_.empty() && idleOpen_) uv_idle_start(&idle_, onIdle);
+  ready_.push_back(w);
+}
+
+void UvAuthenticator::throttleDone(Work* w, bool checked) {
+  if (!w->admitted) return;
+  w->admitted = false;
+  throttle_.finished(w->slots, w->nkeys, checked, w->ok, uv_now(loop_));
+  --unverified_;
+}
+
+void UvAuthenticator::schedule() {
+  uint64_t now = uv_now(loop_);
+  uint64_t next = AuthThrottle::kBlocked;
+  for (size_t i = 0; i < waiting_.size();) {
+    Work* w = waiting_[i];
+    uint64_t due = throttle_.dueAt(w->slots, w->nkeys);
+    if (due <= now && running_ < kMaxParallelChecks) {
+      waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+      throttle_.started(w->slots, w->nkeys);
+      start(w);
+      continue;
+    }
+    if (stopWaiting_ && due > now) {  // shutting down: no more throttle waits
+      waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+      throttleDone(w, false);
+      refuse(w, 1000);
+      continue;
+    }
+    if (due > now && due < next) next = due;
+    ++i;
+  }
+  if (!idleOpen_) return;
+  if (next != AuthThrottle::kBlocked) {
+    uv_timer_start(&timer_, onTimer, next - now, 0);
   } else {
-    waiting_.push_back(w);
+    uv_timer_stop(&timer_);
   }
 }
+
+void UvAuthenticator::onTimer(uv_timer_t* timer) { static_cast<UvAuthenticator*>(timer->data)->schedule(); }
 
 UvAuthenticator::Work* UvAuthenticator::leaderFor(const Work* w) const {
   if (!w->hasKey) return nullptr;
@@ -335,16 +420,13 @@ void UvAuthenticator::onAfterWork(uv_work_t* req, int) {
       break;
     }
   }
-  if (!self->waiting_.empty()) {
-    Work* next = self->waiting_.front();
-    self->waiting_.pop_front();
-    self->start(next);
-  }
   if (w->ok && w->hasKey) {
     if (self->cache_.size() >= kMaxCacheEntries) self->cache_.clear();
     self->cache_[w->key] = w->user;
   }
+  self->throttleDone(w, true);
   self->finish(w);
+  self->schedule();
 }
 
 void UvAuthenticator::finish(Work* w) {
@@ -354,17 +436,22 @@ void UvAuthenticator::finish(Work* w) {
     Work* next = f->nextFollower;
     f->ok = w->ok;
     f->user = w->user;
+    f->retryAfterMs = w->retryAfterMs;
     f->followers = f->nextFollower = nullptr;
+    throttleDone(f, false);
     AuthOp* fop = f->op;
     fop->user = f->ok ? f->user : -1;
+    fop->retryAfterMs = f->ok ? 0 : f->retryAfterMs;
     std::fill(f->password.begin(), f->password.end(), '\0');
     spare_.push_back(f);
     fop->callback->onAuthDone(*fop);
     f = next;
   }
   w->followers = nullptr;
+  throttleDone(w, false);  // (a check that ran was released with its outcome already)
   AuthOp* op = w->op;
   op->user = w->ok ? w->user : -1;
+  op->retryAfterMs = w->ok ? 0 : w->retryAfterMs;
   std::fill(w->password.begin(), w->password.end(), '\0');
   spare_.push_back(w);  // steady state: no allocation per request
   op->callback->onAuthDone(*op);

@@ -13,12 +13,12 @@
 
 #include <array>
 #include <cstdint>
-#include <deque>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "core/auth.h"
+#include "core/throttle.h"
 
 namespace bitsd::platform {
 
@@ -54,6 +54,13 @@ class UvAuthenticator final : public Authenticator {
   std::string_view userName(int32_t id) const override;
 
   uint64_t checksRun() const { return checksRun_; }  // PBKDF2 computations (cache misses)
+  uint64_t checksRefused() const { return checksRefused_; }  // throttled: answered 503 unchecked
+  // How many checks that are not answered from memory may be outstanding at once (each holds its
+  // request's slot); beyond it they are refused (503). Set before the first check.
+  void setMaxUnverified(uint32_t n) { maxUnverified_ = n > 0 ? n : 1; }
+  // Shutdown: checks waiting for their throttle delay are refused now, and so are new ones that
+  // would wait, so that no connection outlives the grace period for a throttle delay.
+  void stopWaiting();
   // Closes the loop handle (after the server stopped); run the loop once more to finish.
   void close();
 
@@ -70,6 +77,7 @@ class UvAuthenticator final : public Authenticator {
   static void onWork(uv_work_t* req);
   static void onAfterWork(uv_work_t* req, int status);
   static void onIdle(uv_idle_t* idle);
+  static void onTimer(uv_timer_t* timer);
   void finish(Work* w);
   void cacheKey(std::string_view credentials, CacheKey* out) const;
 
@@ -93,17 +101,28 @@ class UvAuthenticator final : public Authenticator {
   std::vector<Work*> ready_, readyRun_;
   std::vector<Work*> spare_;  // finished work items, reused (as many as checks ever ran at once)
   // PBKDF2 runs on libuv's thread pool, which also does every file write: at most this many at once,
-  // so a flood of wrong passwords cannot stall uploads; the rest wait here (each holds a request
-  // slot, so the queue is bounded by request-slots).
+  // so a flood of wrong passwords cannot stall uploads; the rest wait here, in arrival order, each
+  // until its throttle delay is over (core/throttle.h) and the pool is free. Waiting costs a
+  // Work item and the request's slot (bounded by maxUnverified_), no thread and no read buffer;
+  // one timer wakes the queue when the earliest delay ends.
   static constexpr int kMaxParallelChecks = 1;
   int running_ = 0;
-  std::deque<Work*> waiting_;
+  std::vector<Work*> waiting_;
   std::vector<Work*> inFlight_;  // on the pool now (at most kMaxParallelChecks)
   // A check whose credentials are already being checked (running or waiting) follows that one and
   // takes its answer: 8 connections of one client opening at once cost one PBKDF2, not 8 in a row.
   Work* leaderFor(const Work* w) const;
   void start(Work* w);
+  void schedule();  // starts what is due, arms the timer for the rest
+  void refuse(Work* w, uint32_t retryAfterMs);
+  void throttleDone(Work* w, bool checked);
+  AuthThrottle throttle_{1};  // sized in load()
+  uint32_t maxUnverified_ = 128;
+  uint32_t unverified_ = 0;  // checks admitted and not answered (leaders and followers)
+  bool stopWaiting_ = false;
+  uv_timer_t timer_;
   uint64_t checksRun_ = 0;
+  uint64_t checksRefused_ = 0;
 
  public:
   ~UvAuthenticator();

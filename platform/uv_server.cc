@@ -100,6 +100,18 @@ struct Connection final : public ExchangeHost {
   uint64_t fileLeft = 0;
   char* fileBuf = nullptr;
   uv_fs_t fileReq;
+  // Password checks (issue 20): the client's address, to which failed checks are charged; a read
+  // buffer kept (body bytes already read) while a slow check runs; not read from until the timer
+  // fires, after a throttled check was refused.
+  uint8_t peer[16] = {};
+  uint8_t peerLen = 0;
+  bool authHold = false;
+  bool heldOff = false;
+
+  size_t clientAddress(uint8_t out[16]) const override {
+    std::memcpy(out, peer, peerLen);
+    return peerLen;
+  }
 
   void onExchangeReady(Exchange&) override { server->onExchangeReady(this); }
   // Nothing is in flight, so closeConnection finishes the exchange before it returns.
@@ -308,6 +320,17 @@ void UvServer::acceptPending() {
   ++serving_;
   c->serving = true;
   uv_tcp_nodelay(&c->tcp, 1);
+  sockaddr_storage peer;
+  int peerLen = sizeof peer;
+  if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&peer), &peerLen) == 0) {
+    if (peer.ss_family == AF_INET) {
+      std::memcpy(c->peer, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, 4);
+      c->peerLen = 4;
+    } else if (peer.ss_family == AF_INET6) {
+      std::memcpy(c->peer, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, 16);
+      c->peerLen = 16;
+    }
+  }
   if (tls_) {
     c->tls = new (std::nothrow) TlsConn(settings_.tlsBufferBytes);
     bool ok = c->tls != nullptr && c->tls->in != nullptr &&
@@ -646,6 +669,7 @@ void UvServer::pump(Connection* c) {
         if (engine_.onHeaders(rs.exchange, rs.parser.head()) == Flow::Wait) {
           c->phase = Phase::WaitHeaders;
           stopReading(c);
+          if (rs.exchange.waitsForPasswordCheck()) holdForPasswordCheck(c);
           return;
         }
         afterHeaders(c);
@@ -677,6 +701,29 @@ void UvServer::pump(Connection* c) {
   }
 }
 
+// A password check that is not answered from memory may wait seconds (PBKDF2 in turn, throttle
+// delays): meanwhile the request keeps its slot (bounded by the authenticator's share of them) but
+// not its read buffer. A Ping or Create-Session has no body, so the buffer holds nothing more after
+// the head and goes back now. Body bytes read with the head (a Fragment) stay with their buffer,
+// for at most a quarter of the buffers at once; beyond that the connection is closed and the
+// buffer freed (the client retries; BITS clients do, and answered from memory the next time no
+// check holds a buffer at all).
+void UvServer::holdForPasswordCheck(Connection* c) {
+  if (c->rbuf == nullptr || c->rpos == c->rlen) {
+    releaseBuffer(c);
+    return;
+  }
+  uint32_t most = settings_.readBuffers / 4 > 0 ? settings_.readBuffers / 4 : 1;
+  if (authHolders_ < most) {
+    c->authHold = true;
+    ++authHolders_;
+    return;
+  }
+  logf(LogLevel::Info, "connection closed: body bytes waiting for a password check, and %u such already", most);
+  closeConnection(c);  // finishes when the check answers (it holds the slot until then)
+  releaseBuffer(c);
+}
+
 void UvServer::afterHeaders(Connection* c) {
   Exchange& ex = c->slot->exchange;
   if (ex.respondNow()) {
@@ -696,6 +743,10 @@ void UvServer::afterHeaders(Connection* c) {
 }
 
 void UvServer::onExchangeReady(Connection* c) {
+  if (c->authHold) {
+    c->authHold = false;
+    --authHolders_;
+  }
   if (c->closing) {
     if (!c->slot->exchange.inFlight()) finishClose(c);
     return;
@@ -753,6 +804,7 @@ void UvServer::onWrite(Connection* c, int status) {
     endFile(c);
   }
   bool close = ex.closeAfterResponse() || shuttingDown_;
+  uint32_t holdOff = ex.holdOffMs();
   engine_.finish(ex);
   if (close) {
     releaseSlot(c);
@@ -760,6 +812,17 @@ void UvServer::onWrite(Connection* c, int status) {
     return;
   }
   c->phase = Phase::Parsing;
+  if (holdOff > 0) {
+    // A throttled password check was refused (503, Retry-After): nothing more is read from this
+    // client until then. It holds no slot and no buffer meanwhile, only its timer. Bytes it
+    // already pipelined would need a buffer held all that time: it is closed instead.
+    releaseSlot(c);
+    if (c->rbuf != nullptr && c->rpos < c->rlen) return closeConnection(c);
+    releaseBuffer(c);
+    c->heldOff = true;
+    arm(c, holdOff);
+    return;
+  }
   if (c->rbuf != nullptr && c->rpos < c->rlen) {
     // Bytes of a pipelined next request are buffered: the slot goes straight to that request, so
     // that this buffer never waits for a slot (see onAllocThunk).
@@ -864,6 +927,12 @@ void UvServer::onTimerThunk(uv_timer_t* t) {
 
 void UvServer::onTimer(Connection* c) {
   if (c->closing) return;
+  if (c->heldOff) {  // the Retry-After time is over: read the next request
+    c->heldOff = false;
+    arm(c, settings_.idleTimeoutMs);
+    pump(c);
+    return;
+  }
   if (c->tls != nullptr && !c->tls->handshakeDone) {
     ++stats_.tlsFailures;
     logf(LogLevel::Info, "TLS handshake not finished within %u ms: connection closed", settings_.tlsHandshakeTimeoutMs);
@@ -999,7 +1068,7 @@ void UvServer::tlsInput(Connection* c) {
     logf(LogLevel::Debug, "TLS handshake done: %s", t->session.suite());
     arm(c, settings_.idleTimeoutMs);
   }
-  if (c->closing || c->phase != Phase::Parsing) return;  // the engine holds the request; pump resumes later
+  if (c->closing || c->phase != Phase::Parsing || c->heldOff) return;  // pump resumes later
   if (c->slot != nullptr && c->slot->parser.headersDone()) arm(c, settings_.bodyTimeoutMs);
   pump(c);
 }

@@ -82,6 +82,7 @@ class UvServer {
   void acceptPending();
   void pump(Connection* c);
   void afterHeaders(Connection* c);
+  void holdForPasswordCheck(Connection* c);
   void sendResponse(Connection* c);
   void onWrite(Connection* c, int status);
   // Reply downloads: the file body after the response head, 64 KiB at a time.
@@ -173,6 +174,7 @@ class UvServer {
   // Waiting connections: for a read buffer, for a slot with a complete head, for a slot otherwise.
   Connection* waitHead_[3] = {nullptr, nullptr, nullptr};
   Connection* waitTail_[3] = {nullptr, nullptr, nullptr};
+  uint32_t authHolders_ = 0;  // connections keeping a read buffer through a slow password check
 };
 
 }  // namespace bitsd::platform

@@ -77,6 +77,26 @@ TEST(Auth, PingToAnyUrlNeedsCredentialsButNoLocation) {
   }
 }
 
+// Issue 20: a check the authenticator refused unchecked (too many failures from this address or for
+// this user) is a transient 503 with the Retry-After it gave, not a 401 (the password may be right),
+// and a Fragment's bytes go nowhere.
+TEST(Auth, AThrottledCheckIs503WithRetryAfterAndWritesNothing) {
+  AuthDriver a;
+  std::string id = a.create("/t.bin", "alice:wonderland");
+  ASSERT_FALSE(id.empty());
+  a.d.auth.refuseMs = 2500;
+  Reply ping = a.d.send(request("/x", "Ping", {}, "alice:wonderland"));
+  EXPECT_EQ(ping.status, 503) << ping.raw;
+  EXPECT_EQ(ping.get("Retry-After"), "3");
+  EXPECT_EQ(ping.get("BITS-Error-Code"), "0x800700AA");
+  EXPECT_EQ(ping.get("WWW-Authenticate"), "");
+  Reply frag = a.fragment("/t.bin", id, "secret", 0, 6, "alice:wonderland");
+  EXPECT_EQ(frag.status, 503) << frag.raw;
+  EXPECT_EQ(a.d.storage.contents(a.d.partialPath(id)), "");
+  a.d.auth.refuseMs = 0;
+  EXPECT_EQ(a.fragment("/t.bin", id, "secret", 0, 6, "alice:wonderland").status, 200);
+}
+
 TEST(Auth, AFragmentRefusedFor401LeavesNothingBehind) {
   AuthDriver a;
   std::string id = a.create("/f.bin", "alice:wonderland");

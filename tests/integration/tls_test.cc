@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -99,6 +101,12 @@ class TlsClient {
   bool write(const std::string& bytes) {
     return mbedtls_ssl_write(&ssl_, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()) ==
            static_cast<int>(bytes.size());
+  }
+  // Bounds every later send and receive (connect() sets 10 s).
+  void setTimeoutMs(int ms) {
+    timeval tv{ms / 1000, (ms % 1000) * 1000};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   }
   Reply roundTrip(const std::string& request) {
     size_t done = 0;
@@ -587,6 +595,139 @@ TEST_F(Auth, ConcurrentChecksOfTheSameCredentialsRunOnePbkdf2) {
   int runs = std::atoi(err.c_str() + at + std::strlen("password checks run (PBKDF2): "));
   EXPECT_GE(runs, 2);  // the shared one and the wrong password
   EXPECT_LE(runs, 3) << err;
+}
+
+// Issue 20: 200 TLS connections send Pings with wrong passwords (each a real PBKDF2 of 100,000
+// iterations, bitsctl's default), reconnecting when they give up, while a client that signed in
+// before uploads 24 MiB and pings on its keep-alive connection. Before the fix every waiting check
+// held a read buffer and the checks ran one after the other, so the upload stalled for as long as
+// the flood lasted (its requests timed out after 10 s). Now: the upload takes a bounded multiple of
+// its time alone, its Pings stay quick, and the flood's failures are throttled: far fewer PBKDF2s
+// run than wrong passwords arrive, and the rest are refused with 503 and Retry-After.
+TEST_F(Auth, AWrongPasswordFloodDoesNotStallAnAuthenticatedUpload) {
+  std::string floodUsers = dir.path() + "/flood-users";
+  std::string pwPath = dir.path() + "/pw-erin";
+  {
+    std::FILE* f = std::fopen(pwPath.c_str(), "w");
+    std::fputs("right one\n", f);
+    std::fclose(f);
+  }
+  int in = ::open(pwPath.c_str(), O_RDONLY);
+  int devnull = ::open("/dev/null", O_WRONLY);
+  pid_t pid = spawnProgram(BITSCTL_BINARY,
+                           {"user", "add", "erin", "--users-file", floodUsers, "--iterations", "100000", "--password-stdin"},
+                           devnull, devnull, {}, in);
+  ::close(in);
+  ::close(devnull);
+  ASSERT_EQ(waitProcess(pid, 60000), 0);
+  BitsdProcess bitsd({"--tls-cert", crt(), "--tls-key", key(), "--users-file", floodUsers});
+  ASSERT_TRUE(bitsd.start()) << bitsd.stderrText();
+  const std::string auth = basicHeader("erin:right one");
+  TlsClient c(crt());
+  ASSERT_EQ(c.connect(bitsd.port()), 0);
+  ASSERT_EQ(c.roundTrip(bitsRequest("/x", "Ping", {{"Authorization", auth}})).status, 200);  // signed in
+
+  const std::string data = randomBytes(24 << 20, 20);
+  using Clock = std::chrono::steady_clock;
+  auto secondsSince = [](Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  // One upload in 4 MiB fragments with a Ping after each; its time in seconds, or -1 if a request failed.
+  auto upload = [&](const std::string& path, double* slowestPing) -> double {
+    auto t0 = Clock::now();
+    Reply created = c.roundTrip(bitsRequest(path, "Create-Session",
+                                            {{"BITS-Supported-Protocols", std::string(kUploadProtocolGuid)},
+                                             {"Authorization", auth}}));
+    if (created.status != 200) return -1;
+    std::string id = created.get("BITS-Session-Id");
+    const size_t kPart = 4 << 20;
+    for (size_t off = 0; off < data.size(); off += kPart) {
+      std::string part = data.substr(off, kPart);
+      std::string range = "bytes " + std::to_string(off) + "-" + std::to_string(off + part.size() - 1) + "/" +
+                          std::to_string(data.size());
+      Reply r = c.roundTrip(bitsRequest(path, "Fragment",
+                                        {{"BITS-Session-Id", id}, {"Content-Range", range}, {"Authorization", auth}},
+                                        part));
+      if (r.status != 200) return -1;
+      auto p0 = Clock::now();
+      if (c.roundTrip(bitsRequest("/x", "Ping", {{"Authorization", auth}})).status != 200) return -1;
+      *slowestPing = std::max(*slowestPing, secondsSince(p0));
+    }
+    if (c.roundTrip(bitsRequest(path, "Close-Session", {{"BITS-Session-Id", id}, {"Authorization", auth}})).status != 200) {
+      return -1;
+    }
+    return secondsSince(t0);
+  };
+  double pingAlone = 0;
+  double alone = upload("/alone.bin", &pingAlone);
+  ASSERT_GT(alone, 0) << bitsd.stderrText();
+
+  constexpr int kFlooders = 200;
+  std::atomic<bool> stop{false};
+  std::atomic<int> sent{0}, wrong{0}, refused{0}, other{0};
+  std::vector<std::thread> flood;
+  const int port = bitsd.port();
+  for (int i = 0; i < kFlooders; ++i) {
+    flood.emplace_back([&, i] {
+      int n = 0;
+      while (!stop) {
+        TlsClient f(crt());
+        if (f.connect(port) != 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          continue;
+        }
+        f.setTimeoutMs(4000);  // an impatient attacker: gives up and reconnects
+        while (!stop) {
+          ++sent;
+          std::string guess = "erin:guess " + std::to_string(i) + "-" + std::to_string(n++);
+          Reply r = f.roundTrip(bitsRequest("/x", "Ping", {{"Authorization", basicHeader(guess)}}));
+          if (r.status == 401) {
+            ++wrong;
+          } else if (r.status == 503) {
+            ++refused;
+            if (r.get("Retry-After").empty()) ++other;
+          } else {
+            if (r.status != 0) ++other;
+            break;  // timed out or closed: reconnect
+          }
+        }
+      }
+    });
+  }
+  auto joinFlood = [&] {
+    stop = true;
+    for (std::thread& t : flood) t.join();
+  };
+  auto floodStart = Clock::now();
+  while (sent < kFlooders && secondsSince(floodStart) < 60) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (sent < kFlooders) {
+    joinFlood();
+    FAIL() << "the flood did not get going: " << sent << " requests sent";
+  }
+  double pingFlooded = 0;
+  double flooded = upload("/flooded.bin", &pingFlooded);
+  double floodSeconds = secondsSince(floodStart);
+  joinFlood();
+  std::printf("upload alone %.2f s (slowest ping %.3f s); under the flood %.2f s (slowest ping %.3f s); "
+              "flood %.1f s: %d sent, %d answered 401, %d refused 503\n",
+              alone, pingAlone, flooded, pingFlooded, floodSeconds, sent.load(), wrong.load(), refused.load());
+  ASSERT_GT(flooded, 0) << "a request of the upload failed under the flood";
+  EXPECT_LE(flooded, std::max(10 * alone, alone + 15));
+  EXPECT_LE(pingFlooded, 5.0);
+  EXPECT_EQ(other.load(), 0) << "every wrong password gets 401, or 503 with Retry-After";
+  EXPECT_GT(refused.load(), 0) << "throttling refused nothing";
+  std::string got;
+  ASSERT_TRUE(readFile(bitsd.root() + "/flooded.bin", &got));
+  EXPECT_TRUE(got == data);
+  EXPECT_EQ(bitsd.stop(SIGTERM), 0);
+  std::string err = bitsd.stderrText();
+  size_t at = err.find("password checks run (PBKDF2): ");
+  ASSERT_NE(at, std::string::npos) << err;
+  int runs = std::atoi(err.c_str() + at + std::strlen("password checks run (PBKDF2): "));
+  int attempts = wrong + refused;
+  std::printf("PBKDF2 run: %d for %d wrong passwords answered\n", runs, attempts);
+  EXPECT_GE(attempts, kFlooders);
+  EXPECT_LE(runs * 4, attempts) << "the flood's failures were not throttled";
 }
 
 TEST_F(Auth, PasswordsOverPlainHttpNeedAnExplicitFlag) {

@@ -170,6 +170,7 @@ class FakeAuthenticator final : public Authenticator {
   std::vector<std::string> names;                    // id -> name
   std::map<std::string, int32_t> credentials;        // base64 credentials -> id
   int checks = 0;
+  uint32_t refuseMs = 0;  // non-zero: every check is refused unchecked (throttled), with this Retry-After
   void add(const std::string& name, const std::string& base64Credentials) {
     credentials[base64Credentials] = static_cast<int32_t>(names.size());
     names.push_back(name);
@@ -193,7 +194,8 @@ class FakeAuthenticator final : public Authenticator {
   void runOne() {
     auto [op, user] = queue_.front();
     queue_.pop_front();
-    op->user = user;
+    op->user = refuseMs > 0 ? -1 : user;
+    op->retryAfterMs = refuseMs;
     op->callback->onAuthDone(*op);
   }
 
