@@ -100,17 +100,16 @@ struct Connection final : public ExchangeHost {
   uint64_t fileLeft = 0;
   char* fileBuf = nullptr;
   uv_fs_t fileReq;
-  // Password checks (issue 20): the client's address, to which failed checks are charged; a read
-  // buffer kept (body bytes already read) while a slow check runs; not read from until the timer
-  // fires, after a throttled check was refused.
-  uint8_t peer[16] = {};
-  uint8_t peerLen = 0;
+  // Password checks (issue 20): failed checks are charged to `peer`; a read buffer kept (body bytes
+  // already read) while a slow check runs; not read from until the timer fires, after a throttled
+  // check was refused.
   bool authHold = false;
   bool heldOff = false;
 
   size_t clientAddress(uint8_t out[16]) const override {
-    std::memcpy(out, peer, peerLen);
-    return peerLen;
+    size_t n = peer.family == 4 ? 4 : peer.family == 6 ? 16 : 0;
+    std::memcpy(out, peer.bytes, n);
+    return n;
   }
 
   void onExchangeReady(Exchange&) override { server->onExchangeReady(this); }
@@ -320,17 +319,6 @@ void UvServer::acceptPending() {
   ++serving_;
   c->serving = true;
   uv_tcp_nodelay(&c->tcp, 1);
-  sockaddr_storage peer;
-  int peerLen = sizeof peer;
-  if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&peer), &peerLen) == 0) {
-    if (peer.ss_family == AF_INET) {
-      std::memcpy(c->peer, &reinterpret_cast<sockaddr_in*>(&peer)->sin_addr, 4);
-      c->peerLen = 4;
-    } else if (peer.ss_family == AF_INET6) {
-      std::memcpy(c->peer, &reinterpret_cast<sockaddr_in6*>(&peer)->sin6_addr, 16);
-      c->peerLen = 16;
-    }
-  }
   if (tls_) {
     c->tls = new (std::nothrow) TlsConn(settings_.tlsBufferBytes);
     bool ok = c->tls != nullptr && c->tls->in != nullptr &&
