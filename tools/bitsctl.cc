@@ -7,9 +7,11 @@
 //   bitsctl journal compact --state DIR   rewrite the journal with only live state (bitsd must be stopped)
 //   bitsctl gen-cert --cn NAME [--cert F] [--key F] [--days N] [--force]
 //                                         a self-signed ECDSA key and certificate for https
-//   bitsctl user add|del|list [NAME] [--users-file F] [--iterations N] [--password-stdin]
+//   bitsctl user add|del|list [NAME] [--users-file F] [--iterations N] [--password-stdin] [--replace]
 //                                         the users file of Basic authentication (PBKDF2-SHA256)
+//   bitsctl [COMMAND] --help              help on stdout, exit 0
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -36,16 +38,76 @@ namespace {
 
 using namespace bitsd;
 
+const char kUsage[] =
+    "usage: bitsctl sessions --state DIR\n"
+    "       bitsctl journal dump|verify|compact --state DIR\n"
+    "       bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n"
+    "       bitsctl user add NAME [--users-file FILE] [--iterations N] [--password-stdin] [--replace]\n"
+    "       bitsctl user del NAME [--users-file FILE]\n"
+    "       bitsctl user list [--users-file FILE]\n"
+    "       bitsctl [COMMAND] --help\n";
+
+// A usage mistake: the synopsis on stderr, exit 2. `--help` prints it on stdout instead (helpText).
 int usage() {
-  std::fputs(
-      "usage: bitsctl sessions --state DIR\n"
-      "       bitsctl journal dump|verify|compact --state DIR\n"
-      "       bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n"
-      "       bitsctl user add NAME [--users-file FILE] [--iterations N] [--password-stdin]\n"
-      "       bitsctl user del NAME [--users-file FILE]\n"
-      "       bitsctl user list [--users-file FILE]\n",
-      stderr);
+  std::fputs(kUsage, stderr);
   return 2;
+}
+
+// `bitsctl COMMAND... --help`: what that command does and its options (the synopsis when the
+// command is unknown or absent).
+const char* helpText(const std::vector<std::string>& words) {
+  auto is = [&](const char* a, const char* b = nullptr) {
+    return !words.empty() && words[0] == a && (b == nullptr || (words.size() > 1 && words[1] == b));
+  };
+  if (is("sessions"))
+    return "usage: bitsctl sessions --state DIR\n"
+           "The sessions bitsd's journal (DIR/journal) holds, one per line: id, state, bytes, last activity, path.\n"
+           "Reads the journal only; safe while bitsd runs.\n";
+  if (is("journal", "dump"))
+    return "usage: bitsctl journal dump --state DIR\n"
+           "Every record of DIR/journal, then where replay stopped and why.\n";
+  if (is("journal", "verify"))
+    return "usage: bitsctl journal verify --state DIR\n"
+           "Checks DIR/journal. Exit 0: clean; 1: a torn or stale tail (bitsd cuts it at start-up);\n"
+           "2: unreadable, foreign or corrupt.\n";
+  if (is("journal", "compact"))
+    return "usage: bitsctl journal compact --state DIR\n"
+           "Rewrites DIR/journal with only the live state. Refused while bitsd runs (it holds the lock).\n";
+  if (is("journal"))
+    return "usage: bitsctl journal dump|verify|compact --state DIR\n"
+           "  dump     every record, and where replay stopped\n"
+           "  verify   exit 0 clean, 1 torn tail, 2 foreign or corrupt\n"
+           "  compact  rewrite with only the live state (bitsd must be stopped)\n";
+  if (is("gen-cert"))
+    return "usage: bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n"
+           "A self-signed ECDSA P-256 key and certificate for bitsd's https (tls-cert, tls-key).\n"
+           "  --cn NAME     the host name or address clients use (also the subjectAltName)\n"
+           "  --cert FILE   certificate to write (default bitsd.crt)\n"
+           "  --key FILE    private key to write, mode 0600 (default bitsd.key)\n"
+           "  --days N      validity in days (default 3650)\n"
+           "  --force       replace existing files\n";
+  if (is("user", "add"))
+    return "usage: bitsctl user add NAME [--users-file FILE] [--iterations N] [--password-stdin] [--replace]\n"
+           "Adds NAME to the users file of Basic authentication (salted PBKDF2-SHA256). The password is\n"
+           "asked twice on a terminal, else read from one line of stdin.\n"
+           "  --users-file FILE  default ./users; a new file gets mode 0640 and, when a group\n"
+           "                     'bitsd' exists, that group (bitsd reads it as user bitsd);\n"
+           "                     a rewritten file keeps its mode and group\n"
+           "  --iterations N     PBKDF2 iterations, 1000..100000000 (default 100000)\n"
+           "  --password-stdin   read the password from stdin even on a terminal\n"
+           "  --replace          NAME exists: replace its password. Without it, a terminal is asked\n"
+           "                     to confirm and anything else is refused (exit 2)\n"
+           "bitsd reads the file again on SIGHUP.\n";
+  if (is("user", "del"))
+    return "usage: bitsctl user del NAME [--users-file FILE]\n"
+           "Removes NAME from the users file (default ./users); bitsd forgets it on SIGHUP.\n";
+  if (is("user", "list"))
+    return "usage: bitsctl user list [--users-file FILE]\n"
+           "The users in the users file (default ./users) and their PBKDF2 iteration counts.\n";
+  if (is("user"))
+    return "usage: bitsctl user add|del|list [NAME] [--users-file FILE]\n"
+           "The users file of Basic authentication; `bitsctl user add --help` for the options.\n";
+  return kUsage;
 }
 
 [[noreturn]] void fail(const std::string& msg) {
@@ -276,7 +338,7 @@ std::string readPassword(const std::string& name, bool fromStdin) {
 int userCommand(const std::vector<std::string>& args) {
   std::string usersFile = "users", name, verb = args.size() > 1 ? args[1] : "";
   uint32_t iterations = bitsd::platform::kDefaultPbkdf2Iterations;
-  bool fromStdin = false;
+  bool fromStdin = false, replace = false;
   for (size_t i = 2; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> std::string {
@@ -293,6 +355,8 @@ int userCommand(const std::vector<std::string>& args) {
       iterations = static_cast<uint32_t>(n);
     } else if (a == "--password-stdin") {
       fromStdin = true;
+    } else if (a == "--replace") {
+      replace = true;
     } else if (a.rfind("--", 0) == 0) {
       fail("unknown option " + a + " for user");
     } else if (name.empty()) {
@@ -302,6 +366,8 @@ int userCommand(const std::vector<std::string>& args) {
     }
   }
   std::string text;
+  struct stat old {};
+  bool hadFile = ::stat(usersFile.c_str(), &old) == 0;
   {
     std::ifstream f(usersFile, std::ios::binary);
     if (f) {
@@ -326,6 +392,16 @@ int userCommand(const std::vector<std::string>& args) {
   std::string line;
   if (verb == "add") {
     if (!bitsd::validUserName(name)) fail("'" + name + "' is not a user name (1..32 of A-Z a-z 0-9 . _ -)");
+    if (exists && !replace) {
+      // Say so before asking for a password: a typo in NAME must not silently reset someone.
+      if (fromStdin || !::isatty(0) || !::isatty(2)) {
+        fail("user " + name + " exists in " + usersFile + ": add --replace to change the password (nothing changed)");
+      }
+      std::fprintf(stderr, "user %s exists in %s: replace the password? [y/N] ", name.c_str(), usersFile.c_str());
+      std::string answer;
+      std::getline(std::cin, answer);
+      if (answer != "y" && answer != "Y" && answer != "yes") fail("nothing changed");
+    }
     std::string pw = readPassword(name, fromStdin);
     if (!bitsd::platform::userLine(name, pw, iterations, &line, &why)) fail(why);
     std::fill(pw.begin(), pw.end(), '\0');
@@ -346,9 +422,20 @@ int userCommand(const std::vector<std::string>& args) {
     out += l + "\n";
   }
   if (verb == "add" && !placed) out += line + "\n";
+  // bitsd runs as user bitsd (the package's unit) and must read the file; only its owner writes it.
+  // A new file: 0640, group bitsd when that group exists (as the .deb's postinst sets it). A
+  // rewritten file keeps its mode, owner and group.
   std::string tmp = usersFile + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0 || ::write(fd, out.data(), out.size()) != static_cast<ssize_t>(out.size()) || ::fsync(fd) != 0 ||
+  bool ok = fd >= 0;
+  if (ok && hadFile) {
+    if (::fchown(fd, old.st_uid, old.st_gid) != 0) (void)::fchown(fd, static_cast<uid_t>(-1), old.st_gid);
+    ok = ::fchmod(fd, old.st_mode & 07777) == 0;
+  } else if (ok) {
+    if (const group* g = ::getgrnam("bitsd")) (void)::fchown(fd, static_cast<uid_t>(-1), g->gr_gid);
+    ok = ::fchmod(fd, 0640) == 0;
+  }
+  if (!ok || ::write(fd, out.data(), out.size()) != static_cast<ssize_t>(out.size()) || ::fsync(fd) != 0 ||
       ::close(fd) != 0 || ::rename(tmp.c_str(), usersFile.c_str()) != 0) {
     fail("cannot write " + usersFile + ": " + std::strerror(errno));
   }
@@ -359,6 +446,15 @@ int userCommand(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  // `--help` anywhere: help on stdout for the command named before it, exit 0.
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
+      std::vector<std::string> words;
+      for (size_t j = 0; j < i && args[j].rfind("-", 0) != 0; ++j) words.push_back(args[j]);
+      std::fputs(helpText(words), stdout);
+      return 0;
+    }
+  }
   if (!args.empty() && args[0] == "gen-cert") return genCertCommand(args);
   if (!args.empty() && args[0] == "user") return userCommand(args);
   std::string state;
@@ -368,9 +464,6 @@ int main(int argc, char** argv) {
       state = args[++i];
     } else if (args[i].rfind("--state=", 0) == 0) {
       state = args[i].substr(8);
-    } else if (args[i] == "--help" || args[i] == "-h") {
-      usage();
-      return 0;
     } else if (args[i].rfind("--", 0) == 0) {
       fail("unknown option " + args[i]);
     } else {
