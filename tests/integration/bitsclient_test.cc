@@ -258,14 +258,18 @@ TEST_F(BitsClient, FatalAnswersAndBadFlagsExitWithTheirClassAndOneLine) {
     ClientRun c({"upload", src, url("/exists.bin")});
     EXPECT_EQ(c.wait(), 1);
     std::string e = c.err();
-    EXPECT_NE(e.find("Create-Session answered 403 0x80070005"), std::string::npos) << e;
+    // Issue 19: a sentence a person understands, plus the codes.
+    EXPECT_NE(e.find("the file exists and the server does not allow overwrites (403, 0x80070005)"), std::string::npos)
+        << e;
     EXPECT_EQ(std::count(e.begin(), e.end(), '\n'), 1) << e;
     EXPECT_FALSE(fileExists(src + ".bitsjob")) << "a job refused before its session was kept";
   }
   {
     ClientRun c({"upload", src, url("/no/such/dir.bin")});
     EXPECT_EQ(c.wait(), 1);
-    EXPECT_NE(c.err().find("404 0x80070003"), std::string::npos) << c.err();
+    EXPECT_NE(c.err().find("the destination directory does not exist on the server (404, 0x80070003)"),
+              std::string::npos)
+        << c.err();
   }
   struct Case {
     std::vector<std::string> args;
