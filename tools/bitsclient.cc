@@ -17,6 +17,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +42,7 @@
 #include "core/notify.h"
 #include "core/protocol.h"
 #include "tools/client/job.h"
+#include "tools/client/progress_line.h"
 
 namespace {
 
@@ -115,17 +117,7 @@ std::string jsonString(const std::string& s) {
   return out + "\"";
 }
 
-std::string human(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", bytes, units[u]);
-  return buf;
-}
+std::string human(double bytes) { return client::humanBytes(bytes); }
 
 // --- Options and the state file ---------------------------------------------------------------------
 
@@ -215,6 +207,7 @@ void parseOptions(int argc, char** argv, int first, Options* o) {
     } else if (a == "-u" || a == "--user") {
       o->user = value();
       if (o->user.find(':') == std::string::npos) usageError("-u needs NAME:PASSWORD");
+      o->job.credentialsGiven = true;
     } else {
       usageError("unknown option '" + a + "' (see bitsclient --help)");
     }
@@ -319,20 +312,37 @@ class Progress {
  public:
   explicit Progress(const Options& o) : json_(o.json), bar_(!o.json && !o.quiet && ::isatty(2)), quiet_(o.quiet) {
     start_ = std::chrono::steady_clock::now();
+    readWidth();
   }
-  void event(const Event& e, const Job& job) {
+  bool bar() const { return bar_; }
+  // The terminal's width, from the terminal the line is drawn on (stderr); again on SIGWINCH.
+  void readWidth() {
+    winsize ws{};
+    width_ = bar_ && ::ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : client::kDefaultProgressWidth;
+  }
+  void resized(const Job& job, uint64_t nowMs) {
+    readWidth();
+    if (bar_ && drawn_) draw(job, true, nowMs);
+  }
+  // Redraws the line (at most every 100 ms), e.g. for the retry countdown.
+  void tick(const Job& job, uint64_t nowMs) {
+    if (bar_ && drawn_) draw(job, false, nowMs);
+  }
+  void event(const Event& e, const Job& job, uint64_t nowMs) {
     if (json_ && !quiet_) printJson(e, job);
     if (bar_) {
       if (e.type == Event::Type::Retry || e.type == Event::Type::Restart || e.type == Event::Type::Fallback ||
           e.type == Event::Type::Resync || e.type == Event::Type::Shrunk) {
         clearLine();
         std::fprintf(stderr, "%s: %s\n", client::eventName(e.type), describe(e).c_str());
+        drawn_ = false;
       }
-      draw(job, e.type == Event::Type::Done);
+      draw(job, e.type == Event::Type::Done || e.type == Event::Type::Retry, nowMs);
     }
   }
   void finish() {
     if (bar_ && drawn_) std::fputc('\n', stderr);
+    drawn_ = false;
   }
   double seconds() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
@@ -351,29 +361,19 @@ class Progress {
   void clearLine() {
     if (drawn_) std::fputs("\r\033[K", stderr);
   }
-  void draw(const Job& job, bool force) {
+  void draw(const Job& job, bool force, uint64_t nowMs) {
     auto now = std::chrono::steady_clock::now();
     if (!force && drawn_ && now - lastDraw_ < std::chrono::milliseconds(100)) return;
     lastDraw_ = now;
-    uint64_t total = job.totalBytes(), have = job.offset();
+    client::ProgressState st;
+    st.total = job.totalBytes();
+    st.have = job.offset();
     double secs = seconds();
-    double rate = secs > 0 ? static_cast<double>(have - std::min(have, firstOffset(have))) / secs : 0;
-    int width = 30;
-    int filled = total == 0 ? width : static_cast<int>(static_cast<double>(have) * width / static_cast<double>(total));
-    std::string bar(static_cast<size_t>(filled), '#');
-    bar.resize(static_cast<size_t>(width), ' ');
-    std::string eta = "--:--";
-    if (rate > 0 && have < total) {
-      uint64_t left = static_cast<uint64_t>(static_cast<double>(total - have) / rate);
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "%llu:%02llu", static_cast<unsigned long long>(left / 60),
-                    static_cast<unsigned long long>(left % 60));
-      eta = buf;
-    }
+    st.rate = secs > 0 ? static_cast<double>(st.have - std::min(st.have, firstOffset(st.have))) / secs : 0;
+    if (st.rate > 0 && st.have < st.total) st.etaSeconds = static_cast<int64_t>(static_cast<double>(st.total - st.have) / st.rate);
+    if (uint64_t wait = job.retryWaitMs(nowMs); wait > 0) st.retryInSeconds = static_cast<int64_t>((wait + 999) / 1000);
     clearLine();
-    std::fprintf(stderr, "[%s] %3d%% %s / %s  %s/s  ETA %s", bar.c_str(),
-                 total == 0 ? 100 : static_cast<int>(have * 100 / total), human(static_cast<double>(have)).c_str(),
-                 human(static_cast<double>(total)).c_str(), human(rate).c_str(), eta.c_str());
+    std::fputs(client::progressLine(width_, st).c_str(), stderr);
     std::fflush(stderr);
     drawn_ = true;
   }
@@ -433,6 +433,7 @@ class Progress {
   }
 
   bool json_, bar_, quiet_;
+  int width_ = client::kDefaultProgressWidth;
   bool drawn_ = false;
   bool haveFirst_ = false;
   uint64_t first_ = 0;
@@ -485,6 +486,17 @@ class Driver {
       sigint_.data = sigterm_.data = this;
       uv_signal_start(&sigint_, onSignal, SIGINT);
       uv_signal_start(&sigterm_, onSignal, SIGTERM);
+    }
+    if (interactive_ && progress_.bar()) {
+      // The line follows the terminal's width, and counts a retry's wait down once a second.
+      uv_signal_init(loop_, &sigwinch_);
+      uv_timer_init(loop_, &tick_);
+      sigwinch_.data = tick_.data = this;
+      uv_signal_start(&sigwinch_, onResize, SIGWINCH);
+      uv_timer_start(&tick_, onTick, 250, 250);
+      uv_unref(reinterpret_cast<uv_handle_t*>(&tick_));
+      uv_unref(reinterpret_cast<uv_handle_t*>(&sigwinch_));
+      ticking_ = true;
     }
     if (!o_.user.empty()) {
       unsigned char b64[1024];
@@ -546,6 +558,8 @@ class Driver {
   void header();
 
   static void onSignal(uv_signal_t* s, int signum);
+  static void onResize(uv_signal_t* s, int signum);
+  static void onTick(uv_timer_t* t);
   static int onHeaderField(llhttp_t* p, const char* at, size_t len);
   static int onHeaderValue(llhttp_t* p, const char* at, size_t len);
   static int onHeadersComplete(llhttp_t* p);
@@ -560,8 +574,10 @@ class Driver {
   int replyFd_ = -1;
   std::vector<char> chunk_;
   uv_timer_t timeout_, wait_, pause_;
-  uv_signal_t sigint_, sigterm_;
+  uv_signal_t sigint_, sigterm_, sigwinch_;
+  uv_timer_t tick_;
   bool interactive_;
+  bool ticking_ = false;  // sigwinch_ and tick_ are in use (a progress bar on a terminal)
   Chaos* chaos_ = nullptr;
   BenchStats* stats_ = nullptr;
   std::function<void(Driver&)> onFinish_;
@@ -646,6 +662,17 @@ void Driver::onSignal(uv_signal_t* s, int) {
   std::exit(130);
 }
 
+void Driver::onResize(uv_signal_t* s, int) {
+  Driver* d = static_cast<Driver*>(s->data);
+  uv_update_time(d->loop_);
+  d->progress_.resized(d->job_, uv_now(d->loop_));
+}
+
+void Driver::onTick(uv_timer_t* t) {
+  Driver* d = static_cast<Driver*>(t->data);
+  d->progress_.tick(d->job_, uv_now(d->loop_));
+}
+
 void Driver::finish(int code) {
   if (finished_) return;
   finished_ = true;
@@ -658,13 +685,17 @@ void Driver::finish(int code) {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
   }
+  if (ticking_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigwinch_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+  }
   if (onFinish_) onFinish_(*this);
 }
 
 void drainEvents(Driver* d) {
   bool save = false;
   for (const Event& e : d->job_.takeEvents()) {
-    d->progress_.event(e, d->job_);
+    d->progress_.event(e, d->job_, uv_now(d->loop_));
     if (d->stats_ != nullptr) {
       BenchStats& st = *d->stats_;
       st.retries += e.type == Event::Type::Retry;

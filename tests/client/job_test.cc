@@ -464,3 +464,50 @@ TEST(ClientPolicy, RetryDelaysAndFragmentClamp) {
 
 }  // namespace
 }  // namespace bitsd::client
+
+namespace bitsd::client {
+namespace {
+
+// Issue 19: while the job waits to retry, it says how long it still waits (the progress line shows
+// "retrying in N s" from it), counting down on the clock, and 0 once it sends again.
+TEST(ClientJobRetryWait, CountsDownOnTheClockAndEndsWhenTheRetryIsSent) {
+  JobConfig c = config(kMiB);
+  c.retry.firstDelayMs = 4000;
+  Harness h(c);
+  EXPECT_EQ(h.job.retryWaitMs(h.now), 0u);
+  h.expectSend();
+  h.transport();
+  EXPECT_EQ(h.job.retryWaitMs(h.now), 4000u);
+  h.now += 1500;
+  EXPECT_EQ(h.job.retryWaitMs(h.now), 2500u);
+  h.now += 2500;
+  EXPECT_EQ(h.job.retryWaitMs(h.now), 0u);
+  EXPECT_EQ(h.expectSend().kind, Kind::Ping);
+  h.answer(200);
+  EXPECT_EQ(h.job.retryWaitMs(h.now), 0u);
+}
+
+// Issue 19: the failure names the refusal in a sentence, with its status and code.
+TEST(ClientJobRetryWait, RefusalsAreSentencesWithTheirCodes) {
+  {
+    Harness h(config(kMiB));
+    h.expectSend();
+    h.answer(200);
+    h.expectSend();
+    h.error(403, hresult::kAccessDenied);
+    EXPECT_EQ(h.job.failure(),
+              "Create-Session: the file exists and the server does not allow overwrites (403, 0x80070005)");
+  }
+  {
+    JobConfig c = config(kMiB);
+    c.retry.maxFailures = 1;
+    Harness h(c);
+    h.expectSend();
+    h.error(503, hresult::kBusy);
+    EXPECT_NE(h.job.failure().find("Ping: the server is busy (503, 0x800700AA)"), std::string::npos)
+        << h.job.failure();
+  }
+}
+
+}  // namespace
+}  // namespace bitsd::client

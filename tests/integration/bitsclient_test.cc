@@ -5,11 +5,14 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -163,6 +166,164 @@ class BitsClient : public ::testing::Test {
   std::unique_ptr<BitsdProcess> bitsd;
 };
 
+// bitsclient on a pseudo-terminal of `columns` (stdout and stderr both on it, as in a shell), its
+// output read from the master side as it comes. The window size is set with TIOCSWINSZ; a resize
+// is TIOCSWINSZ then SIGWINCH, which is what the kernel sends to a terminal's foreground group.
+class TerminalRun {
+ public:
+  TerminalRun(const std::vector<std::string>& args, int columns) {
+    winsize ws{};
+    ws.ws_row = 24;
+    ws.ws_col = static_cast<unsigned short>(columns);
+    int slave = -1;
+    if (::openpty(&master_, &slave, nullptr, nullptr, &ws) != 0) return;
+    ::fcntl(master_, F_SETFD, FD_CLOEXEC);
+    pid_ = spawnProgram(BITSCLIENT_BINARY, args, slave, slave);
+    ::close(slave);
+  }
+  ~TerminalRun() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      waitProcess(pid_, 5000);
+    }
+    if (master_ >= 0) ::close(master_);
+  }
+  void resize(int columns) {
+    winsize ws{};
+    ws.ws_row = 24;
+    ws.ws_col = static_cast<unsigned short>(columns);
+    ::ioctl(master_, TIOCSWINSZ, &ws);
+    ::kill(pid_, SIGWINCH);
+  }
+  // Reads until `pred(out)` holds or `timeoutMs` passes (or the terminal closes).
+  bool waitFor(const std::function<bool(const std::string&)>& pred, int timeoutMs = 20000) {
+    auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
+    while (!pred(out_)) {
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+      if (left <= 0 || master_ < 0) return false;
+      pollfd pf{master_, POLLIN, 0};
+      if (::poll(&pf, 1, left) <= 0) return false;
+      char buf[4096];
+      ssize_t n = ::read(master_, buf, sizeof buf);
+      if (n <= 0) {  // EIO once the client (the last holder of the slave) is gone
+        ::close(master_);
+        master_ = -1;
+        return pred(out_);
+      }
+      out_.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+  int wait(int timeoutMs = 60000) {
+    waitFor([](const std::string&) { return false; }, timeoutMs);
+    int code = waitProcess(pid_, 5000);
+    pid_ = -1;
+    return code;
+  }
+  const std::string& out() const { return out_; }
+
+ private:
+  int master_ = -1;
+  pid_t pid_ = -1;
+  std::string out_;
+};
+
+// What a terminal shows, split on \r and \n (the progress line is redrawn with "\r\033[K"), the
+// erase sequence dropped. Progress lines are the ones with a percentage; other lines are messages,
+// printed once (a terminal may wrap those, as it wraps any message).
+std::vector<std::string> progressSegments(const std::string& out, size_t from = 0) {
+  std::vector<std::string> segs;
+  std::string cur;
+  for (size_t i = from; i < out.size(); ++i) {
+    char ch = out[i];
+    if (ch == '\r' || ch == '\n') {
+      if (cur.find('%') != std::string::npos) segs.push_back(cur);
+      cur.clear();
+    } else if (ch == '\033' && out.compare(i, 3, "\033[K") == 0) {
+      i += 2;
+    } else {
+      cur += ch;
+    }
+  }
+  if (cur.find('%') != std::string::npos) segs.push_back(cur);
+  return segs;
+}
+
+bool isCountdown(const std::string& seg) {
+  size_t at = seg.find("retrying in ");
+  return at != std::string::npos && seg.size() > at + 12 && std::isdigit(static_cast<unsigned char>(seg[at + 12])) &&
+         seg.compare(seg.size() - 2, 2, " s") == 0;
+}
+
+TEST_F(BitsClient, TheProgressLineNeverWrapsOnA40Or80ColumnTerminal) {
+  std::string data = randomBytes(8 * 1024 * 1024, 11);
+  for (int columns : {40, 80}) {
+    SCOPED_TRACE(columns);
+    std::string name = "w" + std::to_string(columns) + ".bin";
+    std::string src = file(name, data);
+    TerminalRun t({"upload", src, url("/" + name), "--fragment-size", "64K"}, columns);
+    ASSERT_EQ(t.wait(), 0) << t.out();
+    EXPECT_TRUE(arrived(name, data));
+    std::vector<std::string> segs = progressSegments(t.out());
+    ASSERT_FALSE(segs.empty()) << "no progress line on a terminal: " << t.out();
+    for (const std::string& seg : segs) {
+      EXPECT_LE(seg.size(), static_cast<size_t>(columns - 1)) << "'" << seg << "'";
+    }
+    EXPECT_NE(segs.back().find("100%"), std::string::npos) << segs.back();
+    EXPECT_EQ(t.out().find("{\"event\""), std::string::npos) << "JSON on a terminal";
+  }
+}
+
+TEST_F(BitsClient, DuringAnOutageTheLineCountsTheRetryDownAndFollowsAResize) {
+  // A job halfway through, on a server that then dies: the resumed client waits for it.
+  BitsdProcess server;
+  int port = freePort();
+  server.args()[1] = "127.0.0.1:" + std::to_string(port);
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  std::string data = randomBytes(4 * 1024 * 1024, 12);
+  std::string src = file("o.bin", data);
+  std::string dest = "http://127.0.0.1:" + std::to_string(port) + "/o.bin";
+  {
+    ClientRun c({"upload", src, dest, "--fragment-size", "64K"});
+    ASSERT_TRUE(c.waitFor([&](const std::string& o) { return countEvents(o, "acked") >= 5; })) << c.out() << c.err();
+    c.kill9();
+  }
+  ASSERT_EQ(server.stop(SIGKILL), 128 + SIGKILL);
+  TerminalRun t({"resume", src + ".bitsjob", "--retries", "100", "--retry-delay-ms", "3000", "--retry-max-delay-ms",
+                 "3000"},
+                80);
+  // The countdown, with a bar at 80 columns, and no stale rate or ETA while it counts.
+  ASSERT_TRUE(t.waitFor([](const std::string& o) {
+    for (const std::string& seg : progressSegments(o)) {
+      if (isCountdown(seg) && seg.find('[') != std::string::npos) return true;
+    }
+    return false;
+  })) << t.out();
+  size_t mark = t.out().size();
+  t.resize(40);
+  ASSERT_TRUE(t.waitFor([&](const std::string& o) {
+    for (const std::string& seg : progressSegments(o, mark)) {
+      if (isCountdown(seg) && seg.find('[') == std::string::npos) return true;
+    }
+    return false;
+  })) << t.out().substr(mark);
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  ASSERT_EQ(t.wait(), 0) << t.out();
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/o.bin", &got));
+  EXPECT_TRUE(got == data);
+  std::vector<std::string> before = progressSegments(t.out().substr(0, mark));
+  std::vector<std::string> after = progressSegments(t.out(), mark);
+  for (const std::string& seg : before) EXPECT_LE(seg.size(), 79u) << "'" << seg << "'";
+  for (const std::string& seg : after) EXPECT_LE(seg.size(), 39u) << "'" << seg << "'";
+  for (const std::string& seg : progressSegments(t.out())) {
+    if (seg.find("retrying") != std::string::npos) {
+      EXPECT_EQ(seg.find("/s"), std::string::npos) << "a stale rate during the retry: '" << seg << "'";
+      EXPECT_EQ(seg.find("ETA"), std::string::npos) << "a stale ETA during the retry: '" << seg << "'";
+    }
+  }
+}
+
 TEST_F(BitsClient, UploadIsByteIdenticalWithOneJsonLinePerEvent) {
   std::string data = randomBytes(3 * 1024 * 1024 + 17, 1);
   std::string src = file("a.bin", data);
@@ -258,14 +419,18 @@ TEST_F(BitsClient, FatalAnswersAndBadFlagsExitWithTheirClassAndOneLine) {
     ClientRun c({"upload", src, url("/exists.bin")});
     EXPECT_EQ(c.wait(), 1);
     std::string e = c.err();
-    EXPECT_NE(e.find("Create-Session answered 403 0x80070005"), std::string::npos) << e;
+    // Issue 19: a sentence a person understands, plus the codes.
+    EXPECT_NE(e.find("the file exists and the server does not allow overwrites (403, 0x80070005)"), std::string::npos)
+        << e;
     EXPECT_EQ(std::count(e.begin(), e.end(), '\n'), 1) << e;
     EXPECT_FALSE(fileExists(src + ".bitsjob")) << "a job refused before its session was kept";
   }
   {
     ClientRun c({"upload", src, url("/no/such/dir.bin")});
     EXPECT_EQ(c.wait(), 1);
-    EXPECT_NE(c.err().find("404 0x80070003"), std::string::npos) << c.err();
+    EXPECT_NE(c.err().find("the destination directory does not exist on the server (404, 0x80070003)"),
+              std::string::npos)
+        << c.err();
   }
   struct Case {
     std::vector<std::string> args;

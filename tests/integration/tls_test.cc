@@ -832,7 +832,7 @@ TEST_F(Auth, BitsclientUploadsOverHttpsWithAPassword) {
   EXPECT_TRUE(got == data);
   RunResult wrong = run({"upload", src, url + "2", "--cacert", crt(), "-u", "alice:nope", "--quiet"});
   EXPECT_EQ(wrong.exitCode, 1);
-  EXPECT_NE(wrong.out.find("answered 401"), std::string::npos) << wrong.out;
+  EXPECT_NE(wrong.out.find("the server refused the user name and password given (401"), std::string::npos) << wrong.out;
   RunResult none = run({"upload", src, url + "3", "--cacert", crt(), "--quiet"});
   EXPECT_EQ(none.exitCode, 1);
   EXPECT_NE(none.out.find("-u NAME:PASSWORD"), std::string::npos) << none.out;

@@ -5,6 +5,7 @@
 
 #include "core/notify.h"
 #include "core/protocol.h"
+#include "tools/client/messages.h"
 
 namespace bitsd::client {
 
@@ -131,14 +132,30 @@ void Job::fail(int exitCode, std::string reason) {
 
 void Job::progress() { failures_ = 0; }
 
-void Job::restart(const char* why) {
+Kind Job::phaseKind() const {
+  switch (phase_) {
+    case Phase::Ping: return Kind::Ping;
+    case Phase::Create: return Kind::CreateSession;
+    case Phase::Fragments: return Kind::Fragment;
+    case Phase::ReplyHead: return Kind::ReplyHead;
+    case Phase::ReplyGet: return Kind::ReplyGet;
+    case Phase::Close: return Kind::CloseSession;
+    case Phase::Cancel:
+    case Phase::Done:
+    case Phase::Failed: return Kind::CancelSession;
+  }
+  return Kind::Ping;
+}
+
+void Job::restart(const Response& r) {
   if (++restarts_ > config_.maxRestarts) {
-    fail(kExitSessionLost, std::string("the session was lost ") + std::to_string(restarts_) +
-                               " times (" + why + "); giving up");
+    std::string why("the server lost the upload session ");
+    why.append(std::to_string(restarts_)).append(" times; giving up ").append(refusalCodes(r));
+    fail(kExitSessionLost, why);
     return;
   }
   Event e{Event::Type::Restart};
-  e.text = why;
+  e.text = refusalMessage(r, phaseKind(), config_.credentialsGiven);
   e.previous = offset_;
   emit(std::move(e));
   sessionId_.clear();
@@ -159,8 +176,7 @@ void Job::transient(const Response& r, uint64_t nowMs, const char* what) {
   if (r.status == 0) {
     reason.append(": ").append(r.transportError);
   } else {
-    reason.append(" answered ").append(std::to_string(r.status));
-    if (r.hasErrorCode) reason.append(" ").append(hresultText(r.errorCode));
+    reason.append(": ").append(refusalMessage(r, phaseKind(), config_.credentialsGiven));
   }
   if (failures_ >= config_.retry.maxFailures) {
     reason.append(" (").append(std::to_string(failures_)).append(failures_ == 1 ? " failure" : " failures");
@@ -202,31 +218,18 @@ void Job::classify(const Response& r, uint64_t nowMs, const char* what) {
     return;
   }
   if (r.hasErrorCode && r.errorCode == hresult::kSessionNotFound && !sessionId_.empty()) {
-    restart("BG_E_SESSION_NOT_FOUND");
+    restart(r);
     return;
   }
-  if (r.hasErrorCode && r.errorCode == hresult::kTooLarge) {
-    fail(kExitFatal, std::string(what) + " answered " + std::to_string(r.status) +
-                         " BG_E_TOO_LARGE: the file is larger than the server accepts");
-    return;
-  }
-  if (isTransientStatus(r.status)) {
+  // BG_E_TOO_LARGE is final whatever the status (§3.3); otherwise the transient/fatal split.
+  if (!(r.hasErrorCode && r.errorCode == hresult::kTooLarge) && isTransientStatus(r.status)) {
     transient(r, nowMs, what);
     return;
   }
-  if (r.status == 401) {
-    fail(kExitFatal, std::string(what) +
-                         " answered 401: the server wants a user name and password (-u NAME:PASSWORD), or refused "
-                         "the ones given");
-    return;
-  }
-  std::string detail;
-  if (r.hasErrorCode) {
-    char ctx[16];
-    std::snprintf(ctx, sizeof ctx, "0x%X", r.errorContext);
-    detail.append(" ").append(hresultText(r.errorCode)).append(" (context ").append(ctx).append(")");
-  }
-  fail(kExitFatal, std::string(what) + " answered " + std::to_string(r.status) + detail);
+  // One sentence a person understands, plus the codes (messages.cc).
+  std::string reason(what);
+  reason.append(": ").append(refusalMessage(r, phaseKind(), config_.credentialsGiven));
+  fail(kExitFatal, reason);
 }
 
 void Job::onResponse(const Response& r, uint64_t nowMs) {
@@ -304,7 +307,9 @@ void Job::onResponse(const Response& r, uint64_t nowMs) {
       }
       if (r.status == 413) {
         uint64_t old = sizer_.bytes();
-        if (!sizer_.shrink()) return fail(kExitFatal, "Fragment answered 413 even at 5 KB fragments");
+        if (!sizer_.shrink()) {
+          return fail(kExitFatal, "Fragment: " + refusalMessage(r, Kind::Fragment, config_.credentialsGiven));
+        }
         Event e{Event::Type::Shrunk};
         e.previous = old;
         e.offset = sizer_.bytes();

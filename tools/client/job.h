@@ -109,6 +109,7 @@ struct JobConfig {
   RetryPolicy retry;
   uint32_t maxRestarts = 3;     // new sessions after BG_E_SESSION_NOT_FOUND
   bool wantReply = false;       // download the reply (upload-reply job) before closing
+  bool credentialsGiven = false;  // -u was given: a 403 may be a location refusal (messages.h)
 };
 
 class Job {
@@ -138,6 +139,8 @@ class Job {
   uint64_t replyBytes() const { return replyTotal_; }
   int exitCode() const { return exitCode_; }
   const std::string& failure() const { return failure_; }
+  // While the job waits to retry (only a retry's backoff waits): how long it still waits (0 when it is not waiting).
+  uint64_t retryWaitMs(uint64_t nowMs) const { return waitUntilMs_ > nowMs ? waitUntilMs_ - nowMs : 0; }
   uint32_t restarts() const { return restarts_; }
 
  private:
@@ -145,7 +148,8 @@ class Job {
   void fail(int exitCode, std::string reason);
   void transient(const Response& r, uint64_t nowMs, const char* what);
   void progress();
-  void restart(const char* why);
+  void restart(const Response& r);
+  Kind phaseKind() const;
   void classify(const Response& r, uint64_t nowMs, const char* what);
   void emit(Event e) { events_.push_back(std::move(e)); }
 
