@@ -30,6 +30,7 @@
 
 #include "core/journal_format.h"
 #include "platform/users.h"
+#include "tools/bitsctl_status.h"
 #include "tools/gencert.h"
 
 namespace {
@@ -40,6 +41,7 @@ int usage() {
   std::fputs(
       "usage: bitsctl sessions --state DIR\n"
       "       bitsctl journal dump|verify|compact --state DIR\n"
+      "       bitsctl status [--admin URL] [-u USER:PASS]\n"
       "       bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n"
       "       bitsctl user add NAME [--users-file FILE] [--iterations N] [--password-stdin]\n"
       "       bitsctl user del NAME [--users-file FILE]\n"
@@ -361,6 +363,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "gen-cert") return genCertCommand(args);
   if (!args.empty() && args[0] == "user") return userCommand(args);
+  if (!args.empty() && args[0] == "status") return statusCommand(args);
   std::string state;
   std::vector<std::string> words;
   for (size_t i = 0; i < args.size(); ++i) {
