@@ -69,6 +69,12 @@ struct Session {
   int32_t owner = -1;         // authentication on: the user who created it (Authenticator id)
   Party party;                // who it counts against for max-sessions-per-user
   Sha256State hash;           // running SHA-256 of the bytes written so far
+  // For the admin status page (core/admin.h): when it was created (or restored), from where, and
+  // its recent rate (an EWMA updated at each acked fragment).
+  uint64_t createdMs = 0;
+  uint64_t rateAtMs = 0;
+  double rateBps = 0;
+  ClientAddress client;
   uint32_t pathLen = 0;
   uint32_t slot = 0;
 };

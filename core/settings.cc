@@ -73,6 +73,10 @@ const Field kFields[] = {
     BITSD_FIELD("journal-max-bytes", Size64, journalMaxBytes, "journal size cap; near it, new sessions get 503"),
     BITSD_FIELD("journal-buffer-bytes", Size32, journalBufferBytes, "records batched into one journal sync"),
     BITSD_FIELD("max-notifications", U32, maxNotifications, "hand-offs to the application at once; beyond: 503"),
+    BITSD_FIELD("admin-listen", Str, adminListen,
+                "ADDR:PORT (or a bare PORT on 127.0.0.1) for /metrics, /status.json and the status page; off when unset"),
+    BITSD_FIELD("admin-users", Str, adminUsers,
+                "users of users-file who may read the admin listener (space-separated; unset: every user)"),
 };
 #pragma GCC diagnostic pop
 #undef BITSD_FIELD
@@ -256,10 +260,38 @@ bool validateSettings(const Settings& s, std::string* error) {
       return false;
     }
   }
+  if (!s.adminListen.empty()) {
+    std::string_view a = s.adminListen;
+    size_t colon = a.rfind(':');
+    std::string_view port = colon == std::string_view::npos ? a : a.substr(colon + 1);
+    uint64_t n = 0;
+    if (!parseDecimal(port, &n) || n > 65535 || (colon != std::string_view::npos && colon == 0)) {
+      return fail("admin-listen must be ADDR:PORT or a port number (0..65535)");
+    }
+  }
+  if (!s.adminUsers.empty()) {
+    if (s.usersFile.empty()) return fail("admin-users needs users-file (who the users are)");
+    std::string_view rest = s.adminUsers;
+    while (!rest.empty()) {
+      size_t sp = rest.find(' ');
+      std::string_view name = rest.substr(0, sp);
+      rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
+      if (!name.empty() && !validUserName(name)) {
+        *error = "admin-users: '" + std::string(name) + "' is not a user name (1..32 of A-Z a-z 0-9 . _ -)";
+        return false;
+      }
+    }
+  }
   if (s.logLevel != "debug" && s.logLevel != "info" && s.logLevel != "warn" && s.logLevel != "error") {
     return fail("log-level must be debug, info, warn or error");
   }
   return true;
+}
+
+std::string adminListenAddress(const Settings& s) {
+  if (s.adminListen.empty()) return "";
+  if (s.adminListen.find(':') == std::string::npos) return "127.0.0.1:" + s.adminListen;
+  return s.adminListen;
 }
 
 const char* settingsHelp() {

@@ -71,7 +71,15 @@ struct Settings {
   uint64_t journalMaxBytes = 64ull << 20;  // cap on the journal file; compaction keeps it below
   uint32_t journalBufferBytes = 65536;  // records waiting for one group commit
   uint32_t maxNotifications = 16;       // hand-offs to the application in flight at once; beyond: 503
+  // Admin listener (/metrics, /status.json, the status page): off when empty; a bare port means
+  // 127.0.0.1. With users-file set it asks for Basic credentials of a user in the file (of one of
+  // adminUsers, a space-separated list, when that is set).
+  std::string adminListen;
+  std::string adminUsers;
 };
+
+// The admin listener's ADDR:PORT ("127.0.0.1:PORT" for a bare port), "" when it is off.
+std::string adminListenAddress(const Settings& s);
 
 // Applies one `key`/`value` pair. On failure returns false and writes a one-line reason (naming the
 // key and the problem) into `error`.

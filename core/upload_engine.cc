@@ -41,6 +41,7 @@ void Exchange::clear() {
   expectContinue_ = false;
   close_ = false;
   status_ = 0;
+  counted_ = false;
   writing_ = false;
   skipBytes_ = 0;
   writeOffset_ = 0;
@@ -173,6 +174,12 @@ void UploadEngine::formatPartialPath(const SessionId& id, char* out) {
 }
 
 void UploadEngine::touch(Session& s) { s.lastActivityMs = clock_.nowMs(); }
+
+void UploadEngine::noteAcked(Exchange& ex, Session& s, uint64_t newHave) {
+  if (newHave > s.haveBytes) noteRate(s, newHave - s.haveBytes, clock_.nowMs());
+  if (ex.peer_.family != 0) s.client = ex.peer_;
+  s.haveBytes = newHave;
+}
 
 void UploadEngine::hold(Session& s, Exchange& ex) {
   s.busy = true;
@@ -563,6 +570,7 @@ Flow UploadEngine::startFragment(Exchange& ex, const RequestHead& head) {
 // Body
 
 Flow UploadEngine::onBody(Exchange& ex, std::span<const char> bytes) {
+  if (ex.type_ == PacketType::Fragment) stats_.bytesReceived += bytes.size();
   if (!ex.writing_ || ex.failed_) return Flow::Continue;
   if (ex.skipBytes_ >= bytes.size()) {
     ex.skipBytes_ -= bytes.size();
@@ -621,7 +629,7 @@ Flow UploadEngine::finishFragment(Exchange& ex) {
       storage_.syncData(ex.op_, s.file);
       return Flow::Wait;
     }
-    s.haveBytes = ex.writeOffset_;
+    noteAcked(ex, s, ex.writeOffset_);
   }
   return journalProgress(ex);
 }
@@ -732,6 +740,8 @@ void UploadEngine::finishCreate(Exchange& ex) {
   if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
   s->owner = ex.user_;
   s->party = ex.party_;
+  s->client = ex.peer_;
+  s->createdMs = clock_.nowMs();
   s->file = ex.newFile_;
   ex.newFile_ = kNoFile;
   ++openFiles_;
@@ -1023,7 +1033,7 @@ void UploadEngine::step(Exchange& ex) {
         fail(ex, 500, hresultFor(st), true);
         return ready(ex);
       }
-      s.haveBytes = ex.writeOffset_;
+      noteAcked(ex, s, ex.writeOffset_);
       if (journalProgress(ex) == Flow::Continue) return ready(ex);
       return;
     }
@@ -1120,6 +1130,11 @@ void UploadEngine::step(Exchange& ex) {
 
 void UploadEngine::finish(Exchange& ex) {
   BITS_CHECK(!ex.op_.busy && !ex.notify_.busy);
+  if (ex.status_ != 0 && !ex.counted_) {
+    ex.counted_ = true;
+    auto packet = static_cast<size_t>(ex.type_);
+    if (packet < kPacketKinds) ++stats_.requests[packet][statusIndex(ex.status_)];
+  }
   endDelivering(ex);
   endCreating(ex);
   ex.head_ = nullptr;
@@ -1803,6 +1818,7 @@ void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
           return;
         }
         if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
+        s->createdMs = clock_.nowMs();  // the admin page's age: since this start for restored sessions
         sha_.start(s->hash);
         s->hashValid = settings_.digest;  // over zero bytes
       }

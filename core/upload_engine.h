@@ -30,6 +30,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/admin.h"
 #include "core/auth.h"
 #include "core/journal.h"
 #include "core/notify.h"
@@ -126,6 +127,10 @@ struct EngineStats {
   uint64_t replies = 0;          // GET/HEAD answers on reply URLs
   uint64_t quotaRefusals = 0;    // Create-Session answered 503: its party holds max-sessions-per-user
   uint64_t sessionsEvicted = 0;  // open sessions expired to make room for another party's (table full)
+  uint64_t bytesReceived = 0;    // Fragment body bytes received (before overlap is skipped)
+  // Requests answered, by packet type (PacketType's value) and status (core/admin.h statusIndex),
+  // counted once per request when finish() releases it.
+  uint64_t requests[kPacketKinds][kStatusKinds] = {};
 };
 
 // Reads part of the acked prefix of an in-progress file at recovery, to bring its running SHA-256
@@ -254,6 +259,7 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   ClientAddress peer_;             // set by the platform (setPeer); not cleared between requests
   Party party_;                    // Create-Session: who the new session counts against
   bool creating_ = false;          // Create-Session: in UploadEngine::creating_ until it ends
+  bool counted_ = false;           // finish() counted it in EngineStats::requests
   uint32_t holdOffMs_ = 0;         // see holdOffMs(); also the 503's Retry-After
   // The delivery outcome being journaled and answered (hand-off and replays).
   uint16_t dStatus_ = 0;
@@ -306,6 +312,13 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
 
   const EngineStats& stats() const { return stats_; }
   uint32_t sessionCount() const { return sessions_.size(); }
+  // The admin listener's view (core/admin.h): the table, slots [0, highWater()) to scan, the open
+  // in-progress files, and the authenticator that names session owners (null: authentication off).
+  const SessionTable& sessionTable() const { return sessions_; }
+  uint32_t highWater() const { return highWater_; }
+  uint32_t openFiles() const { return openFiles_; }
+  const Authenticator* authenticator() const { return authenticator_; }
+  uint64_t nowMs() { return clock_.nowMs(); }
   // The partial-file directory (`<state>/partial`) that the platform creates and cleans at start-up.
   const std::string& partialDir() const { return partialDir_; }
   // The reply directory (`<state>/replies`), created at start-up like partialDir().
@@ -392,6 +405,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void describeParty(const Party& p, char* out, size_t cap) const;
   void endCreating(Exchange& ex);
   void touch(Session& s);
+  // `have` advanced to `newHave` for the request `ex`: the session's rate and client (admin page).
+  void noteAcked(Exchange& ex, Session& s, uint64_t newHave);
   // The session's digest checkpoint for a Progress record (core/journal_format.h): its length, 0
   // when the digest is unknown or runs ahead of the durable bytes.
   uint8_t digestCheckpoint(const Session& s, uint8_t* out);

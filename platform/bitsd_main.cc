@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/upload_engine.h"
+#include "platform/admin_server.h"
 #include "platform/cli.h"
 #include "platform/recovery.h"
 #include "platform/system.h"
@@ -22,6 +23,7 @@ struct Signals {
   uv_signal_t intr;
   uv_signal_t hup;
   bitsd::platform::UvServer* server;
+  bitsd::platform::AdminServer* admin = nullptr;  // when admin-listen is set
   bitsd::platform::UvAuthenticator* users = nullptr;  // when users-file is set
   bool tls = false;
 };
@@ -51,6 +53,7 @@ void onSignal(uv_signal_t* h, int signum) {
   bitsd::logf(bitsd::LogLevel::Info, "signal %d: shutting down", signum);
   if (sig->users != nullptr) sig->users->stopWaiting();  // no throttle delay outlasts the grace period
   sig->server->shutdown();
+  if (sig->admin != nullptr) sig->admin->shutdown();
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->term), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->intr), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->hup), nullptr);
@@ -144,6 +147,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  platform::AdminServer admin(loop, settings,
+                              {&engine, &server, &journal, &storage, settings.usersFile.empty() ? nullptr : &authenticator});
+  std::string adminUrl;
+  if (!settings.adminListen.empty() && !admin.start(&adminUrl, &error)) {
+    std::fprintf(stderr, "bitsd: %s\n", error.c_str());
+    return 2;
+  }
+
   // Bound before recovery, so a bad address fails fast; connections wait in the kernel's backlog
   // until the loop runs.
   platform::RecoveryReport rep;
@@ -161,6 +172,11 @@ int main(int argc, char** argv) {
   journal.flush();  // what recovery journaled goes out with the loop's first turn
   Signals sig;
   sig.server = &server;
+  if (!settings.adminListen.empty()) {
+    sig.admin = &admin;
+    logf(LogLevel::Info, "admin listener on %s (/metrics, /status.json, /)%s", adminUrl.c_str(),
+         settings.usersFile.empty() ? "" : ", Basic authentication from users-file");
+  }
   sig.tls = !settings.tlsCert.empty();
   if (!settings.usersFile.empty()) sig.users = &authenticator;
   uv_signal_init(loop, &sig.term);

@@ -58,6 +58,9 @@ class UvServer {
   void shutdown();
 
   const ServerStats& stats() const { return stats_; }
+  // Pool use, for /metrics.
+  uint32_t slotsInUse() const { return settings_.requestSlots - freeSlotCount_; }
+  uint32_t buffersInUse() const { return settings_.readBuffers - freeBufferCount_; }
 
   // The journal to drain at shutdown, and its scheduler to close once it is idle.
   void setJournal(Journal* journal, UvFlushScheduler* scheduler) {

@@ -46,6 +46,7 @@ struct UvStorage::UvOp {
   int err;            // on the thread pool: 0, or the errno of the step that failed
   int syncErr;        // commitBeneath: errno of the directory fsync after the commit
   uv_file file;
+  uint64_t syncStartNs;  // kSync, kDirSync: when the sync was issued (the fsync histogram)
   Status firstError;
 };
 static_assert(sizeof(UvStorage::UvOp) <= StorageOp::kImplBytes, "StorageOp::kImplBytes too small");
@@ -125,6 +126,7 @@ void UvStorage::hashDoneThunk(uv_work_t* w, int) {
 
 void UvStorage::syncData(StorageOp& op, FileHandle file) {
   UvOp* u = prepare(op, kSync);
+  u->syncStartNs = uv_hrtime();
   uv_fs_fdatasync(loop_, &u->req, file, onFsThunk);
 }
 
@@ -256,6 +258,8 @@ void UvStorage::onFs(UvOp* u) {
       if (--u->pending > 0) return;  // the digest is still running
       return complete();
     case kSync:
+      syncs_.observe((uv_hrtime() - u->syncStartNs) / 1000);
+      [[fallthrough]];
     case kTruncate:
     case kRename:
       uv_fs_req_cleanup(&u->req);
@@ -273,9 +277,11 @@ void UvStorage::onFs(UvOp* u) {
       }
       u->file = r;
       u->kind = kDirSync;
+      u->syncStartNs = uv_hrtime();
       uv_fs_fsync(loop_, &u->req, u->file, onFsThunk);
       return;
     case kDirSync:
+      syncs_.observe((uv_hrtime() - u->syncStartNs) / 1000);
       uv_fs_req_cleanup(&u->req);
       if (r < 0) u->firstError = statusFromUv(r, "directory fsync failed");
       u->kind = kDirClose;

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "core/admin.h"
 #include "core/ports.h"
 
 namespace bitsd::platform {
@@ -29,6 +30,9 @@ class UvStorage final : public Storage {
   void remove(StorageOp& op, const char* path) override;
   void syncDir(StorageOp& op, const char* dirPath) override;
   void closeNow(FileHandle file) override;
+  // Durations of the fdatasync and directory fsync calls, from issue to completion on the loop
+  // (thread-pool queueing included: what a request waits). For /metrics.
+  const SyncHistogram& syncHistogram() const { return syncs_; }
 
  // Platform request object placed in StorageOp::impl (public so its size can be checked).
   struct UvOp;
@@ -44,6 +48,7 @@ class UvStorage final : public Storage {
 
   uv_loop_t* loop_;
   Sha256& sha_;
+  SyncHistogram syncs_;
 };
 
 // libuv error number -> core Status (the number is kept for the log).

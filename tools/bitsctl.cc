@@ -32,6 +32,7 @@
 
 #include "core/journal_format.h"
 #include "platform/users.h"
+#include "tools/bitsctl_status.h"
 #include "tools/gencert.h"
 
 namespace {
@@ -41,6 +42,7 @@ using namespace bitsd;
 const char kUsage[] =
     "usage: bitsctl sessions --state DIR\n"
     "       bitsctl journal dump|verify|compact --state DIR\n"
+    "       bitsctl status [--admin URL] [-u USER:PASS]\n"
     "       bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n"
     "       bitsctl user add NAME [--users-file FILE] [--iterations N] [--password-stdin] [--replace]\n"
     "       bitsctl user del NAME [--users-file FILE]\n"
@@ -78,6 +80,11 @@ const char* helpText(const std::vector<std::string>& words) {
            "  dump     every record, and where replay stopped\n"
            "  verify   exit 0 clean, 1 torn tail, 2 foreign or corrupt\n"
            "  compact  rewrite with only the live state (bitsd must be stopped)\n";
+  if (is("status"))
+    return "usage: bitsctl status [--admin URL] [-u USER:PASS]\n"
+           "The live sessions of a running bitsd, read from its admin listener's /status.json\n"
+           "(--admin-listen; URL defaults to http://127.0.0.1:9090). -u: Basic credentials when bitsd\n"
+           "has a users file.\n";
   if (is("gen-cert"))
     return "usage: bitsctl gen-cert --cn NAME [--cert FILE] [--key FILE] [--days N] [--force]\n"
            "A self-signed ECDSA P-256 key and certificate for bitsd's https (tls-cert, tls-key).\n"
@@ -457,6 +464,7 @@ int main(int argc, char** argv) {
   }
   if (!args.empty() && args[0] == "gen-cert") return genCertCommand(args);
   if (!args.empty() && args[0] == "user") return userCommand(args);
+  if (!args.empty() && args[0] == "status") return statusCommand(args);
   std::string state;
   std::vector<std::string> words;
   for (size_t i = 0; i < args.size(); ++i) {

@@ -146,6 +146,34 @@ TEST(Settings, HeaderBudgetAndMinRate) {
   EXPECT_EQ(err, "header-min-rate must be 0..1000000 bytes/s");
 }
 
+TEST(Settings, AdminListenIsOffByDefaultAndABarePortIsLoopback) {
+  Settings s;
+  std::string err;
+  EXPECT_EQ(adminListenAddress(s), "");
+  ASSERT_TRUE(applySetting(&s, "admin-listen", "9090", &err)) << err;
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  EXPECT_EQ(adminListenAddress(s), "127.0.0.1:9090");
+  ASSERT_TRUE(applySetting(&s, "admin-listen", "[::1]:9091", &err)) << err;
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  EXPECT_EQ(adminListenAddress(s), "[::1]:9091");
+  for (const char* bad : {"0.0.0.0:http", "99999", ":9090", "localhost:"}) {
+    s.adminListen = bad;
+    EXPECT_FALSE(validateSettings(s, &err)) << bad;
+    EXPECT_EQ(err, "admin-listen must be ADDR:PORT or a port number (0..65535)");
+  }
+  s = Settings();
+  s.adminUsers = "alice";
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "admin-users needs users-file (who the users are)");
+  s.usersFile = "users";
+  s.allowBasicOverHttp = true;
+  s.adminUsers = "alice bob";
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  s.adminUsers = "alice b:b";
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "admin-users: 'b:b' is not a user name (1..32 of A-Z a-z 0-9 . _ -)");
+}
+
 // Every option line of --help keeps its name apart from its help, however long the name (a
 // 25-character name once ran into its text: "--tls-handshake-timeout-ms Vtime a client...").
 TEST(Settings, HelpNeverRunsANameIntoItsText) {
