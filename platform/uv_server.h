@@ -114,6 +114,17 @@ class UvServer {
   Connection* oldestSlowHead();
   void evictSlowHead(Connection* v);  // 408 and close; its slot goes back to the free list
   void send408(Connection* c);
+  // Connection cap: at max-connections, makes a place for a newcomer by closing the oldest idle
+  // keep-alive connection past header-budget-ms, else (only for a newcomer whose first bytes are all
+  // there, `ready`) the oldest slow head or handshake. False if there is none.
+  bool makeRoom(bool ready);
+  bool newcomerReady(Connection* c);  // a whole head (plain) or TLS record waiting
+  // Lingering close (as nginx's lingering_close): after an answer that closes, shut our side (FIN),
+  // free the slot and buffer, and discard what the client still sends for a while before closing,
+  // so that a RST cannot destroy the answer. Falls back to closeConnection.
+  void lingerClose(Connection* c);
+  static void onLingerAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void onLingerReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   // Gives a free slot to the first connection waiting for one: complete heads first, then the
   // others, but those only beyond the reserve unless `swap` (the slot comes from an evicted head).
   void handSlot(bool swap);
@@ -170,6 +181,7 @@ class UvServer {
 
   uint32_t slotReserve_ = 0;  // slots only a complete head may take (request-slots / 4)
   char* peekBuf_ = nullptr;   // max-header-bytes, for headComplete
+  char* discardBuf_ = nullptr;  // lingering closes read into it and throw the bytes away
 
   // Waiting connections: for a read buffer, for a slot with a complete head, for a slot otherwise.
   Connection* waitHead_[3] = {nullptr, nullptr, nullptr};
