@@ -7,7 +7,8 @@
 // connection holds no request slot and no read buffer. While body bytes are being written to the file
 // straight from a read buffer, that connection stops reading: memory per connection does not depend on
 // the fragment size. An empty pool is an expected event: the connection waits for a free slot or
-// buffer (reading stopped), and connections beyond max-connections get 503 and are closed.
+// buffer (reading stopped). At max-connections a newcomer takes the place of an idle or slow
+// connection, if there is one past header-budget-ms; otherwise it gets 503 and is closed.
 #pragma once
 
 #include <uv.h>
