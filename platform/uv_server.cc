@@ -28,6 +28,8 @@ constexpr uint32_t kLingerMs = 2000;
 constexpr uint32_t kLingerIdleMs = 500;
 constexpr uint64_t kLingerMaxBytes = 16u << 20;
 constexpr size_t kDiscardBytes = 32 * 1024;  // one buffer for the whole server
+// At the connection cap, how long a newcomer that has sent nothing yet may take to show its head.
+constexpr uint32_t kAdmitGraceMs = 250;
 
 enum class Phase : uint8_t {
   Parsing,       // reading and parsing client bytes
@@ -102,6 +104,7 @@ struct Connection final : public ExchangeHost {
   // and whether it had an answer yet (an idle keep-alive connection has).
   uint64_t sinceMs = 0;
   bool answered = false;
+  bool admitting = false;  // at the cap, waiting for its first bytes (not serving yet)
   uint64_t lingerStartMs = 0;
   uint64_t lingerBytes = 0;
   // Reply download in progress (Exchange::sendsFile).
@@ -316,29 +319,62 @@ void UvServer::acceptPending() {
   }
   // Connections refused with 503 are still closing for a loop iteration or so; they hold reserve
   // slots, not places under max-connections, so a burst of refusals never delays a real client.
-  if (serving_ >= settings_.maxConnections && !makeRoom(newcomerReady(c))) {
-    // Over the limit: a one-shot 503 from a reserve slot, then close (§7: transient for the client).
-    // Over TLS there is no way to say it before a handshake: just close.
-    ++stats_.rejected;
-    c->reject = true;
-    if (tls_) {
-      logf(LogLevel::Warn, "connection closed: max-connections (%u) reached", settings_.maxConnections);
-      closeConnection(c);
+  if (serving_ >= settings_.maxConnections) {
+    bool nothingYet = false;
+    if (!makeRoom(newcomerReady(c, &nothingYet))) {
+      if (!nothingYet) return refuse(c);
+      // Its first bytes may be a moment behind the accept: wait for them (briefly, from a reserve
+      // slot, reading nothing) before deciding.
+      c->admitting = true;
+      arm(c, kAdmitGraceMs);
+      uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp),
+                    [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(nullptr, 0); }, onAdmitReadThunk);
       return;
     }
-    AckSpec spec;
-    spec.status = 503;
-    spec.hasError = true;
-    spec.errorCode = hresult::kNoSystemResources;
-    spec.close = true;
-    spec.retryAfterSeconds = 5;
-    char text[kMaxAckBytes];
-    uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
-    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
-    logf(LogLevel::Warn, "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
+  }
+  admit(c);
+}
+
+void UvServer::onAdmitReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+  // No buffer was given, so nothing was read: UV_ENOBUFS says bytes (or EOF) are there to look at.
+  Connection* c = static_cast<Connection*>(s->data);
+  if (nread == 0) return;
+  uv_read_stop(s);
+  c->server->decideAdmission(c);
+}
+
+void UvServer::decideAdmission(Connection* c) {
+  c->admitting = false;
+  uv_timer_stop(&c->timer);
+  bool nothingYet = false;
+  if (serving_ < settings_.maxConnections || makeRoom(newcomerReady(c, &nothingYet))) return admit(c);
+  refuse(c);
+}
+
+void UvServer::refuse(Connection* c) {
+  // Over the limit: a one-shot 503 from a reserve slot, then close (§7: transient for the client).
+  // Over TLS there is no way to say it before a handshake: just close.
+  ++stats_.rejected;
+  c->reject = true;
+  if (tls_) {
+    logf(LogLevel::Warn, "connection closed: max-connections (%u) reached", settings_.maxConnections);
     closeConnection(c);
     return;
   }
+  AckSpec spec;
+  spec.status = 503;
+  spec.hasError = true;
+  spec.errorCode = hresult::kNoSystemResources;
+  spec.close = true;
+  spec.retryAfterSeconds = 5;
+  char text[kMaxAckBytes];
+  uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
+  (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+  logf(LogLevel::Warn, "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
+  closeConnection(c);
+}
+
+void UvServer::admit(Connection* c) {
   ++serving_;
   c->serving = true;
   uv_tcp_nodelay(&c->tcp, 1);
@@ -516,10 +552,11 @@ void UvServer::evictSlowHead(Connection* v) {
 // places faster than the budget, and a ready client always finds one. The victim stops counting
 // against the limit at once (it closes from a reserve slot, as a refused one does).
 
-bool UvServer::newcomerReady(Connection* c) {
+bool UvServer::newcomerReady(Connection* c, bool* nothingYet) {
   uv_os_fd_t fd;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) != 0) return false;
   ssize_t n = ::recv(fd, peekBuf_, settings_.maxHeaderBytes, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) *nothingYet = true;
   if (n <= 0) return false;
   size_t got = static_cast<size_t>(n);
   if (tls_) {
@@ -1104,6 +1141,10 @@ void UvServer::onTimerThunk(uv_timer_t* t) {
 void UvServer::onTimer(Connection* c) {
   if (c->closing) return;
   if (c->phase == Phase::Lingering) return closeConnection(c);
+  if (c->admitting) {  // its first bytes did not come within kAdmitGraceMs
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+    return decideAdmission(c);
+  }
   if (c->heldOff) {  // the Retry-After time is over: read the next request
     c->heldOff = false;
     arm(c, settings_.idleTimeoutMs);

@@ -119,7 +119,13 @@ class UvServer {
   // keep-alive connection past header-budget-ms, else (only for a newcomer whose first bytes are all
   // there, `ready`) the oldest slow head or handshake. False if there is none.
   bool makeRoom(bool ready);
-  bool newcomerReady(Connection* c);  // a whole head (plain) or TLS record waiting
+  // A whole head (plain) or TLS record waiting; *nothingYet if no byte has come yet.
+  bool newcomerReady(Connection* c, bool* nothingYet);
+  void admit(Connection* c);   // counts it against max-connections and starts reading
+  void refuse(Connection* c);  // 503 (plain) and close, from a reserve slot
+  // At the cap: decides on a newcomer that had sent nothing when accepted, once it has (or not).
+  void decideAdmission(Connection* c);
+  static void onAdmitReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   // Lingering close (as nginx's lingering_close): after an answer that closes, shut our side (FIN),
   // free the slot and buffer, and discard what the client still sends for a while before closing,
   // so that a RST cannot destroy the answer. Falls back to closeConnection.
