@@ -23,6 +23,13 @@ constexpr int kWaitSlotSlow = 2;  // a slot, the head not all there yet (or unkn
 constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr size_t kFileChunkBytes = 64 * 1024;
 constexpr int kGotPlain = 0, kNeedCipher = 1, kParked = 2;
+// Lingering close: at most this long in all, this long without data, and this many bytes discarded.
+constexpr uint32_t kLingerMs = 2000;
+constexpr uint32_t kLingerIdleMs = 500;
+constexpr uint64_t kLingerMaxBytes = 16u << 20;
+constexpr size_t kDiscardBytes = 32 * 1024;  // one buffer for the whole server
+// At the connection cap, how long a newcomer that has sent nothing yet may take to show its head.
+constexpr uint32_t kAdmitGraceMs = 250;
 
 enum class Phase : uint8_t {
   Parsing,       // reading and parsing client bytes
@@ -30,6 +37,7 @@ enum class Phase : uint8_t {
   WaitBody,      // engine writes body bytes from our read buffer
   WaitComplete,  // engine syncs/commits before the Ack
   Writing,       // the Ack is being written
+  Lingering,     // answered and shut for writing: discarding what the client still sends
 };
 }  // namespace
 
@@ -92,6 +100,13 @@ struct Connection final : public ExchangeHost {
   uint32_t headBytes = 0;
   bool readyHead = false;  // its last try for a slot saw a whole head waiting
   uint32_t index = 0;
+  // Connection cap: since when it waits for its next request (accept, or the end of its last answer),
+  // and whether it had an answer yet (an idle keep-alive connection has).
+  uint64_t sinceMs = 0;
+  bool answered = false;
+  bool admitting = false;  // at the cap, waiting for its first bytes (not serving yet)
+  uint64_t lingerStartMs = 0;
+  uint64_t lingerBytes = 0;
   // Reply download in progress (Exchange::sendsFile).
   bool fileStarted = false;
   bool fileBusy = false;  // an fs request on fileReq is in flight
@@ -135,6 +150,7 @@ UvServer::~UvServer() {
   std::free(buffers_);
   std::free(freeBuffers_);
   std::free(peekBuf_);
+  std::free(discardBuf_);
 }
 
 bool UvServer::start(std::string* url, std::string* error) {
@@ -154,9 +170,10 @@ bool UvServer::start(std::string* url, std::string* error) {
   buffers_ = static_cast<char*>(std::calloc(settings_.readBuffers, settings_.readBufferBytes));
   freeBuffers_ = static_cast<uint32_t*>(std::malloc(settings_.readBuffers * sizeof(uint32_t)));
   peekBuf_ = static_cast<char*>(std::malloc(settings_.maxHeaderBytes));
+  discardBuf_ = static_cast<char*>(std::malloc(kDiscardBytes));
   slotReserve_ = settings_.requestSlots / 4;
   if (!conns_ || !connUsed_ || !freeConns_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_ ||
-      !peekBuf_) {
+      !peekBuf_ || !discardBuf_) {
     *error = "out of memory allocating connection pools (lower max-connections, request-slots or read-buffers)";
     return false;
   }
@@ -258,8 +275,16 @@ void UvServer::acceptPending() {
   if (shuttingDown_) return;
   if (freeConnCount_ == 0) {
     // Not even a slot to answer 503 from: leave the connection in the kernel's backlog. libuv stops
-    // watching the listener until uv_accept is called, which we do when a slot frees.
+    // watching the listener until uv_accept is called, which we do when a slot frees. A lingering
+    // close is cut short for it: its close callback accepts.
     acceptPaused_ = true;
+    Connection* oldest = nullptr;
+    for (uint32_t i = 0; i < connCapacity_; ++i) {
+      Connection* o = &conns_[i];
+      if (!connUsed_[i] || o->closing || o->phase != Phase::Lingering) continue;
+      if (oldest == nullptr || o->lingerStartMs < oldest->lingerStartMs) oldest = o;
+    }
+    if (oldest != nullptr) closeConnection(oldest);
     return;
   }
   acceptPaused_ = false;
@@ -272,6 +297,7 @@ void UvServer::acceptPending() {
   uv_timer_init(loop_, &c->timer);
   c->tcp.data = c;
   c->timer.data = c;
+  c->sinceMs = uv_now(loop_);
   ++stats_.active;
   if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
     closeConnection(c);
@@ -294,28 +320,61 @@ void UvServer::acceptPending() {
   // Connections refused with 503 are still closing for a loop iteration or so; they hold reserve
   // slots, not places under max-connections, so a burst of refusals never delays a real client.
   if (serving_ >= settings_.maxConnections) {
-    // Over the limit: a one-shot 503 from a reserve slot, then close (§7: transient for the client).
-    // Over TLS there is no way to say it before a handshake: just close.
-    ++stats_.rejected;
-    c->reject = true;
-    if (tls_) {
-      logf(LogLevel::Warn, "connection closed: max-connections (%u) reached", settings_.maxConnections);
-      closeConnection(c);
+    bool nothingYet = false;
+    if (!makeRoom(newcomerReady(c, &nothingYet))) {
+      if (!nothingYet) return refuse(c);
+      // Its first bytes may be a moment behind the accept: wait for them (briefly, from a reserve
+      // slot, reading nothing) before deciding.
+      c->admitting = true;
+      arm(c, kAdmitGraceMs);
+      uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp),
+                    [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(nullptr, 0); }, onAdmitReadThunk);
       return;
     }
-    AckSpec spec;
-    spec.status = 503;
-    spec.hasError = true;
-    spec.errorCode = hresult::kNoSystemResources;
-    spec.close = true;
-    spec.retryAfterSeconds = 5;
-    char text[kMaxAckBytes];
-    uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
-    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
-    logf(LogLevel::Warn, "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
+  }
+  admit(c);
+}
+
+void UvServer::onAdmitReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+  // No buffer was given, so nothing was read: UV_ENOBUFS says bytes (or EOF) are there to look at.
+  Connection* c = static_cast<Connection*>(s->data);
+  if (nread == 0) return;
+  uv_read_stop(s);
+  c->server->decideAdmission(c);
+}
+
+void UvServer::decideAdmission(Connection* c) {
+  c->admitting = false;
+  uv_timer_stop(&c->timer);
+  bool nothingYet = false;
+  if (serving_ < settings_.maxConnections || makeRoom(newcomerReady(c, &nothingYet))) return admit(c);
+  refuse(c);
+}
+
+void UvServer::refuse(Connection* c) {
+  // Over the limit: a one-shot 503 from a reserve slot, then close (§7: transient for the client).
+  // Over TLS there is no way to say it before a handshake: just close.
+  ++stats_.rejected;
+  c->reject = true;
+  if (tls_) {
+    logf(LogLevel::Warn, "connection closed: max-connections (%u) reached", settings_.maxConnections);
     closeConnection(c);
     return;
   }
+  AckSpec spec;
+  spec.status = 503;
+  spec.hasError = true;
+  spec.errorCode = hresult::kNoSystemResources;
+  spec.close = true;
+  spec.retryAfterSeconds = 5;
+  char text[kMaxAckBytes];
+  uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
+  (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+  logf(LogLevel::Warn, "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
+  closeConnection(c);
+}
+
+void UvServer::admit(Connection* c) {
   ++serving_;
   c->serving = true;
   uv_tcp_nodelay(&c->tcp, 1);
@@ -475,7 +534,171 @@ void UvServer::evictSlowHead(Connection* v) {
   s->owner = nullptr;
   v->slot = nullptr;
   freeSlots_[freeSlotCount_++] = v->slotIndex;
-  closeConnection(v);
+  lingerClose(v);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The connection cap
+//
+// At max-connections a newcomer takes the place of the oldest connection that has waited
+// header-budget-ms for a request without one in progress (an idle keep-alive connection, or one
+// held off by the password throttle), closed quietly as the idle timeout would. Failing that, a
+// newcomer whose first bytes are all there (a whole request head, or a whole TLS record) takes the
+// place of the oldest slow head: a head with a slot that slowHead() calls slow, or a connection
+// without a slot that has not brought a whole head (or finished its TLS handshake) within the budget
+// and below header-min-rate since it was accepted or last answered. It gets a 408 (quietly closed if
+// it sent nothing, or is still in its handshake). A newcomer that has sent nothing yet can only take
+// an idle connection's place, so a crowd of tricklers that reconnect cannot push out each other's
+// places faster than the budget, and a ready client always finds one. The victim stops counting
+// against the limit at once (it closes from a reserve slot, as a refused one does).
+
+bool UvServer::newcomerReady(Connection* c, bool* nothingYet) {
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) != 0) return false;
+  ssize_t n = ::recv(fd, peekBuf_, settings_.maxHeaderBytes, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) *nothingYet = true;
+  if (n <= 0) return false;
+  size_t got = static_cast<size_t>(n);
+  if (tls_) {
+    // A TLS record: type, version (2), length (2), then the fragment.
+    if (got < 5) return false;
+    size_t len = (static_cast<size_t>(static_cast<unsigned char>(peekBuf_[3])) << 8) |
+                 static_cast<unsigned char>(peekBuf_[4]);
+    return got >= 5 + len || got >= settings_.maxHeaderBytes;
+  }
+  return got >= settings_.maxHeaderBytes || std::string_view(peekBuf_, got).find("\r\n\r\n") != std::string_view::npos;
+}
+
+bool UvServer::makeRoom(bool ready) {
+  uint64_t now = uv_now(loop_);
+  uint64_t budget = settings_.headerBudgetMs;
+  Connection* idle = nullptr;
+  Connection* slow = nullptr;
+  uint64_t slowSince = 0;
+  size_t slowBytes = 0;
+  for (uint32_t i = 0; i < connCapacity_; ++i) {
+    Connection* o = &conns_[i];
+    if (!connUsed_[i] || !o->serving || o->closing || o->phase != Phase::Parsing) continue;
+    if (o->slot != nullptr) {
+      if (ready && slowHead(o, now) && (slow == nullptr || o->headStartMs < slowSince)) {
+        slow = o;
+        slowSince = o->headStartMs;
+      }
+      continue;
+    }
+    if (now - o->sinceMs < budget || o->waitingFor == kWaitSlot) continue;  // young, or a whole head waits
+    bool handshake = o->tls != nullptr && !o->tls->handshakeDone;
+    if (!handshake && o->answered && o->waitingFor < 0) {
+      if (idle == nullptr || o->sinceMs < idle->sinceMs) idle = o;
+      continue;
+    }
+    if (!ready || (slow != nullptr && o->sinceMs >= slowSince)) continue;
+    size_t n = 0;
+    if (o->tls == nullptr) {
+      uv_os_fd_t fd;
+      if (uv_fileno(reinterpret_cast<uv_handle_t*>(&o->tcp), &fd) != 0) continue;
+      ssize_t got = ::recv(fd, peekBuf_, settings_.maxHeaderBytes, MSG_PEEK | MSG_DONTWAIT);
+      if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK) continue;  // its read reports the error
+      n = got > 0 ? static_cast<size_t>(got) : 0;
+      if (got == 0 || n >= settings_.maxHeaderBytes ||
+          std::string_view(peekBuf_, n).find("\r\n\r\n") != std::string_view::npos) {
+        continue;  // EOF, or a whole head: its read comes next
+      }
+      if (settings_.headerMinRate > 0 &&
+          static_cast<uint64_t>(n) * 1000 >= static_cast<uint64_t>(settings_.headerMinRate) * (now - o->sinceMs)) {
+        continue;  // keeps up
+      }
+    } else if (!handshake) {
+      n = 1;  // waiting for a slot with a head in mbedTLS: it has sent something
+    }
+    slow = o;
+    slowSince = o->sinceMs;
+    slowBytes = n;
+  }
+  if (idle != nullptr) {
+    logf(LogLevel::Info, "max-connections (%u) reached: closing a connection idle for %u ms", settings_.maxConnections,
+         static_cast<unsigned>(now - idle->sinceMs));
+    idle->serving = false;
+    --serving_;
+    closeConnection(idle);
+    return true;
+  }
+  if (slow == nullptr) return false;
+  slow->serving = false;
+  --serving_;
+  if (slow->slot != nullptr) {
+    evictSlowHead(slow);
+    handSlot(false);
+    return true;
+  }
+  ++stats_.timeouts;
+  logf(LogLevel::Info, "max-connections (%u) reached: closing a connection without a whole %s after %u ms",
+       settings_.maxConnections, slowBytes == 0 && slow->tls != nullptr ? "TLS handshake" : "request head",
+       static_cast<unsigned>(now - slow->sinceMs));
+  if (slowBytes == 0) return closeConnection(slow), true;
+  send408(slow);
+  lingerClose(slow);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Lingering close
+//
+// Closing a socket with unread bytes makes the kernel send a RST, which can destroy an answer the
+// client has not read yet (a 413 before the body, a 411, a 408). So after an answer that closes, the
+// write done, bitsd shuts its side (the client sees EOF at once), gives back the slot and the read
+// buffer, and reads and throws away what still comes into one server-wide buffer until EOF, an
+// error, kLingerIdleMs without data, kLingerMs in all or kLingerMaxBytes; then it closes. It no
+// longer counts against max-connections, and when the connection pool runs out the oldest lingering
+// close is cut short. Not during shutdown, and not for connections refused at the cap.
+
+void UvServer::lingerClose(Connection* c) {
+  if (c->closing || c->phase == Phase::Lingering) return;
+  uv_os_fd_t fd;
+  if (shuttingDown_ || c->reject || c->fileBusy || (c->slot != nullptr && c->slot->exchange.inFlight()) ||
+      uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) != 0 || ::shutdown(fd, SHUT_WR) != 0) {
+    closeConnection(c);
+    return;
+  }
+  stopReading(c);
+  removeWaiter(c);
+  endFile(c);
+  if (c->slot != nullptr) {
+    engine_.finish(c->slot->exchange);
+    releaseSlot(c);
+  }
+  releaseBuffer(c);
+  // Over TLS the rest is ciphertext, thrown away unread: mbedTLS's state can go now.
+  delete c->tls;
+  c->tls = nullptr;
+  c->heldOff = false;
+  c->phase = Phase::Lingering;
+  c->lingerStartMs = uv_now(loop_);
+  c->lingerBytes = 0;
+  if (c->serving) {
+    c->serving = false;
+    --serving_;
+  }
+  c->reading = true;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onLingerAllocThunk, onLingerReadThunk);
+  arm(c, kLingerIdleMs);
+}
+
+void UvServer::onLingerAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  // Every byte is thrown away as soon as it is read, so one buffer serves every connection.
+  *buf = uv_buf_init(static_cast<Connection*>(h->data)->server->discardBuf_, kDiscardBytes);
+}
+
+void UvServer::onLingerReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+  Connection* c = static_cast<Connection*>(s->data);
+  UvServer* self = c->server;
+  if (nread == 0 || c->closing) return;
+  if (nread < 0) return self->closeConnection(c);  // EOF or an error: done
+  c->lingerBytes += static_cast<uint64_t>(nread);
+  uint64_t elapsed = uv_now(self->loop_) - c->lingerStartMs;
+  if (c->lingerBytes >= kLingerMaxBytes || elapsed >= kLingerMs) return self->closeConnection(c);
+  uint64_t left = kLingerMs - elapsed;
+  self->arm(c, static_cast<uint32_t>(left < kLingerIdleMs ? left : kLingerIdleMs));
 }
 
 bool UvServer::headComplete(Connection* c) {
@@ -780,7 +1003,7 @@ void UvServer::onWriteThunk(uv_write_t* req, int status) {
 }
 
 void UvServer::onWrite(Connection* c, int status) {
-  if (c->closing) return;  // cancelled by uv_close; the close callback cleans up
+  if (c->closing || c->phase == Phase::Lingering) return;  // cancelled by uv_close; the close callback cleans up
   if (status < 0) {
     closeConnection(c);
     return;
@@ -796,10 +1019,12 @@ void UvServer::onWrite(Connection* c, int status) {
   engine_.finish(ex);
   if (close) {
     releaseSlot(c);
-    closeConnection(c);
+    lingerClose(c);
     return;
   }
   c->phase = Phase::Parsing;
+  c->answered = true;
+  c->sinceMs = uv_now(loop_);
   if (holdOff > 0) {
     // A throttled password check was refused (503, Retry-After): nothing more is read from this
     // client until then. It holds no slot and no buffer meanwhile, only its timer. Bytes it
@@ -915,6 +1140,11 @@ void UvServer::onTimerThunk(uv_timer_t* t) {
 
 void UvServer::onTimer(Connection* c) {
   if (c->closing) return;
+  if (c->phase == Phase::Lingering) return closeConnection(c);
+  if (c->admitting) {  // its first bytes did not come within kAdmitGraceMs
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+    return decideAdmission(c);
+  }
   if (c->heldOff) {  // the Retry-After time is over: read the next request
     c->heldOff = false;
     arm(c, settings_.idleTimeoutMs);
@@ -949,6 +1179,7 @@ void UvServer::onTimer(Connection* c) {
     ++stats_.timeouts;
     logf(LogLevel::Info, "request timed out (%s)", c->slot->parser.headersDone() ? "body" : "headers");
     send408(c);
+    return lingerClose(c);
   }
   closeConnection(c);
 }
@@ -1223,7 +1454,8 @@ void UvServer::shutdown() {
   for (uint32_t i = 0; i < connCapacity_; ++i) {
     Connection* c = &conns_[i];
     if (!connUsed_[i] || c->closing) continue;
-    bool idle = c->phase == Phase::Parsing && (c->slot == nullptr || !c->slot->parser.started());
+    bool idle = c->phase == Phase::Lingering ||
+                (c->phase == Phase::Parsing && (c->slot == nullptr || !c->slot->parser.started()));
     if (idle) closeConnection(c);
   }
   shutdownStartMs_ = uv_now(loop_);

@@ -7,7 +7,8 @@
 // connection holds no request slot and no read buffer. While body bytes are being written to the file
 // straight from a read buffer, that connection stops reading: memory per connection does not depend on
 // the fragment size. An empty pool is an expected event: the connection waits for a free slot or
-// buffer (reading stopped), and connections beyond max-connections get 503 and are closed.
+// buffer (reading stopped). At max-connections a newcomer takes the place of an idle or slow
+// connection, if there is one past header-budget-ms; otherwise it gets 503 and is closed.
 #pragma once
 
 #include <uv.h>
@@ -117,6 +118,23 @@ class UvServer {
   Connection* oldestSlowHead();
   void evictSlowHead(Connection* v);  // 408 and close; its slot goes back to the free list
   void send408(Connection* c);
+  // Connection cap: at max-connections, makes a place for a newcomer by closing the oldest idle
+  // keep-alive connection past header-budget-ms, else (only for a newcomer whose first bytes are all
+  // there, `ready`) the oldest slow head or handshake. False if there is none.
+  bool makeRoom(bool ready);
+  // A whole head (plain) or TLS record waiting; *nothingYet if no byte has come yet.
+  bool newcomerReady(Connection* c, bool* nothingYet);
+  void admit(Connection* c);   // counts it against max-connections and starts reading
+  void refuse(Connection* c);  // 503 (plain) and close, from a reserve slot
+  // At the cap: decides on a newcomer that had sent nothing when accepted, once it has (or not).
+  void decideAdmission(Connection* c);
+  static void onAdmitReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  // Lingering close (as nginx's lingering_close): after an answer that closes, shut our side (FIN),
+  // free the slot and buffer, and discard what the client still sends for a while before closing,
+  // so that a RST cannot destroy the answer. Falls back to closeConnection.
+  void lingerClose(Connection* c);
+  static void onLingerAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void onLingerReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   // Gives a free slot to the first connection waiting for one: complete heads first, then the
   // others, but those only beyond the reserve unless `swap` (the slot comes from an evicted head).
   void handSlot(bool swap);
@@ -173,6 +191,7 @@ class UvServer {
 
   uint32_t slotReserve_ = 0;  // slots only a complete head may take (request-slots / 4)
   char* peekBuf_ = nullptr;   // max-header-bytes, for headComplete
+  char* discardBuf_ = nullptr;  // lingering closes read into it and throw the bytes away
 
   // Waiting connections: for a read buffer, for a slot with a complete head, for a slot otherwise.
   Connection* waitHead_[3] = {nullptr, nullptr, nullptr};

@@ -6,9 +6,9 @@
 #   1. one upload of SIZE bytes in 1 MiB fragments (bitsbench upload, fdatasync on), alone;
 #   2. the same upload while TRICKLERS connections (bitsbench trickle) each send one header byte
 #      every 1-3 s and reconnect when closed; the attack runs 3 s before the upload starts.
-# The router board runs ROUTER_TRICKLERS (default 48) of them as well as TRICKLERS: its
-# max-connections is 64, and beyond that a new connection, the upload's too, gets 503 (a cap on
-# connections, not on slots). An upload that fails (503) or takes longer than 120 s shows as
+# The router board runs ROUTER_TRICKLERS (default 48) of them as well as TRICKLERS: with TRICKLERS
+# they fill its max-connections (64), and the upload's connection gets in by taking a slow head's
+# place (uv_server.cc, "The connection cap"). An upload that fails (503) or takes longer than 120 s shows as
 # "failed" and stays out of the medians. With BASELINE_BITSD=path the same runs go against another
 # bitsd binary too (e.g. one built from before the fix). Prints every run and the medians.
 # Usage: tools/bench-slowloris.sh [ROUNDS] [SIZE_BYTES] [TRICKLERS] [ROUTER_TRICKLERS]

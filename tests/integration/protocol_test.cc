@@ -1,13 +1,17 @@
 // The BITS protocol against the real bitsd over 127.0.0.1: whole uploads, every error answer, byte-at-
 // a-time delivery, a cut in the middle of a fragment, concurrency, path safety and a full disk.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <atomic>
 #include <memory>
+#include <thread>
 
 #include "tests/integration/bitsd_process.h"
 
@@ -435,6 +439,63 @@ TEST(BitsdLimits, OversizedFragmentGets413AndACloseWithoutTheBody) {
   ASSERT_TRUE(readFile(server.root() + "/o.bin", &got));
   EXPECT_TRUE(got == body);
   EXPECT_EQ(again.roundTrip(bitsRequest("/", "Ping")).status, 200);
+}
+
+// Lingering close: the 413 comes while the client is still sending the body. Closing a socket with
+// unread bytes sends a RST, which can destroy the answer before the client reads it; bitsd shuts its
+// side (FIN), reads and discards what keeps coming for a while, then closes. 20 times: a sender thread
+// writes up to 32 MiB of the body until the send fails, and the answer must be read every time.
+TEST(BitsdLimits, AnswerBeforeTheBodySurvivesTheClientStillSending) {
+  BitsdProcess server({"--max-fragment-bytes", "5120"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  Client setup;
+  ASSERT_TRUE(setup.connect(server.port()));
+  std::string id = createSession(setup, "/l.bin");
+  ASSERT_FALSE(id.empty());
+  const uint64_t total = 64ull << 20;
+  std::string head = "BITS_POST /l.bin HTTP/1.1\r\nHost: a\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+                     "\r\nContent-Range: bytes 0-" + std::to_string(total - 1) + "/" + std::to_string(total) +
+                     "\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n";
+  const std::string chunk(256 * 1024, 'x');
+  int answered = 0;
+  for (int i = 0; i < 20; ++i) {
+    Client c;
+    ASSERT_TRUE(c.connect(server.port()));
+    std::atomic<size_t> sent{0};
+    std::thread sender([&] {
+      if (::send(c.fd(), head.data(), head.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(head.size())) return;
+      while (sent < (32u << 20)) {
+        ssize_t n = ::send(c.fd(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
+        if (n <= 0) return;  // the server closed (or reset) the connection
+        sent += static_cast<size_t>(n);
+      }
+    });
+    Reply r;
+    bool got = c.readResponse(&r, 10000);
+    sender.join();
+    EXPECT_TRUE(got) << "iteration " << i << ": no answer (reset?) after " << sent << " body bytes sent";
+    if (got) {
+      EXPECT_EQ(r.status, 413) << r.raw;
+      EXPECT_EQ(r.get("Connection"), "close");
+      answered += r.status == 413;
+    }
+    EXPECT_TRUE(c.waitClosed(10000));
+  }
+  EXPECT_EQ(answered, 20);
+  // A client that stops sending sees the server's FIN (EOF) at once, not after the lingering time.
+  Client quiet;
+  ASSERT_TRUE(quiet.connect(server.port()));
+  ASSERT_TRUE(quiet.sendAll(head + std::string(1024 * 1024, 'x')));  // more than a read buffer holds
+  Reply r;
+  ASSERT_TRUE(quiet.readResponse(&r, 5000));
+  EXPECT_EQ(r.status, 413);
+  auto t0 = std::chrono::steady_clock::now();
+  pollfd p{quiet.fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  char b[16];
+  EXPECT_EQ(::recv(quiet.fd(), b, sizeof b, 0), 0) << "expected EOF (FIN), not a reset";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(400));
+  EXPECT_EQ(setup.roundTrip(bitsRequest("/", "Ping")).status, 200);
 }
 
 TEST(BitsdLimits, HundredConcurrentSessions) {

@@ -243,5 +243,88 @@ TEST(Slowloris, FiveHundredTricklersDoNotStallAnUpload) {
   EXPECT_TRUE(got == body);
 }
 
+// The connection cap (issue 20): at max-connections a new connection takes the place of the oldest
+// idle keep-alive connection past header-budget-ms (closed quietly), else of the oldest slow head
+// (408), and is served; the 503 comes only when there is neither.
+TEST(Slowloris, AtTheConnectionCapTheIdleConnectionGoesFirstThenASlowHead) {
+  BitsdProcess server({"--max-connections", "2", "--header-budget-ms", "1000", "--header-timeout-ms", "30000"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  Client idle, slow;
+  ASSERT_TRUE(idle.connect(server.port()));
+  ASSERT_EQ(idle.roundTrip(bitsRequest("/x", "Ping")).status, 200);
+  ASSERT_TRUE(slow.connect(server.port()));
+  ASSERT_TRUE(slow.sendAll(kEndlessHead.substr(0, 10)));
+  usleep(1200000);  // both past their budget
+  Client first;
+  ASSERT_TRUE(first.connect(server.port()));
+  EXPECT_EQ(first.roundTrip(bitsRequest("/x", "Ping")).status, 200) << server.stderrText();
+  // The idle one went, quietly (EOF, no answer); the slow head is still open.
+  EXPECT_TRUE(idle.waitClosed(5000));
+  pollfd p{slow.fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 100), 0) << "the slow head should still be open";
+  // `first` is idle now, but not past its budget: the slow head goes next.
+  Client second;
+  ASSERT_TRUE(second.connect(server.port()));
+  EXPECT_EQ(second.roundTrip(bitsRequest("/x", "Ping")).status, 200) << server.stderrText();
+  Reply evicted;
+  ASSERT_TRUE(slow.readResponse(&evicted, 5000));
+  EXPECT_EQ(evicted.status, 408);
+  EXPECT_TRUE(slow.waitClosed(5000));
+  // Nothing left to give way (both idle less than their budget): 503.
+  Client third;
+  ASSERT_TRUE(third.connect(server.port()));
+  Reply refused;
+  ASSERT_TRUE(third.readResponse(&refused, 5000));
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_EQ(first.roundTrip(bitsRequest("/x", "Ping")).status, 200);
+}
+
+// The router board's limits (board/router/board.conf: 64 connections, 16 slots, 4 x 64 KiB buffers)
+// against 500 tricklers: they fill the connection cap, and the upload's connection must still get in
+// and finish within max(10 x its time alone, alone + 15 s). Before the fix its connection got 503.
+TEST(Slowloris, FiveHundredTricklersOnTheRouterBoardsConnectionCap) {
+  constexpr int kTricklers = 500;
+  rlimit lim{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+  if (lim.rlim_cur < 2 * kTricklers) {
+    lim.rlim_cur = std::min<rlim_t>(lim.rlim_max, 4 * kTricklers);
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  ASSERT_GE(lim.rlim_cur, static_cast<rlim_t>(kTricklers + 100)) << "open-file limit too low for the test";
+  BitsdProcess server({"--max-connections", "64", "--request-slots", "16", "--read-buffers", "4",
+                       "--read-buffer-bytes", "64K", "--max-open-files", "32", "--header-timeout-ms", "30000",
+                       "--header-budget-ms", "2000", "--header-min-rate", "500", "--fdatasync", "off"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  std::string body = randomBytes(8 * 1024 * 1024, 2064);
+  constexpr size_t kFrag = 1024 * 1024;
+  std::string why;
+
+  auto t0 = Steady::now();
+  ASSERT_TRUE(upload(server.port(), "/alone.bin", body, kFrag, t0 + std::chrono::seconds(30), &why)) << why;
+  long alone = msSince(t0);
+
+  Tricklers attack(server.port(), kTricklers);
+  attack.start();
+  // Every trickler is open (accepted, or in the listen backlog) and the first accepted ones are past
+  // their budget.
+  auto settle = Steady::now();
+  while (attack.connected() < kTricklers && msSince(settle) < 10000) usleep(20000);
+  usleep(2500000);
+
+  long bound = std::max(10 * alone, alone + 15000);
+  auto t1 = Steady::now();
+  bool ok = upload(server.port(), "/attacked.bin", body, kFrag, t1 + std::chrono::milliseconds(bound), &why);
+  long attacked = msSince(t1);
+  attack.stop();
+  std::cout << "router limits: upload of 8 MiB alone " << alone << " ms, under " << kTricklers << " tricklers "
+            << attacked << " ms (bound " << bound << " ms); tricklers reconnected " << attack.reconnects()
+            << " times\n";
+  ASSERT_TRUE(ok) << why << " after " << attacked << " ms (alone: " << alone << " ms)";
+  EXPECT_LE(attacked, bound);
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/attacked.bin", &got));
+  EXPECT_TRUE(got == body);
+}
+
 }  // namespace
 }  // namespace bitsd::testing
