@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/journal_format.h"
+#include "platform/cli.h"
 #include "platform/users.h"
 #include "tools/gencert.h"
 
@@ -359,6 +360,10 @@ int userCommand(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.size() == 1 && args[0] == "--version") {
+    std::fputs(bitsd::platform::versionText("bitsctl").c_str(), stdout);
+    return 0;
+  }
   if (!args.empty() && args[0] == "gen-cert") return genCertCommand(args);
   if (!args.empty() && args[0] == "user") return userCommand(args);
   std::string state;
