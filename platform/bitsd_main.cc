@@ -78,7 +78,6 @@ void reload(Signals* sig) {
   sig->engine->applyLive(applied);
   if (newLocations) sig->engine->setLocations(std::move(locations));
   sig->server->applyLive(applied, std::move(tls));
-  platform::installLogging(applied.logLevel);
   sig->running = applied;
   std::string line = "SIGHUP: ";
   if (sig->tls) line += "TLS certificate reloaded; ";
@@ -88,6 +87,7 @@ void reload(Signals* sig) {
   if (!diff.live.empty() && !diff.restart.empty()) line += "; ";
   if (!diff.restart.empty()) line += "needs a restart: " + joined(diff.restart);
   logf(diff.restart.empty() ? LogLevel::Info : LogLevel::Warn, "%s", line.c_str());
+  platform::installLogging(applied.logLevel);  // after the line: a quieter level still confirms itself
 }
 
 void onHangup(uv_signal_t* h, int) {
