@@ -81,6 +81,51 @@ const Field kFields[] = {
 #pragma GCC diagnostic pop
 #undef BITSD_FIELD
 
+// SIGHUP re-reads the settings; these keys take effect without a restart (the running engine and
+// server read them per request, per timer or per connection). Every other key needs a restart: it
+// sizes a pool or buffer allocated at start-up, names the listening socket or a directory, or would
+// change what sessions in progress were created under. A key not listed here (a new setting) needs a
+// restart until someone checks that it is safe live. The README's reload table is generated from
+// this list by reloadTable() and checked against it in a test.
+struct LiveKey {
+  const char* key;
+  const char* note;  // when live only under a condition, or what happens to work in progress
+};
+const LiveKey kLiveKeys[] = {
+    {"max-upload-size", "new sessions"},
+    {"session-timeout", "every session from the next sweep"},
+    {"idle-session-timeout", "every session from the next sweep"},
+    {"max-sessions-per-user", "new sessions"},
+    {"allow-overwrites", "commits from now on"},
+    {"log-level", ""},
+    {"host-id", "Acks from now on"},
+    {"host-id-fallback-timeout", "Acks from now on"},
+    {"notify-url", "hand-offs that start from now on"},
+    {"notify-timeout", "hand-offs that start from now on"},
+    {"delivered-retention", ""},
+    {"tls-cert", "while https stays on; new connections (live ones keep theirs)"},
+    {"tls-key", "while https stays on; new connections (live ones keep theirs)"},
+    {"tls-handshake-timeout-ms", "new connections"},
+    {"tls-record-bytes", "new connections"},
+    {"locations", "while users-file stays set; requests from now on"},
+    {"allow-basic-over-http", ""},
+    {"max-fragment-bytes", "requests from now on"},
+    {"idle-timeout-ms", "timers armed from now on"},
+    {"header-timeout-ms", "timers armed from now on"},
+    {"header-budget-ms", "heads from now on"},
+    {"header-min-rate", "heads from now on"},
+    {"body-timeout-ms", "timers armed from now on"},
+    {"sweep-interval-ms", ""},
+    {"shutdown-grace-ms", ""},
+};
+
+const LiveKey* findLive(std::string_view key) {
+  for (const LiveKey& l : kLiveKeys) {
+    if (key == l.key) return &l;
+  }
+  return nullptr;
+}
+
 const Field* findField(std::string_view key) {
   for (const Field& f : kFields) {
     if (key == f.key) return &f;
@@ -111,24 +156,44 @@ bool isSettingKey(std::string_view key, bool* isBool) {
   return f != nullptr;
 }
 
-bool applySetting(Settings* s, std::string_view key, std::string_view value, std::string* error) {
-  const Field* f = findField(key);
-  if (f == nullptr) {
-    *error = "unknown setting '" + std::string(key) + "'";
-    return false;
+namespace {
+
+// The values an enumerated string setting accepts, for the one-line error ("expected A, B or C").
+const char* choicesOf(std::string_view key) {
+  if (key == "log-level") return "debug, info, warn or error";
+  if (key == "notify-type") return "none, reference or value";
+  return nullptr;
+}
+
+bool isChoice(std::string_view value, const char* choices) {
+  std::string_view c = choices;
+  while (!c.empty()) {
+    size_t end = c.find_first_of(", ");
+    std::string_view word = c.substr(0, end);
+    if (word == value && word != "or") return true;
+    if (end == std::string_view::npos) break;
+    c = c.substr(end + 1);
+    while (!c.empty() && (c.front() == ' ' || c.front() == ',')) c.remove_prefix(1);
   }
-  value = trimOws(value);
-  char* base = reinterpret_cast<char*>(s) + f->offset;
+  return false;
+}
+
+// Parses `value` into the field. On failure, `expected` says what the value should have been.
+bool parseInto(Settings* s, const Field& f, std::string_view value, std::string* expected) {
+  char* base = reinterpret_cast<char*>(s) + f.offset;
   auto bad = [&](const char* what) {
-    *error = "invalid value '" + std::string(value) + "' for " + f->key + ": expected " + what;
+    *expected = what;
     return false;
   };
   uint64_t n = 0;
-  switch (f->kind) {
-    case Kind::Str:
+  switch (f.kind) {
+    case Kind::Str: {
       if (value.empty()) return bad("a non-empty string");
+      const char* choices = choicesOf(f.key);
+      if (choices != nullptr && !isChoice(value, choices)) return bad(choices);
       *reinterpret_cast<std::string*>(base) = std::string(value);
       return true;
+    }
     case Kind::Bool: {
       bool v;
       if (value == "true" || value == "on" || value == "yes" || value == "1") {
@@ -136,7 +201,7 @@ bool applySetting(Settings* s, std::string_view key, std::string_view value, std
       } else if (value == "false" || value == "off" || value == "no" || value == "0") {
         v = false;
       } else {
-        return bad("true or false");
+        return bad("on or off");
       }
       *reinterpret_cast<bool*>(base) = v;
       return true;
@@ -158,6 +223,34 @@ bool applySetting(Settings* s, std::string_view key, std::string_view value, std
       *reinterpret_cast<uint64_t*>(base) = n;
       return true;
   }
+  return false;
+}
+
+}  // namespace
+
+bool applySetting(Settings* s, std::string_view key, std::string_view value, std::string* error) {
+  const Field* f = findField(key);
+  if (f == nullptr) {
+    *error = "unknown setting '" + std::string(key) + "'";
+    return false;
+  }
+  value = trimOws(value);
+  std::string expected;
+  if (parseInto(s, *f, value, &expected)) return true;
+  *error = "invalid value '" + std::string(value) + "' for " + f->key + ": expected " + expected;
+  return false;
+}
+
+bool applyFlag(Settings* s, std::string_view key, std::string_view value, std::string* error) {
+  const Field* f = findField(key);
+  if (f == nullptr) {
+    *error = "unknown option --" + std::string(key) + " (see --help)";
+    return false;
+  }
+  value = trimOws(value);
+  std::string expected;
+  if (parseInto(s, *f, value, &expected)) return true;
+  *error = "--" + std::string(f->key) + ": expected " + expected + ", got '" + std::string(value) + "'";
   return false;
 }
 
@@ -292,6 +385,92 @@ std::string adminListenAddress(const Settings& s) {
   if (s.adminListen.empty()) return "";
   if (s.adminListen.find(':') == std::string::npos) return "127.0.0.1:" + s.adminListen;
   return s.adminListen;
+}
+
+bool isLiveSetting(std::string_view key) { return findLive(key) != nullptr; }
+
+namespace {
+
+bool sameField(const Field& f, const Settings& a, const Settings& b) {
+  const char* pa = reinterpret_cast<const char*>(&a) + f.offset;
+  const char* pb = reinterpret_cast<const char*>(&b) + f.offset;
+  switch (f.kind) {
+    case Kind::Str:
+      return *reinterpret_cast<const std::string*>(pa) == *reinterpret_cast<const std::string*>(pb);
+    case Kind::Bool:
+      return *reinterpret_cast<const bool*>(pa) == *reinterpret_cast<const bool*>(pb);
+    case Kind::U32:
+    case Kind::Size32:
+      return *reinterpret_cast<const uint32_t*>(pa) == *reinterpret_cast<const uint32_t*>(pb);
+    case Kind::U64:
+    case Kind::Size64:
+      return *reinterpret_cast<const uint64_t*>(pa) == *reinterpret_cast<const uint64_t*>(pb);
+  }
+  return false;
+}
+
+void copyField(const Field& f, const Settings& from, Settings* to) {
+  const char* src = reinterpret_cast<const char*>(&from) + f.offset;
+  char* dst = reinterpret_cast<char*>(to) + f.offset;
+  switch (f.kind) {
+    case Kind::Str:
+      *reinterpret_cast<std::string*>(dst) = *reinterpret_cast<const std::string*>(src);
+      return;
+    case Kind::Bool:
+      *reinterpret_cast<bool*>(dst) = *reinterpret_cast<const bool*>(src);
+      return;
+    case Kind::U32:
+    case Kind::Size32:
+      *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
+      return;
+    case Kind::U64:
+    case Kind::Size64:
+      *reinterpret_cast<uint64_t*>(dst) = *reinterpret_cast<const uint64_t*>(src);
+      return;
+  }
+}
+
+// Live keys whose live-ness depends on the rest: the certificate can change while https stays on
+// (turning https on or off changes every listener's scheme), locations while users-file stays set.
+bool liveHere(const Field& f, const Settings& running, const Settings& next) {
+  if (findLive(f.key) == nullptr) return false;
+  std::string_view k = f.key;
+  if (k == "tls-cert" || k == "tls-key") return !running.tlsCert.empty() && !next.tlsCert.empty();
+  if (k == "locations") return !running.usersFile.empty() && running.usersFile == next.usersFile;
+  return true;
+}
+
+}  // namespace
+
+SettingsDiff diffSettings(const Settings& running, const Settings& next) {
+  SettingsDiff d;
+  for (const Field& f : kFields) {
+    if (sameField(f, running, next)) continue;
+    (liveHere(f, running, next) ? d.live : d.restart).push_back(f.key);
+  }
+  return d;
+}
+
+void copyLiveSettings(const Settings& next, Settings* running) {
+  for (const Field& f : kFields) {
+    if (liveHere(f, *running, next)) copyField(f, next, running);
+  }
+}
+
+std::string reloadTable() {
+  std::string t = "| Setting | On SIGHUP |\n|---|---|\n";
+  for (const Field& f : kFields) {
+    const LiveKey* l = findLive(f.key);
+    t += std::string("| `") + f.key + "` | ";
+    if (l == nullptr) {
+      t += "needs a restart";
+    } else {
+      t += "live";
+      if (l->note[0] != '\0') t += std::string(" (") + l->note + ")";
+    }
+    t += " |\n";
+  }
+  return t;
 }
 
 const char* settingsHelp() {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace bitsd {
 
@@ -91,6 +92,28 @@ bool applySettingsText(Settings* s, std::string_view text, std::string_view orig
 
 // Checks cross-field rules (non-zero limits, sane ranges). One-line reason on failure.
 bool validateSettings(const Settings& s, std::string* error);
+
+// The same for a command-line flag: errors read "--KEY: expected on or off, got 'maybe'".
+bool applyFlag(Settings* s, std::string_view key, std::string_view value, std::string* error);
+
+// SIGHUP. Whether a running bitsd takes a new value of `key` without a restart (the table is in
+// settings.cc; a key not in it needs a restart).
+bool isLiveSetting(std::string_view key);
+
+// The keys whose values differ between the running settings and a re-read of them, in --help
+// order: those applied live, and those that need a restart to take effect.
+struct SettingsDiff {
+  std::vector<const char*> live;
+  std::vector<const char*> restart;
+};
+SettingsDiff diffSettings(const Settings& running, const Settings& next);
+
+// Copies the settings `next` changes live into `running`; the others keep their running value.
+void copyLiveSettings(const Settings& next, Settings* running);
+
+// The reload table as Markdown (| Setting | On SIGHUP |), every key in --help order: the README's
+// "Reload" section carries it, and a test checks that the two agree.
+std::string reloadTable();
 
 // True when `key` is a known setting; `isBool` tells whether a flag may omit its value.
 bool isSettingKey(std::string_view key, bool* isBool);

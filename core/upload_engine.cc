@@ -95,14 +95,25 @@ UploadEngine::UploadEngine(Storage& storage, Clock& clock, Random& random, Sha25
 
 UploadEngine::~UploadEngine() = default;
 
+void UploadEngine::deriveTimeouts() {
+  sessionTimeoutMs_ = settings_.sessionTimeoutSeconds > UINT64_MAX / 1000
+                          ? UINT64_MAX
+                          : settings_.sessionTimeoutSeconds * 1000;
+  idleSessionTimeoutMs_ = settings_.idleSessionTimeoutSeconds > UINT64_MAX / 1000
+                              ? UINT64_MAX
+                              : settings_.idleSessionTimeoutSeconds * 1000;
+  retentionSeconds_ = settings_.deliveredRetentionSeconds != 0 ? settings_.deliveredRetentionSeconds
+                                                               : settings_.sessionTimeoutSeconds;
+}
+
+void UploadEngine::applyLive(const Settings& next) {
+  copyLiveSettings(next, &settings_);
+  deriveTimeouts();
+}
+
 Status UploadEngine::init(const Settings& settings, BulkAllocator* bulk) {
   settings_ = settings;
-  sessionTimeoutMs_ = settings.sessionTimeoutSeconds > UINT64_MAX / 1000
-                          ? UINT64_MAX
-                          : settings.sessionTimeoutSeconds * 1000;
-  idleSessionTimeoutMs_ = settings.idleSessionTimeoutSeconds > UINT64_MAX / 1000
-                              ? UINT64_MAX
-                              : settings.idleSessionTimeoutSeconds * 1000;
+  deriveTimeouts();
   creating_.reserve(settings.requestSlots);
   partyScratch_.reserve(settings.maxSessions);
   root_ = settings.root;
@@ -126,8 +137,6 @@ Status UploadEngine::init(const Settings& settings, BulkAllocator* bulk) {
   while (repliesDir_.size() > 1 && repliesDir_.back() == '/') repliesDir_.pop_back();
   repliesDir_ += "/replies";
   notifyMode_ = parseNotifyMode(settings.notifyType);
-  retentionSeconds_ = settings.deliveredRetentionSeconds != 0 ? settings.deliveredRetentionSeconds
-                                                              : settings.sessionTimeoutSeconds;
   if (notifyMode_ != NotifyMode::None && notifier_ == nullptr) {
     return Status(Code::InvalidArgument, "notify-type is set but no notifier is attached");
   }

@@ -293,6 +293,14 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
     locations_ = std::move(locations);
   }
 
+  // SIGHUP, between loop callbacks: takes the settings that change live (isLiveSetting) from
+  // `next`; the rest keep their start-up values. Requests and sessions in progress read the new
+  // limits from their next step on.
+  void applyLive(const Settings& next);
+  // SIGHUP with authentication on: new locations (directories resolved and checked, as for
+  // setAuthenticator). Requests from now on are matched against them.
+  void setLocations(std::vector<Location> locations) { locations_ = std::move(locations); }
+
   // Takes the server options and board limits. Fails on impossible values (paths too long).
   // `bulk` (may be null) allocates the session table.
   Status init(const Settings& settings, BulkAllocator* bulk = nullptr);
@@ -419,6 +427,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   Sha256& sha_;
   Journal& journal_;
   Settings settings_;
+  void deriveTimeouts();  // the *Ms_ and retention below, from settings_
   uint64_t sessionTimeoutMs_ = 0;
   uint64_t idleSessionTimeoutMs_ = 0;
   std::string root_;

@@ -1,6 +1,7 @@
 // bitsd: the BITS upload server. Parses settings, prepares directories, and runs one libuv loop.
 #include <uv.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -11,6 +12,7 @@
 #include "platform/cli.h"
 #include "platform/recovery.h"
 #include "platform/system.h"
+#include "platform/tls.h"
 #include "platform/uv_notifier.h"
 #include "platform/uv_server.h"
 #include "platform/users.h"
@@ -24,33 +26,83 @@ struct Signals {
   uv_signal_t hup;
   bitsd::platform::UvServer* server;
   bitsd::platform::AdminServer* admin = nullptr;  // when admin-listen is set
+  bitsd::UploadEngine* engine = nullptr;
   bitsd::platform::UvAuthenticator* users = nullptr;  // when users-file is set
   bool tls = false;
+  // SIGHUP parses the same command line again (board defaults, --config FILE, flags).
+  int argc = 0;
+  char** argv = nullptr;
+  bitsd::Settings running;  // as parsed, before paths were resolved
 };
 
-// SIGHUP: load the TLS certificate and key again (live connections keep theirs), and the users file.
+std::string joined(const std::vector<const char*>& keys) {
+  std::string out;
+  for (const char* k : keys) out += std::string(out.empty() ? "" : ", ") + k;
+  return out;
+}
+
+// SIGHUP: read the settings again, the same way as at start-up, and apply those that can change
+// live (core/settings.cc lists them); load the TLS certificate and key again (live connections keep
+// theirs) and the users file. Everything that can fail is done before anything changes, so a broken
+// file, certificate or users file changes nothing. One log line says what happened.
+void reload(Signals* sig) {
+  using namespace bitsd;
+  std::string error;
+  Settings next;
+  platform::CliOutcome outcome = platform::parseCommandLine(sig->argc, sig->argv, &next, &error);
+  if (outcome != platform::CliOutcome::Run) {
+    logf(LogLevel::Error, "SIGHUP: settings not reloaded, nothing changed: %s", error.c_str());
+    return;
+  }
+  SettingsDiff diff = diffSettings(sig->running, next);
+  Settings applied = sig->running;
+  copyLiveSettings(next, &applied);
+  std::vector<Location> locations;
+  bool newLocations = std::find(diff.live.begin(), diff.live.end(), std::string_view("locations")) != diff.live.end();
+  if (newLocations && (!parseLocations(applied.locations, &locations, &error) ||
+                       !platform::prepareLocationDirs(applied, &locations, &error))) {
+    logf(LogLevel::Error, "SIGHUP: locations not applied, nothing changed: %s", error.c_str());
+    return;
+  }
+  std::shared_ptr<platform::TlsContext> tls;
+  if (sig->tls) {
+    tls = platform::TlsContext::load(applied.tlsCert, applied.tlsKey, &error, applied.tlsRecordBytes);
+    if (!tls) {
+      logf(LogLevel::Error, "SIGHUP: TLS certificate not reloaded, nothing changed: %s", error.c_str());
+      return;
+    }
+  }
+  if (sig->users != nullptr && !sig->users->reload(&error)) {
+    logf(LogLevel::Error, "SIGHUP: users file not reloaded, nothing changed: %s", error.c_str());
+    return;
+  }
+  // Nothing below can fail.
+  sig->engine->applyLive(applied);
+  if (newLocations) sig->engine->setLocations(std::move(locations));
+  sig->server->applyLive(applied, std::move(tls));
+  sig->running = applied;
+  std::string line = "SIGHUP: ";
+  if (sig->tls) line += "TLS certificate reloaded; ";
+  if (sig->users != nullptr) line += "users file reloaded; ";
+  if (diff.live.empty() && diff.restart.empty()) line += sig->tls || sig->users != nullptr ? "no setting changed" : "no change";
+  if (!diff.live.empty()) line += "applied " + joined(diff.live);
+  if (!diff.live.empty() && !diff.restart.empty()) line += "; ";
+  if (!diff.restart.empty()) line += "needs a restart: " + joined(diff.restart);
+  logf(diff.restart.empty() ? LogLevel::Info : LogLevel::Warn, "%s", line.c_str());
+  platform::installLogging(applied.logLevel);  // after the line: a quieter level still confirms itself
+}
+
 void onHangup(uv_signal_t* h, int) {
   auto* sig = static_cast<Signals*>(h->data);
-  std::string error;
-  if (sig->tls) {
-    if (sig->server->reloadTls(&error)) {
-      bitsd::logf(bitsd::LogLevel::Info, "SIGHUP: TLS certificate reloaded");
-    } else {
-      bitsd::logf(bitsd::LogLevel::Error, "SIGHUP: TLS certificate not reloaded: %s", error.c_str());
-    }
-  }
-  if (sig->users != nullptr) {
-    if (sig->users->reload(&error)) {
-      bitsd::logf(bitsd::LogLevel::Info, "SIGHUP: users file reloaded");
-    } else {
-      bitsd::logf(bitsd::LogLevel::Error, "SIGHUP: users file not reloaded: %s", error.c_str());
-    }
-  }
+  bitsd::platform::notifyReloading();
+  reload(sig);
+  bitsd::platform::notifyServiceManager("READY=1");
 }
 
 void onSignal(uv_signal_t* h, int signum) {
   auto* sig = static_cast<Signals*>(h->data);
   bitsd::logf(bitsd::LogLevel::Info, "signal %d: shutting down", signum);
+  bitsd::platform::notifyServiceManager("STOPPING=1");
   if (sig->users != nullptr) sig->users->stopWaiting();  // no throttle delay outlasts the grace period
   sig->server->shutdown();
   if (sig->admin != nullptr) sig->admin->shutdown();
@@ -68,6 +120,9 @@ int main(int argc, char** argv) {
   switch (platform::parseCommandLine(argc, argv, &settings, &error)) {
     case platform::CliOutcome::Help:
       std::fputs(platform::usageText(), stdout);
+      return 0;
+    case platform::CliOutcome::Version:
+      std::fputs(platform::versionText("bitsd").c_str(), stdout);
       return 0;
     case platform::CliOutcome::Error:
       std::fprintf(stderr, "bitsd: %s\n", error.c_str());
@@ -87,6 +142,13 @@ int main(int argc, char** argv) {
          "file descriptor limit is %llu but max-connections and max-open-files need %llu: raise the hard "
          "limit (ulimit -Hn, LimitNOFILE=) or lower those settings",
          static_cast<unsigned long long>(fdLimit), static_cast<unsigned long long>(fdNeeded));
+  }
+
+  // Bound before any directory is created: a bad or busy address leaves nothing behind.
+  int listenFd = platform::bindListenSocket(settings.listen, &error);
+  if (listenFd < 0) {
+    std::fprintf(stderr, "bitsd: %s\n", error.c_str());
+    return 2;
   }
 
   std::string rootReal;
@@ -141,6 +203,7 @@ int main(int argc, char** argv) {
   platform::UvServer server(loop, settings, engine);
   server.setJournal(&journal, &scheduler);
   server.setNotifier(&notifier);
+  server.setListenSocket(listenFd);
   std::string url;
   if (!server.start(&url, &error)) {
     std::fprintf(stderr, "bitsd: %s\n", error.c_str());
@@ -177,6 +240,10 @@ int main(int argc, char** argv) {
     logf(LogLevel::Info, "admin listener on %s (/metrics, /status.json, /)%s", adminUrl.c_str(),
          settings.usersFile.empty() ? "" : ", Basic authentication from users-file");
   }
+  sig.engine = &engine;
+  sig.argc = argc;
+  sig.argv = argv;
+  sig.running = settings;
   sig.tls = !settings.tlsCert.empty();
   if (!settings.usersFile.empty()) sig.users = &authenticator;
   uv_signal_init(loop, &sig.term);
@@ -192,6 +259,7 @@ int main(int argc, char** argv) {
        settings.fdatasync ? "on" : "off");
   std::printf("bitsd listening on %s\n", url.c_str());
   std::fflush(stdout);
+  platform::notifyServiceManager("READY=1");  // listening, and recovery is done
 
   uv_run(loop, UV_RUN_DEFAULT);
   authenticator.close();

@@ -6,6 +6,11 @@
 #include <vector>
 
 #include "platform/system.h"
+#include "platform/tls.h"
+
+#ifndef BITSD_VERSION
+#error "BITSD_VERSION comes from CMakeLists.txt (project VERSION)"
+#endif
 
 namespace bitsd::board {
 extern const char kBoardName[];
@@ -21,8 +26,16 @@ const char* usageText() {
       "or bitsadmin /upload. Defaults come from the board '") + board::kBoardName +
       "'; a config file of 'key = value' lines overrides them; flags override both.\n\n"
       "  --config FILE               read settings from FILE\n"
-      "  --help                      show this help\n" + settingsHelp();
+      "  --help                      show this help\n"
+      "  --version                   show the version and the build's options\n" + settingsHelp();
   return text.c_str();
+}
+
+std::string versionText(const char* program) {
+  return std::string(program) + " " + BITSD_VERSION + "\n" +
+         "tls: " + (kTlsBuilt ? "on" : "off") + "\n" +
+         "sha256: " + MbedSha256::implementation() + "\n" +
+         "board: " + board::kBoardName + "\n";
 }
 
 CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* error) {
@@ -37,6 +50,7 @@ CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* e
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") return CliOutcome::Help;
+    if (arg == "--version") return CliOutcome::Version;
     if (arg.size() < 3 || arg.substr(0, 2) != "--") {
       *error = "unexpected argument '" + std::string(arg) + "' (see --help)";
       return CliOutcome::Error;
@@ -53,10 +67,10 @@ CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* e
       return CliOutcome::Error;
     }
     if (!hasValue) {
-      std::string_view next = i + 1 < argc ? std::string_view(argv[i + 1]) : std::string_view();
-      bool nextIsBoolWord = next == "true" || next == "false" || next == "on" || next == "off" ||
-                            next == "yes" || next == "no" || next == "1" || next == "0";
-      if (isBool && nextIsBoolWord) {
+      // bitsd takes no positional arguments, so a word after an on/off flag is its value:
+      // `--fdatasync off`, and `--fdatasync maybe` is an error about --fdatasync.
+      bool nextIsValue = i + 1 < argc && std::string_view(argv[i + 1]).substr(0, 2) != "--";
+      if (isBool && nextIsValue) {
         value = argv[++i];  // `--fdatasync off`
       } else if (isBool) {
         value = "true";     // `--allow-overwrites`
@@ -79,11 +93,7 @@ CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* e
     if (!applySettingsText(&s, text, "config file " + configPath, error)) return CliOutcome::Error;
   }
   for (auto& [key, value] : flags) {
-    std::string reason;
-    if (!applySetting(&s, key, value, &reason)) {
-      *error = "--" + key + ": " + reason;
-      return CliOutcome::Error;
-    }
+    if (!applyFlag(&s, key, value, error)) return CliOutcome::Error;
   }
   if (!validateSettings(s, error)) return CliOutcome::Error;
   *out = std::move(s);

@@ -5,9 +5,15 @@
 #include <limits.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <mbedtls/version.h>
+
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -44,6 +50,8 @@ bool DrbgRandom::fill(uint8_t* out, size_t len) {
 }
 
 static_assert(sizeof(mbedtls_sha256_context) <= Sha256State::kBytes, "Sha256State too small");
+
+const char* MbedSha256::implementation() { return "mbedTLS " MBEDTLS_VERSION_STRING; }
 
 void MbedSha256::start(Sha256State& st) {
   auto* c = reinterpret_cast<mbedtls_sha256_context*>(st.bytes);
@@ -269,6 +277,12 @@ bool readTextFile(const std::string& path, std::string* out, std::string* error)
     *error = "cannot read config file " + path + ": " + std::strerror(errno);
     return false;
   }
+  struct stat st = {};
+  if (::fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    std::fclose(f);
+    *error = "config file " + path + " is not a regular file" + (S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
+    return false;
+  }
   char buf[4096];
   size_t n;
   out->clear();
@@ -282,6 +296,30 @@ bool readTextFile(const std::string& path, std::string* out, std::string* error)
   }
   std::fclose(f);
   return true;
+}
+
+void notifyServiceManager(const std::string& state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || path[0] == '\0') return;
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  size_t len = std::strlen(path);
+  if ((path[0] != '/' && path[0] != '@') || len >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, path, len);
+  if (path[0] == '@') addr.sun_path[0] = '\0';  // abstract name
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  socklen_t alen = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len + (path[0] == '@' ? 0 : 1));
+  ssize_t n = ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&addr), alen);
+  (void)n;
+  ::close(fd);
+}
+
+void notifyReloading() {
+  timespec ts = {};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t usec = static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+  notifyServiceManager("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
 }
 
 uint64_t fileDescriptorsNeeded(const Settings& s) {

@@ -35,6 +35,8 @@ class MbedSha256 final : public Sha256 {
   void finish(Sha256State& st, uint8_t out[32]) override;
   size_t exportState(const Sha256State& st, uint8_t* out) override;
   bool importState(Sha256State& st, const uint8_t* in, size_t len) override;
+  // What computes SHA-256 in this build ("mbedTLS 2.28.3"), for --version.
+  static const char* implementation();
 };
 
 // Runs Journal::flush() once per loop turn, after that turn's I/O callbacks (a uv_check handle):
@@ -102,7 +104,15 @@ uint64_t fileDescriptorsNeeded(const Settings& s);
 // in force; below `needed`, connections beyond it fail to be accepted, so the caller warns.
 uint64_t raiseFileLimit(uint64_t needed);
 
-// Reads a whole (small) file; false with a one-line reason.
+// The service manager's readiness protocol (sd_notify(3), without libsystemd): sends `state`
+// ("READY=1", "RELOADING=1", "STOPPING=1"...) as one datagram to $NOTIFY_SOCKET (a path, or an
+// abstract name written with a leading '@'). Nothing when the variable is unset; failures are
+// ignored (the service manager may be gone).
+void notifyServiceManager(const std::string& state);
+// "RELOADING=1\nMONOTONIC_USEC=<now>", as Type=notify-reload services send it.
+void notifyReloading();
+
+// Reads a whole (small) regular file; false with a one-line reason (a directory is refused).
 bool readTextFile(const std::string& path, std::string* out, std::string* error);
 
 }  // namespace bitsd::platform

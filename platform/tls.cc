@@ -7,6 +7,8 @@
 
 namespace bitsd::platform {
 
+extern const bool kTlsBuilt = true;
+
 namespace {
 // ECDHE only (forward secrecy), AEAD only. ChaCha20-Poly1305 first: on ARM cores without AES
 // instructions it is several times faster than AES-GCM; clients with AES hardware still get it when

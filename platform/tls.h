@@ -16,6 +16,9 @@
 
 namespace bitsd::platform {
 
+// Whether this build serves https (cmake -DBITSD_TLS): true in tls.cc, false in tls_off.cc.
+extern const bool kTlsBuilt;
+
 class TlsContext {
  public:
   // Loads a PEM certificate (chain) and its private key (RSA or ECDSA). nullptr with a one-line

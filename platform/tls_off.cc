@@ -4,6 +4,8 @@
 
 namespace bitsd::platform {
 
+extern const bool kTlsBuilt = false;
+
 namespace {
 const int kNoSuites[] = {0};
 }

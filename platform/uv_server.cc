@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -132,10 +133,62 @@ struct Connection final : public ExchangeHost {
   void abandonExchange(Exchange&) override { server->closeConnection(this); }
 };
 
+namespace {
+
+// "HOST:PORT" or "[V6]:PORT" into a socket address; a one-line error naming --listen otherwise.
+bool parseListenAddress(const std::string& listen, sockaddr_storage* addr, std::string* error) {
+  std::string host = listen;
+  size_t colon = host.rfind(':');
+  if (colon == std::string::npos) {
+    *error = "--listen '" + listen + "': expected ADDR:PORT";
+    return false;
+  }
+  std::string portText = host.substr(colon + 1);
+  host = host.substr(0, colon);
+  char* end = nullptr;
+  long port = std::strtol(portText.c_str(), &end, 10);
+  if (portText.empty() || *end != '\0' || port < 0 || port > 65535) {
+    *error = "--listen '" + listen + "': bad port";
+    return false;
+  }
+  bool v6 = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (v6) host = host.substr(1, host.size() - 2);
+  std::memset(addr, 0, sizeof *addr);
+  int rc = v6 ? uv_ip6_addr(host.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in6*>(addr))
+              : uv_ip4_addr(host.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in*>(addr));
+  if (rc != 0) {
+    *error = "--listen '" + listen + "': not an IP address";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int bindListenSocket(const std::string& listen, std::string* error) {
+  sockaddr_storage addr;
+  if (!parseListenAddress(listen, &addr, error)) return -1;
+  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = "cannot listen on " + listen + ": " + uv_strerror(uv_translate_sys_error(errno));
+    return -1;
+  }
+  int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);  // as uv_tcp_bind does
+  socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
+    *error = "cannot listen on " + listen + ": " + uv_strerror(uv_translate_sys_error(errno));
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 UvServer::UvServer(uv_loop_t* loop, const Settings& settings, UploadEngine& engine)
     : loop_(loop), settings_(settings), engine_(engine) {}
 
 UvServer::~UvServer() {
+  if (listenFd_ >= 0) ::close(listenFd_);
   if (slots_ != nullptr) {
     for (uint32_t i = 0; i < settings_.requestSlots; ++i) {
       if (slotBuilt_[i]) slots_[i].~RequestSlot();
@@ -185,38 +238,29 @@ bool UvServer::start(std::string* url, std::string* error) {
   for (uint32_t i = 0; i < settings_.readBuffers; ++i) freeBuffers_[i] = settings_.readBuffers - 1 - i;
   freeBufferCount_ = settings_.readBuffers;
 
-  // Address: "HOST:PORT", "[V6]:PORT".
-  std::string host = settings_.listen;
-  size_t colon = host.rfind(':');
-  if (colon == std::string::npos) {
-    *error = "--listen '" + settings_.listen + "': expected ADDR:PORT";
-    return false;
-  }
-  std::string portText = host.substr(colon + 1);
-  host = host.substr(0, colon);
-  char* end = nullptr;
-  long port = std::strtol(portText.c_str(), &end, 10);
-  if (portText.empty() || *end != '\0' || port < 0 || port > 65535) {
-    *error = "--listen '" + settings_.listen + "': bad port";
-    return false;
-  }
-  bool v6 = host.size() >= 2 && host.front() == '[' && host.back() == ']';
-  if (v6) host = host.substr(1, host.size() - 2);
-  sockaddr_storage addr;
-  int rc = v6 ? uv_ip6_addr(host.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in6*>(&addr))
-              : uv_ip4_addr(host.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in*>(&addr));
-  if (rc != 0) {
-    *error = "--listen '" + settings_.listen + "': not an IP address";
-    return false;
-  }
-  uv_tcp_init(loop_, &listener_);
-  listener_.data = this;
-  rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
-  if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, onConnectionThunk);
-  if (rc != 0) {
-    *error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
-    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-    return false;
+  if (listenFd_ >= 0) {
+    uv_tcp_init(loop_, &listener_);
+    listener_.data = this;
+    int rc = uv_tcp_open(&listener_, listenFd_);
+    listenFd_ = -1;  // the handle owns it now
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, onConnectionThunk);
+    if (rc != 0) {
+      *error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
+      uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+      return false;
+    }
+  } else {
+    sockaddr_storage addr;
+    if (!parseListenAddress(settings_.listen, &addr, error)) return false;
+    uv_tcp_init(loop_, &listener_);
+    listener_.data = this;
+    int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
+    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, onConnectionThunk);
+    if (rc != 0) {
+      *error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
+      uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+      return false;
+    }
   }
   listening_ = true;
   sockaddr_storage bound;
@@ -236,16 +280,32 @@ bool UvServer::start(std::string* url, std::string* error) {
     *url = std::string(tls_ ? "https://" : "http://") + ip + ":" + std::to_string(boundPort);
   }
 
-  // Session expiry: sweep often enough that expired data goes within a few seconds (§10.1).
-  uint64_t period = settings_.sweepIntervalMs;
-  uint64_t timeoutMs = settings_.sessionTimeoutSeconds * 1000;
-  if (timeoutMs / 2 < period) period = timeoutMs / 2 > 100 ? timeoutMs / 2 : 100;
+  uint64_t period = sweepPeriod(settings_);
   uv_timer_init(loop_, &sweepTimer_);
   sweepTimer_.data = this;
   uv_timer_start(&sweepTimer_, onSweepThunk, period, period);
+  sweepPeriodMs_ = period;
   uv_timer_init(loop_, &graceTimer_);
   graceTimer_.data = this;
   return true;
+}
+
+// Session expiry: sweep often enough that expired data goes within a few seconds (§10.1).
+uint64_t UvServer::sweepPeriod(const Settings& s) {
+  uint64_t period = s.sweepIntervalMs;
+  uint64_t timeoutMs = s.sessionTimeoutSeconds * 1000;
+  if (timeoutMs / 2 < period) period = timeoutMs / 2 > 100 ? timeoutMs / 2 : 100;
+  return period;
+}
+
+void UvServer::applyLive(const Settings& next, std::shared_ptr<TlsContext> tls) {
+  copyLiveSettings(next, &settings_);
+  if (tls && tls_) tls_ = std::move(tls);
+  uint64_t period = sweepPeriod(settings_);
+  if (period != sweepPeriodMs_ && !shuttingDown_) {
+    uv_timer_start(&sweepTimer_, onSweepThunk, period, period);
+    sweepPeriodMs_ = period;
+  }
 }
 
 bool UvServer::reloadTls(std::string* error) {

@@ -39,6 +39,11 @@ struct ServerStats {
   uint32_t active = 0;
 };
 
+// Binds a TCP socket to `listen` ("ADDR:PORT", "[V6]:PORT") without listening yet: bitsd binds
+// before it creates any directory, so a bad or busy address leaves nothing behind. The descriptor,
+// or -1 with a one-line reason.
+int bindListenSocket(const std::string& listen, std::string* error);
+
 class UvServer {
  public:
   UvServer(uv_loop_t* loop, const Settings& settings, UploadEngine& engine);
@@ -49,6 +54,14 @@ class UvServer {
   // Allocates the pools, binds and listens. On success `url` is "http://ADDR:PORT" (https with
   // tls-cert) with the real port. A bad certificate or key is a one-line error.
   bool start(std::string* url, std::string* error);
+  // A socket from bindListenSocket for start() to listen on (instead of binding itself).
+  void setListenSocket(int fd) { listenFd_ = fd; }
+
+  // SIGHUP, between loop callbacks: takes the settings that change live (isLiveSetting: timeouts,
+  // the header budget, the sweep period...) from `next`, and `tls` (when not null, and serving
+  // https) as the certificate for new connections. Pools keep their start-up sizes.
+  void applyLive(const Settings& next, std::shared_ptr<TlsContext> tls);
+  bool https() const { return tls_ != nullptr; }
 
   // SIGHUP: loads tls-cert and tls-key again. New connections get the new certificate; live ones go
   // on with the one they were accepted with. On failure the old one stays and *error says why.
@@ -144,6 +157,7 @@ class UvServer {
   void removeWaiter(Connection* c);
   void wakeWaiter(int kind);
   void maybeFinishShutdown();
+  static uint64_t sweepPeriod(const Settings& s);
   // TLS (tls_ set): ciphertext in, plaintext into pool buffers, ciphertext out.
   static void onTlsAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void onTlsReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -161,6 +175,8 @@ class UvServer {
   uv_tcp_t listener_;
   uv_timer_t sweepTimer_;
   uv_timer_t graceTimer_;
+  int listenFd_ = -1;
+  uint64_t sweepPeriodMs_ = 0;
   bool listening_ = false;
   bool acceptPaused_ = false;
   bool shuttingDown_ = false;

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "core/journal_format.h"
+#include "platform/cli.h"
 #include "platform/users.h"
 #include "tools/bitsctl_status.h"
 #include "tools/gencert.h"
@@ -453,6 +454,10 @@ int userCommand(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.size() == 1 && args[0] == "--version") {
+    std::fputs(bitsd::platform::versionText("bitsctl").c_str(), stdout);
+    return 0;
+  }
   // `--help` anywhere: help on stdout for the command named before it, exit 0.
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") {

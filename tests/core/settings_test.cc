@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+#include <vector>
+
 namespace bitsd {
 namespace {
 
@@ -190,6 +194,113 @@ TEST(Settings, HelpNeverRunsANameIntoItsText) {
     EXPECT_TRUE(end == std::string::npos || end == line.size() || line[end] == ' ') << line;
   }
   EXPECT_GE(lines, 40u);
+}
+
+
+// --- SIGHUP: which settings change live ------------------------------------------------------------
+
+std::vector<std::string> names(const std::vector<const char*>& keys) { return {keys.begin(), keys.end()}; }
+
+TEST(SettingsReload, DiffSortsChangesIntoLiveAndRestart) {
+  Settings running;
+  running.tlsCert = "a.crt";
+  running.tlsKey = "a.key";
+  EXPECT_TRUE(diffSettings(running, running).live.empty());
+  EXPECT_TRUE(diffSettings(running, running).restart.empty());
+  Settings next = running;
+  next.maxUploadSizeBytes = 1000;
+  next.logLevel = "debug";
+  next.headerBudgetMs = 10;
+  next.tlsCert = "b.crt";
+  next.listen = "0.0.0.0:1";
+  next.state = "elsewhere";
+  next.requestSlots = 8;
+  next.maxConnections = 2;
+  next.notifyType = "value";
+  SettingsDiff d = diffSettings(running, next);
+  EXPECT_EQ(names(d.live), (std::vector<std::string>{"max-upload-size", "log-level", "tls-cert", "header-budget-ms"}));
+  EXPECT_EQ(names(d.restart),
+            (std::vector<std::string>{"listen", "state", "notify-type", "max-connections", "request-slots"}));
+}
+
+TEST(SettingsReload, HttpsOnOrOffAndANewUsersFileNeedARestart) {
+  Settings plain;
+  Settings tls = plain;
+  tls.tlsCert = "c.crt";
+  tls.tlsKey = "c.key";
+  EXPECT_EQ(names(diffSettings(plain, tls).restart), (std::vector<std::string>{"tls-cert", "tls-key"}));
+  EXPECT_EQ(names(diffSettings(tls, plain).restart), (std::vector<std::string>{"tls-cert", "tls-key"}));
+  Settings users = plain;
+  users.usersFile = "u";
+  Settings withLocations = users;
+  withLocations.locations = "/a alice";
+  EXPECT_EQ(names(diffSettings(users, withLocations).live), (std::vector<std::string>{"locations"}));
+  EXPECT_EQ(names(diffSettings(plain, withLocations).restart), (std::vector<std::string>{"users-file", "locations"}));
+}
+
+TEST(SettingsReload, CopyLiveTakesOnlyTheLiveSettings) {
+  Settings running;
+  Settings next;
+  next.maxUploadSizeBytes = 1000;
+  next.sessionTimeoutSeconds = 7;
+  next.bodyTimeoutMs = 5;
+  next.listen = "0.0.0.0:1";
+  next.readBuffers = 3;
+  next.fdatasync = false;
+  copyLiveSettings(next, &running);
+  EXPECT_EQ(running.maxUploadSizeBytes, 1000u);
+  EXPECT_EQ(running.sessionTimeoutSeconds, 7u);
+  EXPECT_EQ(running.bodyTimeoutMs, 5u);
+  EXPECT_EQ(running.listen, Settings().listen);
+  EXPECT_EQ(running.readBuffers, Settings().readBuffers);
+  EXPECT_TRUE(running.fdatasync);
+  // After the copy, only the restart keys still differ.
+  SettingsDiff d = diffSettings(running, next);
+  EXPECT_TRUE(d.live.empty());
+  EXPECT_EQ(names(d.restart), (std::vector<std::string>{"listen", "fdatasync", "read-buffers"}));
+}
+
+TEST(SettingsReload, PoolSizesNeedARestart) {
+  for (const char* key : {"listen", "root", "state", "max-connections", "max-sessions", "request-slots", "read-buffers",
+                          "read-buffer-bytes", "max-open-files", "max-header-bytes", "journal-max-bytes",
+                          "journal-buffer-bytes", "max-notifications", "users-file", "transaction-header"}) {
+    EXPECT_FALSE(isLiveSetting(key)) << key;
+  }
+  for (const char* key : {"max-upload-size", "max-sessions-per-user", "max-fragment-bytes", "session-timeout",
+                          "idle-session-timeout", "header-budget-ms", "log-level", "notify-url", "locations"}) {
+    EXPECT_TRUE(isLiveSetting(key)) << key;
+  }
+}
+
+// The README's reload table is reloadTable(), verbatim: the code is the one source.
+TEST(SettingsReload, ReadmeCarriesTheReloadTable) {
+  std::ifstream f(std::string(BITSD_TEST_DATA_DIR) + "/../../README.md");
+  ASSERT_TRUE(f.good());
+  std::stringstream text;
+  text << f.rdbuf();
+  EXPECT_NE(text.str().find(reloadTable()), std::string::npos)
+      << "README.md's reload table differs from core/settings.cc; paste this:\n"
+      << reloadTable();
+}
+
+TEST(SettingsFlags, BadOnOffAndEnumValuesNameTheFlagAndTheValue) {
+  Settings s;
+  std::string err;
+  EXPECT_FALSE(applyFlag(&s, "fdatasync", "maybe", &err));
+  EXPECT_EQ(err, "--fdatasync: expected on or off, got 'maybe'");
+  EXPECT_FALSE(applyFlag(&s, "log-level", "loud", &err));
+  EXPECT_EQ(err, "--log-level: expected debug, info, warn or error, got 'loud'");
+  EXPECT_FALSE(applyFlag(&s, "notify-type", "or", &err));
+  EXPECT_EQ(err, "--notify-type: expected none, reference or value, got 'or'");
+  EXPECT_FALSE(applyFlag(&s, "max-sessions", "many", &err));
+  EXPECT_EQ(err, "--max-sessions: expected a whole number, got 'many'");
+  EXPECT_TRUE(applyFlag(&s, "log-level", "warn", &err));
+  EXPECT_EQ(s.logLevel, "warn");
+  EXPECT_TRUE(applyFlag(&s, "fdatasync", "off", &err));
+  EXPECT_FALSE(s.fdatasync);
+  // The config file says the same, with its origin.
+  EXPECT_FALSE(applySettingsText(&s, "digest = sometimes\n", "f", &err));
+  EXPECT_EQ(err, "f:1: invalid value 'sometimes' for digest: expected on or off");
 }
 
 }  // namespace

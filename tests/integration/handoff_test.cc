@@ -451,7 +451,7 @@ TEST_F(HandOff, BadNotifySettingsAreOneLineErrors) {
     std::vector<std::string> args;
     const char* needle;
   } cases[] = {
-      {{"--notify-type", "sometimes"}, "notify-type must be none, reference or value"},
+      {{"--notify-type", "sometimes"}, "--notify-type: expected none, reference or value, got 'sometimes'"},
       {{"--notify-type", "value"}, "notify-type reference or value needs notify-url"},
       {{"--notify-type", "value", "--notify-url", "https://app/"}, "notify-url must be http://"},
       {{"--notify-timeout", "0"}, "notify-timeout must be 1..3600"},
