@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "core/access_log.h"
 #include "core/settings.h"
 #include "core/upload_engine.h"
 #include "platform/system.h"
@@ -27,6 +28,7 @@ struct Connection;
 struct RequestSlot;
 struct TlsWrite;
 class TlsContext;
+class AccessLogWriter;
 
 struct ServerStats {
   uint64_t accepted = 0;
@@ -66,6 +68,11 @@ class UvServer {
   }
   // The application client: aborted when the shutdown grace period ends, closed with the loop.
   void setNotifier(UvNotifier* notifier) { notifier_ = notifier; }
+  // The access log (null: off). Refusals go to the error log either way.
+  void setAccessLog(AccessLogWriter* log, AccessLogFormat format) {
+    accessLog_ = log;
+    accessFormat_ = format;
+  }
 
  private:
   friend struct Connection;
@@ -113,7 +120,10 @@ class UvServer {
   bool headComplete(Connection* c);  // whole head waiting in the socket (plain connections)
   Connection* oldestSlowHead();
   void evictSlowHead(Connection* v);  // 408 and close; its slot goes back to the free list
-  void send408(Connection* c);
+  void send408(Connection* c, const char* reason);
+  // The request on `c` is over (answered with `status`, or 0: the connection closed first): one
+  // access log line, and the error log's line if it was refused. Once per request.
+  void logRequest(Connection* c, int status, const char* reason);
   // Gives a free slot to the first connection waiting for one: complete heads first, then the
   // others, but those only beyond the reserve unless `swap` (the slot comes from an evicted head).
   void handSlot(bool swap);
@@ -149,6 +159,9 @@ class UvServer {
   Journal* journal_ = nullptr;
   UvFlushScheduler* scheduler_ = nullptr;
   UvNotifier* notifier_ = nullptr;
+  AccessLogWriter* accessLog_ = nullptr;
+  AccessLogFormat accessFormat_ = AccessLogFormat::Text;
+  char* accessLine_ = nullptr;  // kMaxAccessLineBytes, formatted into for every request
   std::shared_ptr<TlsContext> tls_;
   ServerStats stats_;
 

@@ -164,5 +164,20 @@ TEST(Settings, HelpNeverRunsANameIntoItsText) {
   EXPECT_GE(lines, 40u);
 }
 
+TEST(Settings, AccessLog) {
+  Settings s;
+  EXPECT_TRUE(s.accessLog.empty());  // off by default
+  EXPECT_EQ(s.accessLogFormat, "text");
+  std::string err;
+  ASSERT_TRUE(applySettingsText(&s, "access-log = /var/log/bitsd/access.log\naccess-log-format = json\n", "t", &err))
+      << err;
+  EXPECT_EQ(s.accessLog, "/var/log/bitsd/access.log");
+  EXPECT_EQ(s.accessLogFormat, "json");
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  s.accessLogFormat = "xml";
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "access-log-format must be text or json");
+}
+
 }  // namespace
 }  // namespace bitsd
