@@ -29,8 +29,8 @@ bool AccessLogWriter::open(const std::string& path, std::string* error) {
       return false;
     }
   }
-  buf_[0] = static_cast<char*>(std::malloc(kBufferBytes));
-  buf_[1] = static_cast<char*>(std::malloc(kBufferBytes));
+  buf_[0] = static_cast<char*>(std::malloc(cap_));
+  buf_[1] = static_cast<char*>(std::malloc(cap_));
   if (buf_[0] == nullptr || buf_[1] == nullptr) {
     *error = "access-log: out of memory";
     return false;
@@ -45,9 +45,9 @@ bool AccessLogWriter::open(const std::string& path, std::string* error) {
 
 void AccessLogWriter::append(const char* line, size_t len) {
   if (fd_ < 0) return;
-  if (len_[active_] + len > kBufferBytes) {
+  if (len_[active_] + len > cap_) {
     startFlush();  // swaps buffers unless a flush is already running
-    if (len_[active_] + len > kBufferBytes) {
+    if (len_[active_] + len > cap_) {
       ++dropped_;
       ++droppedTotal_;
       return;
@@ -55,7 +55,7 @@ void AccessLogWriter::append(const char* line, size_t len) {
   }
   std::memcpy(buf_[active_] + len_[active_], line, len);
   len_[active_] += len;
-  if (len_[active_] >= kBufferBytes / 2) startFlush();
+  if (len_[active_] >= cap_ / 2) startFlush();
 }
 
 void AccessLogWriter::startFlush() {
@@ -104,7 +104,7 @@ void AccessLogWriter::onWritten(ssize_t result) {
     reopenPending_ = false;
     openNow();
   }
-  if (len_[active_] >= kBufferBytes / 2) startFlush();
+  if (len_[active_] >= cap_ / 2) startFlush();
 }
 
 void AccessLogWriter::onTimerThunk(uv_timer_t* t) { static_cast<AccessLogWriter*>(t->data)->startFlush(); }

@@ -18,7 +18,8 @@ class AccessLogWriter {
   static constexpr size_t kBufferBytes = 64 * 1024;
   static constexpr uint64_t kFlushMs = 1000;
 
-  explicit AccessLogWriter(uv_loop_t* loop) : loop_(loop) {}
+  // `bufferBytes`: each of the two buffers (tests make it small to flush often).
+  explicit AccessLogWriter(uv_loop_t* loop, size_t bufferBytes = kBufferBytes) : loop_(loop), cap_(bufferBytes) {}
   ~AccessLogWriter();
   AccessLogWriter(const AccessLogWriter&) = delete;
   AccessLogWriter& operator=(const AccessLogWriter&) = delete;
@@ -42,6 +43,7 @@ class AccessLogWriter {
   void openNow();
 
   uv_loop_t* loop_;
+  size_t cap_;
   std::string path_;
   bool toStderr_ = false;
   int fd_ = -1;
