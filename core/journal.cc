@@ -188,7 +188,7 @@ void Journal::finishCompaction(const Status& st) {
     renumber(pending_.data(), pendingLen_, salt_, &seq);
     nextSeq_ = seq;
     ++stats_.compactions;
-    logf(LogLevel::Info, "journal compacted to %llu bytes", static_cast<unsigned long long>(endOffset_));
+    logLimited(LogLevel::Info, "journal compacted", "journal compacted to %llu bytes", static_cast<unsigned long long>(endOffset_));
   } else {
     if (tmpFile_ != kNoFile) storage_.closeNow(tmpFile_);
     // Do not try again until the journal has grown by another live size.

@@ -36,6 +36,8 @@ const Field kFields[] = {
     BITSD_FIELD("fdatasync", Bool, fdatasync, "sync data before each Ack (turn off only for benchmarks)"),
     BITSD_FIELD("digest", Bool, digest, "SHA-256 of each upload as it is written (costs CPU)"),
     BITSD_FIELD("log-level", Str, logLevel, "debug, info, warn or error"),
+    BITSD_FIELD("access-log", Str, accessLog, "one line per request to FILE (reopened on SIGUSR1), or - for stderr; empty: off"),
+    BITSD_FIELD("access-log-format", Str, accessLogFormat, "text (Common Log Format, then BITS fields) or json"),
     BITSD_FIELD("host-id", Str, hostId, "web farms: host name or address sent as BITS-Host-Id (empty: none)"),
     BITSD_FIELD("host-id-fallback-timeout", U64, hostIdFallbackTimeoutSeconds,
                 "seconds a client keeps trying the host-id before it falls back"),
@@ -378,6 +380,7 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.logLevel != "debug" && s.logLevel != "info" && s.logLevel != "warn" && s.logLevel != "error") {
     return fail("log-level must be debug, info, warn or error");
   }
+  if (s.accessLogFormat != "text" && s.accessLogFormat != "json") return fail("access-log-format must be text or json");
   return true;
 }
 

@@ -28,6 +28,10 @@ struct Settings {
   bool fdatasync = true;                      // sync data before every Ack (off only for benchmarks)
   bool digest = true;                         // SHA-256 of every upload, computed as it is written
   std::string logLevel = "info";
+  // Access log (README "Logs"): "" off (the default), "-" or "stderr", or a file (appended to,
+  // reopened on SIGUSR1); one line per request as "text" (Common Log Format first) or "json".
+  std::string accessLog;
+  std::string accessLogFormat = "text";
   // Web farms (§7 of BITS-UPLOAD.md): when set, Create-Session Acks carry BITS-Host-Id, and the
   // client sends the rest of the session to that host, falling back to the original URL after
   // BITS-Host-Id-Fallback-Timeout seconds of failed connects.

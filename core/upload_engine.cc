@@ -42,6 +42,8 @@ void Exchange::clear() {
   close_ = false;
   status_ = 0;
   counted_ = false;
+  errorCode_ = 0;
+  reason_ = nullptr;
   writing_ = false;
   skipBytes_ = 0;
   writeOffset_ = 0;
@@ -278,9 +280,15 @@ Flow UploadEngine::fail(Exchange& ex, int status, uint32_t code, bool withRange)
   ex.failed_ = true;
   ex.writing_ = false;
   ex.status_ = status;
+  ex.errorCode_ = code;
   ex.responseLen_ = formatAck(spec, ex.response_);
   if (status != 416) ++stats_.errors;
   return Flow::Continue;
+}
+
+std::string_view UploadEngine::userOf(const Exchange& ex) const {
+  if (authenticator_ == nullptr || ex.user_ < 0) return {};
+  return authenticator_->userName(ex.user_);
 }
 
 void UploadEngine::formatProtocolError(Exchange& ex, int status) {
@@ -346,13 +354,13 @@ void UploadEngine::authDone(Exchange& ex) {
   if (ex.auth_.user < 0 && ex.auth_.retryAfterMs > 0) {
     // Not checked: too many failed or waiting checks for this address or user. The connection
     // then sits unread for the Retry-After time (holdOffMs), costing the server nothing.
-    logf(LogLevel::Debug, "request refused: password checks throttled for %u ms", ex.auth_.retryAfterMs);
+    ex.reason_ = "password checks throttled for this client or user";
     ex.holdOffMs_ = ex.auth_.retryAfterMs;
     fail(ex, 503, hresult::kBusy);
     return ready(ex);
   }
   if (ex.auth_.user < 0) {
-    logf(LogLevel::Info, "request refused: wrong user name or password");
+    ex.reason_ = "wrong user name or password";
     fail(ex, 401, hresult::kAccessDenied);
     return ready(ex);
   }
@@ -401,7 +409,7 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   UploadPath up;
   PathError pe = resolveUploadPath(head.target, settings_.maxPathBytes, ex.dest_ + ex.relOffset_, &up);
   if (pe != PathError::None) {
-    logf(LogLevel::Info, "refused %s: %s", packetTypeName(ex.type_), pathErrorText(pe));
+    ex.reason_ = pathErrorText(pe);
     return fail(ex, 400, hresult::kInvalidArg);
   }
   ex.relLen_ = static_cast<uint32_t>(up.relative.size());
@@ -426,7 +434,8 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   up.relative = std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_);
   if (authenticator_ != nullptr && !mayUploadAt(locations_, loc, authenticator_->userName(ex.user_))) {
     std::string_view who = authenticator_->userName(ex.user_);
-    logf(LogLevel::Info, "refused %s: %.*s may not upload to /%.*s", packetTypeName(ex.type_),
+    ex.reason_ = "the user may not upload there (locations)";
+    logf(LogLevel::Debug, "refused %s: %.*s may not upload to /%.*s", packetTypeName(ex.type_),
          static_cast<int>(who.size()), who.data(), static_cast<int>(up.relative.size()), up.relative.data());
     return fail(ex, 403, hresult::kAccessDenied);
   }
@@ -464,7 +473,8 @@ Flow UploadEngine::startCreate(Exchange& ex) {
       ++stats_.quotaRefusals;
       char who[80];
       describeParty(ex.party_, who, sizeof who);
-      logf(LogLevel::Info, "create-session refused: %s holds %u open sessions (max-sessions-per-user)", who, held);
+      ex.reason_ = "the client or user holds max-sessions-per-user open sessions";
+    logf(LogLevel::Debug, "create-session refused: %s holds %u open sessions (max-sessions-per-user)", who, held);
       return fail(ex, 503, hresult::kNoSystemResources);
     }
   }
@@ -902,8 +912,10 @@ void UploadEngine::step(Exchange& ex) {
     case Exchange::Step::CreateCheck: {
       if (!st.isOk()) {
         if (st.code() == Code::NotFound) {
+          ex.reason_ = "the destination's directory does not exist";
           fail(ex, 404, hresult::kPathNotFound);
         } else if (st.code() == Code::AccessDenied) {
+          ex.reason_ = "the destination's directory may not be written (or is a symlink)";
           fail(ex, 403, hresult::kAccessDenied);
         } else {
           logf(LogLevel::Warn, "create-session: checking %s failed: %s (%d)", ex.dest_, st.message(), st.sysCode());
@@ -912,10 +924,12 @@ void UploadEngine::step(Exchange& ex) {
         return ready(ex);
       }
       if (ex.op_.kind == FileKind::Directory) {
+        ex.reason_ = "the destination is a directory";
         fail(ex, 400, hresult::kInvalidArg);
         return ready(ex);
       }
       if (ex.op_.kind != FileKind::Missing && !settings_.allowOverwrites) {
+        ex.reason_ = "the file exists and allow-overwrites is off";
         fail(ex, 403, hresult::kAccessDenied);
         return ready(ex);
       }
@@ -1052,6 +1066,7 @@ void UploadEngine::step(Exchange& ex) {
         // commit again (and succeeds once the cause is gone), or the session expires.
         if (st.code() == Code::AlreadyExists) {
           // The destination appeared after Create-Session; overwrites are off (§10.1).
+          ex.reason_ = "the file exists and allow-overwrites is off";
           fail(ex, 403, hresult::kAccessDenied, true);
         } else if (st.code() == Code::NotFound) {
           fail(ex, 404, hresult::kPathNotFound, true);
@@ -1718,7 +1733,7 @@ Session* UploadEngine::evictForNewSession(const Party& newcomer) {
   if (victim == nullptr) return nullptr;
   char who[80];
   describeParty(victim->party, who, sizeof who);
-  logf(LogLevel::Info, "session table full: evicting a session of %s, which holds the most open sessions (%u)", who,
+  logLimited(LogLevel::Info, "session eviction", "session table full: evicting a session of %s, which holds the most open sessions (%u)", who,
        most);
   if (!expireSession(*victim, "evicted")) return nullptr;
   ++stats_.sessionsEvicted;

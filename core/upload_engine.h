@@ -179,6 +179,13 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   // GET on a reply URL: after response(), send fileLength() bytes of filePath() from fileOffset().
   bool sendsFile() const { return sendFile_; }
   const char* filePath() const { return partial_; }
+  // For the access and error logs (core/access_log.h), valid until finish().
+  PacketType packetType() const { return type_; }
+  const SessionId* sessionId() const { return hasSessionId_ ? &sessionId_ : nullptr; }
+  bool hasErrorCode() const { return errorCode_ != 0; }
+  uint32_t errorCode() const { return errorCode_; }
+  // Why the request was refused, when the engine knows better than its status says (else null).
+  const char* refusalReason() const { return reason_; }
   uint64_t fileOffset() const { return fileOffset_; }
   uint64_t fileLength() const { return fileLength_; }
 
@@ -228,6 +235,8 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   bool expectContinue_ = false;
   bool close_ = false;
   int status_ = 0;
+  uint32_t errorCode_ = 0;         // the BITS-Error-Code answered (0: none)
+  const char* reason_ = nullptr;   // a static sentence for the error log (see refusalReason())
   bool writing_ = false;           // body bytes go to the file
   uint64_t skipBytes_ = 0;         // leading body bytes already stored (overlap)
   uint64_t writeOffset_ = 0;       // file offset of the next new byte
@@ -310,6 +319,9 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   Flow onMessageComplete(Exchange& ex);
   // Ends the request: releases the session, resets `ex`. Requires !ex.inFlight().
   void finish(Exchange& ex);
+
+  // The authenticated user of the request (empty when none), for the access log.
+  std::string_view userOf(const Exchange& ex) const;
 
   // An answer for a request the parser could not even read (400/405/414/431/505), or a timeout (408).
   void formatProtocolError(Exchange& ex, int status);

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <string>
 
+#include "core/access_log.h"
 #include "core/log.h"
+#include "platform/access_log_writer.h"
 #include "core/upload_engine.h"
 #include "platform/admin_server.h"
 #include "platform/cli.h"
@@ -24,6 +26,8 @@ struct Signals {
   uv_signal_t term;
   uv_signal_t intr;
   uv_signal_t hup;
+  uv_signal_t usr1;
+  bitsd::platform::AccessLogWriter* accessLog = nullptr;
   bitsd::platform::UvServer* server;
   bitsd::platform::AdminServer* admin = nullptr;  // when admin-listen is set
   bitsd::UploadEngine* engine = nullptr;
@@ -99,6 +103,12 @@ void onHangup(uv_signal_t* h, int) {
   bitsd::platform::notifyServiceManager("READY=1");
 }
 
+// SIGUSR1: reopen the access log (logrotate has moved it; see README "Logs").
+void onUser1(uv_signal_t* h, int) {
+  auto* sig = static_cast<Signals*>(h->data);
+  if (sig->accessLog != nullptr) sig->accessLog->reopen();
+}
+
 void onSignal(uv_signal_t* h, int signum) {
   auto* sig = static_cast<Signals*>(h->data);
   bitsd::logf(bitsd::LogLevel::Info, "signal %d: shutting down", signum);
@@ -109,6 +119,7 @@ void onSignal(uv_signal_t* h, int signum) {
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->term), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->intr), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->hup), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sig->usr1), nullptr);
 }
 
 }  // namespace
@@ -204,6 +215,14 @@ int main(int argc, char** argv) {
   server.setJournal(&journal, &scheduler);
   server.setNotifier(&notifier);
   server.setListenSocket(listenFd);
+  platform::AccessLogWriter accessLog(loop);
+  if (!settings.accessLog.empty()) {
+    if (!accessLog.open(settings.accessLog, &error)) {
+      std::fprintf(stderr, "bitsd: %s\n", error.c_str());
+      return 2;
+    }
+    server.setAccessLog(&accessLog, settings.accessLogFormat == "json" ? AccessLogFormat::Json : AccessLogFormat::Text);
+  }
   std::string url;
   if (!server.start(&url, &error)) {
     std::fprintf(stderr, "bitsd: %s\n", error.c_str());
@@ -254,6 +273,10 @@ int main(int argc, char** argv) {
   uv_signal_init(loop, &sig.hup);
   sig.hup.data = &sig;
   uv_signal_start(&sig.hup, onHangup, SIGHUP);
+  uv_signal_init(loop, &sig.usr1);
+  sig.usr1.data = &sig;
+  sig.accessLog = &accessLog;
+  uv_signal_start(&sig.usr1, onUser1, SIGUSR1);
 
   logf(LogLevel::Info, "root %s, state %s, fdatasync %s", rootReal.c_str(), settings.state.c_str(),
        settings.fdatasync ? "on" : "off");
@@ -263,7 +286,8 @@ int main(int argc, char** argv) {
 
   uv_run(loop, UV_RUN_DEFAULT);
   authenticator.close();
-  uv_run(loop, UV_RUN_DEFAULT);  // its close callback
+  accessLog.close();  // writes out the last lines
+  uv_run(loop, UV_RUN_DEFAULT);  // their close callbacks
   if (!settings.usersFile.empty()) {
     logf(LogLevel::Info, "password checks run (PBKDF2): %llu; refused unchecked (throttled): %llu",
          static_cast<unsigned long long>(authenticator.checksRun()),

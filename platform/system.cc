@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <ctime>
 #include <cstdlib>
 #include <cstring>
 
@@ -152,9 +153,33 @@ void UvFlushScheduler::close() {
 }
 
 namespace {
+// Under journald (JOURNAL_STREAM set, as systemd documents for services whose stderr is the
+// journal) lines go without a timestamp, since journald adds its own; otherwise each line starts
+// with the local time to the millisecond.
+bool gTimestamps = true;
+
 void stderrSink(LogLevel level, const char* line) {
   static const char* kNames[] = {"debug", "info", "warn", "error"};
-  std::fprintf(stderr, "bitsd: %s: %s\n", kNames[static_cast<int>(level)], line);
+  if (!gTimestamps) {
+    std::fprintf(stderr, "bitsd: %s: %s\n", kNames[static_cast<int>(level)], line);
+    return;
+  }
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  ::localtime_r(&ts.tv_sec, &tm);
+  char when[40];
+  size_t n = std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(when + n, sizeof when - n, ".%03ld", static_cast<long>(ts.tv_nsec / 1000000));
+  char zone[8];
+  std::strftime(zone, sizeof zone, "%z", &tm);
+  std::fprintf(stderr, "%s%s bitsd: %s: %s\n", when, zone, kNames[static_cast<int>(level)], line);
+}
+
+uint64_t monotonicMs() {
+  struct timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
 bool makeDirs(const std::string& path, std::string* error) {
@@ -194,7 +219,10 @@ bool contains(const std::string& dir, const std::string& inner) {
 }  // namespace
 
 void installLogging(const std::string& level) {
+  const char* journal = std::getenv("JOURNAL_STREAM");
+  gTimestamps = journal == nullptr || journal[0] == '\0';
   setLogSink(stderrSink);
+  setLogClock(monotonicMs);
   setLogLevel(level == "debug" ? LogLevel::Debug
               : level == "warn" ? LogLevel::Warn
               : level == "error" ? LogLevel::Error

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <ctime>
 
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,7 @@
 
 #include "core/log.h"
 #include "core/response.h"
+#include "platform/access_log_writer.h"
 #include "platform/tls.h"
 #include "platform/uv_storage.h"
 
@@ -99,7 +101,13 @@ struct Connection final : public ExchangeHost {
   // The request head being read: when its slot was taken and how many head bytes came since.
   uint64_t headStartMs = 0;
   uint32_t headBytes = 0;
+  size_t sent408 = 0;      // bytes of a 408 just sent (not the Exchange's answer)
   bool readyHead = false;  // its last try for a slot saw a whole head waiting
+  // The access log: when the request's first byte came (its slot was taken), the body bytes read,
+  // and whether its line is written.
+  uint64_t startNs = 0;
+  uint64_t bodyIn = 0;
+  bool logged = true;
   uint32_t index = 0;
   // Connection cap: since when it waits for its next request (accept, or the end of its last answer),
   // and whether it had an answer yet (an idle keep-alive connection has).
@@ -204,6 +212,7 @@ UvServer::~UvServer() {
   std::free(freeBuffers_);
   std::free(peekBuf_);
   std::free(discardBuf_);
+  std::free(accessLine_);
 }
 
 bool UvServer::start(std::string* url, std::string* error) {
@@ -224,9 +233,10 @@ bool UvServer::start(std::string* url, std::string* error) {
   freeBuffers_ = static_cast<uint32_t*>(std::malloc(settings_.readBuffers * sizeof(uint32_t)));
   peekBuf_ = static_cast<char*>(std::malloc(settings_.maxHeaderBytes));
   discardBuf_ = static_cast<char*>(std::malloc(kDiscardBytes));
+  accessLine_ = static_cast<char*>(std::malloc(kMaxAccessLineBytes));
   slotReserve_ = settings_.requestSlots / 4;
   if (!conns_ || !connUsed_ || !freeConns_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_ ||
-      !peekBuf_ || !discardBuf_) {
+      !peekBuf_ || !discardBuf_ || !accessLine_) {
     *error = "out of memory allocating connection pools (lower max-connections, request-slots or read-buffers)";
     return false;
   }
@@ -417,7 +427,7 @@ void UvServer::refuse(Connection* c) {
   ++stats_.rejected;
   c->reject = true;
   if (tls_) {
-    logf(LogLevel::Warn, "connection closed: max-connections (%u) reached", settings_.maxConnections);
+    logLimited(LogLevel::Warn, "max-connections close", "connection closed: max-connections (%u) reached", settings_.maxConnections);
     closeConnection(c);
     return;
   }
@@ -430,7 +440,7 @@ void UvServer::refuse(Connection* c) {
   char text[kMaxAckBytes];
   uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
   (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
-  logf(LogLevel::Warn, "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
+  logLimited(LogLevel::Warn, "max-connections 503", "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
   closeConnection(c);
 }
 
@@ -539,6 +549,9 @@ void UvServer::handSlot(bool swap) {
 
 void UvServer::startHead(Connection* c) {
   c->headStartMs = uv_now(loop_);
+  c->startNs = uv_hrtime();
+  c->bodyIn = 0;
+  c->logged = false;
   c->headBytes = 0;
   armHead(c);
 }
@@ -583,9 +596,9 @@ Connection* UvServer::oldestSlowHead() {
 
 void UvServer::evictSlowHead(Connection* v) {
   ++stats_.timeouts;
-  logf(LogLevel::Info, "request head too slow (%u bytes in %u ms) while a request waits: 408, slot handed over",
+  logf(LogLevel::Debug, "request head too slow (%u bytes in %u ms) while a request waits: 408, slot handed over",
        v->headBytes, static_cast<unsigned>(uv_now(loop_) - v->headStartMs));
-  send408(v);
+  send408(v, "request head too slow while a request waits for its slot");
   // Its head is unfinished, so the engine has not seen it and nothing writes from the slot (the 408
   // went out synchronously): the slot is free at once.
   RequestSlot* s = v->slot;
@@ -676,7 +689,7 @@ bool UvServer::makeRoom(bool ready) {
     slowBytes = n;
   }
   if (idle != nullptr) {
-    logf(LogLevel::Info, "max-connections (%u) reached: closing a connection idle for %u ms", settings_.maxConnections,
+    logLimited(LogLevel::Info, "max-connections idle close", "max-connections (%u) reached: closing a connection idle for %u ms", settings_.maxConnections,
          static_cast<unsigned>(now - idle->sinceMs));
     idle->serving = false;
     --serving_;
@@ -692,11 +705,11 @@ bool UvServer::makeRoom(bool ready) {
     return true;
   }
   ++stats_.timeouts;
-  logf(LogLevel::Info, "max-connections (%u) reached: closing a connection without a whole %s after %u ms",
+  logLimited(LogLevel::Info, "max-connections slow close", "max-connections (%u) reached: closing a connection without a whole %s after %u ms",
        settings_.maxConnections, slowBytes == 0 && slow->tls != nullptr ? "TLS handshake" : "request head",
        static_cast<unsigned>(now - slow->sinceMs));
   if (slowBytes == 0) return closeConnection(slow), true;
-  send408(slow);
+  send408(slow, "request head too slow at max-connections");
   lingerClose(slow);
   return true;
 }
@@ -947,6 +960,7 @@ void UvServer::pump(Connection* c) {
         break;
       case ParseEvent::Body:
         kick = true;
+        c->bodyIn += rs.parser.body().size();
         if (engine_.onBody(rs.exchange, rs.parser.body()) == Flow::Wait) {
           // The bytes are being written straight from c->rbuf: hold it, read nothing more.
           c->phase = Phase::WaitBody;
@@ -964,7 +978,6 @@ void UvServer::pump(Connection* c) {
         return;
       case ParseEvent::Error:
         ++stats_.protocolErrors;
-        logf(LogLevel::Info, "bad request: %s", rs.parser.errorText());
         engine_.formatProtocolError(rs.exchange, rs.parser.errorStatus());
         sendResponse(c);
         return;
@@ -990,7 +1003,7 @@ void UvServer::holdForPasswordCheck(Connection* c) {
     ++authHolders_;
     return;
   }
-  logf(LogLevel::Info, "connection closed: body bytes waiting for a password check, and %u such already", most);
+  logLimited(LogLevel::Info, "auth body hold", "connection closed: body bytes waiting for a password check, and %u such already", most);
   closeConnection(c);  // finishes when the check answers (it holds the slot until then)
   releaseBuffer(c);
 }
@@ -1076,6 +1089,7 @@ void UvServer::onWrite(Connection* c, int status) {
   }
   bool close = ex.closeAfterResponse() || shuttingDown_;
   uint32_t holdOff = ex.holdOffMs();
+  logRequest(c, ex.status(), nullptr);
   engine_.finish(ex);
   if (close) {
     releaseSlot(c);
@@ -1213,7 +1227,7 @@ void UvServer::onTimer(Connection* c) {
   }
   if (c->tls != nullptr && !c->tls->handshakeDone) {
     ++stats_.tlsFailures;
-    logf(LogLevel::Info, "TLS handshake not finished within %u ms: connection closed", settings_.tlsHandshakeTimeoutMs);
+    logLimited(LogLevel::Info, "tls handshake timeout", "TLS handshake not finished within %u ms: connection closed", settings_.tlsHandshakeTimeoutMs);
     closeConnection(c);
     return;
   }
@@ -1237,14 +1251,13 @@ void UvServer::onTimer(Connection* c) {
   if (c->phase == Phase::Parsing && c->slot != nullptr && c->slot->parser.started()) {
     // A stalled or slow request: a best-effort 408, then close.
     ++stats_.timeouts;
-    logf(LogLevel::Info, "request timed out (%s)", c->slot->parser.headersDone() ? "body" : "headers");
-    send408(c);
+    send408(c, c->slot->parser.headersDone() ? "request timed out (body)" : "request timed out (headers)");
     return lingerClose(c);
   }
   closeConnection(c);
 }
 
-void UvServer::send408(Connection* c) {
+void UvServer::send408(Connection* c, const char* reason) {
   AckSpec spec;
   spec.status = 408;
   spec.hasError = true;
@@ -1258,6 +1271,56 @@ void UvServer::send408(Connection* c) {
     uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(len));
     (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
   }
+  if (c->slot != nullptr) {
+    // The Exchange did not format this answer: say what was sent.
+    c->sent408 = len;
+    logRequest(c, 408, reason);
+  }
+}
+
+void UvServer::logRequest(Connection* c, int status, const char* reason) {
+  if (c->logged || c->slot == nullptr) return;
+  c->logged = true;
+  if (accessLog_ == nullptr && status < 400) return;  // the fragment path with the log off: nothing
+  const Exchange& ex = c->slot->exchange;
+  const RequestParser& parser = c->slot->parser;
+  AccessRecord r;
+  struct timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  r.unixMs = static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  r.client = c->peer;
+  r.user = engine_.userOf(ex);
+  if (parser.headersDone()) {
+    const RequestHead& h = parser.head();
+    r.hasRequest = true;
+    r.method = h.method;
+    r.target = h.target;
+    r.httpMajor = h.httpMajor;
+    r.httpMinor = h.httpMinor;
+    if (h.has(HeaderId::ContentRange)) r.contentRange = h.value(HeaderId::ContentRange);
+  }
+  r.packet = ex.packetType();
+  r.session = ex.sessionId();
+  r.status = status;
+  if (status == 408 && c->sent408 > 0) {
+    r.hasError = true;
+    r.errorCode = hresult::kInvalidArg;
+    r.bytesOut = c->sent408;
+    c->sent408 = 0;
+  } else if (status != 0) {
+    r.hasError = ex.hasErrorCode();
+    r.errorCode = ex.errorCode();
+    r.bytesOut = ex.response().size();
+    if (ex.sendsFile()) r.bytesOut += ex.fileLength() - c->fileLeft;
+  }
+  r.bytesIn = c->bodyIn;
+  r.durationUs = (uv_hrtime() - c->startNs) / 1000;
+  if (status >= 400) {
+    if (reason == nullptr) reason = ex.refusalReason();
+    if (reason == nullptr && parser.errorStatus() != 0 && parser.errorText()[0] != '\0') reason = parser.errorText();
+    logRefusal(r, reason);
+  }
+  if (accessLog_ != nullptr) accessLog_->append(accessLine_, formatAccessLine(accessFormat_, r, accessLine_));
 }
 
 void UvServer::closeConnection(Connection* c) {
@@ -1273,6 +1336,7 @@ void UvServer::closeConnection(Connection* c) {
 
 void UvServer::finishClose(Connection* c) {
   endFile(c);
+  if (c->slot != nullptr && c->slot->parser.started()) logRequest(c, 0, nullptr);  // cut off: no answer
   if (c->slot != nullptr) engine_.finish(c->slot->exchange);
   releaseBuffer(c);
   c->pendingCloses = 2;
@@ -1339,7 +1403,7 @@ void UvServer::tlsInput(Connection* c) {
     if (hs == TlsSession::Result::WantMore) return;
     if (hs != TlsSession::Result::Done) {
       ++stats_.tlsFailures;
-      logf(LogLevel::Info, "TLS handshake failed: %s", why.c_str());
+      logLimited(LogLevel::Info, "tls handshake failed", "TLS handshake failed: %s", why.c_str());
       return closeConnection(c);
     }
     t->handshakeDone = true;
@@ -1415,7 +1479,7 @@ int UvServer::fetchPlain(Connection* c) {
     wakeWaiter(kWaitBuffer);
     return kNeedCipher;
   }
-  if (r == TlsSession::Result::Failed) logf(LogLevel::Info, "TLS read failed: %s", why.c_str());
+  if (r == TlsSession::Result::Failed) logLimited(LogLevel::Info, "tls read failed", "TLS read failed: %s", why.c_str());
   wakeWaiter(kWaitBuffer);
   closeConnection(c);
   return kParked;

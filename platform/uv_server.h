@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "core/access_log.h"
 #include "core/settings.h"
 #include "core/upload_engine.h"
 #include "platform/system.h"
@@ -28,6 +29,7 @@ struct Connection;
 struct RequestSlot;
 struct TlsWrite;
 class TlsContext;
+class AccessLogWriter;
 
 struct ServerStats {
   uint64_t accepted = 0;
@@ -83,6 +85,11 @@ class UvServer {
   }
   // The application client: aborted when the shutdown grace period ends, closed with the loop.
   void setNotifier(UvNotifier* notifier) { notifier_ = notifier; }
+  // The access log (null: off). Refusals go to the error log either way.
+  void setAccessLog(AccessLogWriter* log, AccessLogFormat format) {
+    accessLog_ = log;
+    accessFormat_ = format;
+  }
 
  private:
   friend struct Connection;
@@ -148,6 +155,10 @@ class UvServer {
   void lingerClose(Connection* c);
   static void onLingerAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void onLingerReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  void send408(Connection* c, const char* reason);
+  // The request on `c` is over (answered with `status`, or 0: the connection closed first): one
+  // access log line, and the error log's line if it was refused. Once per request.
+  void logRequest(Connection* c, int status, const char* reason);
   // Gives a free slot to the first connection waiting for one: complete heads first, then the
   // others, but those only beyond the reserve unless `swap` (the slot comes from an evicted head).
   void handSlot(bool swap);
@@ -186,6 +197,9 @@ class UvServer {
   Journal* journal_ = nullptr;
   UvFlushScheduler* scheduler_ = nullptr;
   UvNotifier* notifier_ = nullptr;
+  AccessLogWriter* accessLog_ = nullptr;
+  AccessLogFormat accessFormat_ = AccessLogFormat::Text;
+  char* accessLine_ = nullptr;  // kMaxAccessLineBytes, formatted into for every request
   std::shared_ptr<TlsContext> tls_;
   ServerStats stats_;
 

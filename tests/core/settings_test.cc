@@ -303,5 +303,20 @@ TEST(SettingsFlags, BadOnOffAndEnumValuesNameTheFlagAndTheValue) {
   EXPECT_EQ(err, "f:1: invalid value 'sometimes' for digest: expected on or off");
 }
 
+TEST(Settings, AccessLog) {
+  Settings s;
+  EXPECT_TRUE(s.accessLog.empty());  // off by default
+  EXPECT_EQ(s.accessLogFormat, "text");
+  std::string err;
+  ASSERT_TRUE(applySettingsText(&s, "access-log = /var/log/bitsd/access.log\naccess-log-format = json\n", "t", &err))
+      << err;
+  EXPECT_EQ(s.accessLog, "/var/log/bitsd/access.log");
+  EXPECT_EQ(s.accessLogFormat, "json");
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  s.accessLogFormat = "xml";
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "access-log-format must be text or json");
+}
+
 }  // namespace
 }  // namespace bitsd

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 
 #include "core/journal.h"
 #include "core/upload_engine.h"
+#include "platform/access_log_writer.h"
 #include "platform/recovery.h"
 #include "platform/system.h"
 #include "platform/users.h"
@@ -55,7 +57,7 @@ namespace {
 // Uploads 24 fragments of 1 MiB and counts the server threads' allocations during 19 of them.
 // `withAuth`: Basic authentication on (every request carries the header; the first one runs
 // PBKDF2, the rest are answered from the authenticator's memory).
-long steadyUploadAllocations(bool withAuth) {
+long steadyUploadAllocations(bool withAuth, bool withAccessLog = false) {
   TempDir dir;
   Settings s;
   std::string err;
@@ -97,6 +99,14 @@ long steadyUploadAllocations(bool withAuth) {
   EXPECT_TRUE(platform::recoverState(s, engine, journal, sha, random, &rep, &err)) << err;
   platform::UvServer server(&loop, s, engine);
   server.setJournal(&journal, &scheduler);
+  // The access log on: 4 KiB buffers, so that a flush through the thread pool starts every few
+  // lines while counting.
+  platform::AccessLogWriter accessLog(&loop, 4096);
+  std::string logPath = dir.path() + "/access.log";
+  if (withAccessLog) {
+    EXPECT_TRUE(accessLog.open(logPath, &err)) << err;
+    server.setAccessLog(&accessLog, AccessLogFormat::Text);
+  }
   std::string url;
   EXPECT_TRUE(server.start(&url, &err)) << err;
   int port = std::atoi(url.c_str() + url.rfind(':') + 1);
@@ -146,7 +156,14 @@ long steadyUploadAllocations(bool withAuth) {
   uv_async_send(&stop);
   loopThread.join();
   auth.close();
+  accessLog.close();
   uv_run(&loop, UV_RUN_DEFAULT);
+  if (withAccessLog) {
+    std::string text;
+    EXPECT_TRUE(readFile(logPath, &text));
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 25) << text;  // Create-Session and 24 fragments
+    EXPECT_EQ(accessLog.dropped(), 0u);
+  }
   EXPECT_EQ(uv_loop_close(&loop), 0) << "a handle was left open";
   tIsClient = false;
   return counted;
@@ -155,6 +172,12 @@ long steadyUploadAllocations(bool withAuth) {
 TEST(ZeroAllocation, SteadyFragmentsAllocateNothingOnAnyServerThread) {
   EXPECT_EQ(steadyUploadAllocations(false), 0)
       << "allocations during 19 steady fragments of 1 MiB (each written, hashed, synced, journaled and acked)";
+}
+
+TEST(ZeroAllocation, WithTheAccessLogOn) {
+  EXPECT_EQ(steadyUploadAllocations(false, true), 0)
+      << "allocations during 19 steady fragments with --access-log (formatted, buffered, flushed off the loop)";
+  EXPECT_EQ(steadyUploadAllocations(true, true), 0) << "the same, authenticated (the user name is logged)";
 }
 
 TEST(ZeroAllocation, WithBasicAuthenticationToo) {
