@@ -662,7 +662,16 @@ TEST_F(Auth, AWrongPasswordFloodDoesNotStallAnAuthenticatedUpload) {
   double alone = upload("/alone.bin", &pingAlone);
   ASSERT_GT(alone, 0) << bitsd.stderrText();
 
-  constexpr int kFlooders = 200;
+  // Under AddressSanitizer or qemu-user every handshake and request costs several times as much CPU
+  // on both sides, and 200 reconnecting TLS clients become a handshake flood that tests the CPU,
+  // not the password checks. There the flood is 50 connections and the upload's requests may take
+  // up to 60 s; the normal build runs the full 200 with 10 s.
+  bool slowBuild = !emulatorWords().empty();
+#if defined(__SANITIZE_ADDRESS__)
+  slowBuild = true;
+#endif
+  const int kFlooders = slowBuild ? 50 : 200;
+  if (slowBuild) c.setTimeoutMs(60000);
   std::atomic<bool> stop{false};
   std::atomic<int> sent{0}, wrong{0}, refused{0}, other{0};
   std::vector<std::thread> flood;
@@ -713,7 +722,7 @@ TEST_F(Auth, AWrongPasswordFloodDoesNotStallAnAuthenticatedUpload) {
               alone, pingAlone, flooded, pingFlooded, floodSeconds, sent.load(), wrong.load(), refused.load());
   ASSERT_GT(flooded, 0) << "a request of the upload failed under the flood";
   EXPECT_LE(flooded, std::max(10 * alone, alone + 15));
-  EXPECT_LE(pingFlooded, 5.0);
+  EXPECT_LE(pingFlooded, slowBuild ? 20.0 : 5.0);
   EXPECT_EQ(other.load(), 0) << "every wrong password gets 401, or 503 with Retry-After";
   EXPECT_GT(refused.load(), 0) << "throttling refused nothing";
   std::string got;
