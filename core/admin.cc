@@ -5,7 +5,7 @@
 namespace bitsd {
 
 void AdminWriter::put(std::string_view s) {
-  if (!ok_) return;
+  if (!ok_ || s.empty()) return;  // an empty view may have a null data(): no memcpy from it
   if (s.size() > cap_ - len_) {
     ok_ = false;
     return;

@@ -325,7 +325,7 @@ std::string runChromium(const std::string& dir, const std::vector<std::string>& 
   std::string outPath = dir + "/dom.html";
   int out = ::open(outPath.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
   int err = ::open((dir + "/chromium.err").c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
-  pid_t pid = spawnProgram(chromium(), args, out, err);
+  pid_t pid = spawnProgram(chromium(), args, out, err, {}, -1, /*emulate=*/false);  // chromium is this machine's
   ::close(out);
   ::close(err);
   if (waitProcess(pid, 30000) == -1) {

@@ -64,10 +64,12 @@ std::string slurp(const std::string& path) {
 int waitProcess(pid_t pid, int timeoutMs) { return waitExit(pid, timeoutMs); }
 
 pid_t spawnProgram(const std::string& program, const std::vector<std::string>& args, int outFd, int errFd,
-                   const std::vector<std::string>& launcher, int inFd) {
+                   const std::vector<std::string>& launcher, int inFd, bool emulate) {
   std::vector<char*> argv;
   std::vector<std::string> emu = launcher;
-  for (const std::string& w : emulatorWords()) emu.push_back(w);
+  if (emulate) {
+    for (const std::string& w : emulatorWords()) emu.push_back(w);
+  }
   std::string bin = program;
   for (std::string& w : emu) argv.push_back(w.data());
   argv.push_back(bin.data());

@@ -35,8 +35,9 @@ std::vector<std::string> emulatorWords();
 
 // Starts `program` with `args` (through the emulator in a cross build, after `launcher`), stdout and
 // stderr (and stdin, when inFd >= 0) on the given descriptors. Returns the pid, or -1.
+// `emulate` false: a program of this machine (e.g. chromium), never run through the cross build's emulator.
 pid_t spawnProgram(const std::string& program, const std::vector<std::string>& args, int outFd, int errFd,
-                   const std::vector<std::string>& launcher = {}, int inFd = -1);
+                   const std::vector<std::string>& launcher = {}, int inFd = -1, bool emulate = true);
 // Waits for `pid` up to `timeoutMs`: its exit code, 128+signal, or -1 if it is still running.
 int waitProcess(pid_t pid, int timeoutMs);
 
