@@ -21,7 +21,7 @@ start_bitsd() {  # args...: extra flags; sets PID and PORT
   "$BIN/bitsd" --listen 127.0.0.1:0 --root "$WORK/root" --state "$WORK/state" --log-level warn --fdatasync off "$@" \
     > "$WORK/ready" 2> "$WORK/bitsd.err" &
   PID=$!
-  for _ in $(seq 100); do grep -q listening "$WORK/ready" 2>/dev/null && break; sleep 0.05; done
+  for _ in $(seq 600); do grep -q listening "$WORK/ready" 2>/dev/null && break; sleep 0.05; done
   PORT=$(sed -E 's/.*:([0-9]+)$/\1/' "$WORK/ready")
 }
 stop_bitsd() { kill -TERM "$PID"; wait "$PID" || true; PID=; }
@@ -30,13 +30,21 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 : > "$WORK/off"; : > "$WORK/on"
 for r in $(seq "$ROUNDS"); do
-  start_bitsd
-  off=$("$BIN/bitsbench" upload --port "$PORT" --size "$SIZE" --fragment "$FRAG" | field MiBps)
-  stop_bitsd
+  # Alternate which goes first, so that neither always runs behind the other's writeback.
+  if [ $((r % 2)) -eq 1 ]; then
+    start_bitsd
+    off=$("$BIN/bitsbench" upload --port "$PORT" --size "$SIZE" --fragment "$FRAG" | field MiBps)
+    stop_bitsd
+  fi
   rm -f "$WORK/access.log"
   start_bitsd --access-log "$WORK/access.log"
   on=$("$BIN/bitsbench" upload --port "$PORT" --size "$SIZE" --fragment "$FRAG" | field MiBps)
   stop_bitsd
+  if [ $((r % 2)) -eq 0 ]; then
+    start_bitsd
+    off=$("$BIN/bitsbench" upload --port "$PORT" --size "$SIZE" --fragment "$FRAG" | field MiBps)
+    stop_bitsd
+  fi
   lines=$(wc -l < "$WORK/access.log")
   echo "round $r: access log off $off MiB/s | access log on $on MiB/s ($lines lines)"
   echo "$off" >> "$WORK/off"; echo "$on" >> "$WORK/on"
