@@ -58,6 +58,8 @@ class UvServer {
   void shutdown();
 
   const ServerStats& stats() const { return stats_; }
+  // Request slots not held by any connection (request-slots when idle); for tests.
+  uint32_t freeRequestSlots() const { return freeSlotCount_; }
 
   // The journal to drain at shutdown, and its scheduler to close once it is idle.
   void setJournal(Journal* journal, UvFlushScheduler* scheduler) {
