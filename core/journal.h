@@ -131,7 +131,6 @@ class Journal final : public StorageCallback {
 
   std::vector<uint8_t> pending_, flushing_;
   size_t pendingLen_ = 0, flushingLen_ = 0;
-  uint64_t pendingFirstSeq_ = 0;
   std::vector<Waiter> pendingWaiters_, flushingWaiters_;
   size_t maxWaiters_ = 0;
   std::span<const uint8_t> writeRest_;

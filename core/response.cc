@@ -75,11 +75,11 @@ size_t formatAck(const AckSpec& spec, char* out) {
   if (!spec.replyUrl.empty()) {
     put("BITS-Reply-URL: %.*s\r\n", static_cast<int>(spec.replyUrl.size()), spec.replyUrl.data());
   }
-  if (spec.allowHeader) put("Allow: BITS_POST\r\n");
+  if (spec.allowHeader) put("%s", "Allow: BITS_POST\r\n");
   if (spec.retryAfterSeconds != 0) put("Retry-After: %u\r\n", spec.retryAfterSeconds);
-  if (spec.authenticate) put("WWW-Authenticate: Basic realm=\"bitsd\", charset=\"UTF-8\"\r\n");
-  if (spec.close) put("Connection: close\r\n");
-  put("\r\n");
+  if (spec.authenticate) put("%s", "WWW-Authenticate: Basic realm=\"bitsd\", charset=\"UTF-8\"\r\n");
+  if (spec.close) put("%s", "Connection: close\r\n");
+  put("%s", "\r\n");
   return n;
 }
 
@@ -92,7 +92,7 @@ size_t formatReplyHead(const ReplyHeadSpec& spec, char* out) {
   };
   put("HTTP/1.1 %d %s\r\nContent-Length: %" PRIu64 "\r\nAccept-Ranges: bytes\r\n", spec.status,
       reasonPhrase(spec.status), spec.contentLength);
-  if (spec.status == 200 || spec.status == 206) put("Content-Type: application/octet-stream\r\n");
+  if (spec.status == 200 || spec.status == 206) put("%s", "Content-Type: application/octet-stream\r\n");
   if (spec.lastModified != 0) {
     char date[kHttpDateBytes];
     formatHttpDate(spec.lastModified, date);
@@ -104,9 +104,9 @@ size_t formatReplyHead(const ReplyHeadSpec& spec, char* out) {
   } else if (spec.status == 416) {
     put("Content-Range: bytes */%" PRIu64 "\r\n", spec.totalBytes);
   }
-  if (spec.allowHeader) put("Allow: GET, HEAD, BITS_POST\r\n");
-  if (spec.close) put("Connection: close\r\n");
-  put("\r\n");
+  if (spec.allowHeader) put("%s", "Allow: GET, HEAD, BITS_POST\r\n");
+  if (spec.close) put("%s", "Connection: close\r\n");
+  put("%s", "\r\n");
   return n;
 }
 

@@ -145,4 +145,26 @@ int openDirBeneath(const char* base, std::string_view dir, BeneathMode mode) {
   return walkBeneath(base, dir);
 }
 
+int commitBelow(const char* from, const char* base, const char* below, bool replace, bool* dirOpened, int* syncErr,
+                BeneathMode mode) {
+  *dirOpened = false;
+  *syncErr = 0;
+  std::string_view parent, name;
+  splitBelow(below, &parent, &name);
+  int dir = openDirBeneath(base, parent, mode);
+  if (dir < 0) return -dir;
+  *dirOpened = true;
+  // `name` ends the NUL-terminated `below`, so it can be passed on as it is.
+  const char* leaf = name.data();
+  int err = 0;
+  int r = replace ? ::renameat(AT_FDCWD, from, dir, leaf) : ::linkat(AT_FDCWD, from, dir, leaf, 0);
+  if (r != 0) {
+    err = errno;
+  } else if (::fsync(dir) != 0) {
+    *syncErr = errno;
+  }
+  ::close(dir);
+  return err;
+}
+
 }  // namespace bitsd::platform

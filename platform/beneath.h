@@ -21,6 +21,17 @@ enum class BeneathMode {
 //   anything else     as open(2) reports it (EACCES, EMFILE, ...)
 int openDirBeneath(const char* base, std::string_view dir, BeneathMode mode = BeneathMode::Auto);
 
+// The commit of a finished upload (UvStorage::commitBeneath runs it on the thread pool): opens the
+// destination's parent below `base` as openDirBeneath does, then links `from` (an absolute path) to
+// the final name through that descriptor, or with `replace` renames it there, and fsyncs the
+// directory. linkat without AT_SYMLINK_FOLLOW and renameat never follow a symlink at the new name:
+// an existing symlink there is EEXIST for the link, and replaced itself (not its target) by the
+// rename. `below` ("a/b/x.bin") is NUL-terminated. Returns 0 or an errno: *dirOpened false means the
+// parent could not be opened (openDirBeneath's errno), true that the link or rename failed (EEXIST,
+// EISDIR, ENOENT, ...). *syncErr is the directory fsync's errno after a commit that worked (or 0).
+int commitBelow(const char* from, const char* base, const char* below, bool replace, bool* dirOpened, int* syncErr,
+                BeneathMode mode = BeneathMode::Auto);
+
 // Splits a path below a base into its parent directory ("a/b") and final name ("x.bin").
 inline void splitBelow(std::string_view below, std::string_view* parent, std::string_view* name) {
   size_t slash = below.rfind('/');

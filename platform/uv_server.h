@@ -77,6 +77,8 @@ class UvServer {
   // Pool use, for /metrics.
   uint32_t slotsInUse() const { return settings_.requestSlots - freeSlotCount_; }
   uint32_t buffersInUse() const { return settings_.readBuffers - freeBufferCount_; }
+  // Request slots not held by any connection (request-slots when idle); for tests.
+  uint32_t freeRequestSlots() const { return freeSlotCount_; }
 
   // The journal to drain at shutdown, and its scheduler to close once it is idle.
   void setJournal(Journal* journal, UvFlushScheduler* scheduler) {

@@ -154,9 +154,14 @@ void UvStorage::commitBeneath(StorageOp& op, const char* from, const char* base,
 }
 
 // On the thread pool: open the destination's parent below the base (no symlink followed), then
-// lstat the name (check) or link/rename into it and fsync it (commit), all through that descriptor.
+// lstat the name (check) or link/rename into it and fsync it (commit: commitBelow), all through that
+// descriptor.
 void UvStorage::beneathWorkThunk(uv_work_t* w) {
   UvOp* u = static_cast<UvOp*>(w->data);
+  if (u->kind == kCommit) {
+    u->err = commitBelow(u->path, u->base, u->below, u->replace, &u->dirOpened, &u->syncErr);
+    return;
+  }
   std::string_view parent, name;
   splitBelow(u->below, &parent, &name);
   int dir = openDirBeneath(u->base, parent);
@@ -167,27 +172,16 @@ void UvStorage::beneathWorkThunk(uv_work_t* w) {
   u->dirOpened = true;
   // `name` ends the NUL-terminated `below`, so it can be passed on as it is.
   const char* leaf = name.data();
-  if (u->kind == kCheck) {
-    struct stat st;
-    // The StorageOp is the caller's until completion, and read only after it (uv_queue_work's
-    // after-callback runs on the loop once this has returned).
-    StorageOp& op = *u->op;
-    if (::fstatat(dir, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno != ENOENT) u->err = errno;
-      op.kind = FileKind::Missing;
-    } else {
-      op.sizeBytes = static_cast<uint64_t>(st.st_size);
-      op.kind = S_ISREG(st.st_mode) ? FileKind::File : S_ISDIR(st.st_mode) ? FileKind::Directory : FileKind::Other;
-    }
+  struct stat st;
+  // The StorageOp is the caller's until completion, and read only after it (uv_queue_work's
+  // after-callback runs on the loop once this has returned).
+  StorageOp& op = *u->op;
+  if (::fstatat(dir, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno != ENOENT) u->err = errno;
+    op.kind = FileKind::Missing;
   } else {
-    // linkat without AT_SYMLINK_FOLLOW and renameat never follow a symlink at the new name: an
-    // existing symlink there is EEXIST for the link, and replaced itself (not its target) by rename.
-    int r = u->replace ? ::renameat(AT_FDCWD, u->path, dir, leaf) : ::linkat(AT_FDCWD, u->path, dir, leaf, 0);
-    if (r != 0) {
-      u->err = errno;
-    } else if (::fsync(dir) != 0) {
-      u->syncErr = errno;
-    }
+    op.sizeBytes = static_cast<uint64_t>(st.st_size);
+    op.kind = S_ISREG(st.st_mode) ? FileKind::File : S_ISDIR(st.st_mode) ? FileKind::Directory : FileKind::Other;
   }
   ::close(dir);
 }
