@@ -50,7 +50,8 @@ class AuthThrottle {
 
   // Admits one attempt charged to `keys` (n <= kMaxKeys): each gets an entry (its own, or the least
   // recently used unpinned one), pinned while the attempt lasts; `slots` receives their indices
-  // for the calls below. False: refused, nothing changed, and *retryAfterMs (at least 1000) says
+  // for the calls below. False: refused, the attempt is not counted (though an entry made for one
+  // of its keys may already have replaced another key's unpinned entry), and *retryAfterMs (at least 1000) says
   // when trying again makes sense: a key has maxPendingPerKey attempts already, or every entry is
   // pinned.
   bool admit(const ThrottleKey* keys, size_t n, uint64_t nowMs, int* slots, uint32_t* retryAfterMs);
