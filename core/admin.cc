@@ -66,15 +66,8 @@ int statusIndex(int status) {
 }
 
 const char* packetLabel(int packetIndex) {
-  switch (static_cast<PacketType>(packetIndex)) {
-    case PacketType::Ping: return "Ping";
-    case PacketType::CreateSession: return "Create-Session";
-    case PacketType::Fragment: return "Fragment";
-    case PacketType::CloseSession: return "Close-Session";
-    case PacketType::CancelSession: return "Cancel-Session";
-    case PacketType::Unknown: break;
-  }
-  return "none";
+  auto type = static_cast<PacketType>(packetIndex);
+  return type == PacketType::Unknown ? "none" : packetTypeName(type);
 }
 
 void noteRate(Session& s, uint64_t ackedBytes, uint64_t nowMs) {

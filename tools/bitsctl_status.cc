@@ -2,6 +2,8 @@
 // the live sessions as a table. Plain HTTP/1.1 GET over a blocking socket with a 10 s limit.
 #include "tools/bitsctl_status.h"
 
+#include "tools/client/progress_line.h"
+
 #include <mbedtls/base64.h>
 #include <netdb.h>
 #include <poll.h>
@@ -91,18 +93,7 @@ struct Json {
   }
 };
 
-std::string human(uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char b[32];
-  std::snprintf(b, sizeof b, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return b;
-}
+std::string human(uint64_t n) { return bitsd::client::humanBytes(static_cast<double>(n)); }
 
 uint64_t num(const std::map<std::string, std::string>& m, const char* k) {
   auto it = m.find(k);
