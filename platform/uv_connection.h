@@ -1,0 +1,141 @@
+// What a connection of UvServer is made of (internal to platform/uv_server*.cc): its phase, its
+// request slot, its TLS state, and the constants the server's files share. uv_server.cc owns the
+// request path (read, parse, answer, reply downloads, timers, shutdown); uv_server_fairness.cc owns
+// who gets a place, a slot and a buffer under pressure (accept and the connection cap, slow heads,
+// the wait queues, lingering close); uv_server_tls.cc owns the TLS record layer of a connection.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "core/request_parser.h"
+#include "core/upload_engine.h"
+#include "platform/tls.h"
+#include "platform/uv_server.h"
+
+namespace bitsd::platform {
+
+constexpr int kWaitBuffer = 0;
+constexpr int kWaitSlot = 1;      // a slot, with a whole request head waiting to be read
+constexpr int kWaitSlotSlow = 2;  // a slot, the head not all there yet (or unknown)
+constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr size_t kFileChunkBytes = 64 * 1024;
+constexpr int kGotPlain = 0, kNeedCipher = 1, kParked = 2;
+// Lingering close: at most this long in all, this long without data, and this many bytes discarded.
+constexpr uint32_t kLingerMs = 2000;
+constexpr uint32_t kLingerIdleMs = 500;
+constexpr uint64_t kLingerMaxBytes = 16u << 20;
+constexpr size_t kDiscardBytes = 32 * 1024;  // one buffer for the whole server
+// At the connection cap, how long a newcomer that has sent nothing yet may take to show its head.
+constexpr uint32_t kAdmitGraceMs = 250;
+
+enum class Phase : uint8_t {
+  Parsing,       // reading and parsing client bytes
+  WaitHeaders,   // engine works on the request head (Create-Session disk checks, file open)
+  WaitBody,      // engine writes body bytes from our read buffer
+  WaitComplete,  // engine syncs/commits before the Ack
+  Writing,       // the Ack is being written
+  Lingering,     // answered and shut for writing: discarding what the client still sends
+};
+
+struct RequestSlot {
+  RequestSlot(size_t maxHeaderBytes, std::string_view transactionHeader) : parser(maxHeaderBytes, transactionHeader) {}
+  RequestParser parser;
+  Exchange exchange;
+  uv_write_t writeReq;
+  Connection* owner = nullptr;
+};
+
+// A connection's TLS state. mbedTLS keeps its own record buffers (16 KiB in and out with Debian's
+// build); `in` only holds what the socket gave and mbedTLS has not taken yet.
+struct TlsConn {
+  explicit TlsConn(size_t cap) : in(new (std::nothrow) char[cap]), inCap(in != nullptr ? cap : 0) {}
+  ~TlsConn() { delete[] in; }
+  TlsConn(const TlsConn&) = delete;
+  TlsConn& operator=(const TlsConn&) = delete;
+  TlsSession session;
+  // Ciphertext from the socket, tls-buffer-bytes long (board-sized): 64 KiB takes several records
+  // per read on a fast link; a small board can go down to 1 KiB, and mbedTLS assembles each record
+  // from as many reads as it takes.
+  char* in;
+  size_t inCap;
+  size_t inPos = 0, inLen = 0;
+  std::string out;                  // ciphertext mbedTLS produced, not yet handed to libuv
+  bool handshakeDone = false;
+};
+
+// One write of ciphertext; `notify`: the write completes a response or a file chunk (onWrite).
+struct TlsWrite {
+  uv_write_t req;
+  Connection* c = nullptr;
+  bool notify = false;
+  std::string bytes;
+};
+
+struct Connection final : public ExchangeHost {
+  uv_tcp_t tcp;
+  TlsConn* tls = nullptr;
+  uv_timer_t timer;
+  UvServer* server = nullptr;
+  RequestSlot* slot = nullptr;
+  uint32_t slotIndex = 0;
+  char* rbuf = nullptr;       // read buffer holding unparsed bytes (or bytes being written)
+  uint32_t rbufIndex = 0;
+  size_t rpos = 0;
+  size_t rlen = 0;
+  Phase phase = Phase::Parsing;
+  bool reading = false;
+  bool closing = false;
+  bool reject = false;
+  bool serving = false;  // counted in UvServer::serving_ (accepted and not refused)
+  uint8_t pendingCloses = 0;
+  ClientAddress peer;  // the client's address, for max-sessions-per-user without authentication
+  int waitingFor = -1;
+  Connection* waitNext = nullptr;
+  // The request head being read: when its slot was taken and how many head bytes came since.
+  uint64_t headStartMs = 0;
+  uint32_t headBytes = 0;
+  size_t sent408 = 0;      // bytes of a 408 just sent (not the Exchange's answer)
+  bool readyHead = false;  // its last try for a slot saw a whole head waiting
+  // The access log: when the request's first byte came (its slot was taken), the body bytes read,
+  // and whether its line is written.
+  uint64_t startNs = 0;
+  uint64_t bodyIn = 0;
+  bool logged = true;
+  uint32_t index = 0;
+  // Connection cap: since when it waits for its next request (accept, or the end of its last answer),
+  // and whether it had an answer yet (an idle keep-alive connection has).
+  uint64_t sinceMs = 0;
+  bool answered = false;
+  bool admitting = false;  // at the cap, waiting for its first bytes (not serving yet)
+  uint64_t lingerStartMs = 0;
+  uint64_t lingerBytes = 0;
+  // Reply download in progress (Exchange::sendsFile).
+  bool fileStarted = false;
+  bool fileBusy = false;  // an fs request on fileReq is in flight
+  uv_file fileFd = -1;
+  uint64_t fileOffset = 0;
+  uint64_t fileLeft = 0;
+  char* fileBuf = nullptr;
+  uv_fs_t fileReq;
+  // Password checks (issue 20): failed checks are charged to `peer`; a read buffer kept (body bytes
+  // already read) while a slow check runs; not read from until the timer fires, after a throttled
+  // check was refused.
+  bool authHold = false;
+  bool heldOff = false;
+
+  size_t clientAddress(uint8_t out[16]) const override {
+    size_t n = peer.family == 4 ? 4 : peer.family == 6 ? 16 : 0;
+    std::memcpy(out, peer.bytes, n);
+    return n;
+  }
+
+  void onExchangeReady(Exchange&) override { server->onExchangeReady(this); }
+  // Nothing is in flight, so closeConnection finishes the exchange before it returns.
+  void abandonExchange(Exchange&) override { server->closeConnection(this); }
+};
+
+}  // namespace bitsd::platform
