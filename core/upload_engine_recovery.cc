@@ -1,0 +1,295 @@
+// UploadEngine at start-up and compaction: journal replay into the session table (onRecord),
+// finishRestore, reconcile with the files on disk, the digest catch-up (rehashOpenSessions), and the
+// snapshot a compaction writes. See docs/JOURNAL.md.
+#include "core/upload_engine.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "core/log.h"
+
+namespace bitsd {
+
+// While restoring, Session::lastActivityMs holds the journal's wall-clock seconds; finishRestore
+// turns them into loop milliseconds. The semantics match JournalState::apply (every record states a
+// fact; a record for a forgotten session is ignored).
+void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
+  auto bumpWall = [](Session& s, uint64_t wall) {
+    if (wall > s.lastActivityMs) s.lastActivityMs = wall;
+  };
+  if (r.type == RecordType::Delivered || r.type == RecordType::DeliveryBegan) {
+    applyDelivery(r, &deliveries_);
+    return;
+  }
+  if (r.type == RecordType::DeliveryEnded) {
+    applyDelivery(r, &deliveries_);
+    Session* ended = sessions_.find(r.id);
+    if (ended == nullptr) return;
+    sessionTxid_[r.id] = std::string(r.txid);
+    ended->handedOff = true;
+    if (ended->state == SessionState::Open) ended->state = SessionState::Complete;
+    if (r.flags & kDeliveryCopied) ended->committed = true;
+    ended->totalKnown = true;
+    ended->haveBytes = ended->journaledBytes = ended->totalBytes;
+    ended->hashValid = false;
+    if (r.wallSeconds > ended->lastActivityMs) ended->lastActivityMs = r.wallSeconds;
+    return;
+  }
+  Session* s = sessions_.find(r.id);
+  switch (r.type) {
+    case RecordType::SessionCreated:
+      if (s == nullptr) {
+        if (r.path.size() > settings_.maxPathBytes) return;  // cannot be served under this config
+        s = sessions_.insert(r.id, r.path);
+        if (s == nullptr) {
+          restoreOverflow_ = true;
+          return;
+        }
+        if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
+        s->createdMs = clock_.nowMs();  // the admin page's age: since this start for restored sessions
+        sha_.start(s->hash);
+        s->hashValid = settings_.digest;  // over zero bytes
+      }
+      bumpWall(*s, r.wallSeconds);
+      return;
+    case RecordType::Progress:
+      if (s == nullptr || s->state != SessionState::Open) return;
+      s->totalKnown = true;
+      s->totalBytes = r.totalBytes;
+      if (r.haveBytes >= s->haveBytes) {
+        s->haveBytes = s->journaledBytes = r.haveBytes;
+        // Resume the digest from its checkpoint (whole blocks only); rehashOpenSessions re-reads
+        // the short tail after it.
+        s->hashValid = settings_.digest && r.shaStateLen == kDigestCheckpointBytes &&
+                       sha_.importState(s->hash, r.shaState, kDigestChainBytes);
+        s->hashedBytes = s->hashValid ? digestCheckpointBytes(r.shaState) : 0;
+      }
+      bumpWall(*s, r.wallSeconds);
+      return;
+    case RecordType::Committed:
+      if (s == nullptr) return;
+      s->committed = true;
+      if (s->state == SessionState::Open) s->state = SessionState::Complete;
+      s->totalKnown = true;
+      s->totalBytes = s->haveBytes = s->journaledBytes = r.totalBytes;
+      std::memcpy(s->sha256, r.sha256, 32);
+      s->hashValid = false;
+      bumpWall(*s, r.wallSeconds);
+      return;
+    case RecordType::Closed:
+      if (s == nullptr) return;
+      s->state = SessionState::Closed;
+      bumpWall(*s, r.wallSeconds);
+      return;
+    case RecordType::Forget:
+      if (s != nullptr) {
+        sessionTxid_.erase(s->id);
+        sessions_.erase(s);
+      }
+      return;
+    case RecordType::SessionOwner:
+      if (s == nullptr) return;
+      if (parsePartyAddress(r.owner, &s->party)) {  // created without authentication, from this address
+        s->owner = authenticator_ != nullptr ? kNobody : -1;
+        return;
+      }
+      // A user removed from the users file since owns nothing any more: the session only expires.
+      s->owner = authenticator_ != nullptr ? authenticator_->userId(r.owner) : -1;
+      if (s->owner < 0) s->owner = kNobody;
+      s->party = s->owner >= 0 ? Party{Party::User, static_cast<uint64_t>(s->owner)} : Party{};
+      return;
+    case RecordType::Pad:
+    case RecordType::Delivered:
+    case RecordType::DeliveryBegan:
+    case RecordType::DeliveryEnded: return;
+  }
+}
+
+Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
+  if (restoreOverflow_) return Status(Code::Exhausted, "the journal holds more sessions than max-sessions");
+  const uint64_t wallNow = clock_.wallSeconds();
+  const uint64_t nowMs = clock_.nowMs();
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state == SessionState::Free) continue;
+    uint64_t wall = s.lastActivityMs;
+    uint64_t idleMs = wall >= wallNow ? 0 : (wallNow - wall) * 1000;
+    if (idleMs >= expiryLimitMs(s)) {
+      expired->push_back(s.id);
+      sessionTxid_.erase(s.id);
+      sessions_.erase(&s);
+      continue;
+    }
+    s.lastActivityMs = nowMs > idleMs ? nowMs - idleMs : 0;
+    if (settings_.digest && s.state == SessionState::Open && !s.hashValid && s.haveBytes == 0) {
+      sha_.start(s.hash);
+      s.hashValid = true;
+      s.hashedBytes = 0;
+    }
+  }
+  return Status::ok();
+}
+
+uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
+  char partial[Exchange::kPathBufBytes];
+  char dest[Exchange::kPathBufBytes];
+  char reply[Exchange::kPathBufBytes];
+  uint32_t dropped = 0;
+  // Hand-offs that began and did not end, by the session that began them.
+  std::unordered_map<SessionId, const std::string*, SessionIdHash> pending;
+  for (const auto& [txid, info] : deliveries_) {
+    if (!info.ended) pending[info.replySession] = &txid;
+  }
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state != SessionState::Open) continue;
+    auto pend = pending.find(s.id);
+    formatPartialPath(s.id, partial);
+    std::string_view rel = sessions_.path(s);
+    const Location* loc = locationFor(locations_, rel);
+    std::string_view base = root_, rest = rel;
+    if (loc != nullptr && !loc->dir.empty()) {  // as onHeaders maps it
+      base = loc->dir;
+      rest = rel.substr(loc->prefix.size());
+    }
+    std::memcpy(dest, base.data(), base.size());
+    dest[base.size()] = '/';
+    std::memcpy(dest + base.size() + 1, rest.data(), rest.size());
+    dest[base.size() + 1 + rest.size()] = '\0';
+    RecoveryItem item;
+    item.id = s.id;
+    item.haveBytes = s.haveBytes;
+    item.totalBytes = s.totalBytes;
+    item.totalKnown = s.totalKnown;
+    item.partialPath = partial;
+    item.destPath = dest;
+    item.destBaseBytes = base.size();
+    if (pend != pending.end()) {
+      formatReplyPath(s.id, reply);
+      item.replyPath = reply;
+    }
+    RecoveryDecision d = inspector.inspect(item);
+    JournalRecord rec;
+    rec.id = s.id;
+    rec.wallSeconds = clock_.wallSeconds();
+    switch (d.action) {
+      case RecoveryAction::Keep: break;
+      case RecoveryAction::Drop:
+        rec.type = RecordType::Forget;
+        (void)journal_.append(rec, nullptr);
+        sessions_.erase(&s);
+        ++dropped;
+        break;
+      case RecoveryAction::Committed:
+        if (pend != pending.end()) {
+          concludeCopiedDelivery(s, *pend->second, d);
+          break;
+        }
+        s.state = SessionState::Complete;
+        s.committed = true;
+        s.haveBytes = s.journaledBytes = s.totalBytes;
+        rec.type = RecordType::Committed;
+        rec.totalBytes = s.totalBytes;
+        (void)journal_.append(rec, nullptr);
+        break;
+      case RecoveryAction::SetHave:
+        s.haveBytes = s.journaledBytes = d.haveBytes;
+        s.hashValid = false;  // rebuilt by rehashOpenSessions
+        sha_.start(s.hash);
+        rec.type = RecordType::Progress;
+        rec.totalBytes = s.totalBytes;
+        rec.haveBytes = d.haveBytes;
+        (void)journal_.append(rec, nullptr);
+        break;
+    }
+  }
+  return dropped;
+}
+
+// The upload of a hand-off that began but did not end is at its destination: the application had
+// answered 200 with BITS-Copy-File-To-Destination (nothing else puts it there), its reply file was
+// synced before the copy, and the crash came before DeliveryEnded. Journal the end recovery can
+// prove, so the client's retry gets the reply and the application is not asked again. A static
+// reply URL was not journaled yet and is lost: the reply is then empty.
+void UploadEngine::concludeCopiedDelivery(Session& s, const std::string& txid, const RecoveryDecision& d) {
+  const std::string key = txid;  // a copy: applying the record updates the map that owns `txid`
+  JournalRecord rec;
+  rec.type = RecordType::DeliveryEnded;
+  rec.id = s.id;
+  rec.replySession = s.id;
+  rec.wallSeconds = clock_.wallSeconds();
+  rec.txid = key;
+  rec.status = 200;
+  rec.flags = kDeliveryCopied;
+  if (d.replyExists) {
+    rec.flags |= kDeliveryHasReplyFile;
+    rec.replyBytes = d.replyBytes;
+  }
+  (void)journal_.append(rec, nullptr);
+  applyDelivery(rec, &deliveries_);
+  sessionTxid_[s.id] = key;
+  s.handedOff = true;
+  s.committed = true;
+  s.state = SessionState::Complete;
+  s.haveBytes = s.journaledBytes = s.totalBytes;
+  ++stats_.deliveriesEnded;
+  logf(LogLevel::Info, "recovery: transaction %s was copied to its destination before the crash; its delivery is ended",
+       key.c_str());
+}
+
+void UploadEngine::rehashOpenSessions(RecoveryHasher& hasher) {
+  if (!settings_.digest) return;
+  char path[Exchange::kPathBufBytes];
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state != SessionState::Open) continue;
+    if (s.hashValid && s.hashedBytes == s.haveBytes) continue;
+    if (!s.hashValid || s.hashedBytes > s.haveBytes) {  // no checkpoint: the whole acked prefix
+      sha_.start(s.hash);
+      s.hashedBytes = 0;
+    }
+    formatPartialPath(s.id, path);
+    s.hashValid = hasher.hashRange(path, s.hashedBytes, s.haveBytes - s.hashedBytes, sha_, s.hash);
+    s.hashedBytes = s.hashValid ? s.haveBytes : 0;
+  }
+}
+
+void UploadEngine::snapshot(JournalState* out) {
+  const uint64_t wallNow = clock_.wallSeconds();
+  const uint64_t nowMs = clock_.nowMs();
+  for (uint32_t i = 0; i < highWater_; ++i) {
+    Session& s = sessions_.slotAt(i);
+    if (s.state == SessionState::Free) continue;
+    RecoveredSession& r = out->sessions[s.id];
+    r.id = s.id;
+    r.path = std::string(sessions_.path(s));
+    uint64_t idleSeconds = (nowMs - s.lastActivityMs) / 1000;
+    r.wallSeconds = wallNow > idleSeconds ? wallNow - idleSeconds : 0;
+    r.totalKnown = s.totalKnown;
+    r.totalBytes = s.totalBytes;
+    // Only what the journal already holds durably, or the data is synced: haveBytes is synced data.
+    r.haveBytes = s.haveBytes;
+    if (s.state == SessionState::Open) r.shaStateLen = digestCheckpoint(s, r.shaState);
+    r.committed = s.committed;
+    std::memcpy(r.sha256, s.sha256, 32);
+    r.closed = s.state == SessionState::Closed;
+    if (s.owner >= 0 && authenticator_ != nullptr) {
+      r.owner = std::string(authenticator_->userName(s.owner));
+    } else if (s.party.kind == Party::Ipv4 || s.party.kind == Party::Ipv6Prefix) {
+      char text[kMaxPartyTextBytes];
+      r.owner = std::string(text, formatPartyAddress(s.party, text));
+    }
+    if (s.handedOff) {
+      auto tx = sessionTxid_.find(s.id);
+      if (tx != sessionTxid_.end()) {
+        r.handedOff = true;
+        r.txid = tx->second;
+      }
+    }
+  }
+  out->delivered = deliveries_;
+}
+
+}  // namespace bitsd
