@@ -189,6 +189,8 @@ bool TlsSession::write(const char* data, size_t len, std::string* error) {
   return true;
 }
 
+void TlsSession::closeNotify() { (void)mbedtls_ssl_close_notify(&impl_->ssl); }
+
 const char* TlsSession::suite() const { return mbedtls_ssl_get_ciphersuite(&impl_->ssl); }
 
 static_assert(TlsSession::kWantRead == MBEDTLS_ERR_SSL_WANT_READ, "TlsSession::kWantRead");

@@ -44,8 +44,8 @@ class TlsContext {
 };
 
 // One connection's TLS state over caller-provided I/O: `send` takes ciphertext to write (all of it),
-// `recv` gives buffered ciphertext or returns kWantRead. Every mbedTLS call of the server is here,
-// so a build without TLS (BITSD_TLS=OFF) leaves uv_server.cc unchanged.
+// `recv` gives buffered ciphertext or returns kWantRead. Every mbedTLS call of Stream's TLS backend
+// (stream_tls.cc) is here, so a build without TLS (BITSD_TLS=OFF) compiles it unchanged.
 class TlsSession {
  public:
   static constexpr int kWantRead = -0x6900;  // MBEDTLS_ERR_SSL_WANT_READ
@@ -69,6 +69,8 @@ class TlsSession {
   Result peek(const char** data, size_t* len);
   // Encrypts all of `len` bytes into `send`; false on failure.
   bool write(const char* data, size_t len, std::string* error);
+  // Queues a close_notify alert into `send` (best effort).
+  void closeNotify();
   const char* suite() const;
 
  private:

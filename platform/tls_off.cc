@@ -41,6 +41,7 @@ bool TlsSession::write(const char*, size_t, std::string* error) {
   *error = tlsErrorText(0);
   return false;
 }
+void TlsSession::closeNotify() {}
 const char* TlsSession::suite() const { return ""; }
 
 }  // namespace bitsd::platform

@@ -1,8 +1,8 @@
 // UvServer's request path: the listener and its start-up, a connection's reads, parsing and the
 // engine's turns (onExchangeReady), answers and reply downloads, the timers, the access-log line of
 // each request, closing, and shutdown. Who gets a place, a slot or a buffer under pressure is in
-// uv_server_fairness.cc; the TLS record layer in uv_server_tls.cc; what a connection holds in
-// uv_connection.h.
+// uv_server_fairness.cc; what a connection holds in uv_connection.h. It reads and writes plaintext
+// through each connection's Stream (stream.h), which hides whether TLS runs underneath.
 #include "platform/uv_server.h"
 #include "platform/uv_connection.h"
 
@@ -231,26 +231,18 @@ void UvServer::releaseBuffer(Connection* c) {
   wakeWaiter(kWaitBuffer);
 }
 
+// Over TLS the stream may hand over records it already holds from inside readStart.
 void UvServer::startReading(Connection* c) {
-  if (c->reading || c->closing) return;
-  c->reading = true;
-  if (c->tls != nullptr) {
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onTlsAllocThunk, onTlsReadThunk);
-  } else {
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAllocThunk, onReadThunk);
-  }
+  if (c->stream.reading() || c->closing) return;
+  c->stream.readStart(onAllocThunk, onReadThunk);
 }
 
-void UvServer::stopReading(Connection* c) {
-  if (!c->reading) return;
-  c->reading = false;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
-}
+void UvServer::stopReading(Connection* c) { c->stream.readStop(); }
 
 void UvServer::arm(Connection* c, uint32_t ms) { uv_timer_start(&c->timer, onTimerThunk, ms, 0); }
 
-void UvServer::onAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  Connection* c = static_cast<Connection*>(h->data);
+void UvServer::onAllocThunk(Stream* s, uv_buf_t* buf) {
+  Connection* c = static_cast<Connection*>(s->data);
   UvServer* self = c->server;
   // Resource order: a request slot first, then a read buffer. A connection never holds a buffer
   // while it waits for a slot; otherwise, with more requests than slots, the buffers could all sit
@@ -281,7 +273,7 @@ bool UvServer::acquireSlotForRead(Connection* c, bool complete) {
   return true;
 }
 
-void UvServer::onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+void UvServer::onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf) {
   Connection* c = static_cast<Connection*>(s->data);
   UvServer* self = c->server;
   if (nread == UV_ENOBUFS) {
@@ -295,12 +287,17 @@ void UvServer::onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
           static_cast<uint32_t>((buf->base - self->buffers_) / self->settings_.readBufferBytes);
     }
     if (nread < 0) {
-      self->closeConnection(c);  // EOF or reset
+      if (nread != UV_EOF && s->lastError()[0] != '\0') {
+        logLimited(LogLevel::Info, "stream read failed", "%s", s->lastError());
+      }
+      self->closeConnection(c);  // EOF, reset, or a TLS error or close_notify
     } else if (c->phase == Phase::Parsing && c->slot != nullptr && !c->slot->parser.started()) {
-      // Nothing to read after all (EAGAIN): the slot taken for this read goes back, so an idle
-      // connection holds none.
+      // Nothing to read after all (EAGAIN, or no whole TLS record yet): the slot taken for this
+      // read goes back, so an idle connection holds none.
       self->releaseSlot(c);
       self->arm(c, self->settings_.idleTimeoutMs);
+    } else if (c->phase == Phase::Parsing && c->slot != nullptr && c->slot->parser.headersDone()) {
+      self->arm(c, self->settings_.bodyTimeoutMs);  // a part of a TLS record came
     }
     if (buf->base != nullptr) self->wakeWaiter(kWaitBuffer);
     return;
@@ -320,12 +317,6 @@ void UvServer::pump(Connection* c) {
   while (!c->closing && c->phase == Phase::Parsing) {
     if (c->rpos == c->rlen && !kick) {
       releaseBuffer(c);
-      if (c->tls != nullptr) {
-        // Plaintext comes out of mbedTLS, which may hold more than the socket has to say.
-        int got = fetchPlain(c);
-        if (got == kGotPlain) continue;
-        if (got == kParked) return;
-      }
       startReading(c);
       return;
     }
@@ -416,14 +407,8 @@ void UvServer::afterHeaders(Connection* c) {
     return;
   }
   if (ex.expectContinue()) {
-    if (c->tls != nullptr) {
-      if (!tlsSend(c, kContinue, sizeof kContinue - 1, false)) closeConnection(c);
-      return;
-    }
     uv_buf_t b = uv_buf_init(const_cast<char*>(kContinue), sizeof kContinue - 1);
-    if (uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1) != static_cast<int>(b.len)) {
-      closeConnection(c);
-    }
+    if (!c->stream.write(&b, 1, nullptr)) closeConnection(c);
   }
 }
 
@@ -462,17 +447,12 @@ void UvServer::sendResponse(Connection* c) {
   c->phase = Phase::Writing;
   stopReading(c);
   std::string_view r = c->slot->exchange.response();
-  if (c->tls != nullptr) {
-    if (!tlsSend(c, r.data(), r.size(), true)) closeConnection(c);
-    return;
-  }
   uv_buf_t b = uv_buf_init(const_cast<char*>(r.data()), static_cast<unsigned>(r.size()));
-  int rc = uv_write(&c->slot->writeReq, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onWriteThunk);
-  if (rc != 0) closeConnection(c);
+  if (!c->stream.write(&b, 1, onWriteThunk)) closeConnection(c);
 }
 
-void UvServer::onWriteThunk(uv_write_t* req, int status) {
-  Connection* c = static_cast<Connection*>(req->data);
+void UvServer::onWriteThunk(Stream* s, int status) {
+  Connection* c = static_cast<Connection*>(s->data);
   c->server->onWrite(c, status);
 }
 
@@ -582,14 +562,8 @@ void UvServer::onFileReadThunk(uv_fs_t* req) {
   }
   c->fileOffset += static_cast<uint64_t>(n);
   c->fileLeft -= static_cast<uint64_t>(n);
-  if (c->tls != nullptr) {
-    if (!self->tlsSend(c, c->fileBuf, static_cast<size_t>(n), true)) self->closeConnection(c);
-    return;
-  }
   uv_buf_t b = uv_buf_init(c->fileBuf, static_cast<unsigned>(n));
-  if (uv_write(&c->slot->writeReq, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onWriteThunk) != 0) {
-    self->closeConnection(c);
-  }
+  if (!c->stream.write(&b, 1, onWriteThunk)) self->closeConnection(c);
 }
 
 void UvServer::endFile(Connection* c) {
@@ -617,7 +591,7 @@ void UvServer::onTimer(Connection* c) {
   if (c->closing) return;
   if (c->phase == Phase::Lingering) return closeConnection(c);
   if (c->admitting) {  // its first bytes did not come within kAdmitGraceMs
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+    c->stream.readStop();
     return decideAdmission(c);
   }
   if (c->heldOff) {  // the Retry-After time is over: read the next request
@@ -626,7 +600,7 @@ void UvServer::onTimer(Connection* c) {
     pump(c);
     return;
   }
-  if (c->tls != nullptr && !c->tls->handshakeDone) {
+  if (!c->stream.established()) {
     ++stats_.tlsFailures;
     logLimited(LogLevel::Info, "tls handshake timeout", "TLS handshake not finished within %u ms: connection closed", settings_.tlsHandshakeTimeoutMs);
     closeConnection(c);
@@ -666,12 +640,7 @@ void UvServer::send408(Connection* c, const char* reason) {
   spec.close = true;
   char text[kMaxAckBytes];
   size_t len = formatAck(spec, text);
-  if (c->tls != nullptr) {
-    (void)tlsSend(c, text, len, false, true);
-  } else {
-    uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(len));
-    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
-  }
+  (void)c->stream.writeNow(text, len);
   if (c->slot != nullptr) {
     // The Exchange did not format this answer: say what was sent.
     c->sent408 = len;
@@ -741,7 +710,7 @@ void UvServer::finishClose(Connection* c) {
   if (c->slot != nullptr) engine_.finish(c->slot->exchange);
   releaseBuffer(c);
   c->pendingCloses = 2;
-  uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), onCloseThunk);
+  c->stream.close(onStreamClosedThunk);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), onCloseThunk);
 }
 
@@ -750,12 +719,34 @@ void UvServer::onCloseThunk(uv_handle_t* h) {
   c->server->onHandleClosed(c);
 }
 
+void UvServer::onStreamClosedThunk(Stream* s) {
+  Connection* c = static_cast<Connection*>(s->data);
+  c->server->onHandleClosed(c);
+}
+
+void UvServer::onStreamEventThunk(Stream* s, Stream::Event event, const char* why) {
+  Connection* c = static_cast<Connection*>(s->data);
+  UvServer* self = c->server;
+  switch (event) {
+    case Stream::Event::Ready:
+      ++self->stats_.tlsHandshakes;
+      logf(LogLevel::Debug, "TLS handshake done: %s", s->detail());
+      self->arm(c, self->settings_.idleTimeoutMs);
+      return;
+    case Stream::Event::HandshakeFailed:
+      ++self->stats_.tlsFailures;
+      if (why != nullptr) logLimited(LogLevel::Info, "tls handshake failed", "TLS handshake failed: %s", why);
+      return self->closeConnection(c);
+    case Stream::Event::Failed:
+      if (!c->closing) self->closeConnection(c);
+      return;
+  }
+}
+
 void UvServer::onHandleClosed(Connection* c) {
   if (--c->pendingCloses > 0) return;
-  // Only now is the slot's uv_write_t surely finished with (a cancelled write calls back first).
+  // Only now are the stream's writes surely finished with (a cancelled write calls back first).
   releaseSlot(c);
-  delete c->tls;  // after every write callback (cancelled ones call back before the close callback)
-  c->tls = nullptr;
   uint32_t idx = c->index;
   bool wasServing = c->serving;
   c->~Connection();
@@ -768,7 +759,7 @@ void UvServer::onHandleClosed(Connection* c) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// TLS
+// Sweep and shutdown
 
 void UvServer::onSweepThunk(uv_timer_t* t) {
   UvServer* self = static_cast<UvServer*>(t->data);
