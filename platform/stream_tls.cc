@@ -44,8 +44,12 @@ bool Stream::tlsStart(size_t inBytes) {
             tls_->session.setup(
                 ctx_, this,
                 [](void* io, const unsigned char* buf, size_t len) -> int {
-                  // Collected, and put on a write request once mbedTLS returns (tlsFlush).
-                  static_cast<Stream*>(io)->tls_->out.append(reinterpret_cast<const char*>(buf), len);
+                  // Collected, and put on a write request once mbedTLS returns (tlsFlush). Grown in
+                  // whole KiB, so that an answer a byte longer than the last (a longer range) fits.
+                  std::string& out = static_cast<Stream*>(io)->tls_->out;
+                  size_t need = out.size() + len;
+                  if (need > out.capacity()) out.reserve((need + 1023) & ~size_t{1023});
+                  out.append(reinterpret_cast<const char*>(buf), len);
                   return static_cast<int>(len);
                 },
                 [](void* io, unsigned char* buf, size_t len) -> int {
