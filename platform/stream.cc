@@ -13,8 +13,7 @@ Stream::~Stream() { tlsFree(); }
 void Stream::init(uv_loop_t* loop, std::shared_ptr<TlsContext> tls) {
   uv_tcp_init(loop, &tcp_);
   tcp_.data = this;
-  ctx_ = std::move(tls);
-  mode_ = ctx_ ? Mode::TlsPending : Mode::Plain;
+  setTls(std::move(tls));
   reading_ = closing_ = delivering_ = false;
   alloc_ = nullptr;
   read_ = nullptr;
@@ -28,10 +27,15 @@ void Stream::init(uv_loop_t* loop, std::shared_ptr<TlsContext> tls) {
   }
 }
 
-bool Stream::start(EventFn onEvent, size_t inBytes) {
+void Stream::setTls(std::shared_ptr<TlsContext> tls) {
+  ctx_ = std::move(tls);
+  mode_ = ctx_ ? Mode::TlsPending : Mode::Plain;
+}
+
+bool Stream::start(EventFn onEvent, size_t inBytes, const char* hostname) {
   event_ = onEvent;
   if (mode_ != Mode::TlsPending) return true;
-  return tlsStart(inBytes);
+  return tlsStart(inBytes, hostname);
 }
 
 int Stream::connect(uv_connect_t* req, const struct sockaddr* addr, ConnectFn cb) {
@@ -106,13 +110,14 @@ Stream::WriteReq* Stream::freeRequest() {
   return nullptr;
 }
 
-bool Stream::write(const uv_buf_t* bufs, unsigned n, WriteFn cb) {
+bool Stream::write(const uv_buf_t* bufs, unsigned n, WriteFn cb, uint64_t tag) {
   if (closing_ || !established() || mode_ == Mode::Ended) return false;
-  if (mode_ == Mode::Tls) return tlsWrite(bufs, n, cb);
+  if (mode_ == Mode::Tls) return tlsWrite(bufs, n, cb, tag);
   WriteReq* w = freeRequest();
   if (w == nullptr) return false;
   w->busy = true;
   w->cb = cb;
+  w->tag = tag;
   if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, onUvWrite) != 0) {
     w->busy = false;
     return false;
@@ -124,12 +129,13 @@ void Stream::onUvWrite(uv_write_t* req, int status) {
   WriteReq* w = static_cast<WriteReq*>(req->data);
   Stream* s = w->stream;
   WriteFn cb = w->cb;
+  uint64_t tag = w->tag;
   w->busy = false;
   w->cb = nullptr;
   w->bytes.clear();  // keeps its capacity for the next record
   if (s->mode_ == Mode::Tls && !s->closing_) s->tlsAfterWrite();
   if (cb != nullptr) {
-    cb(s, status);
+    cb(s, status, tag);
   } else if (status < 0 && !s->closing_ && s->event_ != nullptr) {
     s->event_(s, Event::Failed, "write failed");
   }

@@ -32,7 +32,7 @@ class Stream {
  public:
   using AllocFn = void (*)(Stream* s, uv_buf_t* buf);
   using ReadFn = void (*)(Stream* s, ssize_t nread, const uv_buf_t* buf);
-  using WriteFn = void (*)(Stream* s, int status);
+  using WriteFn = void (*)(Stream* s, int status, uint64_t tag);
   using ConnectFn = void (*)(Stream* s, int status);
   using CloseFn = void (*)(Stream* s);
   enum class Event : uint8_t {
@@ -58,10 +58,13 @@ class Stream {
   // known before it (writeNow and peek look at TLS records, not plaintext, until the handshake).
   void init(uv_loop_t* loop, std::shared_ptr<TlsContext> tls = nullptr);
   uv_tcp_t* tcp() { return &tcp_; }  // for uv_accept, uv_tcp_getpeername, uv_tcp_nodelay
-  // Accepted streams: begins the stream (TLS: its state, `inBytes` of ciphertext buffer, and the
-  // handshake on the next reads). False when out of memory.
-  bool start(EventFn onEvent, size_t inBytes);
-  // Client streams (plain TCP): connects; `req` is the caller's (it lives until `cb`).
+  // TLS over it after all (a client that sets up its configuration once connected); before start().
+  void setTls(std::shared_ptr<TlsContext> tls);
+  // Begins the stream, accepted or connected (TLS: its state, `inBytes` of ciphertext buffer, and
+  // the handshake: a client's first message now, the rest as reads come; `hostname` is the name a
+  // client checks the server's certificate against). False when out of memory.
+  bool start(EventFn onEvent, size_t inBytes, const char* hostname = nullptr);
+  // Client streams: connects; `req` is the caller's (it lives until `cb`). Then start().
   int connect(uv_connect_t* req, const struct sockaddr* addr, ConnectFn cb);
 
   void readStart(AllocFn alloc, ReadFn read);
@@ -71,8 +74,9 @@ class Stream {
   // before the handshake, in `scratch`), or the plaintext of mbedTLS's next whole record.
   Peek peek(char* scratch, size_t cap, std::string_view* out);
 
-  // Queues `n` buffers (they stay valid until `cb`). False when it cannot (the caller closes).
-  bool write(const uv_buf_t* bufs, unsigned n, WriteFn cb);
+  // Queues `n` buffers (they stay valid until `cb`, which gets `tag`). False when it cannot (the
+  // caller closes).
+  bool write(const uv_buf_t* bufs, unsigned n, WriteFn cb, uint64_t tag = 0);
   // Best effort, at once (uv_try_write): a last word before closing. False if the stream cannot
   // carry plaintext yet (a TLS handshake not done).
   bool writeNow(const char* bytes, size_t len);
@@ -85,6 +89,8 @@ class Stream {
   bool established() const { return mode_ == Mode::Plain || mode_ == Mode::Ended || (mode_ == Mode::Tls && tlsDone()); }
   const char* detail() const;        // the TLS suite, or ""
   const char* lastError() const { return error_.c_str(); }
+  // A TLS client's handshake failed on the server's certificate: why ("" otherwise).
+  std::string certificateProblem() const;
 
  private:
   enum class Mode : uint8_t { Plain, TlsPending, Tls, Ended };
@@ -92,6 +98,7 @@ class Stream {
     uv_write_t req;
     Stream* stream = nullptr;
     WriteFn cb = nullptr;
+    uint64_t tag = 0;
     bool busy = false;
     std::string bytes;  // TLS: the ciphertext being written (capacity kept)
   };
@@ -104,13 +111,14 @@ class Stream {
   void setReading(bool on);
   // TLS backend (stream_tls.cc).
   bool tlsDone() const;
-  bool tlsStart(size_t inBytes);
+  bool tlsStart(size_t inBytes, const char* hostname);
   void tlsFree();
   void tlsAlloc(uv_buf_t* buf);
   void tlsRead(ssize_t nread);
+  bool tlsHandshake();
   void tlsDeliver();
-  bool tlsWrite(const uv_buf_t* bufs, unsigned n, WriteFn cb);
-  bool tlsFlush(WriteFn cb);
+  bool tlsWrite(const uv_buf_t* bufs, unsigned n, WriteFn cb, uint64_t tag);
+  bool tlsFlush(WriteFn cb, uint64_t tag = 0);
   bool tlsWriteNow(const char* bytes, size_t len);
   void tlsCloseNotify();
   Peek tlsPeek(std::string_view* out);

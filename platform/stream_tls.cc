@@ -29,6 +29,7 @@ struct StreamTls {
   bool handshakeDone = false;
   bool outWaits = false;             // `out` waits for a free write request
   Stream::WriteFn outCb = nullptr;   // ... and the user's callback for it
+  uint64_t outTag = 0;
 };
 
 bool Stream::tlsDone() const { return tls_ != nullptr && tls_->handshakeDone; }
@@ -38,7 +39,7 @@ void Stream::tlsFree() {
   tls_ = nullptr;
 }
 
-bool Stream::tlsStart(size_t inBytes) {
+bool Stream::tlsStart(size_t inBytes, const char* hostname) {
   tls_ = new (std::nothrow) StreamTls(inBytes);
   bool ok = tls_ != nullptr && tls_->in != nullptr &&
             tls_->session.setup(
@@ -61,12 +62,34 @@ bool Stream::tlsStart(size_t inBytes) {
                   t->inPos += n;
                   if (t->inPos == t->inLen) t->inPos = t->inLen = 0;
                   return static_cast<int>(n);
-                });
+                },
+                hostname);
   if (!ok) {
     tlsFree();
     return false;
   }
   mode_ = Mode::Tls;
+  if (ctx_->isClient()) tlsHandshake();  // the client speaks first
+  return true;
+}
+
+std::string Stream::certificateProblem() const { return tls_ != nullptr ? tls_->session.certificateProblem() : ""; }
+
+// One step of the handshake on what has come; false once it failed (the user has heard).
+bool Stream::tlsHandshake() {
+  std::string why;
+  TlsSession::Result hs = tls_->session.handshake(&why);
+  if (!tlsFlush(nullptr)) {
+    if (event_ != nullptr) event_(this, Event::Failed, "cannot send");
+    return false;
+  }
+  if (hs == TlsSession::Result::WantMore) return false;
+  if (hs != TlsSession::Result::Done) {
+    if (event_ != nullptr) event_(this, Event::HandshakeFailed, why.c_str());
+    return false;
+  }
+  tls_->handshakeDone = true;
+  if (event_ != nullptr) event_(this, Event::Ready, nullptr);
   return true;
 }
 
@@ -91,21 +114,7 @@ void Stream::tlsRead(ssize_t nread) {
     return;
   }
   tls_->inLen += static_cast<size_t>(nread);
-  if (!tls_->handshakeDone) {
-    std::string why;
-    TlsSession::Result hs = tls_->session.handshake(&why);
-    if (!tlsFlush(nullptr)) {
-      if (event_ != nullptr) event_(this, Event::Failed, "cannot send");
-      return;
-    }
-    if (hs == TlsSession::Result::WantMore) return;
-    if (hs != TlsSession::Result::Done) {
-      if (event_ != nullptr) event_(this, Event::HandshakeFailed, why.c_str());
-      return;
-    }
-    tls_->handshakeDone = true;
-    if (event_ != nullptr) event_(this, Event::Ready, nullptr);
-  }
+  if (!tls_->handshakeDone && !tlsHandshake()) return;
   if (reading_ && !closing_ && mode_ == Mode::Tls) tlsDeliver();
 }
 
@@ -173,7 +182,7 @@ Stream::Peek Stream::tlsPeek(std::string_view* out) {
   return Peek::Data;
 }
 
-bool Stream::tlsWrite(const uv_buf_t* bufs, unsigned n, WriteFn cb) {
+bool Stream::tlsWrite(const uv_buf_t* bufs, unsigned n, WriteFn cb, uint64_t tag) {
   std::string why;
   for (unsigned i = 0; i < n; ++i) {
     if (!tls_->session.write(bufs[i].base, bufs[i].len, &why)) {
@@ -182,15 +191,15 @@ bool Stream::tlsWrite(const uv_buf_t* bufs, unsigned n, WriteFn cb) {
       return false;
     }
   }
-  return tlsFlush(cb);
+  return tlsFlush(cb, tag);
 }
 
 // Puts what mbedTLS produced on a free write request; with none free it waits in `out` (behind the
 // writes in flight, so the order holds) until one is.
-bool Stream::tlsFlush(WriteFn cb) {
+bool Stream::tlsFlush(WriteFn cb, uint64_t tag) {
   StreamTls* t = tls_;
   if (t->out.empty()) {
-    if (cb != nullptr) cb(this, 0);
+    if (cb != nullptr) cb(this, 0, tag);
     return true;
   }
   WriteReq* w = freeRequest();
@@ -198,12 +207,14 @@ bool Stream::tlsFlush(WriteFn cb) {
     if (cb != nullptr) {
       if (t->outCb != nullptr) return false;  // more writes than requests: the caller closes
       t->outCb = cb;
+      t->outTag = tag;
     }
     t->outWaits = true;
     return true;
   }
   w->busy = true;
   w->cb = cb;
+  w->tag = tag;
   w->bytes.swap(t->out);  // both keep their capacity: no allocation once warm
   uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
   if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, onUvWrite) != 0) {
@@ -221,7 +232,7 @@ void Stream::tlsAfterWrite() {
   t->outWaits = false;
   WriteFn cb = t->outCb;
   t->outCb = nullptr;
-  if (!tlsFlush(cb) && event_ != nullptr) event_(this, Event::Failed, "cannot send");
+  if (!tlsFlush(cb, t->outTag) && event_ != nullptr) event_(this, Event::Failed, "cannot send");
 }
 
 bool Stream::tlsWriteNow(const char* bytes, size_t len) {

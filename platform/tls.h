@@ -26,6 +26,12 @@ class TlsContext {
   // bitsd sends (512, 1024, 2048, 4096 or 16384): a small board keeps its write bursts small.
   static std::shared_ptr<TlsContext> load(const std::string& certPath, const std::string& keyPath, std::string* error,
                                           uint32_t recordBytes = 16384);
+  // A client's configuration (bitsclient): TLS 1.2 with mbedTLS's defaults, or only `suite` when
+  // not 0; the server's certificate verified against the PEM file `caPath` unless `insecure`.
+  // nullptr with *error set; *caUnreadable when it was the CA file that could not be read.
+  static std::shared_ptr<TlsContext> client(const std::string& caPath, bool insecure, int suite, std::string* error,
+                                            bool* caUnreadable);
+  bool isClient() const { return client_; }
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -41,6 +47,8 @@ class TlsContext {
   mbedtls_pk_context key_;
   mbedtls_ssl_config conf_;
   std::string subject_;
+  bool client_ = false;
+  int suites_[2] = {0, 0};
 };
 
 // One connection's TLS state over caller-provided I/O: `send` takes ciphertext to write (all of it),
@@ -58,7 +66,8 @@ class TlsSession {
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
 
-  bool setup(const std::shared_ptr<TlsContext>& ctx, void* io, SendFn send, RecvFn recv);
+  // `hostname`: a client's name for the server (SNI, and checked against its certificate).
+  bool setup(const std::shared_ptr<TlsContext>& ctx, void* io, SendFn send, RecvFn recv, const char* hostname = nullptr);
   // Advances the handshake: Done, WantMore (needs more ciphertext) or Failed (*error says why).
   Result handshake(std::string* error);
   // Decrypts into buf: the byte count (> 0), or 0 with *r = WantMore, Closed or Failed.
@@ -71,6 +80,8 @@ class TlsSession {
   bool write(const char* data, size_t len, std::string* error);
   // Queues a close_notify alert into `send` (best effort).
   void closeNotify();
+  // A client's handshake failed on the server's certificate: why, on one line ("" otherwise).
+  std::string certificateProblem() const;
   const char* suite() const;
 
  private:

@@ -388,7 +388,7 @@ void startReading(Client* c) {
 
 // --- Sending ----------------------------------------------------------------------------------------
 
-void onBodyWrite(Stream* s, int status) {
+void onBodyWrite(Stream* s, int status, uint64_t) {
   Client* c = static_cast<Client*>(s->data);
   --c->pending;
   if (c->done) return maybeComplete(c);
@@ -447,7 +447,7 @@ void onRequestOpen(uv_fs_t* req) {
   sendNextChunk(c);
 }
 
-void onHeadWrite(Stream* s, int status) {
+void onHeadWrite(Stream* s, int status, uint64_t) {
   Client* c = static_cast<Client*>(s->data);
   --c->pending;
   if (c->done) return maybeComplete(c);

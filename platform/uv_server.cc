@@ -451,7 +451,7 @@ void UvServer::sendResponse(Connection* c) {
   if (!c->stream.write(&b, 1, onWriteThunk)) closeConnection(c);
 }
 
-void UvServer::onWriteThunk(Stream* s, int status) {
+void UvServer::onWriteThunk(Stream* s, int status, uint64_t) {
   Connection* c = static_cast<Connection*>(s->data);
   c->server->onWrite(c, status);
 }

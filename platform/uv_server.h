@@ -99,7 +99,7 @@ class UvServer {
   static void onConnectionThunk(uv_stream_t* server, int status);
   static void onAllocThunk(Stream* s, uv_buf_t* buf);
   static void onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf);
-  static void onWriteThunk(Stream* s, int status);
+  static void onWriteThunk(Stream* s, int status, uint64_t tag);
   // The stream's handshake and background failures (TLS): counted, logged, closed.
   static void onStreamEventThunk(Stream* s, Stream::Event event, const char* why);
   static void onTimerThunk(uv_timer_t* t);

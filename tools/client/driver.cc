@@ -1,8 +1,8 @@
-// bitsclient's driver (driver.h): connections, TLS, requests and their bodies, the answers.
+// bitsclient's driver (driver.h): connections (platform Streams, TLS or not), requests and their
+// bodies, the answers.
 #include "tools/client/driver.h"
 
 #include <fcntl.h>
-#include <mbedtls/error.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +14,8 @@
 #include "core/content_range.h"
 #include "core/notify.h"
 #include "core/protocol.h"
+#include "platform/stream.h"
+#include "platform/tls.h"
 
 namespace bitsd::client {
 
@@ -27,20 +29,9 @@ std::string human(double bytes) { return client::humanBytes(bytes); }
 
 }  // namespace
 
-// A connection's TLS client state (https): mbedTLS over the libuv stream, as in the server.
-struct ConnTls {
-  mbedtls_ssl_context ssl;
-  std::string in;   // ciphertext from the socket not yet taken by mbedTLS
-  size_t inPos = 0;
-  std::string out;  // ciphertext mbedTLS produced, not yet written
-  bool handshakeDone = false;
-  ConnTls() { mbedtls_ssl_init(&ssl); }
-  ~ConnTls() { mbedtls_ssl_free(&ssl); }
-};
-
+// One keep-alive connection. Its Stream runs TLS underneath for https.
 struct Conn {
-  uv_tcp_t tcp;
-  std::unique_ptr<ConnTls> tls;
+  platform::Stream stream;
   uv_getaddrinfo_t gai;
   uv_connect_t connect;
   Driver* d = nullptr;
@@ -48,10 +39,12 @@ struct Conn {
   bool open = false;   // connected and usable
   bool closing = false;
   bool tcpInit = false;
-  char readBuf[64 * 1024];
+  char readBuf[64 * 1024];  // answers (plaintext)
 };
 
-void onClose(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
+void onClose(platform::Stream* s) { delete static_cast<Conn*>(s->data); }
+
+Driver::~Driver() = default;
 
 void Driver::closeConn() {
   Conn* c = conn_;
@@ -61,7 +54,7 @@ void Driver::closeConn() {
   c->open = false;
   if (c->tcpInit && !c->closing) {
     c->closing = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), onClose);
+    c->stream.close(onClose);
   } else if (!c->tcpInit) {
     // Still resolving: the getaddrinfo callback frees it.
   }
@@ -213,13 +206,12 @@ void onResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
     if (res != nullptr) uv_freeaddrinfo(res);
     return d->fail(std::string("cannot resolve the host: ") + uv_strerror(status));
   }
-  uv_tcp_init(d->loop_, &c->tcp);
-  c->tcp.data = c;
+  c->stream.init(d->loop_);
+  c->stream.data = c;
   c->tcpInit = true;
-  uv_tcp_nodelay(&c->tcp, 1);
-  c->connect.data = c;
-  int rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, [](uv_connect_t* cr, int st) {
-    Conn* cc = static_cast<Conn*>(cr->data);
+  uv_tcp_nodelay(c->stream.tcp(), 1);
+  int rc = c->stream.connect(&c->connect, res->ai_addr, [](platform::Stream* s, int st) {
+    Conn* cc = static_cast<Conn*>(s->data);
     if (cc->d != nullptr) cc->d->connected(cc, st);
   });
   uv_freeaddrinfo(res);
@@ -290,87 +282,68 @@ void Driver::send(const Request& r) {
   }
 }
 
-void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  Conn* c = static_cast<Conn*>(h->data);
+void onAlloc(platform::Stream* s, uv_buf_t* buf) {
+  Conn* c = static_cast<Conn*>(s->data);
   *buf = uv_buf_init(c->readBuf, sizeof c->readBuf);
 }
 
-void onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+void onRead(platform::Stream* s, ssize_t n, const uv_buf_t* buf) {
   Conn* c = static_cast<Conn*>(s->data);
   if (c->d == nullptr) return;
   c->d->readData(c, n, buf);
+}
+
+void onStreamEvent(platform::Stream* s, platform::Stream::Event e, const char* why) {
+  Conn* c = static_cast<Conn*>(s->data);
+  if (c->d != nullptr) c->d->streamEvent(c, static_cast<int>(e), why);
 }
 
 void Driver::connected(Conn* c, int status) {
   if (c != conn_) return;
   if (status < 0) return fail(std::string("cannot connect to ") + host_ + ":" + std::to_string(port_) + ": " +
                               uv_strerror(status));
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAlloc, onRead);
   if (useTls_) {
-    c->tls = std::make_unique<ConnTls>();
-    if (!tlsReady_ && !setupTls()) return;
-    if (mbedtls_ssl_setup(&c->tls->ssl, &tlsConf_) != 0 || mbedtls_ssl_set_hostname(&c->tls->ssl, host_.c_str()) != 0) {
-      return fail("TLS setup failed");
-    }
-    mbedtls_ssl_set_bio(
-        &c->tls->ssl, c,
-        [](void* ctx, const unsigned char* b, size_t len) -> int {
-          static_cast<Conn*>(ctx)->tls->out.append(reinterpret_cast<const char*>(b), len);
-          return static_cast<int>(len);
-        },
-        [](void* ctx, unsigned char* b, size_t len) -> int {
-          ConnTls* t = static_cast<Conn*>(ctx)->tls.get();
-          size_t have = t->in.size() - t->inPos;
-          if (have == 0) return MBEDTLS_ERR_SSL_WANT_READ;
-          size_t n = std::min(have, len);
-          std::memcpy(b, t->in.data() + t->inPos, n);
-          t->inPos += n;
-          if (t->inPos == t->in.size()) {
-            t->in.clear();
-            t->inPos = 0;
-          }
-          return static_cast<int>(n);
-        },
-        nullptr);
-    return handshake(c);
+    if (!tls_ && !setupTls()) return;
+    c->stream.setTls(tls_);
   }
+  if (!c->stream.start(onStreamEvent, sizeof c->readBuf, host_.c_str())) return fail("TLS setup failed");
+  c->stream.readStart(onAlloc, onRead);
+  if (!c->stream.established()) return;  // the TLS handshake runs; streamEvent goes on
   c->open = true;
   startRequest();
 }
 
-bool Driver::setupTls() {
-  mbedtls_ssl_config_init(&tlsConf_);
-  mbedtls_x509_crt_init(&tlsCa_);
-  mbedtls_ctr_drbg_init(&tlsDrbg_);
-  mbedtls_entropy_init(&tlsEntropy_);
-  tlsReady_ = true;
-  int rc = mbedtls_ctr_drbg_seed(&tlsDrbg_, mbedtls_entropy_func, &tlsEntropy_, nullptr, 0);
-  if (rc == 0) {
-    rc = mbedtls_ssl_config_defaults(&tlsConf_, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
-                                     MBEDTLS_SSL_PRESET_DEFAULT);
-  }
-  if (rc != 0) {
-    fatal(client::kExitLocal, "TLS setup failed");
-    return false;
-  }
-  mbedtls_ssl_conf_rng(&tlsConf_, mbedtls_ctr_drbg_random, &tlsDrbg_);
-  if (o_.tlsSuite != 0) {
-    tlsSuites_[0] = o_.tlsSuite;
-    mbedtls_ssl_conf_ciphersuites(&tlsConf_, tlsSuites_);
-  }
-  if (o_.insecure) {
-    mbedtls_ssl_conf_authmode(&tlsConf_, MBEDTLS_SSL_VERIFY_NONE);
-  } else {
-    std::string ca = o_.cacert.empty() ? "/etc/ssl/certs/ca-certificates.crt" : o_.cacert;
-    rc = mbedtls_x509_crt_parse_file(&tlsCa_, ca.c_str());
-    if (rc < 0 || tlsCa_.version == 0) {
-      fatal(client::kExitUsage, "cannot read the CA certificate(s) in " + ca + " (--cacert FILE, or --insecure)");
-      return false;
+// The TLS handshake's end: sends the request once it is done.
+void Driver::streamEvent(Conn* c, int event, const char* why) {
+  if (c != conn_) return;
+  switch (static_cast<platform::Stream::Event>(event)) {
+    case platform::Stream::Event::Ready:
+      c->open = true;
+      return startRequest();
+    case platform::Stream::Event::HandshakeFailed: {
+      std::string w = c->stream.certificateProblem();
+      if (!w.empty()) {
+        return fatal(client::kExitFatal, "the server's certificate is not trusted (" + w + "); --cacert FILE or --insecure");
+      }
+      return fail(std::string("TLS handshake failed: ") + (why != nullptr ? why : "connection lost"));
     }
-    mbedtls_ssl_conf_ca_chain(&tlsConf_, &tlsCa_, nullptr);
-    mbedtls_ssl_conf_authmode(&tlsConf_, MBEDTLS_SSL_VERIFY_REQUIRED);
+    case platform::Stream::Event::Failed:
+      return fail(std::string("cannot send: ") + (why != nullptr ? why : ""));
   }
-  return true;
+}
+
+bool Driver::setupTls() {
+  std::string ca = o_.cacert.empty() ? "/etc/ssl/certs/ca-certificates.crt" : o_.cacert;
+  std::string err;
+  bool caUnreadable = false;
+  tls_ = platform::TlsContext::client(ca, o_.insecure, o_.tlsSuite, &err, &caUnreadable);
+  if (tls_) return true;
+  if (caUnreadable) {
+    fatal(client::kExitUsage, "cannot read the CA certificate(s) in " + ca + " (--cacert FILE, or --insecure)");
+  } else {
+    fatal(client::kExitLocal, "TLS setup failed");
+  }
+  return false;
 }
 
 void Driver::fatal(int code, const std::string& why) {
@@ -378,39 +351,6 @@ void Driver::fatal(int code, const std::string& why) {
   progress_.finish();
   std::fprintf(stderr, "bitsclient: %s\n", why.c_str());
   finish(code);
-}
-
-// Runs the TLS handshake as ciphertext arrives; sends the request once it is done.
-void Driver::handshake(Conn* c) {
-  int rc = mbedtls_ssl_handshake(&c->tls->ssl);
-  flushTls(c);
-  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
-  if (rc != 0) {
-    uint32_t flags = mbedtls_ssl_get_verify_result(&c->tls->ssl);
-    if (flags != 0 && flags != static_cast<uint32_t>(-1)) {
-      char why[256];
-      mbedtls_x509_crt_verify_info(why, sizeof why, "", flags);
-      std::string w(why);
-      while (!w.empty() && w.back() == '\n') w.pop_back();
-      for (size_t i = 0; (i = w.find('\n', i)) != std::string::npos;) w.replace(i, 1, "; ");
-      return fatal(client::kExitFatal, "the server's certificate is not trusted (" + w + "); --cacert FILE or --insecure");
-    }
-    char text[160];
-    mbedtls_strerror(rc, text, sizeof text);
-    return fail(std::string("TLS handshake failed: ") + text);
-  }
-  c->tls->handshakeDone = true;
-  c->open = true;
-  startRequest();
-}
-
-void Driver::flushTls(Conn* c) {
-  if (c->tls->out.empty()) return;
-  WriteReq* w = new WriteReq();
-  w->c = c;
-  w->gen = UINT64_MAX;  // handshake output: no request waits for it
-  w->bytes.swap(c->tls->out);
-  queueRaw(w, w->bytes.data(), w->bytes.size());
 }
 
 void Driver::startRequest() {
@@ -468,53 +408,25 @@ void Driver::startRequest() {
   head_ += "\r\n";
   bodyNext_ = cur_.begin;
   ++gen_;
-  // The head owns its bytes: the answer can arrive, and the next request start on this connection,
-  // before libuv has called back for this write.
-  WriteReq* w = new WriteReq();
-  w->c = conn_;
-  w->gen = gen_;
-  w->bytes = head_;
-  queueWrite(w, w->bytes.data(), w->bytes.size());
+  // The head keeps its bytes until the next but one request: the answer can arrive, and the next
+  // request start on this connection, before libuv has called back for this write.
+  std::string& h = sent_[gen_ & 1];
+  h.swap(head_);
+  queueWrite(conn_, h.data(), h.size());
 }
 
-void onWriteDone(uv_write_t* req, int status) {
-  WriteReq* w = static_cast<WriteReq*>(req->data);
-  Conn* c = w->c;
-  uint64_t gen = w->gen;
-  delete w;
+void onWriteDone(platform::Stream* s, int status, uint64_t gen) {
+  Conn* c = static_cast<Conn*>(s->data);
   // Only the write of the request in flight moves it on; a late callback of an earlier request's
   // write (answered already) or of a closed connection is ignored.
   if (c->d != nullptr && c->d->gen_ == gen) c->d->bodyWritten(c, status);
 }
 
-void Driver::queueWrite(WriteReq* w, char* data, size_t len) {
-  if (w->c->tls) {
-    // Encrypt into the write's own buffer; the plaintext may be reused at once.
-    ConnTls* t = w->c->tls.get();
-    size_t done = 0;
-    while (done < len) {
-      int rc = mbedtls_ssl_write(&t->ssl, reinterpret_cast<const unsigned char*>(data + done), len - done);
-      if (rc <= 0) {
-        delete w;
-        return fail("TLS write failed");
-      }
-      done += static_cast<size_t>(rc);
-    }
-    w->bytes.swap(t->out);
-    t->out.clear();
-    return queueRaw(w, w->bytes.data(), w->bytes.size());
-  }
-  queueRaw(w, data, len);
-}
-
-void Driver::queueRaw(WriteReq* w, char* data, size_t len) {
-  w->req.data = w;
+// Over TLS the bytes are encrypted at once (the plaintext may be reused); plain, they stay in use
+// until onWriteDone.
+void Driver::queueWrite(Conn* c, char* data, size_t len) {
   uv_buf_t b = uv_buf_init(data, static_cast<unsigned>(len));
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&w->c->tcp), &b, 1, onWriteDone);
-  if (rc < 0) {
-    delete w;
-    fail(std::string("cannot send: ") + uv_strerror(rc));
-  }
+  if (!c->stream.write(&b, 1, onWriteDone, gen_)) fail("cannot send");
 }
 
 // After the head, and after each body chunk: the next chunk of the fragment, read from the file.
@@ -563,33 +475,22 @@ void Driver::bodyWritten(Conn* c, int status) {
   bodyNext_ += static_cast<uint64_t>(got);
   // One body write at a time per request, from chunk_; a request answered before its body was sent
   // closes its connection (complete()), so the buffer is never reused under a live write.
-  WriteReq* w = new WriteReq();
-  w->c = c;
-  w->gen = gen_;
-  queueWrite(w, chunk_.data(), static_cast<size_t>(got));
+  queueWrite(c, chunk_.data(), static_cast<size_t>(got));
 }
 
 void Driver::readData(Conn* c, ssize_t n, const uv_buf_t* buf) {
   if (c != conn_) return;
   if (n == 0) return;
   if (n < 0) {
-    if (inFlight_) return fail(n == UV_EOF ? "the server closed the connection" : uv_strerror(static_cast<int>(n)));
+    // EOF, or the server's TLS close_notify.
+    if (inFlight_) {
+      return fail(n == UV_EOF ? "the server closed the connection"
+                              : n == UV_EPROTO ? "TLS read failed" : uv_strerror(static_cast<int>(n)));
+    }
     closeConn();  // an idle keep-alive connection went away: reconnect next time
     return;
   }
-  if (c->tls) {
-    c->tls->in.append(buf->base, static_cast<size_t>(n));
-    if (!c->tls->handshakeDone) return handshake(c);
-    // Decrypt what there is and parse it; mbedTLS may hold more than one record.
-    while (conn_ == c && inFlight_) {
-      int rc = mbedtls_ssl_read(&c->tls->ssl, reinterpret_cast<unsigned char*>(plain_.data()), plain_.size());
-      if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
-      if (rc <= 0) return fail(rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY ? "the server closed the connection"
-                                                                                 : "TLS read failed");
-      if (!parsePlain(plain_.data(), static_cast<size_t>(rc))) return;
-    }
-    return;
-  }
+  if (!c->open) return;  // (not before the handshake is done)
   if (!inFlight_) {
     closeConn();  // bytes nobody asked for
     return;

@@ -1,5 +1,5 @@
 // bitsclient's driver: runs one upload job (tools/client/job.h, no I/O) on a libuv loop. One
-// keep-alive connection (plain TCP, or mbedTLS over it for https), one request in flight, llhttp
+// keep-alive connection (a platform Stream: plain TCP, or TLS for https), one request in flight, llhttp
 // parsing the answers, the fragment bodies read from the file, the reply downloaded into a file, the
 // state file rewritten after each event that moves the job. `bitsclient bench` runs many drivers on
 // one loop, each with the faults (Chaos) and figures (BenchStats) below.
@@ -7,16 +7,13 @@
 
 #include <llhttp.h>
 #include <mbedtls/base64.h>
-#include <mbedtls/ctr_drbg.h>
-#include <mbedtls/entropy.h>
-#include <mbedtls/ssl.h>
-#include <mbedtls/x509_crt.h>
 #include <signal.h>
 #include <uv.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,6 +22,10 @@
 #include "tools/client/options.h"
 #include "tools/client/progress.h"
 #include "tools/client/state_file.h"
+
+namespace bitsd::platform {
+class TlsContext;
+}
 
 namespace bitsd::client {
 
@@ -48,15 +49,6 @@ struct BenchStats {
 };
 
 struct Conn;
-
-// One uv_write: its request, the connection, the request generation it belongs to, and (for heads)
-// its own copy of the bytes.
-struct WriteReq {
-  uv_write_t req;
-  Conn* c = nullptr;
-  uint64_t gen = 0;
-  std::string bytes;
-};
 
 class Driver {
  public:
@@ -102,14 +94,7 @@ class Driver {
     settings_.on_message_complete = onMessageComplete;
   }
 
-  ~Driver() {
-    if (tlsReady_) {
-      mbedtls_ssl_config_free(&tlsConf_);
-      mbedtls_x509_crt_free(&tlsCa_);
-      mbedtls_ctr_drbg_free(&tlsDrbg_);
-      mbedtls_entropy_free(&tlsEntropy_);
-    }
-  }
+  ~Driver();
   void start() { step(); }
   int run() {
     if (!o_.statePath.empty()) {  // from the start, so even a job killed before its session resumes
@@ -131,12 +116,10 @@ class Driver {
   void startRequest();
   void sendBody();
   void bodyWritten(Conn* c, int status);
-  void queueWrite(WriteReq* w, char* data, size_t len);
-  void queueRaw(WriteReq* w, char* data, size_t len);
+  void queueWrite(Conn* c, char* data, size_t len);
   bool parsePlain(const char* data, size_t len);
   bool setupTls();
-  void handshake(Conn* c);
-  void flushTls(Conn* c);
+  void streamEvent(Conn* c, int event, const char* why);
   void fatal(int code, const std::string& why);
   void readData(Conn* c, ssize_t n, const uv_buf_t* buf);
   void complete(Response r);
@@ -172,14 +155,8 @@ class Driver {
   uint64_t sentAt_ = 0;  // uv_hrtime() when the request in flight was started
   uint64_t gen_ = 0;     // bumped for every request written
   bool useTls_ = false;  // the request in flight goes over https
-  bool tlsReady_ = false;
-  mbedtls_ssl_config tlsConf_;
-  mbedtls_x509_crt tlsCa_;
-  mbedtls_ctr_drbg_context tlsDrbg_;
-  mbedtls_entropy_context tlsEntropy_;
-  std::vector<char> plain_ = std::vector<char>(16 * 1024 + 64);
+  std::shared_ptr<platform::TlsContext> tls_;  // made on the first https connection
   std::string authorization_;  // "Basic ..." when -u was given
-  int tlsSuites_[2] = {0, 0};
   bool paused_ = false;
   bool chaosRolled_ = false;
   uint64_t cutAt_ = 0;  // chaos: the body offset where this fragment's connection is cut (0: none)
@@ -190,6 +167,9 @@ class Driver {
   Response resp_;
   std::string field_, value_;
   std::string head_;
+  // The heads of the last two requests: the answer can arrive, and the next request start on this
+  // connection, before libuv has called back for the last head's write.
+  std::string sent_[2];
   std::string host_, hostHeader_, target_;
   uint16_t port_ = 80;
   uint64_t bodyNext_ = 0;
