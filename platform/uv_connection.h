@@ -1,6 +1,7 @@
 // What a connection of UvServer is made of (internal to platform/uv_server*.cc): its phase, its
 // request slot, its Stream, and the constants the server's files share. uv_server.cc owns the
-// request path (read, parse, answer, reply downloads, timers, shutdown); uv_server_fairness.cc owns
+// request path (read, parse, answer, reply downloads, timers, closing); uv_server_lifecycle.cc the
+// listener, start-up, reload and shutdown; uv_server_fairness.cc owns
 // who gets a place, a slot and a buffer under pressure (accept and the connection cap, slow heads,
 // the wait queues, lingering close). Whether TLS runs underneath is the Stream's business
 // (stream.h, stream_tls.cc): the server has no TLS branches.
