@@ -19,7 +19,8 @@ void Stream::init(uv_loop_t* loop, std::shared_ptr<TlsContext> tls) {
   read_ = nullptr;
   event_ = nullptr;
   error_.clear();
-  for (WriteReq& w : writes_) {
+  for (int i = 0; i < writeCount_; ++i) {
+    WriteReq& w = writes_[i];
     w.stream = this;
     w.req.data = &w;
     w.busy = false;
@@ -104,8 +105,8 @@ Stream::Peek Stream::peek(char* scratch, size_t cap, std::string_view* out) {
 // --- Writing ------------------------------------------------------------------------------------------
 
 Stream::WriteReq* Stream::freeRequest() {
-  for (WriteReq& w : writes_) {
-    if (!w.busy) return &w;
+  for (int i = 0; i < writeCount_; ++i) {
+    if (!writes_[i].busy) return &writes_[i];
   }
   return nullptr;
 }
@@ -113,6 +114,11 @@ Stream::WriteReq* Stream::freeRequest() {
 bool Stream::write(const uv_buf_t* bufs, unsigned n, WriteFn cb, uint64_t tag) {
   if (closing_ || !established() || mode_ == Mode::Ended) return false;
   if (mode_ == Mode::Tls) return tlsWrite(bufs, n, cb, tag);
+  if (cb == nullptr) {  // at once, all of it, or it failed
+    size_t total = 0;
+    for (unsigned i = 0; i < n; ++i) total += bufs[i].len;
+    return uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n) == static_cast<int>(total);
+  }
   WriteReq* w = freeRequest();
   if (w == nullptr) return false;
   w->busy = true;

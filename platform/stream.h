@@ -10,10 +10,13 @@
 // waits); another negative value: EOF (UV_EOF, or a TLS close_notify) or an error (lastError()).
 // Over TLS a read may be delivered from inside readStart() (records mbedTLS already holds).
 //
-// Writing: write() queues buffers on one of kWriteRequests preallocated requests (no allocation per
-// write; over TLS the ciphertext goes to a buffer that keeps its capacity), and calls WriteFn when
-// they are sent. Without a WriteFn a later failure raises Event::Failed. At most kWriteRequests
-// writes are in flight (TLS queues its own handshake records behind them).
+// Writing: write() queues buffers on one of the stream's preallocated write requests (no allocation
+// per write; over TLS the ciphertext goes to a buffer that keeps its capacity), and calls WriteFn
+// when they are sent. A user declares how many writes it has in flight at once: StreamOf<N> embeds
+// N requests (a server connection 1, the notifier and bitsclient 2). Over TLS, records that find no
+// free request (handshake records, and one user write) wait behind the writes in flight. Without a
+// WriteFn: plain TCP writes at once, all or nothing (uv_try_write); TLS queues the records, and a
+// later failure raises Event::Failed.
 #pragma once
 
 #include <uv.h>
@@ -45,9 +48,15 @@ class Stream {
   // mbedTLS); plaintext in *out; a whole TLS record before the handshake is done (no plaintext);
   // EOF, an error, an alert or close_notify (the next read reports it).
   enum class Peek : uint8_t { Nothing, Partial, Data, Record, End };
-  static constexpr int kWriteRequests = 2;
+  struct WriteReq {
+    uv_write_t req;
+    Stream* stream = nullptr;
+    WriteFn cb = nullptr;
+    uint64_t tag = 0;
+    bool busy = false;
+    std::string bytes;  // TLS: the ciphertext being written (capacity kept)
+  };
 
-  Stream() = default;
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -92,16 +101,11 @@ class Stream {
   // A TLS client's handshake failed on the server's certificate: why ("" otherwise).
   std::string certificateProblem() const;
 
+ protected:
+  Stream(WriteReq* requests, int count) : writes_(requests), writeCount_(count) {}
+
  private:
   enum class Mode : uint8_t { Plain, TlsPending, Tls, Ended };
-  struct WriteReq {
-    uv_write_t req;
-    Stream* stream = nullptr;
-    WriteFn cb = nullptr;
-    uint64_t tag = 0;
-    bool busy = false;
-    std::string bytes;  // TLS: the ciphertext being written (capacity kept)
-  };
 
   static void onUvAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void onUvRead(uv_stream_t* h, ssize_t nread, const uv_buf_t* buf);
@@ -136,8 +140,19 @@ class Stream {
   ConnectFn connectCb_ = nullptr;
   std::shared_ptr<TlsContext> ctx_;
   StreamTls* tls_ = nullptr;
-  WriteReq writes_[kWriteRequests];
+  WriteReq* writes_;  // the StreamOf's
+  int writeCount_;
   std::string error_;
+};
+
+// A Stream with N write requests of its own: N writes (with a WriteFn) in flight at once.
+template <int N>
+class StreamOf final : public Stream {
+ public:
+  StreamOf() : Stream(requests_, N) {}
+
+ private:
+  WriteReq requests_[N];
 };
 
 }  // namespace bitsd::platform

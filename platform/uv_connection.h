@@ -50,7 +50,7 @@ struct RequestSlot {
 };
 
 struct Connection final : public ExchangeHost {
-  Stream stream;  // the client's socket, TLS or not (stream.h)
+  StreamOf<1> stream;  // the client's socket, TLS or not (stream.h); one answer written at a time
   uv_timer_t timer;
   UvServer* server = nullptr;
   RequestSlot* slot = nullptr;

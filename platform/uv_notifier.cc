@@ -44,7 +44,7 @@ struct UvNotifier::Client {
   std::string host, port, head, requestPath, replyPath;
   uv_getaddrinfo_t gai;
   uv_connect_t connect;
-  Stream stream;  // the connection to the application (its write requests carry the head and chunks)
+  StreamOf<2> stream;  // the connection to the application: the head and a chunk in flight at once
   uv_timer_t timer;
   uv_fs_t fsRequest;  // request file: open / read
   uv_fs_t fsReply;    // reply file: open / write / fstat / fsync

@@ -31,7 +31,7 @@ std::string human(double bytes) { return client::humanBytes(bytes); }
 
 // One keep-alive connection. Its Stream runs TLS underneath for https.
 struct Conn {
-  platform::Stream stream;
+  platform::StreamOf<2> stream;  // a head, and a late write of the request before
   uv_getaddrinfo_t gai;
   uv_connect_t connect;
   Driver* d = nullptr;
