@@ -7,7 +7,8 @@
 // plaintext lands straight in the user's pool buffers; over TLS the ciphertext goes to the stream's
 // own buffer and is decrypted into the user's. ReadFn gets n > 0 bytes; 0: nothing after all (the
 // buffer, if any, comes back); UV_ENOBUFS: the AllocFn gave no buffer (the user stops reading and
-// waits); another negative value: EOF (UV_EOF, or a TLS close_notify) or an error (lastError()).
+// waits); another negative value: EOF (UV_EOF; after a TLS close_notify lastError() says so) or an
+// error (lastError()).
 // Over TLS a read may be delivered from inside readStart() (records mbedTLS already holds).
 //
 // Writing: write() queues buffers on one of the stream's preallocated write requests (no allocation

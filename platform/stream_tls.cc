@@ -27,6 +27,10 @@ struct StreamTls {
   size_t inPos = 0, inLen = 0;
   std::string out;  // ciphertext mbedTLS produced, not yet on a write request (capacity kept)
   bool handshakeDone = false;
+  // A close_notify or an error met after plaintext that went to the user: reported next, as mbedTLS
+  // does not say it twice.
+  TlsSession::Result end = TlsSession::Result::Done;
+  std::string endWhy;
   bool outWaits = false;             // `out` waits for a free write request
   Stream::WriteFn outCb = nullptr;   // ... and the user's callback for it
   uint64_t outTag = 0;
@@ -129,7 +133,18 @@ void Stream::tlsDeliver() {
     const char* plain = nullptr;
     size_t n = 0;
     uv_buf_t b = uv_buf_init(nullptr, 0);
-    if (t->session.peek(&plain, &n) == TlsSession::Result::WantMore) {
+    if (t->end != TlsSession::Result::Done) {
+      error_ = t->end == TlsSession::Result::Closed ? "TLS close_notify" : "TLS read failed: " + t->endWhy;
+      read_(this, t->end == TlsSession::Result::Closed ? UV_EOF : UV_EPROTO, &b);
+      break;
+    }
+    TlsSession::Result pr = t->session.peek(&plain, &n);
+    if (pr == TlsSession::Result::Closed) {  // close_notify: a clean end
+      error_ = "TLS close_notify";
+      read_(this, UV_EOF, &b);
+      break;
+    }
+    if (pr == TlsSession::Result::WantMore) {
       // No whole record yet: nothing to read; say so (the user gives back what it took for it).
       if (!tlsFlush(nullptr)) {
         error_ = "TLS: cannot send";
@@ -153,7 +168,11 @@ void Stream::tlsDeliver() {
       if (k == 0) break;
       got += k;
     }
-    if (got > 0) {  // an error or close_notify after these bytes shows on the next read
+    if (got > 0) {  // an error or close_notify after these bytes shows on the next turn
+      if (r == TlsSession::Result::Closed || r == TlsSession::Result::Failed) {
+        t->end = r;
+        t->endWhy = why;
+      }
       read_(this, static_cast<ssize_t>(got), &b);
       continue;
     }
@@ -166,6 +185,7 @@ void Stream::tlsDeliver() {
       break;
     }
     if (r == TlsSession::Result::Failed) error_ = "TLS read failed: " + why;
+    if (r == TlsSession::Result::Closed) error_ = "TLS close_notify";  // a clean end, not a cut
     read_(this, r == TlsSession::Result::Closed ? UV_EOF : UV_EPROTO, &b);
     break;
   }
@@ -173,6 +193,7 @@ void Stream::tlsDeliver() {
 }
 
 Stream::Peek Stream::tlsPeek(std::string_view* out) {
+  if (tls_->end != TlsSession::Result::Done) return Peek::End;
   const char* plain = nullptr;
   size_t n = 0;
   TlsSession::Result r = tls_->session.peek(&plain, &n);

@@ -201,6 +201,7 @@ TlsSession::Result TlsSession::peek(const char** data, size_t* len) {
   unsigned char none = 0;
   int rc = mbedtls_ssl_read(&impl_->ssl, &none, 0);
   if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return Result::WantMore;
+  if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) return Result::Closed;
   size_t avail = mbedtls_ssl_get_bytes_avail(&impl_->ssl);
   if (rc != 0 || avail == 0) return Result::Failed;
 #if MBEDTLS_VERSION_MAJOR >= 3

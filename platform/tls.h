@@ -73,8 +73,8 @@ class TlsSession {
   // Decrypts into buf: the byte count (> 0), or 0 with *r = WantMore, Closed or Failed.
   size_t read(char* buf, size_t len, Result* r, std::string* error);
   // Decrypts the next record if its ciphertext is all there and shows its plaintext without taking
-  // it (the next read returns it): Done with *data/*len, WantMore (no whole record yet), or Failed
-  // for anything else (an alert, close_notify, an error), which the next read reports.
+  // it (the next read returns it): Done with *data/*len, WantMore (no whole record yet), Closed
+  // (close_notify), or Failed for anything else (an alert, an error), which the next read reports.
   Result peek(const char** data, size_t* len);
   // Encrypts all of `len` bytes into `send`; false on failure.
   bool write(const char* data, size_t len, std::string* error);
