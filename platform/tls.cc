@@ -117,6 +117,40 @@ std::shared_ptr<TlsContext> TlsContext::load(const std::string& certPath, const 
   return t;
 }
 
+std::shared_ptr<TlsContext> TlsContext::client(const std::string& caPath, bool insecure, int suite, std::string* error,
+                                               bool* caUnreadable) {
+  *caUnreadable = false;
+  std::shared_ptr<TlsContext> t(new TlsContext());
+  t->client_ = true;
+  int rc = mbedtls_ctr_drbg_seed(&t->drbg_, mbedtls_entropy_func, &t->entropy_, nullptr, 0);
+  if (rc == 0) {
+    rc = mbedtls_ssl_config_defaults(&t->conf_, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                     MBEDTLS_SSL_PRESET_DEFAULT);
+  }
+  if (rc != 0) {
+    *error = "TLS setup failed";
+    return nullptr;
+  }
+  mbedtls_ssl_conf_rng(&t->conf_, mbedtls_ctr_drbg_random, &t->drbg_);
+  if (suite != 0) {
+    t->suites_[0] = suite;
+    mbedtls_ssl_conf_ciphersuites(&t->conf_, t->suites_);
+  }
+  if (insecure) {
+    mbedtls_ssl_conf_authmode(&t->conf_, MBEDTLS_SSL_VERIFY_NONE);
+    return t;
+  }
+  rc = mbedtls_x509_crt_parse_file(&t->cert_, caPath.c_str());
+  if (rc < 0 || t->cert_.version == 0) {
+    *caUnreadable = true;
+    *error = "cannot read the CA certificate(s) in " + caPath;
+    return nullptr;
+  }
+  mbedtls_ssl_conf_ca_chain(&t->conf_, &t->cert_, nullptr);
+  mbedtls_ssl_conf_authmode(&t->conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
+  return t;
+}
+
 struct TlsSession::Impl {
   mbedtls_ssl_context ssl;
 };
@@ -128,9 +162,11 @@ TlsSession::~TlsSession() {
   delete impl_;
 }
 
-bool TlsSession::setup(const std::shared_ptr<TlsContext>& ctx, void* io, SendFn send, RecvFn recv) {
+bool TlsSession::setup(const std::shared_ptr<TlsContext>& ctx, void* io, SendFn send, RecvFn recv,
+                       const char* hostname) {
   ctx_ = ctx;
   if (mbedtls_ssl_setup(&impl_->ssl, ctx->conf()) != 0) return false;
+  if (hostname != nullptr && mbedtls_ssl_set_hostname(&impl_->ssl, hostname) != 0) return false;
   mbedtls_ssl_set_bio(&impl_->ssl, io, send, recv, nullptr);
   return true;
 }
@@ -165,6 +201,7 @@ TlsSession::Result TlsSession::peek(const char** data, size_t* len) {
   unsigned char none = 0;
   int rc = mbedtls_ssl_read(&impl_->ssl, &none, 0);
   if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return Result::WantMore;
+  if (rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY) return Result::Closed;
   size_t avail = mbedtls_ssl_get_bytes_avail(&impl_->ssl);
   if (rc != 0 || avail == 0) return Result::Failed;
 #if MBEDTLS_VERSION_MAJOR >= 3
@@ -187,6 +224,19 @@ bool TlsSession::write(const char* data, size_t len, std::string* error) {
     done += static_cast<size_t>(rc);
   }
   return true;
+}
+
+void TlsSession::closeNotify() { (void)mbedtls_ssl_close_notify(&impl_->ssl); }
+
+std::string TlsSession::certificateProblem() const {
+  uint32_t flags = mbedtls_ssl_get_verify_result(&impl_->ssl);
+  if (flags == 0 || flags == static_cast<uint32_t>(-1)) return "";
+  char why[256];
+  mbedtls_x509_crt_verify_info(why, sizeof why, "", flags);
+  std::string w(why);
+  while (!w.empty() && w.back() == '\n') w.pop_back();
+  for (size_t i = 0; (i = w.find('\n', i)) != std::string::npos;) w.replace(i, 1, "; ");
+  return w;
 }
 
 const char* TlsSession::suite() const { return mbedtls_ssl_get_ciphersuite(&impl_->ssl); }

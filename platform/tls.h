@@ -26,6 +26,12 @@ class TlsContext {
   // bitsd sends (512, 1024, 2048, 4096 or 16384): a small board keeps its write bursts small.
   static std::shared_ptr<TlsContext> load(const std::string& certPath, const std::string& keyPath, std::string* error,
                                           uint32_t recordBytes = 16384);
+  // A client's configuration (bitsclient): TLS 1.2 with mbedTLS's defaults, or only `suite` when
+  // not 0; the server's certificate verified against the PEM file `caPath` unless `insecure`.
+  // nullptr with *error set; *caUnreadable when it was the CA file that could not be read.
+  static std::shared_ptr<TlsContext> client(const std::string& caPath, bool insecure, int suite, std::string* error,
+                                            bool* caUnreadable);
+  bool isClient() const { return client_; }
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -41,11 +47,13 @@ class TlsContext {
   mbedtls_pk_context key_;
   mbedtls_ssl_config conf_;
   std::string subject_;
+  bool client_ = false;
+  int suites_[2] = {0, 0};
 };
 
 // One connection's TLS state over caller-provided I/O: `send` takes ciphertext to write (all of it),
-// `recv` gives buffered ciphertext or returns kWantRead. Every mbedTLS call of the server is here,
-// so a build without TLS (BITSD_TLS=OFF) leaves uv_server.cc unchanged.
+// `recv` gives buffered ciphertext or returns kWantRead. Every mbedTLS call of Stream's TLS backend
+// (stream_tls.cc) is here, so a build without TLS (BITSD_TLS=OFF) compiles it unchanged.
 class TlsSession {
  public:
   static constexpr int kWantRead = -0x6900;  // MBEDTLS_ERR_SSL_WANT_READ
@@ -58,17 +66,22 @@ class TlsSession {
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
 
-  bool setup(const std::shared_ptr<TlsContext>& ctx, void* io, SendFn send, RecvFn recv);
+  // `hostname`: a client's name for the server (SNI, and checked against its certificate).
+  bool setup(const std::shared_ptr<TlsContext>& ctx, void* io, SendFn send, RecvFn recv, const char* hostname = nullptr);
   // Advances the handshake: Done, WantMore (needs more ciphertext) or Failed (*error says why).
   Result handshake(std::string* error);
   // Decrypts into buf: the byte count (> 0), or 0 with *r = WantMore, Closed or Failed.
   size_t read(char* buf, size_t len, Result* r, std::string* error);
   // Decrypts the next record if its ciphertext is all there and shows its plaintext without taking
-  // it (the next read returns it): Done with *data/*len, WantMore (no whole record yet), or Failed
-  // for anything else (an alert, close_notify, an error), which the next read reports.
+  // it (the next read returns it): Done with *data/*len, WantMore (no whole record yet), Closed
+  // (close_notify), or Failed for anything else (an alert, an error), which the next read reports.
   Result peek(const char** data, size_t* len);
   // Encrypts all of `len` bytes into `send`; false on failure.
   bool write(const char* data, size_t len, std::string* error);
+  // Queues a close_notify alert into `send` (best effort).
+  void closeNotify();
+  // A client's handshake failed on the server's certificate: why, on one line ("" otherwise).
+  std::string certificateProblem() const;
   const char* suite() const;
 
  private:

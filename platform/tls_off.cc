@@ -22,11 +22,17 @@ std::shared_ptr<TlsContext> TlsContext::load(const std::string&, const std::stri
   return nullptr;
 }
 
+std::shared_ptr<TlsContext> TlsContext::client(const std::string&, bool, int, std::string* error, bool* caUnreadable) {
+  *caUnreadable = false;
+  *error = "this build has no TLS (cmake -DBITSD_TLS=OFF)";
+  return nullptr;
+}
+
 struct TlsSession::Impl {};
 
 TlsSession::TlsSession() : impl_(nullptr) {}
 TlsSession::~TlsSession() = default;
-bool TlsSession::setup(const std::shared_ptr<TlsContext>&, void*, SendFn, RecvFn) { return false; }
+bool TlsSession::setup(const std::shared_ptr<TlsContext>&, void*, SendFn, RecvFn, const char*) { return false; }
 TlsSession::Result TlsSession::handshake(std::string* error) {
   *error = tlsErrorText(0);
   return Result::Failed;
@@ -41,6 +47,8 @@ bool TlsSession::write(const char*, size_t, std::string* error) {
   *error = tlsErrorText(0);
   return false;
 }
+void TlsSession::closeNotify() {}
+std::string TlsSession::certificateProblem() const { return ""; }
 const char* TlsSession::suite() const { return ""; }
 
 }  // namespace bitsd::platform

@@ -1,8 +1,10 @@
 // What a connection of UvServer is made of (internal to platform/uv_server*.cc): its phase, its
-// request slot, its TLS state, and the constants the server's files share. uv_server.cc owns the
-// request path (read, parse, answer, reply downloads, timers, shutdown); uv_server_fairness.cc owns
+// request slot, its Stream, and the constants the server's files share. uv_server.cc owns the
+// request path (read, parse, answer, reply downloads, timers, closing); uv_server_lifecycle.cc the
+// listener, start-up, reload and shutdown; uv_server_fairness.cc owns
 // who gets a place, a slot and a buffer under pressure (accept and the connection cap, slow heads,
-// the wait queues, lingering close); uv_server_tls.cc owns the TLS record layer of a connection.
+// the wait queues, lingering close). Whether TLS runs underneath is the Stream's business
+// (stream.h, stream_tls.cc): the server has no TLS branches.
 #pragma once
 
 #include <uv.h>
@@ -13,7 +15,7 @@
 
 #include "core/request_parser.h"
 #include "core/upload_engine.h"
-#include "platform/tls.h"
+#include "platform/stream.h"
 #include "platform/uv_server.h"
 
 namespace bitsd::platform {
@@ -23,7 +25,6 @@ constexpr int kWaitSlot = 1;      // a slot, with a whole request head waiting t
 constexpr int kWaitSlotSlow = 2;  // a slot, the head not all there yet (or unknown)
 constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr size_t kFileChunkBytes = 64 * 1024;
-constexpr int kGotPlain = 0, kNeedCipher = 1, kParked = 2;
 // Lingering close: at most this long in all, this long without data, and this many bytes discarded.
 constexpr uint32_t kLingerMs = 2000;
 constexpr uint32_t kLingerIdleMs = 500;
@@ -45,39 +46,11 @@ struct RequestSlot {
   RequestSlot(size_t maxHeaderBytes, std::string_view transactionHeader) : parser(maxHeaderBytes, transactionHeader) {}
   RequestParser parser;
   Exchange exchange;
-  uv_write_t writeReq;
   Connection* owner = nullptr;
 };
 
-// A connection's TLS state. mbedTLS keeps its own record buffers (16 KiB in and out with Debian's
-// build); `in` only holds what the socket gave and mbedTLS has not taken yet.
-struct TlsConn {
-  explicit TlsConn(size_t cap) : in(new (std::nothrow) char[cap]), inCap(in != nullptr ? cap : 0) {}
-  ~TlsConn() { delete[] in; }
-  TlsConn(const TlsConn&) = delete;
-  TlsConn& operator=(const TlsConn&) = delete;
-  TlsSession session;
-  // Ciphertext from the socket, tls-buffer-bytes long (board-sized): 64 KiB takes several records
-  // per read on a fast link; a small board can go down to 1 KiB, and mbedTLS assembles each record
-  // from as many reads as it takes.
-  char* in;
-  size_t inCap;
-  size_t inPos = 0, inLen = 0;
-  std::string out;                  // ciphertext mbedTLS produced, not yet handed to libuv
-  bool handshakeDone = false;
-};
-
-// One write of ciphertext; `notify`: the write completes a response or a file chunk (onWrite).
-struct TlsWrite {
-  uv_write_t req;
-  Connection* c = nullptr;
-  bool notify = false;
-  std::string bytes;
-};
-
 struct Connection final : public ExchangeHost {
-  uv_tcp_t tcp;
-  TlsConn* tls = nullptr;
+  StreamOf<1> stream;  // the client's socket, TLS or not (stream.h); one answer written at a time
   uv_timer_t timer;
   UvServer* server = nullptr;
   RequestSlot* slot = nullptr;
@@ -87,7 +60,6 @@ struct Connection final : public ExchangeHost {
   size_t rpos = 0;
   size_t rlen = 0;
   Phase phase = Phase::Parsing;
-  bool reading = false;
   bool closing = false;
   bool reject = false;
   bool serving = false;  // counted in UvServer::serving_ (accepted and not refused)

@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "core/protocol.h"
+#include "platform/stream.h"
 #include "llhttp.h"
 
 namespace bitsd::platform {
@@ -27,7 +28,7 @@ struct UvNotifier::Client {
   bool inUse = false;
   bool done = false;
   int pending = 0;       // getaddrinfo, connect, writes, fs requests in flight
-  int openHandles = 0;   // timer, tcp
+  int openHandles = 0;   // timer, stream
   bool tcpInit = false;
   bool resolving = false;
   bool reading = false;
@@ -43,10 +44,8 @@ struct UvNotifier::Client {
   std::string host, port, head, requestPath, replyPath;
   uv_getaddrinfo_t gai;
   uv_connect_t connect;
-  uv_tcp_t tcp;
+  StreamOf<2> stream;  // the connection to the application: the head and a chunk in flight at once
   uv_timer_t timer;
-  uv_write_t headWrite;
-  uv_write_t bodyWrite;
   uv_fs_t fsRequest;  // request file: open / read
   uv_fs_t fsReply;    // reply file: open / write / fstat / fsync
 
@@ -83,6 +82,12 @@ void onHandleClosed(uv_handle_t* h) {
   maybeComplete(c);
 }
 
+void onStreamClosed(Stream* s) {
+  Client* c = static_cast<Client*>(s->data);
+  --c->openHandles;
+  maybeComplete(c);
+}
+
 void closeFdNow(uv_loop_t* loop, uv_file* fd) {
   if (*fd < 0) return;
   uv_fs_t req;
@@ -113,7 +118,7 @@ void finish(Client* c, NotifyOutcome outcome) {
   if (c->tcpInit) {
     c->tcpInit = false;
     c->reading = false;
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), onHandleClosed);  // cancels connect and writes
+    c->stream.close(onStreamClosed);  // cancels connect and writes
   }
   maybeComplete(c);
 }
@@ -325,7 +330,7 @@ void onResponseDone(Client* c) {
   if (c->responseHandled || c->done) return;
   c->responseHandled = true;
   if (c->reading) {
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+    c->stream.readStop();
     c->reading = false;
   }
   NotifyResult& r = c->result();
@@ -348,16 +353,16 @@ void onResponseDone(Client* c) {
 
 // --- Socket reads -----------------------------------------------------------------------------------
 
-void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  Client* c = static_cast<Client*>(h->data);
+void onAlloc(Stream* s, uv_buf_t* buf) {
+  Client* c = static_cast<Client*>(s->data);
   *buf = uv_buf_init(c->readBuf.data(), static_cast<unsigned>(c->readBuf.size()));
 }
 
-void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+void onRead(Stream* s, ssize_t nread, const uv_buf_t*) {
   Client* c = static_cast<Client*>(s->data);
   if (c->done || nread == 0) return;
   // One read at a time: its body bytes are written before the next read.
-  uv_read_stop(s);
+  s->readStop();
   c->reading = false;
   if (nread < 0) {
     // EOF ends a response that has no Content-Length (read to EOF, §5.3).
@@ -378,13 +383,13 @@ void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
 void startReading(Client* c) {
   if (c->reading || c->done || !c->tcpInit) return;
   c->reading = true;
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAlloc, onRead);
+  c->stream.readStart(onAlloc, onRead);
 }
 
 // --- Sending ----------------------------------------------------------------------------------------
 
-void onBodyWrite(uv_write_t* req, int status) {
-  Client* c = static_cast<Client*>(req->data);
+void onBodyWrite(Stream* s, int status, uint64_t) {
+  Client* c = static_cast<Client*>(s->data);
   --c->pending;
   if (c->done) return maybeComplete(c);
   if (status < 0) {
@@ -408,8 +413,7 @@ void onChunkRead(uv_fs_t* req) {
   c->readOffset += static_cast<uint64_t>(n);
   uv_buf_t b = uv_buf_init(c->chunk.data(), static_cast<unsigned>(n));
   ++c->pending;
-  c->bodyWrite.data = c;
-  if (uv_write(&c->bodyWrite, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onBodyWrite) < 0) {
+  if (!c->stream.write(&b, 1, onBodyWrite)) {
     --c->pending;
     finish(c, NotifyOutcome::Unreachable);
   }
@@ -443,15 +447,15 @@ void onRequestOpen(uv_fs_t* req) {
   sendNextChunk(c);
 }
 
-void onHeadWrite(uv_write_t* req, int status) {
-  Client* c = static_cast<Client*>(req->data);
+void onHeadWrite(Stream* s, int status, uint64_t) {
+  Client* c = static_cast<Client*>(s->data);
   --c->pending;
   if (c->done) return maybeComplete(c);
   if (status < 0 && !c->messageComplete) finish(c, NotifyOutcome::Unreachable);
 }
 
-void onConnect(uv_connect_t* req, int status) {
-  Client* c = static_cast<Client*>(req->data);
+void onConnect(Stream* s, int status) {
+  Client* c = static_cast<Client*>(s->data);
   --c->pending;
   if (c->done) return maybeComplete(c);
   if (status < 0) {
@@ -461,8 +465,7 @@ void onConnect(uv_connect_t* req, int status) {
   }
   uv_buf_t b = uv_buf_init(c->head.data(), static_cast<unsigned>(c->head.size()));
   ++c->pending;
-  c->headWrite.data = c;
-  if (uv_write(&c->headWrite, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onHeadWrite) < 0) {
+  if (!c->stream.write(&b, 1, onHeadWrite)) {
     --c->pending;
     return finish(c, NotifyOutcome::Unreachable);
   }
@@ -489,14 +492,13 @@ void onResolved(uv_getaddrinfo_t* req, int status, struct addrinfo* res) {
     }
     return maybeComplete(c);
   }
-  uv_tcp_init(c->timer.loop, &c->tcp);
-  c->tcp.data = c;
+  c->stream.init(c->timer.loop);
+  c->stream.data = c;
   c->tcpInit = true;
   ++c->openHandles;
-  uv_tcp_nodelay(&c->tcp, 1);
+  uv_tcp_nodelay(c->stream.tcp(), 1);
   ++c->pending;
-  c->connect.data = c;
-  int rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, onConnect);
+  int rc = c->stream.connect(&c->connect, res->ai_addr, onConnect);
   uv_freeaddrinfo(res);
   if (rc < 0) {
     --c->pending;

@@ -1,8 +1,8 @@
-// UvServer's request path: the listener and its start-up, a connection's reads, parsing and the
-// engine's turns (onExchangeReady), answers and reply downloads, the timers, the access-log line of
-// each request, closing, and shutdown. Who gets a place, a slot or a buffer under pressure is in
-// uv_server_fairness.cc; the TLS record layer in uv_server_tls.cc; what a connection holds in
-// uv_connection.h.
+// UvServer's request path: a connection's reads, parsing and the engine's turns (onExchangeReady),
+// answers and reply downloads, the timers, the access-log line of each request, and closing. The
+// listener, the pools, reload and shutdown are in uv_server_lifecycle.cc; who gets a place, a slot
+// or a buffer under pressure in uv_server_fairness.cc; what a connection holds in uv_connection.h. It reads and writes plaintext
+// through each connection's Stream (stream.h), which hides whether TLS runs underneath.
 #include "platform/uv_server.h"
 #include "platform/uv_connection.h"
 
@@ -25,194 +25,6 @@
 
 namespace bitsd::platform {
 
-namespace {
-
-// "HOST:PORT" or "[V6]:PORT" into a socket address; a one-line error naming --listen otherwise.
-bool parseListenAddress(const std::string& listen, sockaddr_storage* addr, std::string* error) {
-  std::string host = listen;
-  size_t colon = host.rfind(':');
-  if (colon == std::string::npos) {
-    *error = "--listen '" + listen + "': expected ADDR:PORT";
-    return false;
-  }
-  std::string portText = host.substr(colon + 1);
-  host = host.substr(0, colon);
-  char* end = nullptr;
-  long port = std::strtol(portText.c_str(), &end, 10);
-  if (portText.empty() || *end != '\0' || port < 0 || port > 65535) {
-    *error = "--listen '" + listen + "': bad port";
-    return false;
-  }
-  bool v6 = host.size() >= 2 && host.front() == '[' && host.back() == ']';
-  if (v6) host = host.substr(1, host.size() - 2);
-  std::memset(addr, 0, sizeof *addr);
-  int rc = v6 ? uv_ip6_addr(host.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in6*>(addr))
-              : uv_ip4_addr(host.c_str(), static_cast<int>(port), reinterpret_cast<sockaddr_in*>(addr));
-  if (rc != 0) {
-    *error = "--listen '" + listen + "': not an IP address";
-    return false;
-  }
-  return true;
-}
-
-}  // namespace
-
-int bindListenSocket(const std::string& listen, std::string* error) {
-  sockaddr_storage addr;
-  if (!parseListenAddress(listen, &addr, error)) return -1;
-  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    *error = "cannot listen on " + listen + ": " + uv_strerror(uv_translate_sys_error(errno));
-    return -1;
-  }
-  int on = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);  // as uv_tcp_bind does
-  socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
-    *error = "cannot listen on " + listen + ": " + uv_strerror(uv_translate_sys_error(errno));
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-UvServer::UvServer(uv_loop_t* loop, const Settings& settings, UploadEngine& engine)
-    : loop_(loop), settings_(settings), engine_(engine) {}
-
-UvServer::~UvServer() {
-  if (listenFd_ >= 0) ::close(listenFd_);
-  if (slots_ != nullptr) {
-    for (uint32_t i = 0; i < settings_.requestSlots; ++i) {
-      if (slotBuilt_[i]) slots_[i].~RequestSlot();
-    }
-  }
-  std::free(conns_);
-  std::free(connUsed_);
-  std::free(freeConns_);
-  std::free(slots_);
-  std::free(slotBuilt_);
-  std::free(freeSlots_);
-  std::free(buffers_);
-  std::free(freeBuffers_);
-  std::free(peekBuf_);
-  std::free(discardBuf_);
-  std::free(accessLine_);
-}
-
-bool UvServer::start(std::string* url, std::string* error) {
-  if (!settings_.tlsCert.empty()) {
-    tls_ = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error, settings_.tlsRecordBytes);
-    if (!tls_) return false;
-    logf(LogLevel::Info, "https with %s (TLS 1.2, ECDHE with ChaCha20-Poly1305 or AES-GCM)", tls_->subject().c_str());
-  }
-  // Pools. calloc'ed so that pages stay out of RSS until a slot is first used.
-  connCapacity_ = settings_.maxConnections + kRejectConnectionSlots;
-  conns_ = static_cast<Connection*>(std::calloc(connCapacity_, sizeof(Connection)));
-  connUsed_ = static_cast<bool*>(std::calloc(connCapacity_, sizeof(bool)));
-  freeConns_ = static_cast<uint32_t*>(std::malloc(connCapacity_ * sizeof(uint32_t)));
-  slots_ = static_cast<RequestSlot*>(std::calloc(settings_.requestSlots, sizeof(RequestSlot)));
-  slotBuilt_ = static_cast<bool*>(std::calloc(settings_.requestSlots, sizeof(bool)));
-  freeSlots_ = static_cast<uint32_t*>(std::malloc(settings_.requestSlots * sizeof(uint32_t)));
-  buffers_ = static_cast<char*>(std::calloc(settings_.readBuffers, settings_.readBufferBytes));
-  freeBuffers_ = static_cast<uint32_t*>(std::malloc(settings_.readBuffers * sizeof(uint32_t)));
-  peekBuf_ = static_cast<char*>(std::malloc(settings_.maxHeaderBytes));
-  discardBuf_ = static_cast<char*>(std::malloc(kDiscardBytes));
-  accessLine_ = static_cast<char*>(std::malloc(kMaxAccessLineBytes));
-  slotReserve_ = settings_.requestSlots / 4;
-  if (!conns_ || !connUsed_ || !freeConns_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_ ||
-      !peekBuf_ || !discardBuf_ || !accessLine_) {
-    *error = "out of memory allocating connection pools (lower max-connections, request-slots or read-buffers)";
-    return false;
-  }
-  // Free lists hand out low indices first, so a quiet server touches few pages.
-  for (uint32_t i = 0; i < connCapacity_; ++i) freeConns_[i] = connCapacity_ - 1 - i;
-  freeConnCount_ = connCapacity_;
-  for (uint32_t i = 0; i < settings_.requestSlots; ++i) freeSlots_[i] = settings_.requestSlots - 1 - i;
-  freeSlotCount_ = settings_.requestSlots;
-  for (uint32_t i = 0; i < settings_.readBuffers; ++i) freeBuffers_[i] = settings_.readBuffers - 1 - i;
-  freeBufferCount_ = settings_.readBuffers;
-
-  if (listenFd_ >= 0) {
-    uv_tcp_init(loop_, &listener_);
-    listener_.data = this;
-    int rc = uv_tcp_open(&listener_, listenFd_);
-    listenFd_ = -1;  // the handle owns it now
-    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, onConnectionThunk);
-    if (rc != 0) {
-      *error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
-      uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-      return false;
-    }
-  } else {
-    sockaddr_storage addr;
-    if (!parseListenAddress(settings_.listen, &addr, error)) return false;
-    uv_tcp_init(loop_, &listener_);
-    listener_.data = this;
-    int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
-    if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, onConnectionThunk);
-    if (rc != 0) {
-      *error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
-      uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-      return false;
-    }
-  }
-  listening_ = true;
-  sockaddr_storage bound;
-  int len = sizeof bound;
-  uv_tcp_getsockname(&listener_, reinterpret_cast<sockaddr*>(&bound), &len);
-  char ip[64] = {0};
-  int boundPort = 0;
-  if (bound.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&bound);
-    uv_ip6_name(a, ip, sizeof ip);
-    boundPort = ntohs(a->sin6_port);
-    *url = std::string(tls_ ? "https://[" : "http://[") + ip + "]:" + std::to_string(boundPort);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&bound);
-    uv_ip4_name(a, ip, sizeof ip);
-    boundPort = ntohs(a->sin_port);
-    *url = std::string(tls_ ? "https://" : "http://") + ip + ":" + std::to_string(boundPort);
-  }
-
-  uint64_t period = sweepPeriod(settings_);
-  uv_timer_init(loop_, &sweepTimer_);
-  sweepTimer_.data = this;
-  uv_timer_start(&sweepTimer_, onSweepThunk, period, period);
-  sweepPeriodMs_ = period;
-  uv_timer_init(loop_, &graceTimer_);
-  graceTimer_.data = this;
-  return true;
-}
-
-// Session expiry: sweep often enough that expired data goes within a few seconds (§10.1).
-uint64_t UvServer::sweepPeriod(const Settings& s) {
-  uint64_t period = s.sweepIntervalMs;
-  uint64_t timeoutMs = s.sessionTimeoutSeconds * 1000;
-  if (timeoutMs / 2 < period) period = timeoutMs / 2 > 100 ? timeoutMs / 2 : 100;
-  return period;
-}
-
-void UvServer::applyLive(const Settings& next, std::shared_ptr<TlsContext> tls) {
-  copyLiveSettings(next, &settings_);
-  if (tls && tls_) tls_ = std::move(tls);
-  uint64_t period = sweepPeriod(settings_);
-  if (period != sweepPeriodMs_ && !shuttingDown_) {
-    uv_timer_start(&sweepTimer_, onSweepThunk, period, period);
-    sweepPeriodMs_ = period;
-  }
-}
-
-bool UvServer::reloadTls(std::string* error) {
-  if (!tls_) {
-    *error = "not serving https (no tls-cert)";
-    return false;
-  }
-  std::shared_ptr<TlsContext> next = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error, settings_.tlsRecordBytes);
-  if (!next) return false;
-  tls_ = std::move(next);
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Accepting
 
@@ -231,26 +43,18 @@ void UvServer::releaseBuffer(Connection* c) {
   wakeWaiter(kWaitBuffer);
 }
 
+// Over TLS the stream may hand over records it already holds from inside readStart.
 void UvServer::startReading(Connection* c) {
-  if (c->reading || c->closing) return;
-  c->reading = true;
-  if (c->tls != nullptr) {
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onTlsAllocThunk, onTlsReadThunk);
-  } else {
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAllocThunk, onReadThunk);
-  }
+  if (c->stream.reading() || c->closing) return;
+  c->stream.readStart(onAllocThunk, onReadThunk);
 }
 
-void UvServer::stopReading(Connection* c) {
-  if (!c->reading) return;
-  c->reading = false;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
-}
+void UvServer::stopReading(Connection* c) { c->stream.readStop(); }
 
 void UvServer::arm(Connection* c, uint32_t ms) { uv_timer_start(&c->timer, onTimerThunk, ms, 0); }
 
-void UvServer::onAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  Connection* c = static_cast<Connection*>(h->data);
+void UvServer::onAllocThunk(Stream* s, uv_buf_t* buf) {
+  Connection* c = static_cast<Connection*>(s->data);
   UvServer* self = c->server;
   // Resource order: a request slot first, then a read buffer. A connection never holds a buffer
   // while it waits for a slot; otherwise, with more requests than slots, the buffers could all sit
@@ -281,7 +85,7 @@ bool UvServer::acquireSlotForRead(Connection* c, bool complete) {
   return true;
 }
 
-void UvServer::onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+void UvServer::onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf) {
   Connection* c = static_cast<Connection*>(s->data);
   UvServer* self = c->server;
   if (nread == UV_ENOBUFS) {
@@ -295,12 +99,17 @@ void UvServer::onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
           static_cast<uint32_t>((buf->base - self->buffers_) / self->settings_.readBufferBytes);
     }
     if (nread < 0) {
-      self->closeConnection(c);  // EOF or reset
+      if (nread != UV_EOF && s->lastError()[0] != '\0') {
+        logLimited(LogLevel::Info, "stream read failed", "%s", s->lastError());
+      }
+      self->closeConnection(c);  // EOF, reset, or a TLS error or close_notify
     } else if (c->phase == Phase::Parsing && c->slot != nullptr && !c->slot->parser.started()) {
-      // Nothing to read after all (EAGAIN): the slot taken for this read goes back, so an idle
-      // connection holds none.
+      // Nothing to read after all (EAGAIN, or no whole TLS record yet): the slot taken for this
+      // read goes back, so an idle connection holds none.
       self->releaseSlot(c);
       self->arm(c, self->settings_.idleTimeoutMs);
+    } else if (c->phase == Phase::Parsing && c->slot != nullptr && c->slot->parser.headersDone()) {
+      self->arm(c, self->settings_.bodyTimeoutMs);  // a part of a TLS record came
     }
     if (buf->base != nullptr) self->wakeWaiter(kWaitBuffer);
     return;
@@ -320,12 +129,6 @@ void UvServer::pump(Connection* c) {
   while (!c->closing && c->phase == Phase::Parsing) {
     if (c->rpos == c->rlen && !kick) {
       releaseBuffer(c);
-      if (c->tls != nullptr) {
-        // Plaintext comes out of mbedTLS, which may hold more than the socket has to say.
-        int got = fetchPlain(c);
-        if (got == kGotPlain) continue;
-        if (got == kParked) return;
-      }
       startReading(c);
       return;
     }
@@ -416,14 +219,8 @@ void UvServer::afterHeaders(Connection* c) {
     return;
   }
   if (ex.expectContinue()) {
-    if (c->tls != nullptr) {
-      if (!tlsSend(c, kContinue, sizeof kContinue - 1, false)) closeConnection(c);
-      return;
-    }
     uv_buf_t b = uv_buf_init(const_cast<char*>(kContinue), sizeof kContinue - 1);
-    if (uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1) != static_cast<int>(b.len)) {
-      closeConnection(c);
-    }
+    if (!c->stream.write(&b, 1, nullptr)) closeConnection(c);
   }
 }
 
@@ -462,17 +259,12 @@ void UvServer::sendResponse(Connection* c) {
   c->phase = Phase::Writing;
   stopReading(c);
   std::string_view r = c->slot->exchange.response();
-  if (c->tls != nullptr) {
-    if (!tlsSend(c, r.data(), r.size(), true)) closeConnection(c);
-    return;
-  }
   uv_buf_t b = uv_buf_init(const_cast<char*>(r.data()), static_cast<unsigned>(r.size()));
-  int rc = uv_write(&c->slot->writeReq, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onWriteThunk);
-  if (rc != 0) closeConnection(c);
+  if (!c->stream.write(&b, 1, onWriteThunk)) closeConnection(c);
 }
 
-void UvServer::onWriteThunk(uv_write_t* req, int status) {
-  Connection* c = static_cast<Connection*>(req->data);
+void UvServer::onWriteThunk(Stream* s, int status, uint64_t) {
+  Connection* c = static_cast<Connection*>(s->data);
   c->server->onWrite(c, status);
 }
 
@@ -582,14 +374,8 @@ void UvServer::onFileReadThunk(uv_fs_t* req) {
   }
   c->fileOffset += static_cast<uint64_t>(n);
   c->fileLeft -= static_cast<uint64_t>(n);
-  if (c->tls != nullptr) {
-    if (!self->tlsSend(c, c->fileBuf, static_cast<size_t>(n), true)) self->closeConnection(c);
-    return;
-  }
   uv_buf_t b = uv_buf_init(c->fileBuf, static_cast<unsigned>(n));
-  if (uv_write(&c->slot->writeReq, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, onWriteThunk) != 0) {
-    self->closeConnection(c);
-  }
+  if (!c->stream.write(&b, 1, onWriteThunk)) self->closeConnection(c);
 }
 
 void UvServer::endFile(Connection* c) {
@@ -617,7 +403,7 @@ void UvServer::onTimer(Connection* c) {
   if (c->closing) return;
   if (c->phase == Phase::Lingering) return closeConnection(c);
   if (c->admitting) {  // its first bytes did not come within kAdmitGraceMs
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
+    c->stream.readStop();
     return decideAdmission(c);
   }
   if (c->heldOff) {  // the Retry-After time is over: read the next request
@@ -626,7 +412,7 @@ void UvServer::onTimer(Connection* c) {
     pump(c);
     return;
   }
-  if (c->tls != nullptr && !c->tls->handshakeDone) {
+  if (!c->stream.established()) {
     ++stats_.tlsFailures;
     logLimited(LogLevel::Info, "tls handshake timeout", "TLS handshake not finished within %u ms: connection closed", settings_.tlsHandshakeTimeoutMs);
     closeConnection(c);
@@ -666,12 +452,7 @@ void UvServer::send408(Connection* c, const char* reason) {
   spec.close = true;
   char text[kMaxAckBytes];
   size_t len = formatAck(spec, text);
-  if (c->tls != nullptr) {
-    (void)tlsSend(c, text, len, false, true);
-  } else {
-    uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(len));
-    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
-  }
+  (void)c->stream.writeNow(text, len);
   if (c->slot != nullptr) {
     // The Exchange did not format this answer: say what was sent.
     c->sent408 = len;
@@ -741,7 +522,7 @@ void UvServer::finishClose(Connection* c) {
   if (c->slot != nullptr) engine_.finish(c->slot->exchange);
   releaseBuffer(c);
   c->pendingCloses = 2;
-  uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), onCloseThunk);
+  c->stream.close(onStreamClosedThunk);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), onCloseThunk);
 }
 
@@ -750,12 +531,34 @@ void UvServer::onCloseThunk(uv_handle_t* h) {
   c->server->onHandleClosed(c);
 }
 
+void UvServer::onStreamClosedThunk(Stream* s) {
+  Connection* c = static_cast<Connection*>(s->data);
+  c->server->onHandleClosed(c);
+}
+
+void UvServer::onStreamEventThunk(Stream* s, Stream::Event event, const char* why) {
+  Connection* c = static_cast<Connection*>(s->data);
+  UvServer* self = c->server;
+  switch (event) {
+    case Stream::Event::Ready:
+      ++self->stats_.tlsHandshakes;
+      logf(LogLevel::Debug, "TLS handshake done: %s", s->detail());
+      self->arm(c, self->settings_.idleTimeoutMs);
+      return;
+    case Stream::Event::HandshakeFailed:
+      ++self->stats_.tlsFailures;
+      if (why != nullptr) logLimited(LogLevel::Info, "tls handshake failed", "TLS handshake failed: %s", why);
+      return self->closeConnection(c);
+    case Stream::Event::Failed:
+      if (!c->closing) self->closeConnection(c);
+      return;
+  }
+}
+
 void UvServer::onHandleClosed(Connection* c) {
   if (--c->pendingCloses > 0) return;
-  // Only now is the slot's uv_write_t surely finished with (a cancelled write calls back first).
+  // Only now are the stream's writes surely finished with (a cancelled write calls back first).
   releaseSlot(c);
-  delete c->tls;  // after every write callback (cancelled ones call back before the close callback)
-  c->tls = nullptr;
   uint32_t idx = c->index;
   bool wasServing = c->serving;
   c->~Connection();
@@ -765,70 +568,6 @@ void UvServer::onHandleClosed(Connection* c) {
   if (wasServing) --serving_;
   if (acceptPaused_) acceptPending();
   if (shuttingDown_) maybeFinishShutdown();
-}
-
-// ---------------------------------------------------------------------------------------------------
-// TLS
-
-void UvServer::onSweepThunk(uv_timer_t* t) {
-  UvServer* self = static_cast<UvServer*>(t->data);
-  self->engine_.sweep();
-  if (self->shuttingDown_) self->maybeFinishShutdown();
-}
-
-void UvServer::onGraceThunk(uv_timer_t* t) {
-  // Ticks every 50 ms during shutdown: aborts what is left once the grace period is over, and
-  // finishes the shutdown as soon as connections, background deletions and the journal are idle.
-  UvServer* self = static_cast<UvServer*>(t->data);
-  if (!self->graceExpired_ && uv_now(self->loop_) - self->shutdownStartMs_ >= self->settings_.shutdownGraceMs) {
-    self->graceExpired_ = true;
-    if (self->stats_.active > 0) {
-      logf(LogLevel::Info, "shutdown: grace period over, aborting %u connection(s)", self->stats_.active);
-    }
-    for (uint32_t i = 0; i < self->connCapacity_; ++i) {
-      Connection* c = &self->conns_[i];
-      if (self->connUsed_[i] && !c->closing) self->closeConnection(c);
-    }
-    // Hand-offs still waiting for the application end as unreachable: their DeliveryBegan is durable,
-    // so the client's retry after the restart posts again with the same transaction id.
-    if (self->notifier_ != nullptr && self->notifier_->active() > 0) {
-      logf(LogLevel::Info, "shutdown: abandoning %u notification(s) in flight", self->notifier_->active());
-      self->notifier_->abortAll();
-    }
-  }
-  self->maybeFinishShutdown();
-}
-
-void UvServer::shutdown() {
-  if (shuttingDown_) return;
-  shuttingDown_ = true;
-  if (listening_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-    listening_ = false;
-  }
-  // Idle connections go now; requests in progress may finish (their connection closes after the
-  // answer) until the grace timer aborts them.
-  for (uint32_t i = 0; i < connCapacity_; ++i) {
-    Connection* c = &conns_[i];
-    if (!connUsed_[i] || c->closing) continue;
-    bool idle = c->phase == Phase::Lingering ||
-                (c->phase == Phase::Parsing && (c->slot == nullptr || !c->slot->parser.started()));
-    if (idle) closeConnection(c);
-  }
-  shutdownStartMs_ = uv_now(loop_);
-  uv_timer_start(&graceTimer_, onGraceThunk, 50, 50);
-  maybeFinishShutdown();
-}
-
-void UvServer::maybeFinishShutdown() {
-  if (handlesClosed_ || stats_.active > 0 || engine_.backgroundBusy()) return;
-  if (journal_ != nullptr && (journal_->busy() || journal_->hasPending())) return;
-  if (notifier_ != nullptr && notifier_->active() > 0) return;
-  handlesClosed_ = true;
-  if (notifier_ != nullptr) notifier_->close();
-  if (scheduler_ != nullptr) scheduler_->close();
-  uv_close(reinterpret_cast<uv_handle_t*>(&sweepTimer_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&graceTimer_), nullptr);
 }
 
 }  // namespace bitsd::platform

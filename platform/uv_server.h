@@ -20,6 +20,7 @@
 #include "core/access_log.h"
 #include "core/settings.h"
 #include "core/upload_engine.h"
+#include "platform/stream.h"
 #include "platform/system.h"
 #include "platform/uv_notifier.h"
 
@@ -27,7 +28,6 @@ namespace bitsd::platform {
 
 struct Connection;
 struct RequestSlot;
-struct TlsWrite;
 class TlsContext;
 class AccessLogWriter;
 
@@ -97,11 +97,14 @@ class UvServer {
   friend struct Connection;
 
   static void onConnectionThunk(uv_stream_t* server, int status);
-  static void onAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void onReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-  static void onWriteThunk(uv_write_t* req, int status);
+  static void onAllocThunk(Stream* s, uv_buf_t* buf);
+  static void onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf);
+  static void onWriteThunk(Stream* s, int status, uint64_t tag);
+  // The stream's handshake and background failures (TLS): counted, logged, closed.
+  static void onStreamEventThunk(Stream* s, Stream::Event event, const char* why);
   static void onTimerThunk(uv_timer_t* t);
   static void onCloseThunk(uv_handle_t* h);
+  static void onStreamClosedThunk(Stream* s);
   static void onSweepThunk(uv_timer_t* t);
   static void onGraceThunk(uv_timer_t* t);
 
@@ -136,7 +139,7 @@ class UvServer {
   void startHead(Connection* c);
   void armHead(Connection* c);
   bool slowHead(const Connection* c, uint64_t now) const;
-  bool headComplete(Connection* c);  // whole head waiting in the socket (plain connections)
+  bool headComplete(Connection* c);  // whole head waiting to be read (socket, or mbedTLS's next record)
   Connection* oldestSlowHead();
   void evictSlowHead(Connection* v);  // 408 and close; its slot goes back to the free list
   void send408(Connection* c);
@@ -150,13 +153,13 @@ class UvServer {
   void refuse(Connection* c);  // 503 (plain) and close, from a reserve slot
   // At the cap: decides on a newcomer that had sent nothing when accepted, once it has (or not).
   void decideAdmission(Connection* c);
-  static void onAdmitReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onAdmitReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf);
   // Lingering close (as nginx's lingering_close): after an answer that closes, shut our side (FIN),
   // free the slot and buffer, and discard what the client still sends for a while before closing,
   // so that a RST cannot destroy the answer. Falls back to closeConnection.
   void lingerClose(Connection* c);
-  static void onLingerAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void onLingerReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onLingerAllocThunk(Stream* s, uv_buf_t* buf);
+  static void onLingerReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf);
   void send408(Connection* c, const char* reason);
   // The request on `c` is over (answered with `status`, or 0: the connection closed first): one
   // access log line, and the error log's line if it was refused. Once per request.
@@ -171,17 +174,6 @@ class UvServer {
   void wakeWaiter(int kind);
   void maybeFinishShutdown();
   static uint64_t sweepPeriod(const Settings& s);
-  // TLS (tls_ set): ciphertext in, plaintext into pool buffers, ciphertext out.
-  static void onTlsAllocThunk(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void onTlsReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-  static void onTlsWriteThunk(uv_write_t* req, int status);
-  void tlsInput(Connection* c);
-  int fetchPlain(Connection* c);
-  // Encrypts `len` bytes and queues the ciphertext; `notify`: onWrite runs when it has been sent.
-  // `now`: best effort, synchronously (uv_try_write), for a last word before closing.
-  bool tlsSend(Connection* c, const char* data, size_t len, bool notify, bool now = false);
-  bool flushCipher(Connection* c, bool notify, bool now = false);
-
   uv_loop_t* loop_;
   Settings settings_;
   UploadEngine& engine_;
@@ -222,7 +214,7 @@ class UvServer {
   uint32_t freeBufferCount_ = 0;
 
   uint32_t slotReserve_ = 0;  // slots only a complete head may take (request-slots / 4)
-  char* peekBuf_ = nullptr;   // max-header-bytes, for headComplete
+  char* peekBuf_ = nullptr;   // max-header-bytes, for Stream::peek (headComplete, the connection cap)
   char* discardBuf_ = nullptr;  // lingering closes read into it and throw the bytes away
 
   // Waiting connections: for a read buffer, for a slot with a complete head, for a slot otherwise.

@@ -16,7 +16,6 @@
 #include "core/log.h"
 #include "core/response.h"
 #include "platform/access_log_writer.h"
-#include "platform/tls.h"
 #include "platform/uv_storage.h"
 
 namespace bitsd::platform {
@@ -52,13 +51,13 @@ void UvServer::acceptPending() {
   connUsed_[idx] = true;
   c->server = this;
   c->index = idx;
-  uv_tcp_init(loop_, &c->tcp);
+  c->stream.init(loop_, tls_);
   uv_timer_init(loop_, &c->timer);
-  c->tcp.data = c;
+  c->stream.data = c;
   c->timer.data = c;
   c->sinceMs = uv_now(loop_);
   ++stats_.active;
-  if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), reinterpret_cast<uv_stream_t*>(c->stream.tcp())) != 0) {
     closeConnection(c);
     return;
   }
@@ -66,7 +65,7 @@ void UvServer::acceptPending() {
   {
     sockaddr_storage ss{};
     int len = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (uv_tcp_getpeername(c->stream.tcp(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
       if (ss.ss_family == AF_INET) {
         c->peer.family = 4;
         std::memcpy(c->peer.bytes, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, 4);
@@ -86,19 +85,19 @@ void UvServer::acceptPending() {
       // slot, reading nothing) before deciding.
       c->admitting = true;
       arm(c, kAdmitGraceMs);
-      uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp),
-                    [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(nullptr, 0); }, onAdmitReadThunk);
+      c->stream.readStart([](Stream*, uv_buf_t* buf) { *buf = uv_buf_init(nullptr, 0); }, onAdmitReadThunk);
       return;
     }
   }
   admit(c);
 }
 
-void UvServer::onAdmitReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+void UvServer::onAdmitReadThunk(Stream* s, ssize_t nread, const uv_buf_t*) {
   // No buffer was given, so nothing was read: UV_ENOBUFS says bytes (or EOF) are there to look at.
+  // (The stream is not started: a TLS one reads nothing here either.)
   Connection* c = static_cast<Connection*>(s->data);
   if (nread == 0) return;
-  uv_read_stop(s);
+  s->readStop();
   c->server->decideAdmission(c);
 }
 
@@ -112,10 +111,10 @@ void UvServer::decideAdmission(Connection* c) {
 
 void UvServer::refuse(Connection* c) {
   // Over the limit: a one-shot 503 from a reserve slot, then close (§7: transient for the client).
-  // Over TLS there is no way to say it before a handshake: just close.
+  // A stream that needs a handshake first (TLS) has no way to say it: just close.
   ++stats_.rejected;
   c->reject = true;
-  if (tls_) {
+  if (!c->stream.established()) {
     logLimited(LogLevel::Warn, "max-connections close", "connection closed: max-connections (%u) reached", settings_.maxConnections);
     closeConnection(c);
     return;
@@ -127,8 +126,7 @@ void UvServer::refuse(Connection* c) {
   spec.close = true;
   spec.retryAfterSeconds = 5;
   char text[kMaxAckBytes];
-  uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
-  (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
+  (void)c->stream.writeNow(text, formatAck(spec, text));
   logLimited(LogLevel::Warn, "max-connections 503", "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
   closeConnection(c);
 }
@@ -136,36 +134,14 @@ void UvServer::refuse(Connection* c) {
 void UvServer::admit(Connection* c) {
   ++serving_;
   c->serving = true;
-  uv_tcp_nodelay(&c->tcp, 1);
-  if (tls_) {
-    c->tls = new (std::nothrow) TlsConn(settings_.tlsBufferBytes);
-    bool ok = c->tls != nullptr && c->tls->in != nullptr &&
-              c->tls->session.setup(
-                  tls_, c,
-                  [](void* io, const unsigned char* buf, size_t len) -> int {
-                    // Collected, and handed to libuv once mbedTLS returns (flushCipher).
-                    static_cast<Connection*>(io)->tls->out.append(reinterpret_cast<const char*>(buf), len);
-                    return static_cast<int>(len);
-                  },
-                  [](void* io, unsigned char* buf, size_t len) -> int {
-                    TlsConn* t = static_cast<Connection*>(io)->tls;
-                    size_t have = t->inLen - t->inPos;
-                    if (have == 0) return TlsSession::kWantRead;
-                    size_t n = have < len ? have : len;
-                    std::memcpy(buf, t->in + t->inPos, n);
-                    t->inPos += n;
-                    if (t->inPos == t->inLen) t->inPos = t->inLen = 0;
-                    return static_cast<int>(n);
-                  });
-    if (!ok) {
-      logf(LogLevel::Warn, "TLS: out of memory for a connection");
-      closeConnection(c);
-      return;
-    }
-    arm(c, settings_.tlsHandshakeTimeoutMs);
-  } else {
-    arm(c, settings_.idleTimeoutMs);
+  uv_tcp_nodelay(c->stream.tcp(), 1);
+  if (!c->stream.start(onStreamEventThunk, settings_.tlsBufferBytes)) {
+    logf(LogLevel::Warn, "TLS: out of memory for a connection");
+    closeConnection(c);
+    return;
   }
+  // A handshake (TLS) first gets tls-handshake-timeout-ms; then the idle timeout (onStreamEvent).
+  arm(c, c->stream.established() ? settings_.idleTimeoutMs : settings_.tlsHandshakeTimeoutMs);
   startReading(c);
 }
 
@@ -184,7 +160,6 @@ bool UvServer::acquireSlot(Connection* c) {
   c->slot->owner = c;
   c->slot->exchange.setHost(c);
   c->slot->exchange.setPeer(c->peer);
-  c->slot->writeReq.data = c;
   c->slot->parser.reset();
   return true;
 }
@@ -300,20 +275,12 @@ void UvServer::evictSlowHead(Connection* v) {
 // against the limit at once (it closes from a reserve slot, as a refused one does).
 
 bool UvServer::newcomerReady(Connection* c, bool* nothingYet) {
-  uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) != 0) return false;
-  ssize_t n = ::recv(fd, peekBuf_, settings_.maxHeaderBytes, MSG_PEEK | MSG_DONTWAIT);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) *nothingYet = true;
-  if (n <= 0) return false;
-  size_t got = static_cast<size_t>(n);
-  if (tls_) {
-    // A TLS record: type, version (2), length (2), then the fragment.
-    if (got < 5) return false;
-    size_t len = (static_cast<size_t>(static_cast<unsigned char>(peekBuf_[3])) << 8) |
-                 static_cast<unsigned char>(peekBuf_[4]);
-    return got >= 5 + len || got >= settings_.maxHeaderBytes;
-  }
-  return got >= settings_.maxHeaderBytes || std::string_view(peekBuf_, got).find("\r\n\r\n") != std::string_view::npos;
+  std::string_view head;
+  Stream::Peek p = c->stream.peek(peekBuf_, settings_.maxHeaderBytes, &head);
+  if (p == Stream::Peek::Nothing) *nothingYet = true;
+  if (p == Stream::Peek::Record) return true;  // a whole TLS record (its first handshake message)
+  if (p != Stream::Peek::Data) return false;
+  return head.size() >= settings_.maxHeaderBytes || head.find("\r\n\r\n") != std::string_view::npos;
 }
 
 bool UvServer::makeRoom(bool ready) {
@@ -334,29 +301,29 @@ bool UvServer::makeRoom(bool ready) {
       continue;
     }
     if (now - o->sinceMs < budget || o->waitingFor == kWaitSlot) continue;  // young, or a whole head waits
-    bool handshake = o->tls != nullptr && !o->tls->handshakeDone;
+    bool handshake = !o->stream.established();
     if (!handshake && o->answered && o->waitingFor < 0) {
       if (idle == nullptr || o->sinceMs < idle->sinceMs) idle = o;
       continue;
     }
     if (!ready || (slow != nullptr && o->sinceMs >= slowSince)) continue;
     size_t n = 0;
-    if (o->tls == nullptr) {
-      uv_os_fd_t fd;
-      if (uv_fileno(reinterpret_cast<uv_handle_t*>(&o->tcp), &fd) != 0) continue;
-      ssize_t got = ::recv(fd, peekBuf_, settings_.maxHeaderBytes, MSG_PEEK | MSG_DONTWAIT);
-      if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK) continue;  // its read reports the error
-      n = got > 0 ? static_cast<size_t>(got) : 0;
-      if (got == 0 || n >= settings_.maxHeaderBytes ||
-          std::string_view(peekBuf_, n).find("\r\n\r\n") != std::string_view::npos) {
-        continue;  // EOF, or a whole head: its read comes next
+    if (!handshake) {
+      std::string_view head;
+      Stream::Peek p = o->stream.peek(peekBuf_, settings_.maxHeaderBytes, &head);
+      if (p == Stream::Peek::End) continue;  // EOF or an error: its read reports it
+      if (p == Stream::Peek::Data) {
+        n = head.size();
+        if (n >= settings_.maxHeaderBytes || head.find("\r\n\r\n") != std::string_view::npos) {
+          continue;  // a whole head: its read comes next
+        }
+        if (settings_.headerMinRate > 0 &&
+            static_cast<uint64_t>(n) * 1000 >= static_cast<uint64_t>(settings_.headerMinRate) * (now - o->sinceMs)) {
+          continue;  // keeps up
+        }
+      } else if (p == Stream::Peek::Partial) {
+        n = 1;  // part of a TLS record: it has sent something
       }
-      if (settings_.headerMinRate > 0 &&
-          static_cast<uint64_t>(n) * 1000 >= static_cast<uint64_t>(settings_.headerMinRate) * (now - o->sinceMs)) {
-        continue;  // keeps up
-      }
-    } else if (!handshake) {
-      n = 1;  // waiting for a slot with a head in mbedTLS: it has sent something
     }
     slow = o;
     slowSince = o->sinceMs;
@@ -380,7 +347,7 @@ bool UvServer::makeRoom(bool ready) {
   }
   ++stats_.timeouts;
   logLimited(LogLevel::Info, "max-connections slow close", "max-connections (%u) reached: closing a connection without a whole %s after %u ms",
-       settings_.maxConnections, slowBytes == 0 && slow->tls != nullptr ? "TLS handshake" : "request head",
+       settings_.maxConnections, !slow->stream.established() ? "TLS handshake" : "request head",
        static_cast<unsigned>(now - slow->sinceMs));
   if (slowBytes == 0) return closeConnection(slow), true;
   send408(slow, "request head too slow at max-connections");
@@ -401,9 +368,9 @@ bool UvServer::makeRoom(bool ready) {
 
 void UvServer::lingerClose(Connection* c) {
   if (c->closing || c->phase == Phase::Lingering) return;
-  uv_os_fd_t fd;
+  // The stream says goodbye (close_notify over TLS), shuts its side and from now on reads raw bytes.
   if (shuttingDown_ || c->reject || c->fileBusy || (c->slot != nullptr && c->slot->exchange.inFlight()) ||
-      uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) != 0 || ::shutdown(fd, SHUT_WR) != 0) {
+      !c->stream.shutdownWrite()) {
     closeConnection(c);
     return;
   }
@@ -415,9 +382,6 @@ void UvServer::lingerClose(Connection* c) {
     releaseSlot(c);
   }
   releaseBuffer(c);
-  // Over TLS the rest is ciphertext, thrown away unread: mbedTLS's state can go now.
-  delete c->tls;
-  c->tls = nullptr;
   c->heldOff = false;
   c->phase = Phase::Lingering;
   c->lingerStartMs = uv_now(loop_);
@@ -426,17 +390,16 @@ void UvServer::lingerClose(Connection* c) {
     c->serving = false;
     --serving_;
   }
-  c->reading = true;
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onLingerAllocThunk, onLingerReadThunk);
+  c->stream.readStart(onLingerAllocThunk, onLingerReadThunk);
   arm(c, kLingerIdleMs);
 }
 
-void UvServer::onLingerAllocThunk(uv_handle_t* h, size_t, uv_buf_t* buf) {
+void UvServer::onLingerAllocThunk(Stream* s, uv_buf_t* buf) {
   // Every byte is thrown away as soon as it is read, so one buffer serves every connection.
-  *buf = uv_buf_init(static_cast<Connection*>(h->data)->server->discardBuf_, kDiscardBytes);
+  *buf = uv_buf_init(static_cast<Connection*>(s->data)->server->discardBuf_, kDiscardBytes);
 }
 
-void UvServer::onLingerReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+void UvServer::onLingerReadThunk(Stream* s, ssize_t nread, const uv_buf_t*) {
   Connection* c = static_cast<Connection*>(s->data);
   UvServer* self = c->server;
   if (nread == 0 || c->closing) return;
@@ -449,15 +412,22 @@ void UvServer::onLingerReadThunk(uv_stream_t* s, ssize_t nread, const uv_buf_t*)
 }
 
 bool UvServer::headComplete(Connection* c) {
-  // Peeks at what the socket holds without taking it: a whole head (or one too big, which gets its
-  // 431 at once), EOF or an error all let the request through at once. Costs one recv per try, and
-  // only when free slots are down to the reserve.
-  uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->tcp), &fd) != 0) return true;
-  ssize_t n = ::recv(fd, peekBuf_, settings_.maxHeaderBytes, MSG_PEEK | MSG_DONTWAIT);
-  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK;
-  if (n == 0 || static_cast<size_t>(n) >= settings_.maxHeaderBytes) return true;
-  return std::string_view(peekBuf_, static_cast<size_t>(n)).find("\r\n\r\n") != std::string_view::npos;
+  // Peeks at what waits without taking it: a whole head (or one too big, which gets its 431 at
+  // once), EOF or an error all let the request through at once. Costs one recv per try (plain), and
+  // only when free slots are down to the reserve. Over TLS it sees the plaintext of the next record
+  // only: a head spread over several records counts as incomplete; an alert as complete.
+  std::string_view head;
+  switch (c->stream.peek(peekBuf_, settings_.maxHeaderBytes, &head)) {
+    case Stream::Peek::End:
+    case Stream::Peek::Record:
+      return true;
+    case Stream::Peek::Nothing:
+    case Stream::Peek::Partial:
+      return false;
+    case Stream::Peek::Data:
+      break;
+  }
+  return head.size() >= settings_.maxHeaderBytes || head.find("\r\n\r\n") != std::string_view::npos;
 }
 
 void UvServer::enqueueWaiter(Connection* c, int kind) {
@@ -494,9 +464,9 @@ void UvServer::wakeWaiter(int kind) {
   Connection* c = waitHead_[kind];
   if (c == nullptr) return;
   removeWaiter(c);
-  if (kind == kWaitBuffer && c->tls == nullptr) {
-    startReading(c);
-  } else {  // (a TLS connection may have plaintext inside mbedTLS already: pump fetches it)
+  if (kind == kWaitBuffer) {
+    startReading(c);  // (over TLS the stream hands over what mbedTLS holds already)
+  } else {
     pump(c);
   }
 }
