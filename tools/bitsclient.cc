@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
     o.url = argv[3];
     first = 4;
   } else if (o.command == "resume" || o.command == "cancel") {
-    readState(argv[2], &o);
+    std::string error;
+    if (!readState(argv[2], &o, &error)) usageError(error);
     first = 3;
   } else {
     usageError("unknown command '" + o.command + "' (upload, resume or cancel)");

@@ -5,7 +5,8 @@
 #                   conffile, man pages, bash completion, a logrotate snippet, maintainer scripts
 #                   that create the bitsd user and group and enable the unit)
 #   procd boards:   a .tar.gz to unpack at / (bitsd, bitsctl, the config, /etc/init.d/bitsd)
-# Everything board-specific comes from board/<board>/board.conf and board.cmake.
+# Everything board-specific comes from board/<board>/board.conf and board.cmake; the templates are
+# in tools/packaging/.
 include("${_board_dir}/board.cmake")
 if(NOT BITSD_BOARD_SERVICE MATCHES "^(systemd|procd)$")
   message(FATAL_ERROR "board/${BITSD_BOARD}/board.cmake: BITSD_BOARD_SERVICE must be systemd or procd")
@@ -45,7 +46,7 @@ set(BITSD_SBIN /usr/sbin)
 string(STRIP "${_board_conf_raw}" _body)
 string(REPLACE "\n" "\n# " BITSD_BOARD_DEFAULTS "# ${_body}")
 string(REPLACE "# \n" "#\n" BITSD_BOARD_DEFAULTS "${BITSD_BOARD_DEFAULTS}")
-set(_svc "${CMAKE_SOURCE_DIR}/board/service")
+set(_svc "${CMAKE_SOURCE_DIR}/tools/packaging")  # service, config and maintainer-script templates
 set(_gen "${CMAKE_BINARY_DIR}/package")
 configure_file("${_svc}/bitsd.conf.in" "${_gen}/bitsd.conf" @ONLY)
 

@@ -30,14 +30,12 @@ std::vector<std::string> lines(const std::string& text) {
 
 // Waits (bounded) until `path` holds at least `n` lines; returns them.
 std::vector<std::string> waitLines(const std::string& path, size_t n, int timeoutMs = 10000) {
-  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
   std::vector<std::string> got;
-  while (std::chrono::steady_clock::now() < until) {
+  waitUntil([&] {
     std::string text;
     if (readFile(path, &text)) got = lines(text);
-    if (got.size() >= n) return got;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+    return got.size() >= n;
+  }, timeoutMs, 50);
   return got;
 }
 
@@ -106,11 +104,7 @@ TEST(AccessLog, TextLinesForEachRequestAndSigusr1Reopens) {
   ASSERT_EQ(::rename(log.c_str(), moved.c_str()), 0);
   ASSERT_EQ(::kill(server.pid(), SIGUSR1), 0);
   // The reopen is logged once done; wait for it, then make a request.
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (server.stderrText().find("access log " + log + " reopened") == std::string::npos &&
-         std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  waitUntil([&] { return server.stderrText().find("access log " + log + " reopened") != std::string::npos; }, 10000, 20);
   ASSERT_NE(server.stderrText().find("reopened"), std::string::npos) << server.stderrText();
   EXPECT_EQ(c.roundTrip(bitsRequest("/g.bin", "Ping")).status, 200);
   std::vector<std::string> fresh = waitLines(log, 1);

@@ -318,6 +318,20 @@ bool fileExists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
+long long fileSize(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<long long>(st.st_size) : -1;
+}
+
+bool waitUntil(const std::function<bool()>& cond, int timeoutMs, int pollMs) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    ::usleep(static_cast<useconds_t>(pollMs) * 1000);
+  }
+  return cond();
+}
+
 std::vector<std::string> listDir(const std::string& path) {
   std::vector<std::string> names;
   DIR* d = ::opendir(path.c_str());

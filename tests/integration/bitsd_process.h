@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -112,7 +113,13 @@ std::string fragmentRequest(const std::string& path, const std::string& id, uint
 std::string randomBytes(size_t n, uint32_t seed);
 bool readFile(const std::string& path, std::string* out);
 bool fileExists(const std::string& path);
+// Size of a file in bytes, or -1 when it cannot be stat'ed.
+long long fileSize(const std::string& path);
 // Names of the entries in a directory (without . and ..).
 std::vector<std::string> listDir(const std::string& path);
+
+// Polls `cond` every `pollMs` until it holds or `timeoutMs` has passed; returns its last value. The
+// way a test waits for something the server does (a file appearing, a log line), instead of a sleep.
+bool waitUntil(const std::function<bool()>& cond, int timeoutMs = 5000, int pollMs = 10);
 
 }  // namespace bitsd::testing

@@ -123,10 +123,7 @@ TEST_F(HandOff, ByValueStreamsTheFileAndTheReplyComesBackWithRanges) {
   EXPECT_EQ(c.roundTrip(bitsRequest("/in.bin?acct=5", "Close-Session", {{"BITS-Session-Id", id}})).status, 200);
   EXPECT_EQ(get(bitsd->port(), "GET", target).status, 404);
   // The file itself goes right after the Ack (removed in the background): wait for it, bounded.
-  for (int i = 0; i < 500 && !listDir(bitsd->state() + "/replies").empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_TRUE(listDir(bitsd->state() + "/replies").empty());
+  EXPECT_TRUE(waitUntil([&] { return listDir(bitsd->state() + "/replies").empty(); }));
   EXPECT_TRUE(listDir(bitsd->state() + "/partial").empty());
 }
 
@@ -318,6 +315,7 @@ TEST_F(HandOff, CrashLoopKeepsAtMostTwoPostsPerIdAndNoneAfterTheAck) {
       case 0: break;                                                        // at once
       case 1: ASSERT_TRUE(app.waitForPosts(app.count() + (before == app.countFor(txid) ? 1 : 0))); break;
       case 2: app.waitForPosts(app.count() + 1, 2000); break;               // just after it answered
+      // Deliberate: the kill lands at a random moment of the hand-off (this sleep is the test).
       default: std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000)); break;
     }
     ASSERT_EQ(bitsd->stop(SIGKILL), 128 + SIGKILL);

@@ -205,7 +205,7 @@ TEST(CrashLoop, TwentyUploadsSurviveRandomSigkills) {
       if (i == killAfter) {
         // Half a request goes out, then bitsd dies.
         j.conn->sendAll(req.substr(0, req.size() / 2));
-        usleep(static_cast<useconds_t>(rng() % 20000));
+        usleep(static_cast<useconds_t>(rng() % 20000));  // deliberate: the kill lands at a random moment
         EXPECT_EQ(server.stop(SIGKILL), 128 + SIGKILL);
         ++kills;
         killed = true;

@@ -197,11 +197,8 @@ TEST_F(Bitsd, ConnectionCutMidFragmentThenResumed) {
   ASSERT_TRUE(again.connect(server.port()));
   EXPECT_EQ(again.roundTrip(bitsRequest("/cut.bin", "Ping")).status, 200);
   Reply r;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    r = again.roundTrip(second);
-    if (r.status != 503) break;  // the old request may be mid-write at this instant: retry
-    usleep(20000);
-  }
+  // The old request may be mid-write at this instant (503): retry until it is not, bounded.
+  waitUntil([&] { return (r = again.roundTrip(second)).status != 503; }, 1000, 20);
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_EQ(r.get("BITS-Received-Content-Range"), std::to_string(body.size()));
   std::string got;
@@ -218,18 +215,16 @@ TEST_F(Bitsd, ANewerRequestTakesOverASessionStalledMidFragment) {
   std::string id = createSession(client, "/stall.bin");
   std::string req = fragmentRequest("/stall.bin", id, 0, body, body.size());
   ASSERT_TRUE(client.sendAll(req.substr(0, req.size() - 50000)));  // stalls, connection left open
-  usleep(100000);
+  // The stall is in place once bitsd has taken some of that body into the session's partial file.
+  ASSERT_TRUE(waitUntil([&] { return fileSize(server.state() + "/partial/" + id + ".part") > 0; }))
+      << server.stderrText();
   Client again;
   ASSERT_TRUE(again.connect(server.port()));
   // Well before the 60 s body timeout would free the session (a 503 is right only while the stalled
   // request is in the middle of a disk write, for milliseconds).
   auto t0 = std::chrono::steady_clock::now();
   Reply r;
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    r = again.roundTrip(req);
-    if (r.status != 503) break;
-    usleep(20000);
-  }
+  waitUntil([&] { return (r = again.roundTrip(req)).status != 503; }, 1000, 20);
   EXPECT_EQ(r.status, 200) << r.raw;
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   EXPECT_EQ(r.get("BITS-Received-Content-Range"), std::to_string(body.size()));

@@ -23,12 +23,7 @@ namespace bitsd::testing {
 namespace {
 
 bool waitForLog(BitsdProcess& p, const std::string& needle, int timeoutMs = 5000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (p.stderrText().find(needle) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
+  return waitUntil([&] { return p.stderrText().find(needle) != std::string::npos; }, timeoutMs);
 }
 
 size_t countOf(const std::string& text, const std::string& needle) {

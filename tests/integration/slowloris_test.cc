@@ -40,10 +40,10 @@ TEST(Slowloris, SlowHeadsPastTheirBudgetGiveTheirSlotsToAReadyRequest) {
   Client slow1, slow2;
   ASSERT_TRUE(slow1.connect(server.port()));
   ASSERT_TRUE(slow1.sendAll(kEndlessHead.substr(0, 10)));
-  usleep(50000);  // slow1 is the older head
+  usleep(50000);  // deliberate: slow1 is the older head (the server orders heads by arrival time)
   ASSERT_TRUE(slow2.connect(server.port()));
   ASSERT_TRUE(slow2.sendAll(kEndlessHead.substr(0, 10)));
-  usleep(300000);  // the scenario: both heads are past their budget when the Ping comes
+  usleep(300000);  // deliberate, the scenario: both heads are past their budget when the Ping comes
   Client ready;
   ASSERT_TRUE(ready.connect(server.port()));
   auto t0 = Steady::now();
@@ -72,7 +72,7 @@ TEST(Slowloris, AHeadAtTheMinimumRateKeepsItsSlot) {
   Client ready;
   ASSERT_TRUE(ready.connect(server.port()));
   ASSERT_TRUE(ready.sendAll(head));
-  usleep(800000);  // four budgets, still above the rate: the slot stays with `steady`
+  usleep(800000);  // deliberate: four budgets pass, still above the rate: the slot stays with `steady`
   ASSERT_TRUE(steady.sendAll(head.substr(60)));
   Reply r;
   ASSERT_TRUE(steady.readResponse(&r, 5000)) << server.stderrText();
@@ -224,10 +224,9 @@ TEST(Slowloris, FiveHundredTricklersDoNotStallAnUpload) {
   attack.start();
   // Let the attack settle in: every trickler connected and started its head, and the first ones
   // past their 2 s budget.
-  auto settle = Steady::now();
-  while (attack.connected() < kTricklers && msSince(settle) < 10000) usleep(20000);
+  waitUntil([&] { return attack.connected() >= kTricklers; }, 10000, 20);
   ASSERT_EQ(attack.connected(), kTricklers) << "the tricklers could not all connect";
-  usleep(2500000);
+  usleep(2500000);  // deliberate: the first tricklers get past their 2 s budget (the scenario)
 
   long bound = std::max(10 * alone, alone + 15000);
   auto t1 = Steady::now();
@@ -254,7 +253,7 @@ TEST(Slowloris, AtTheConnectionCapTheIdleConnectionGoesFirstThenASlowHead) {
   ASSERT_EQ(idle.roundTrip(bitsRequest("/x", "Ping")).status, 200);
   ASSERT_TRUE(slow.connect(server.port()));
   ASSERT_TRUE(slow.sendAll(kEndlessHead.substr(0, 10)));
-  usleep(1200000);  // both past their budget
+  usleep(1200000);  // deliberate: both get past their budget (the scenario)
   Client first;
   ASSERT_TRUE(first.connect(server.port()));
   EXPECT_EQ(first.roundTrip(bitsRequest("/x", "Ping")).status, 200) << server.stderrText();
@@ -307,9 +306,8 @@ TEST(Slowloris, FiveHundredTricklersOnTheRouterBoardsConnectionCap) {
   attack.start();
   // Every trickler is open (accepted, or in the listen backlog) and the first accepted ones are past
   // their budget.
-  auto settle = Steady::now();
-  while (attack.connected() < kTricklers && msSince(settle) < 10000) usleep(20000);
-  usleep(2500000);
+  waitUntil([&] { return attack.connected() >= kTricklers; }, 10000, 20);
+  usleep(2500000);  // deliberate: the first accepted ones get past their budget (the scenario)
 
   long bound = std::max(10 * alone, alone + 15000);
   auto t1 = Steady::now();

@@ -84,14 +84,7 @@ void sendOdd(Client& c, const std::string& path, const std::string& id, const st
   }
 }
 
-bool waitFor(const std::function<bool()>& cond, int timeoutMs) {
-  auto deadline = SteadyClock::now() + std::chrono::milliseconds(timeoutMs);
-  while (SteadyClock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
-}
+bool waitFor(const std::function<bool()>& cond, int timeoutMs) { return waitUntil(cond, timeoutMs, 20); }
 
 RunResult bitsctl(const std::vector<std::string>& args) {
   std::string cmd;

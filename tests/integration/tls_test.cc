@@ -329,11 +329,7 @@ bool copyFile(const std::string& from, const std::string& to) {
 }
 
 bool waitForLog(BitsdProcess& p, const std::string& needle) {
-  for (int i = 0; i < 500; ++i) {
-    if (p.stderrText().find(needle) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
+  return waitUntil([&] { return p.stderrText().find(needle) != std::string::npos; });
 }
 
 TEST_F(Tls, SighupReloadsTheCertificateAndALiveSessionGoesOn) {
@@ -682,7 +678,7 @@ TEST_F(Auth, AWrongPasswordFloodDoesNotStallAnAuthenticatedUpload) {
       while (!stop) {
         TlsClient f(crt());
         if (f.connect(port) != 0) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));  // deliberate: a refused attacker's back-off
           continue;
         }
         f.setTimeoutMs(4000);  // an impatient attacker: gives up and reconnects
@@ -708,7 +704,7 @@ TEST_F(Auth, AWrongPasswordFloodDoesNotStallAnAuthenticatedUpload) {
     for (std::thread& t : flood) t.join();
   };
   auto floodStart = Clock::now();
-  while (sent < kFlooders && secondsSince(floodStart) < 60) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  waitUntil([&] { return sent >= kFlooders; }, 60000);
   if (sent < kFlooders) {
     joinFlood();
     FAIL() << "the flood did not get going: " << sent << " requests sent";
@@ -896,9 +892,9 @@ TEST_F(Tls, SlowHeadsPastTheirBudgetGiveTheirSlotsToAReadyRequest) {
   ASSERT_EQ(slow2.connect(bitsd->port()), 0);
   ASSERT_EQ(ready.connect(bitsd->port()), 0);
   ASSERT_TRUE(slow1.write("BITS_POST /x HTTP/1.1\r\nBITS-Pa"));
-  usleep(50000);  // slow1 is the older head
+  usleep(50000);  // deliberate: slow1 is the older head (the server orders heads by arrival time)
   ASSERT_TRUE(slow2.write("BITS_POST /y HTTP/1.1\r\nBITS-Pa"));
-  usleep(300000);  // the scenario: both heads are past their budget when the Ping comes
+  usleep(300000);  // deliberate, the scenario: both heads are past their budget when the Ping comes
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(ready.roundTrip(bitsRequest("/x", "Ping")).status, 200) << bitsd->stderrText();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));

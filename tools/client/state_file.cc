@@ -4,9 +4,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 
 #include "core/content_range.h"
@@ -14,13 +14,23 @@
 namespace bitsd::client {
 
 bool writeState(const Options& o, const Job& job, std::string* error) {
+  // One value per line: a newline in one (a file name may hold one) would be read back as another key.
+  const std::string hostId = job.usingHostId() ? job.hostId() : std::string();
+  for (const std::string* v : {&o.statePath, &o.file, &o.url, &job.sessionId(), &hostId, &o.replyOut}) {
+    if (v->find('\n') != std::string::npos) {
+      *error = "cannot keep a name with a line break in the state file " + o.statePath;
+      return false;
+    }
+  }
   std::ostringstream s;
   s << "# bitsclient job: bitsclient resume " << o.statePath << "\n"
-    << "version=1\nfile=" << o.file << "\nsize=" << o.fileBytes << "\nurl=" << o.url
+    << "version=1\n";
+  // The headers before the keys every file has, so that a file cut after any line lacks one of them.
+  for (const std::string& h : o.headers) s << "header=" << h << "\n";
+  s << "file=" << o.file << "\nsize=" << o.fileBytes << "\nurl=" << o.url
     << "\nsession=" << job.sessionId() << "\noffset=" << job.offset() << "\nfragment=" << job.fragmentBytes()
     << "\nhost-id=" << (job.usingHostId() ? job.hostId() : std::string()) << "\nfallback=" << job.fallbackSeconds()
     << "\nreply-out=" << o.replyOut << "\n";
-  for (const std::string& h : o.headers) s << "header=" << h << "\n";
   std::string text = s.str();
   std::string tmp = o.statePath + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -38,26 +48,66 @@ bool writeState(const Options& o, const Job& job, std::string* error) {
   return true;
 }
 
-void readState(const std::string& path, Options* o) {
-  std::ifstream in(path);
-  if (!in) usageError("cannot read state file " + path + ": " + std::strerror(errno));
-  std::string line;
-  bool sawVersion = false;
+bool readState(const std::string& path, Options* o, std::string* error) {
+  // Read whole with read(2): an istream would throw on a directory. A state file is a few hundred
+  // bytes; anything past kMaxBytes is something else (e.g. the upload's own file given by mistake).
+  constexpr size_t kMaxBytes = 1024 * 1024;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *error = "cannot read state file " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  std::string text;
+  char buf[4096];
+  ssize_t got = 0;
+  while ((got = ::read(fd, buf, sizeof buf)) > 0 && text.size() <= kMaxBytes) text.append(buf, static_cast<size_t>(got));
+  int readErrno = errno;
+  ::close(fd);
+  if (got < 0) {
+    *error = "cannot read state file " + path + ": " + std::strerror(readErrno);
+    return false;
+  }
+  if (text.size() > kMaxBytes) {
+    *error = path + ": not a bitsclient state file (over " + std::to_string(kMaxBytes) + " bytes)";
+    return false;
+  }
+  // The writer ends every line, and writes every key but header= every time: a file that stops
+  // mid-line or lacks a key was cut short (or is not ours), and its values are not to be trusted
+  // (a URL cut short is another upload's URL).
+  if (!text.empty() && text.back() != '\n') {
+    *error = path + ": ends mid-line (a truncated state file?)";
+    return false;
+  }
+  static constexpr const char* kKeys[] = {"version", "file",     "size",     "url",      "session",
+                                          "offset",  "fragment", "host-id", "fallback", "reply-out"};
+  bool seen[std::size(kKeys)] = {};
+  size_t pos = 0;
   int lineNo = 0;
-  while (std::getline(in, line)) {
+  while (pos < text.size()) {
+    size_t nl = std::min(text.find('\n', pos), text.size());
+    std::string line = text.substr(pos, nl - pos);
+    pos = nl + 1;
     ++lineNo;
+    std::string where = path + ":" + std::to_string(lineNo) + ": ";
     if (line.empty() || line[0] == '#') continue;
     size_t eq = line.find('=');
-    if (eq == std::string::npos) usageError(path + ":" + std::to_string(lineNo) + ": not key=value");
+    if (eq == std::string::npos) {
+      *error = where + "not key=value";
+      return false;
+    }
     std::string k = line.substr(0, eq), v = line.substr(eq + 1);
     uint64_t n = 0;
+    bool badNumber = false;
     auto num = [&]() {
-      if (!bitsd::parseDecimal(v, &n)) usageError(path + ":" + std::to_string(lineNo) + ": bad number for " + k);
+      if (!bitsd::parseDecimal(v, &n)) badNumber = true;
       return n;
     };
+    for (size_t i = 0; i < std::size(kKeys); ++i) seen[i] = seen[i] || k == kKeys[i];
     if (k == "version") {
-      if (v != "1") usageError(path + ": unknown state file version " + v);
-      sawVersion = true;
+      if (v != "1") {
+        *error = path + ": unknown state file version " + v;
+        return false;
+      }
     } else if (k == "file") {
       o->file = v;
     } else if (k == "size") {
@@ -80,11 +130,26 @@ void readState(const std::string& path, Options* o) {
     } else if (k == "header") {
       o->headers.push_back(v);
     } else {
-      usageError(path + ":" + std::to_string(lineNo) + ": unknown key " + k);
+      *error = where + "unknown key " + k;
+      return false;
+    }
+    if (badNumber) {
+      *error = where + "bad number for " + k;
+      return false;
     }
   }
-  if (!sawVersion || o->file.empty() || o->url.empty()) usageError(path + ": not a bitsclient state file");
+  if (!seen[0] || o->file.empty() || o->url.empty()) {
+    *error = path + ": not a bitsclient state file";
+    return false;
+  }
+  for (size_t i = 0; i < std::size(kKeys); ++i) {
+    if (!seen[i]) {
+      *error = path + ": no " + kKeys[i] + "= line (a truncated state file?)";
+      return false;
+    }
+  }
   o->statePath = path;
+  return true;
 }
 
 }  // namespace bitsd::client

@@ -10,8 +10,13 @@
 
 namespace bitsd::client {
 
+// Writes the job's state to o.statePath (o.statePath + ".tmp", fsync, rename). False, with *error a
+// sentence, when it cannot (then the job goes on, but cannot be resumed if bitsclient dies).
 bool writeState(const Options& o, const Job& job, std::string* error);
 
-void readState(const std::string& path, Options* o);
+// Reads a state file into *o (file, size, url, session, offset, fragment, host-id, fallback,
+// reply-out, headers; o->statePath = path). False, with *error a sentence naming the file (and the
+// line), for a file that cannot be read, is not ours, is of another version, or was cut short.
+bool readState(const std::string& path, Options* o, std::string* error);
 
 }  // namespace bitsd::client
