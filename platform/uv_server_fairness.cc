@@ -120,14 +120,8 @@ void UvServer::refuse(Connection* c) {
     closeConnection(c);
     return;
   }
-  AckSpec spec;
-  spec.status = 503;
-  spec.hasError = true;
-  spec.errorCode = hresult::kNoSystemResources;
-  spec.close = true;
-  spec.retryAfterSeconds = 5;
   char text[kMaxAckBytes];
-  uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatAck(spec, text)));
+  uv_buf_t b = uv_buf_init(text, static_cast<unsigned>(formatServerBusy(text)));
   (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
   logLimited(LogLevel::Warn, "max-connections 503", "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
   closeConnection(c);

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/response.h"
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +52,11 @@ Parsed parse(const std::string& text, size_t chunk, bool eof = false, size_t max
     }
     pos += at;
     out.consumed = pos;
+    if (e == ResponseEvent::NeedMore && at < read.size()) {
+      ADD_FAILURE() << "NeedMore left " << read.size() - at << " bytes of the read unparsed";
+      out.error = true;
+      return out;
+    }
     if (e == ResponseEvent::MessageComplete) {
       out.complete = true;
       return out;
@@ -257,6 +264,45 @@ TEST(ResponseParser, GarbageIsAnErrorNotACrash) {
   EXPECT_EQ(p.execute("HTTP/1.1 200 OK\r\n\r\n", 19, &used), ResponseEvent::Error);
   EXPECT_EQ(used, 0u);
   EXPECT_EQ(p.finish(), ResponseEvent::Error);
+}
+
+// The server's own answers (core/response.h), read back by the wire layer's parser.
+std::string field(const Parsed& p, const std::string& name) {
+  for (const auto& [n, v] : p.fields) {
+    if (n == name) return v;
+  }
+  return "(absent)";
+}
+
+TEST(ServerAnswers, RequestTimeoutIs408WithAnErrorAndClose) {
+  char out[kMaxAckBytes];
+  size_t n = formatRequestTimeout(out);
+  Parsed p = parse(std::string(out, n), kAllAtOnce);
+  ASSERT_TRUE(p.complete);
+  EXPECT_EQ(p.consumed, n);
+  EXPECT_EQ(p.head.status, 408);
+  EXPECT_EQ(field(p, "BITS-Packet-Type"), "Ack");
+  EXPECT_EQ(field(p, "Content-Length"), "0");
+  EXPECT_EQ(field(p, "BITS-Error-Code"), "0x80070057");
+  EXPECT_EQ(field(p, "BITS-Error-Context"), "0x5");
+  EXPECT_EQ(field(p, "Connection"), "close");
+  EXPECT_EQ(field(p, "Retry-After"), "(absent)");
+  EXPECT_EQ(std::string(out, n).rfind("HTTP/1.1 408 Request Timeout\r\n", 0), 0u);
+}
+
+TEST(ServerAnswers, ServerBusyIs503WithRetryAfterAndClose) {
+  char out[kMaxAckBytes];
+  size_t n = formatServerBusy(out);
+  Parsed p = parse(std::string(out, n), kAllAtOnce);
+  ASSERT_TRUE(p.complete);
+  EXPECT_EQ(p.head.status, 503);
+  EXPECT_EQ(field(p, "BITS-Packet-Type"), "Ack");
+  EXPECT_EQ(field(p, "Content-Length"), "0");
+  EXPECT_EQ(field(p, "BITS-Error-Code"), "0x800705AA");
+  EXPECT_EQ(field(p, "Retry-After"), "5");
+  EXPECT_EQ(field(p, "Connection"), "close");
+  n = formatServerBusy(out, 30);
+  EXPECT_EQ(field(parse(std::string(out, n), kAllAtOnce), "Retry-After"), "30");
 }
 
 }  // namespace
