@@ -31,8 +31,9 @@ PathError resolveUploadPath(std::string_view target, size_t maxPathBytes, char* 
   if (target.size() > 8 && (equalsIgnoreCase(target.substr(0, 7), "http://") ||
                             equalsIgnoreCase(target.substr(0, 8), "https://"))) {
     size_t schemeEnd = target.find("://") + 3;
-    size_t slash = target.find('/', schemeEnd);
-    if (slash == std::string_view::npos) return PathError::Directory;
+    // The authority ends at the first '/', '?' or '#' (RFC 3986 3.2): "http://h?/a" has no path.
+    size_t slash = target.find_first_of("/?#", schemeEnd);
+    if (slash == std::string_view::npos || target[slash] != '/') return PathError::Directory;
     target.remove_prefix(slash);
   }
   if (target.empty() || target[0] != '/') return PathError::Malformed;

@@ -1,3 +1,6 @@
+// The request-target to upload-path mapping (core/url_path.*), the first line of the path defences
+// (platform/beneath.* is the second): percent-decoding exactly once, dot and empty segments,
+// everything that could leave the upload root or name a directory, and the length limits.
 #include "core/url_path.h"
 
 #include <gtest/gtest.h>
@@ -66,12 +69,46 @@ INSTANTIATE_TEST_SUITE_P(
                       std::make_pair("/", PathError::Directory),
                       std::make_pair("/dir/", PathError::Directory),
                       std::make_pair("/dir/.", PathError::Directory),
-                      std::make_pair("http://host", PathError::Directory)));
+                      std::make_pair("http://host", PathError::Directory),
+                      // Added when the test first ran in ctest (issue 16):
+                      std::make_pair("/.%2e/x", PathError::Traversal),
+                      std::make_pair("/%2E%2E", PathError::Traversal),
+                      std::make_pair("http://host/../x", PathError::Traversal),
+                      std::make_pair("/a/b/../../../c", PathError::Traversal),
+                      std::make_pair("/a\tb", PathError::Malformed),
+                      std::make_pair("/a\x7f" "b", PathError::Malformed),
+                      std::make_pair("/a%7Fb", PathError::Malformed),
+                      std::make_pair("/a#b", PathError::Malformed),
+                      std::make_pair("/a%2", PathError::Malformed),
+                      std::make_pair("/?x=1", PathError::Directory),
+                      // The authority ends at '?' or '#' too: no path there, whatever follows.
+                      std::make_pair("http://host?/a", PathError::Directory),
+                      std::make_pair("http://host?x=/../a", PathError::Directory),
+                      std::make_pair("http://host#/a", PathError::Directory)));
+
+TEST(UrlPath, DecodesOnceSoDoubleEncodedDotsStayNames) {
+  EXPECT_EQ(resolve("/%252e%252e/x").path, "%2e%2e/x");
+  EXPECT_EQ(resolve("/%2e/x").path, "x");
+  EXPECT_EQ(resolve("/...").path, "...");
+  EXPECT_EQ(resolve("/..a/b..").path, "..a/b..");
+}
+
+TEST(UrlPath, TheQueryNeverReachesThePath) {
+  Resolved r = resolve("/a?../../etc/passwd");
+  EXPECT_EQ(r.error, PathError::None);
+  EXPECT_EQ(r.path, "a");
+  EXPECT_EQ(r.query, "../../etc/passwd");
+  EXPECT_EQ(resolve("/a%3Fb").path, "a?b");  // an encoded '?' is part of the name
+}
 
 TEST(UrlPath, LengthLimits) {
   EXPECT_EQ(resolve("/" + std::string(100, 'a'), 100).error, PathError::None);
   EXPECT_EQ(resolve("/" + std::string(101, 'a'), 100).error, PathError::TooLong);
   EXPECT_EQ(resolve("/" + std::string(256, 'a'), 1024).error, PathError::TooLong);  // segment > 255
+  EXPECT_EQ(resolve("/" + std::string(255, 'a'), 1024).error, PathError::None);
+  EXPECT_EQ(resolve("/" + std::string(256, 'a') + "/b", 1024).error, PathError::TooLong);  // not only the last
+  EXPECT_EQ(resolve("/abc/defg", 8).error, PathError::None);  // "abc/defg": exactly 8
+  EXPECT_EQ(resolve("/abc/defgh", 8).error, PathError::TooLong);
   std::string deep;
   for (int i = 0; i < 300; ++i) deep += "/abcd";
   EXPECT_EQ(resolve(deep, 1024).error, PathError::TooLong);

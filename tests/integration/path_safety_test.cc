@@ -2,20 +2,18 @@
 // swaps a directory for a symlink between Create-Session and the final fragment
 // (`mv root/d root/d.old; ln -s /elsewhere root/d`). The real bitsd must refuse the commit with a
 // BITS error, write nothing outside the root, keep the upload's data for a retry, and keep serving.
-// Also the directory-opening helper itself (platform/beneath.h), in both of its modes.
+// The directory-opening helper itself (platform/beneath.h) is tested in tests/platform/beneath_test.cc.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <functional>
 #include <map>
 
-#include "platform/beneath.h"
 #include "tests/integration/bitsd_process.h"
 
 namespace bitsd::testing {
@@ -272,59 +270,6 @@ TEST(PathSafety, InsideALocationsDirectory) {
   EXPECT_TRUE(listDir(outside.path()).empty());
   EXPECT_TRUE(listDir(reports + "/d.old").empty());
 }
-
-// The helper itself, in both modes (openat2 where the kernel has it, and the component walk that
-// kernels without it use).
-class Beneath : public ::testing::TestWithParam<platform::BeneathMode> {};
-
-TEST_P(Beneath, OpensOnlyRealDirectoriesBelowTheBase) {
-  using platform::openDirBeneath;
-  TempDir t;
-  char real[PATH_MAX];
-  ASSERT_NE(::realpath(t.path().c_str(), real), nullptr);
-  const std::string base = std::string(real) + "/base";
-  ASSERT_TRUE(makeDir(base));
-  ASSERT_TRUE(makeDir(base + "/a"));
-  ASSERT_TRUE(makeDir(base + "/a/b"));
-  ASSERT_TRUE(symlinkTo(base + "/a", base + "/inside"));  // even a symlink that stays inside
-  ASSERT_TRUE(symlinkTo("/tmp", base + "/a/out"));
-  std::FILE* f = std::fopen((base + "/file").c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fclose(f);
-  ASSERT_TRUE(symlinkTo(base, std::string(real) + "/baselink"));
-  const auto mode = GetParam();
-
-  int fd = openDirBeneath(base.c_str(), "a/b", mode);
-  ASSERT_GE(fd, 0) << std::strerror(-fd);
-  struct stat viaFd, viaPath;
-  ASSERT_EQ(::fstat(fd, &viaFd), 0);
-  ASSERT_EQ(::stat((base + "/a/b").c_str(), &viaPath), 0);
-  EXPECT_EQ(viaFd.st_ino, viaPath.st_ino);
-  EXPECT_EQ(::fsync(fd), 0) << "the commit fsyncs this descriptor";
-  ::close(fd);
-  fd = openDirBeneath(base.c_str(), "", mode);
-  ASSERT_GE(fd, 0);
-  ::close(fd);
-  fd = openDirBeneath(base.c_str(), std::string_view(), mode);  // a destination right in the base
-  ASSERT_GE(fd, 0);
-  ::close(fd);
-
-  EXPECT_EQ(openDirBeneath(base.c_str(), "inside", mode), -ELOOP);
-  EXPECT_EQ(openDirBeneath(base.c_str(), "inside/b", mode), -ELOOP);
-  EXPECT_EQ(openDirBeneath(base.c_str(), "a/out", mode), -ELOOP);
-  EXPECT_EQ(openDirBeneath((std::string(real) + "/baselink").c_str(), "a", mode), -ELOOP);
-  EXPECT_EQ(openDirBeneath(base.c_str(), "missing/b", mode), -ENOENT);
-  EXPECT_EQ(openDirBeneath(base.c_str(), "file", mode), -ENOTDIR);
-  EXPECT_EQ(openDirBeneath(base.c_str(), "file/b", mode), -ENOTDIR);
-  EXPECT_EQ(openDirBeneath(base.c_str(), "a/../a", mode), -EINVAL);
-  EXPECT_EQ(openDirBeneath(base.c_str(), "a//b", mode), -EINVAL);
-  EXPECT_EQ(openDirBeneath(base.c_str(), "./a", mode), -EINVAL);
-}
-
-INSTANTIATE_TEST_SUITE_P(Modes, Beneath, ::testing::Values(platform::BeneathMode::Auto, platform::BeneathMode::Walk),
-                         [](const ::testing::TestParamInfo<platform::BeneathMode>& i) {
-                           return i.param == platform::BeneathMode::Auto ? "Auto" : "Walk";
-                         });
 
 }  // namespace
 }  // namespace bitsd::testing

@@ -1,0 +1,713 @@
+// bitsclient's driver (driver.h): connections, TLS, requests and their bodies, the answers.
+#include "tools/client/driver.h"
+
+#include <fcntl.h>
+#include <mbedtls/error.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "core/content_range.h"
+#include "core/notify.h"
+#include "core/protocol.h"
+
+namespace bitsd::client {
+
+namespace H = bitsd::header;  // header names, shared with the server
+
+namespace {
+
+constexpr const char* kUserAgent = "Microsoft BITS/7.8";  // Windows 10/11 (§9)
+
+std::string human(double bytes) { return client::humanBytes(bytes); }
+
+}  // namespace
+
+// A connection's TLS client state (https): mbedTLS over the libuv stream, as in the server.
+struct ConnTls {
+  mbedtls_ssl_context ssl;
+  std::string in;   // ciphertext from the socket not yet taken by mbedTLS
+  size_t inPos = 0;
+  std::string out;  // ciphertext mbedTLS produced, not yet written
+  bool handshakeDone = false;
+  ConnTls() { mbedtls_ssl_init(&ssl); }
+  ~ConnTls() { mbedtls_ssl_free(&ssl); }
+};
+
+struct Conn {
+  uv_tcp_t tcp;
+  std::unique_ptr<ConnTls> tls;
+  uv_getaddrinfo_t gai;
+  uv_connect_t connect;
+  Driver* d = nullptr;
+  std::string key;
+  bool open = false;   // connected and usable
+  bool closing = false;
+  bool tcpInit = false;
+  char readBuf[64 * 1024];
+};
+
+void onClose(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
+
+void Driver::closeConn() {
+  Conn* c = conn_;
+  conn_ = nullptr;
+  if (c == nullptr) return;
+  c->d = nullptr;  // stale callbacks see this and stop
+  c->open = false;
+  if (c->tcpInit && !c->closing) {
+    c->closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), onClose);
+  } else if (!c->tcpInit) {
+    // Still resolving: the getaddrinfo callback frees it.
+  }
+}
+
+void Driver::onSignal(uv_signal_t* s, int) {
+  Driver* d = static_cast<Driver*>(s->data);
+  d->progress_.finish();
+  std::fprintf(stderr, "bitsclient: interrupted at byte %llu; carry on with: bitsclient resume %s\n",
+               static_cast<unsigned long long>(d->job_.offset()), d->o_.statePath.c_str());
+  std::exit(130);
+}
+
+void Driver::onResize(uv_signal_t* s, int) {
+  Driver* d = static_cast<Driver*>(s->data);
+  uv_update_time(d->loop_);
+  d->progress_.resized(d->job_, uv_now(d->loop_));
+}
+
+void Driver::onTick(uv_timer_t* t) {
+  Driver* d = static_cast<Driver*>(t->data);
+  d->progress_.tick(d->job_, uv_now(d->loop_));
+}
+
+void Driver::finish(int code) {
+  if (finished_) return;
+  finished_ = true;
+  exitCode_ = code;
+  closeConn();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timeout_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&wait_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&pause_), nullptr);
+  if (interactive_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+  }
+  if (ticking_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&sigwinch_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+  }
+  if (onFinish_) onFinish_(*this);
+}
+
+void drainEvents(Driver* d) {
+  bool save = false;
+  for (const Event& e : d->job_.takeEvents()) {
+    d->progress_.event(e, d->job_, uv_now(d->loop_));
+    if (d->stats_ != nullptr) {
+      BenchStats& st = *d->stats_;
+      st.retries += e.type == Event::Type::Retry;
+      st.restarts += e.type == Event::Type::Restart;
+      st.resyncs += e.type == Event::Type::Resync;
+      st.shrinks += e.type == Event::Type::Shrunk;
+      st.fallbacks += e.type == Event::Type::Fallback;
+    }
+    save = save || e.type == Event::Type::SessionCreated || e.type == Event::Type::Acked ||
+           e.type == Event::Type::Resync || e.type == Event::Type::Restart || e.type == Event::Type::HostId ||
+           e.type == Event::Type::Fallback || e.type == Event::Type::Shrunk;
+  }
+  if (save && !d->o_.statePath.empty()) {
+    std::string err;
+    if (!writeState(d->o_, d->job_, &err)) {
+      std::fprintf(stderr, "bitsclient: %s (the job cannot be resumed if bitsclient dies)\n", err.c_str());
+      d->o_.statePath.clear();
+    }
+  }
+}
+
+void onWait(uv_timer_t* t) { static_cast<Driver*>(t->data)->step(); }
+
+void Driver::step() {
+  if (finished_) return;
+  uv_update_time(loop_);
+  Request r;
+  uint64_t until = 0;
+  Job::Next n = job_.next(uv_now(loop_), &r, &until);
+  drainEvents(this);
+  switch (n) {
+    case Job::Next::Send: return send(r);
+    case Job::Next::Wait:
+      uv_timer_start(&wait_, onWait, until - uv_now(loop_), 0);
+      return;
+    case Job::Next::Done:
+      progress_.finish();
+      if (!o_.json && !o_.quiet) {
+        double secs = progress_.seconds();
+        std::fprintf(stderr, "bitsclient: %s %llu bytes to %s in %.2f s (%s/s)%s%s\n",
+                     o_.command == "cancel" ? "cancelled the job of" : "uploaded",
+                     static_cast<unsigned long long>(job_.totalBytes()), o_.url.c_str(), secs,
+                     human(secs > 0 ? static_cast<double>(job_.totalBytes()) / secs : 0).c_str(),
+                     o_.replyOut.empty() ? "" : "; reply in ", o_.replyOut.c_str());
+      }
+      if (!o_.statePath.empty()) ::unlink(o_.statePath.c_str());
+      return finish(client::kExitOk);
+    case Job::Next::Failed: {
+      progress_.finish();
+      // A job with a session can be resumed or cancelled later; one refused before it had a
+      // session has nothing to keep.
+      bool keep = !o_.statePath.empty() && (!job_.sessionId().empty() || job_.exitCode() == client::kExitRetries);
+      if (!keep && !o_.statePath.empty()) ::unlink(o_.statePath.c_str());
+      if (interactive_) {
+        std::fprintf(stderr, "bitsclient: %s%s%s\n", job_.failure().c_str(), keep ? "; the job is kept in " : "",
+                     keep ? o_.statePath.c_str() : "");
+      }
+      return finish(job_.exitCode());
+    }
+  }
+}
+
+void onTimeout(uv_timer_t* t) {
+  Driver* d = static_cast<Driver*>(t->data);
+  d->fail("no answer within " + std::to_string(d->o_.timeoutMs) + " ms");
+}
+
+// A transport failure of the request in flight: close the connection, status 0 to the job.
+void Driver::fail(const std::string& why) {
+  if (!inFlight_) return;
+  Response r;
+  r.transportError = why;
+  closeConn();
+  complete(r);
+}
+
+void Driver::complete(Response r) {
+  inFlight_ = false;
+  uv_timer_stop(&timeout_);
+  uv_timer_stop(&pause_);
+  paused_ = false;
+  if (stats_ != nullptr && cur_.kind == Kind::Fragment && r.status == 200) {
+    stats_->fragmentMs.push_back(static_cast<double>(uv_hrtime() - sentAt_) / 1e6);
+  }
+  if (r.status == 0 || closeAfter_ || !bodyDone_) closeConn();
+  uv_update_time(loop_);
+  job_.onResponse(r, uv_now(loop_));
+  step();
+}
+
+void onResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+  Conn* c = static_cast<Conn*>(req->data);
+  Driver* d = c->d;
+  if (d == nullptr) {  // abandoned while resolving
+    if (res != nullptr) uv_freeaddrinfo(res);
+    delete c;
+    return;
+  }
+  if (status < 0 || res == nullptr) {
+    d->conn_ = nullptr;
+    delete c;
+    if (res != nullptr) uv_freeaddrinfo(res);
+    return d->fail(std::string("cannot resolve the host: ") + uv_strerror(status));
+  }
+  uv_tcp_init(d->loop_, &c->tcp);
+  c->tcp.data = c;
+  c->tcpInit = true;
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->connect.data = c;
+  int rc = uv_tcp_connect(&c->connect, &c->tcp, res->ai_addr, [](uv_connect_t* cr, int st) {
+    Conn* cc = static_cast<Conn*>(cr->data);
+    if (cc->d != nullptr) cc->d->connected(cc, st);
+  });
+  uv_freeaddrinfo(res);
+  if (rc < 0) d->fail(std::string("cannot connect: ") + uv_strerror(rc));
+}
+
+void Driver::send(const Request& r) {
+  cur_ = r;
+  resp_ = Response();
+  replyBody_ = 0;
+  sentAt_ = uv_hrtime();
+  cutAt_ = 0;
+  chaosRolled_ = false;
+  inFlight_ = true;
+  answered_ = false;
+  closeAfter_ = false;
+  bodyDone_ = r.kind != Kind::Fragment;
+  // Where it goes: the reply URL, the host-id host, or the upload URL.
+  std::string url = (r.kind == Kind::ReplyHead || r.kind == Kind::ReplyGet) ? job_.replyUrl() : o_.url;
+  bitsd::HttpUrl u;
+  std::string urlStorage;
+  if (!parseUrl(url, &u, &useTls_, &urlStorage)) {
+    inFlight_ = false;
+    progress_.finish();
+    std::fprintf(stderr, "bitsclient: cannot use URL '%s' (only http(s)://host[:port]/path)\n", url.c_str());
+    return finish(client::kExitUsage);
+  }
+  host_ = std::string(u.host);
+  port_ = u.port;
+  target_ = u.pathAndQuery.front() == '?' ? "/" + std::string(u.pathAndQuery) : std::string(u.pathAndQuery);
+  if (r.toHostId && !job_.hostId().empty()) {
+    // BITS-Host-Id: a host name or address, optionally with :port; it replaces the URL's host.
+    std::string h = job_.hostId();
+    size_t colon = h.rfind(':');
+    if (!h.empty() && h.front() == '[') {
+      size_t close = h.find(']');
+      host_ = h.substr(1, close == std::string::npos ? std::string::npos : close - 1);
+      if (close != std::string::npos && close + 1 < h.size() && h[close + 1] == ':') {
+        port_ = static_cast<uint16_t>(std::atoi(h.c_str() + close + 2));
+      }
+    } else if (colon != std::string::npos && h.find(':') == colon) {
+      host_ = h.substr(0, colon);
+      port_ = static_cast<uint16_t>(std::atoi(h.c_str() + colon + 1));
+    } else {
+      host_ = h;
+    }
+  }
+  hostHeader_ = host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_;
+  if (port_ != (useTls_ ? 443 : 80)) hostHeader_ += ":" + std::to_string(port_);
+  uv_timer_start(&timeout_, onTimeout, o_.timeoutMs, 0);
+  std::string key = std::string(useTls_ ? "s|" : "|") + host_ + "|" + std::to_string(port_);
+  if (conn_ != nullptr && conn_->open && conn_->key == key) return startRequest();
+  closeConn();
+  Conn* c = new Conn();
+  c->d = this;
+  c->key = key;
+  c->gai.data = c;
+  conn_ = c;
+  addrinfo hints;
+  std::memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(loop_, &c->gai, onResolved, host_.c_str(), std::to_string(port_).c_str(), &hints);
+  if (rc < 0) {
+    conn_ = nullptr;
+    delete c;
+    fail(std::string("cannot resolve the host: ") + uv_strerror(rc));
+  }
+}
+
+void onAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  Conn* c = static_cast<Conn*>(h->data);
+  *buf = uv_buf_init(c->readBuf, sizeof c->readBuf);
+}
+
+void onRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  Conn* c = static_cast<Conn*>(s->data);
+  if (c->d == nullptr) return;
+  c->d->readData(c, n, buf);
+}
+
+void Driver::connected(Conn* c, int status) {
+  if (c != conn_) return;
+  if (status < 0) return fail(std::string("cannot connect to ") + host_ + ":" + std::to_string(port_) + ": " +
+                              uv_strerror(status));
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&c->tcp), onAlloc, onRead);
+  if (useTls_) {
+    c->tls = std::make_unique<ConnTls>();
+    if (!tlsReady_ && !setupTls()) return;
+    if (mbedtls_ssl_setup(&c->tls->ssl, &tlsConf_) != 0 || mbedtls_ssl_set_hostname(&c->tls->ssl, host_.c_str()) != 0) {
+      return fail("TLS setup failed");
+    }
+    mbedtls_ssl_set_bio(
+        &c->tls->ssl, c,
+        [](void* ctx, const unsigned char* b, size_t len) -> int {
+          static_cast<Conn*>(ctx)->tls->out.append(reinterpret_cast<const char*>(b), len);
+          return static_cast<int>(len);
+        },
+        [](void* ctx, unsigned char* b, size_t len) -> int {
+          ConnTls* t = static_cast<Conn*>(ctx)->tls.get();
+          size_t have = t->in.size() - t->inPos;
+          if (have == 0) return MBEDTLS_ERR_SSL_WANT_READ;
+          size_t n = std::min(have, len);
+          std::memcpy(b, t->in.data() + t->inPos, n);
+          t->inPos += n;
+          if (t->inPos == t->in.size()) {
+            t->in.clear();
+            t->inPos = 0;
+          }
+          return static_cast<int>(n);
+        },
+        nullptr);
+    return handshake(c);
+  }
+  c->open = true;
+  startRequest();
+}
+
+bool Driver::setupTls() {
+  mbedtls_ssl_config_init(&tlsConf_);
+  mbedtls_x509_crt_init(&tlsCa_);
+  mbedtls_ctr_drbg_init(&tlsDrbg_);
+  mbedtls_entropy_init(&tlsEntropy_);
+  tlsReady_ = true;
+  int rc = mbedtls_ctr_drbg_seed(&tlsDrbg_, mbedtls_entropy_func, &tlsEntropy_, nullptr, 0);
+  if (rc == 0) {
+    rc = mbedtls_ssl_config_defaults(&tlsConf_, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                     MBEDTLS_SSL_PRESET_DEFAULT);
+  }
+  if (rc != 0) {
+    fatal(client::kExitLocal, "TLS setup failed");
+    return false;
+  }
+  mbedtls_ssl_conf_rng(&tlsConf_, mbedtls_ctr_drbg_random, &tlsDrbg_);
+  if (o_.tlsSuite != 0) {
+    tlsSuites_[0] = o_.tlsSuite;
+    mbedtls_ssl_conf_ciphersuites(&tlsConf_, tlsSuites_);
+  }
+  if (o_.insecure) {
+    mbedtls_ssl_conf_authmode(&tlsConf_, MBEDTLS_SSL_VERIFY_NONE);
+  } else {
+    std::string ca = o_.cacert.empty() ? "/etc/ssl/certs/ca-certificates.crt" : o_.cacert;
+    rc = mbedtls_x509_crt_parse_file(&tlsCa_, ca.c_str());
+    if (rc < 0 || tlsCa_.version == 0) {
+      fatal(client::kExitUsage, "cannot read the CA certificate(s) in " + ca + " (--cacert FILE, or --insecure)");
+      return false;
+    }
+    mbedtls_ssl_conf_ca_chain(&tlsConf_, &tlsCa_, nullptr);
+    mbedtls_ssl_conf_authmode(&tlsConf_, MBEDTLS_SSL_VERIFY_REQUIRED);
+  }
+  return true;
+}
+
+void Driver::fatal(int code, const std::string& why) {
+  inFlight_ = false;
+  progress_.finish();
+  std::fprintf(stderr, "bitsclient: %s\n", why.c_str());
+  finish(code);
+}
+
+// Runs the TLS handshake as ciphertext arrives; sends the request once it is done.
+void Driver::handshake(Conn* c) {
+  int rc = mbedtls_ssl_handshake(&c->tls->ssl);
+  flushTls(c);
+  if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
+  if (rc != 0) {
+    uint32_t flags = mbedtls_ssl_get_verify_result(&c->tls->ssl);
+    if (flags != 0 && flags != static_cast<uint32_t>(-1)) {
+      char why[256];
+      mbedtls_x509_crt_verify_info(why, sizeof why, "", flags);
+      std::string w(why);
+      while (!w.empty() && w.back() == '\n') w.pop_back();
+      for (size_t i = 0; (i = w.find('\n', i)) != std::string::npos;) w.replace(i, 1, "; ");
+      return fatal(client::kExitFatal, "the server's certificate is not trusted (" + w + "); --cacert FILE or --insecure");
+    }
+    char text[160];
+    mbedtls_strerror(rc, text, sizeof text);
+    return fail(std::string("TLS handshake failed: ") + text);
+  }
+  c->tls->handshakeDone = true;
+  c->open = true;
+  startRequest();
+}
+
+void Driver::flushTls(Conn* c) {
+  if (c->tls->out.empty()) return;
+  WriteReq* w = new WriteReq();
+  w->c = c;
+  w->gen = UINT64_MAX;  // handshake output: no request waits for it
+  w->bytes.swap(c->tls->out);
+  queueRaw(w, w->bytes.data(), w->bytes.size());
+}
+
+void Driver::startRequest() {
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+  field_.clear();
+  value_.clear();
+  const char* method = cur_.kind == Kind::ReplyHead ? "HEAD" : cur_.kind == Kind::ReplyGet ? "GET" : "BITS_POST";
+  head_ = std::string(method) + " " + target_ + " HTTP/1.1\r\n";
+  auto add = [&](const std::string& n, const std::string& v) { head_ += n + ": " + v + "\r\n"; };
+  add(std::string(H::kHost), hostHeader_);
+  add("User-Agent", kUserAgent);
+  add("Accept", "*/*");
+  add("Connection", "Keep-Alive");
+  uint64_t bodyBytes = 0;
+  switch (cur_.kind) {
+    case Kind::Ping: add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::Ping)); break;
+    case Kind::CreateSession:
+      add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::CreateSession));
+      add(std::string(H::kSupportedProtocols), std::string(bitsd::kUploadProtocolGuid));
+      break;
+    case Kind::Fragment: {
+      add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::Fragment));
+      add(std::string(H::kSessionId), job_.sessionId());
+      std::string name = o_.file.substr(o_.file.find_last_of('/') + 1);
+      add(std::string(H::kContentName), name);
+      bodyBytes = cur_.end - cur_.begin;
+      if (job_.totalBytes() == 0) {
+        add(std::string(H::kContentRange), "bytes */0");
+      } else {
+        add(std::string(H::kContentRange), "bytes " + std::to_string(cur_.begin) + "-" + std::to_string(cur_.end - 1) + "/" +
+                                 std::to_string(job_.totalBytes()));
+      }
+      break;
+    }
+    case Kind::CloseSession:
+      add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::CloseSession));
+      add(std::string(H::kSessionId), job_.sessionId());
+      break;
+    case Kind::CancelSession:
+      add(std::string(H::kPacketType), bitsd::packetTypeName(bitsd::PacketType::CancelSession));
+      add(std::string(H::kSessionId), job_.sessionId());
+      break;
+    case Kind::ReplyHead: add("Accept-Encoding", "identity"); break;
+    case Kind::ReplyGet:
+      add("Accept-Encoding", "identity");
+      add("Range", "bytes=" + std::to_string(cur_.begin) + "-" + std::to_string(cur_.end - 1));
+      break;
+  }
+  if (!authorization_.empty()) add("Authorization", authorization_);
+  if (cur_.kind != Kind::ReplyHead && cur_.kind != Kind::ReplyGet) {
+    for (const std::string& h : o_.headers) head_ += h + "\r\n";
+    add(std::string(H::kContentLength), std::to_string(bodyBytes));
+  }
+  head_ += "\r\n";
+  bodyNext_ = cur_.begin;
+  ++gen_;
+  // The head owns its bytes: the answer can arrive, and the next request start on this connection,
+  // before libuv has called back for this write.
+  WriteReq* w = new WriteReq();
+  w->c = conn_;
+  w->gen = gen_;
+  w->bytes = head_;
+  queueWrite(w, w->bytes.data(), w->bytes.size());
+}
+
+void onWriteDone(uv_write_t* req, int status) {
+  WriteReq* w = static_cast<WriteReq*>(req->data);
+  Conn* c = w->c;
+  uint64_t gen = w->gen;
+  delete w;
+  // Only the write of the request in flight moves it on; a late callback of an earlier request's
+  // write (answered already) or of a closed connection is ignored.
+  if (c->d != nullptr && c->d->gen_ == gen) c->d->bodyWritten(c, status);
+}
+
+void Driver::queueWrite(WriteReq* w, char* data, size_t len) {
+  if (w->c->tls) {
+    // Encrypt into the write's own buffer; the plaintext may be reused at once.
+    ConnTls* t = w->c->tls.get();
+    size_t done = 0;
+    while (done < len) {
+      int rc = mbedtls_ssl_write(&t->ssl, reinterpret_cast<const unsigned char*>(data + done), len - done);
+      if (rc <= 0) {
+        delete w;
+        return fail("TLS write failed");
+      }
+      done += static_cast<size_t>(rc);
+    }
+    w->bytes.swap(t->out);
+    t->out.clear();
+    return queueRaw(w, w->bytes.data(), w->bytes.size());
+  }
+  queueRaw(w, data, len);
+}
+
+void Driver::queueRaw(WriteReq* w, char* data, size_t len) {
+  w->req.data = w;
+  uv_buf_t b = uv_buf_init(data, static_cast<unsigned>(len));
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&w->c->tcp), &b, 1, onWriteDone);
+  if (rc < 0) {
+    delete w;
+    fail(std::string("cannot send: ") + uv_strerror(rc));
+  }
+}
+
+// After the head, and after each body chunk: the next chunk of the fragment, read from the file.
+void Driver::bodyWritten(Conn* c, int status) {
+  if (c != conn_ || !inFlight_) return;
+  if (status < 0) {
+    if (answered_) return;  // the server answered before taking the whole body
+    return fail(std::string("connection lost while sending: ") + uv_strerror(status));
+  }
+  if (cur_.kind != Kind::Fragment || answered_ || paused_) return;
+  if (bodyNext_ >= cur_.end) {
+    bodyDone_ = true;
+    return;
+  }
+  if (chaos_ != nullptr && cur_.end - cur_.begin >= 2) {
+    if (bodyNext_ == cur_.begin && !chaosRolled_) {
+      chaosRolled_ = true;
+      // A broken link: this fragment's connection is cut halfway through its body.
+      if (chaos_->cuts < chaos_->maxCuts && chaos_->roll(chaos_->cutChance)) {
+        ++chaos_->cuts;
+        cutAt_ = cur_.begin + (cur_.end - cur_.begin) / 2;
+      }
+      // A slow client: it stops after the head for a while.
+      if (chaos_->pauses < chaos_->maxPauses && chaos_->roll(chaos_->pauseChance)) {
+        ++chaos_->pauses;
+        paused_ = true;
+        uv_timer_start(&pause_, [](uv_timer_t* t) {
+          Driver* d = static_cast<Driver*>(t->data);
+          d->paused_ = false;
+          if (d->conn_ != nullptr && d->inFlight_) d->bodyWritten(d->conn_, 0);
+        }, chaos_->pauseMs, 0);
+        return;
+      }
+    }
+    if (cutAt_ != 0 && bodyNext_ >= cutAt_) return fail("connection cut mid-fragment (chaos)");
+  }
+  uint64_t stop = cutAt_ != 0 ? cutAt_ : cur_.end;
+  size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_.size(), stop - bodyNext_));
+  ssize_t got = ::pread(fileFd_, chunk_.data(), n, static_cast<off_t>(bodyNext_));
+  if (got <= 0) {
+    progress_.finish();
+    std::fprintf(stderr, "bitsclient: reading %s at byte %llu failed: %s\n", o_.file.c_str(),
+                 static_cast<unsigned long long>(bodyNext_), got < 0 ? std::strerror(errno) : "the file is shorter");
+    return finish(client::kExitLocal);
+  }
+  bodyNext_ += static_cast<uint64_t>(got);
+  // One body write at a time per request, from chunk_; a request answered before its body was sent
+  // closes its connection (complete()), so the buffer is never reused under a live write.
+  WriteReq* w = new WriteReq();
+  w->c = c;
+  w->gen = gen_;
+  queueWrite(w, chunk_.data(), static_cast<size_t>(got));
+}
+
+void Driver::readData(Conn* c, ssize_t n, const uv_buf_t* buf) {
+  if (c != conn_) return;
+  if (n == 0) return;
+  if (n < 0) {
+    if (inFlight_) return fail(n == UV_EOF ? "the server closed the connection" : uv_strerror(static_cast<int>(n)));
+    closeConn();  // an idle keep-alive connection went away: reconnect next time
+    return;
+  }
+  if (c->tls) {
+    c->tls->in.append(buf->base, static_cast<size_t>(n));
+    if (!c->tls->handshakeDone) return handshake(c);
+    // Decrypt what there is and parse it; mbedTLS may hold more than one record.
+    while (conn_ == c && inFlight_) {
+      int rc = mbedtls_ssl_read(&c->tls->ssl, reinterpret_cast<unsigned char*>(plain_.data()), plain_.size());
+      if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) return;
+      if (rc <= 0) return fail(rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY ? "the server closed the connection"
+                                                                                 : "TLS read failed");
+      if (!parsePlain(plain_.data(), static_cast<size_t>(rc))) return;
+    }
+    return;
+  }
+  if (!inFlight_) {
+    closeConn();  // bytes nobody asked for
+    return;
+  }
+  parsePlain(buf->base, static_cast<size_t>(n));
+}
+
+// Feeds answer bytes to llhttp; false once the request is over (answered or failed).
+bool Driver::parsePlain(const char* data, size_t len) {
+  llhttp_errno_t e = llhttp_execute(&parser_, data, len);
+  if (e == HPE_PAUSED) {  // message complete (we pause there)
+    Response r = resp_;
+    complete(r);
+    return false;
+  }
+  if (e != HPE_OK) {
+    fail(std::string("the server's answer is not valid HTTP: ") + llhttp_errno_name(e));
+    return false;
+  }
+  return true;
+}
+
+void Driver::header() {
+  if (field_.empty()) return;
+  std::string v(bitsd::trimOws(value_));
+  auto is = [&](std::string_view n) { return bitsd::equalsIgnoreCase(field_, n); };
+  uint64_t num = 0;
+  if (is(H::kSessionId)) {
+    resp_.sessionId = v;
+  } else if (is(H::kReceivedContentRange)) {
+    resp_.hasReceived = bitsd::parseDecimal(v, &resp_.received);
+  } else if (is(H::kErrorCode)) {
+    char* end = nullptr;
+    unsigned long code = std::strtoul(v.c_str(), &end, 16);
+    resp_.hasErrorCode = end != v.c_str() && *end == '\0';
+    resp_.errorCode = static_cast<uint32_t>(code);
+  } else if (is(H::kErrorContext)) {
+    resp_.errorContext = static_cast<uint32_t>(std::strtoul(v.c_str(), nullptr, 16));
+  } else if (is(H::kReplyUrl)) {
+    resp_.replyUrl = v;
+  } else if (is(H::kHostId)) {
+    resp_.hostId = v;
+  } else if (is(H::kHostIdFallbackTimeout)) {
+    resp_.hasFallback = bitsd::parseDecimal(v, &resp_.fallbackSeconds);
+  } else if (is("Retry-After")) {
+    if (bitsd::parseDecimal(v, &num)) resp_.retryAfterSeconds = num;
+  } else if (is(H::kContentLength)) {
+    resp_.hasContentLength = bitsd::parseDecimal(v, &resp_.contentLength);
+  } else if (is(H::kContentRange)) {
+    // bytes a-b/total
+    bitsd::ByteRange br;
+    if (bitsd::parseContentRange(v, &br)) {
+      resp_.hasContentRange = true;
+      resp_.rangeBegin = br.begin;
+      resp_.rangeEnd = br.end;
+      resp_.rangeTotal = br.total;
+    }
+  } else if (is("Connection")) {
+    if (bitsd::equalsIgnoreCase(v, "close")) closeAfter_ = true;
+  }
+  field_.clear();
+  value_.clear();
+}
+
+int Driver::onHeaderField(llhttp_t* p, const char* at, size_t len) {
+  Driver* d = static_cast<Driver*>(p->data);
+  if (!d->value_.empty() || d->field_.size() + len > 8192) d->header();
+  if (d->field_.size() + len > 8192) return -1;
+  d->field_.append(at, len);
+  return 0;
+}
+
+int Driver::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
+  Driver* d = static_cast<Driver*>(p->data);
+  if (d->value_.size() + len > 8192) return -1;
+  d->value_.append(at, len);
+  return 0;
+}
+
+int Driver::onHeadersComplete(llhttp_t* p) {
+  Driver* d = static_cast<Driver*>(p->data);
+  d->header();
+  d->resp_.status = p->status_code;
+  d->answered_ = true;
+  // A HEAD answer has no body whatever its Content-Length says.
+  return d->cur_.kind == Kind::ReplyHead ? 1 : 0;
+}
+
+int Driver::onBody(llhttp_t* p, const char* at, size_t len) {
+  Driver* d = static_cast<Driver*>(p->data);
+  if (d->cur_.kind != Kind::ReplyGet || d->resp_.status != 206 || !d->resp_.hasContentRange) return 0;
+  if (d->replyFd_ < 0) {
+    d->replyFd_ = ::open(d->o_.replyOut.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (d->replyFd_ < 0) {
+      std::fprintf(stderr, "bitsclient: cannot write the reply to %s: %s\n", d->o_.replyOut.c_str(), std::strerror(errno));
+      d->finish(client::kExitLocal);
+      return -1;
+    }
+  }
+  uint64_t at0 = d->resp_.rangeBegin + d->replyBody_;
+  if (::pwrite(d->replyFd_, at, len, static_cast<off_t>(at0)) != static_cast<ssize_t>(len)) {
+    std::fprintf(stderr, "bitsclient: writing the reply to %s failed: %s\n", d->o_.replyOut.c_str(), std::strerror(errno));
+    d->finish(client::kExitLocal);
+    return -1;
+  }
+  d->replyBody_ += len;
+  return 0;
+}
+
+int Driver::onMessageComplete(llhttp_t* p) {
+  Driver* d = static_cast<Driver*>(p->data);
+  if (d->cur_.kind == Kind::ReplyGet) {
+    if (d->replyBody_ != d->resp_.rangeEnd - d->resp_.rangeBegin) d->resp_.hasContentRange = false;
+    if (d->replyFd_ >= 0) {
+      ::fsync(d->replyFd_);
+    }
+  }
+  return HPE_PAUSED;
+}
+
+}  // namespace bitsd::client

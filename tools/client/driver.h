@@ -1,0 +1,205 @@
+// bitsclient's driver: runs one upload job (tools/client/job.h, no I/O) on a libuv loop. One
+// keep-alive connection (plain TCP, or mbedTLS over it for https), one request in flight, llhttp
+// parsing the answers, the fragment bodies read from the file, the reply downloaded into a file, the
+// state file rewritten after each event that moves the job. `bitsclient bench` runs many drivers on
+// one loop, each with the faults (Chaos) and figures (BenchStats) below.
+#pragma once
+
+#include <llhttp.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+#include <signal.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tools/client/job.h"
+#include "tools/client/options.h"
+#include "tools/client/progress.h"
+#include "tools/client/state_file.h"
+
+namespace bitsd::client {
+
+constexpr size_t kChunkBytes = 256 * 1024;
+
+// Faults a bench injects into its own requests (bounded by count).
+struct Chaos {
+  double cutChance = 0;    // per fragment: close the connection after part of the body
+  double pauseChance = 0;  // per fragment: stop sending for pauseMs after the head (a slow client)
+  uint64_t pauseMs = 0;
+  uint32_t maxCuts = 0, maxPauses = 0;
+  uint32_t cuts = 0, pauses = 0;
+  std::mt19937_64 rng{1};
+  bool roll(double chance) { return chance > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < chance; }
+};
+
+// What a bench measures across its jobs.
+struct BenchStats {
+  std::vector<double> fragmentMs;  // request sent -> Ack, for Fragments answered 200
+  uint64_t retries = 0, restarts = 0, resyncs = 0, shrinks = 0, fallbacks = 0;
+};
+
+struct Conn;
+
+// One uv_write: its request, the connection, the request generation it belongs to, and (for heads)
+// its own copy of the bytes.
+struct WriteReq {
+  uv_write_t req;
+  Conn* c = nullptr;
+  uint64_t gen = 0;
+  std::string bytes;
+};
+
+class Driver {
+ public:
+  // `interactive`: a user's job (signals, progress, state file). A bench job has none of these and
+  // reports through `onFinish`.
+  Driver(uv_loop_t* loop, Options& o, Job& job, int fileFd, bool interactive = true)
+      : loop_(loop), o_(o), job_(job), progress_(o), fileFd_(fileFd), chunk_(kChunkBytes), interactive_(interactive) {
+    uv_timer_init(loop_, &timeout_);
+    uv_timer_init(loop_, &wait_);
+    uv_timer_init(loop_, &pause_);
+    timeout_.data = wait_.data = pause_.data = this;
+    if (interactive_) {
+      uv_signal_init(loop_, &sigint_);
+      uv_signal_init(loop_, &sigterm_);
+      sigint_.data = sigterm_.data = this;
+      uv_signal_start(&sigint_, onSignal, SIGINT);
+      uv_signal_start(&sigterm_, onSignal, SIGTERM);
+    }
+    if (interactive_ && progress_.bar()) {
+      // The line follows the terminal's width, and counts a retry's wait down once a second.
+      uv_signal_init(loop_, &sigwinch_);
+      uv_timer_init(loop_, &tick_);
+      sigwinch_.data = tick_.data = this;
+      uv_signal_start(&sigwinch_, onResize, SIGWINCH);
+      uv_timer_start(&tick_, onTick, 250, 250);
+      uv_unref(reinterpret_cast<uv_handle_t*>(&tick_));
+      uv_unref(reinterpret_cast<uv_handle_t*>(&sigwinch_));
+      ticking_ = true;
+    }
+    if (!o_.user.empty()) {
+      unsigned char b64[1024];
+      size_t n = 0;
+      if (mbedtls_base64_encode(b64, sizeof b64, &n, reinterpret_cast<const unsigned char*>(o_.user.data()),
+                                o_.user.size()) == 0) {
+        authorization_ = "Basic " + std::string(reinterpret_cast<char*>(b64), n);
+      }
+    }
+    llhttp_settings_init(&settings_);
+    settings_.on_header_field = onHeaderField;
+    settings_.on_header_value = onHeaderValue;
+    settings_.on_headers_complete = onHeadersComplete;
+    settings_.on_body = onBody;
+    settings_.on_message_complete = onMessageComplete;
+  }
+
+  ~Driver() {
+    if (tlsReady_) {
+      mbedtls_ssl_config_free(&tlsConf_);
+      mbedtls_x509_crt_free(&tlsCa_);
+      mbedtls_ctr_drbg_free(&tlsDrbg_);
+      mbedtls_entropy_free(&tlsEntropy_);
+    }
+  }
+  void start() { step(); }
+  int run() {
+    if (!o_.statePath.empty()) {  // from the start, so even a job killed before its session resumes
+      std::string err;
+      if (!writeState(o_, job_, &err)) {
+        std::fprintf(stderr, "bitsclient: %s (the job cannot be resumed if bitsclient dies)\n", err.c_str());
+        o_.statePath.clear();
+      }
+    }
+    step();
+    uv_run(loop_, UV_RUN_DEFAULT);
+    return exitCode_;
+  }
+
+  // Public for the C callbacks below.
+  void step();
+  void send(const Request& r);
+  void connected(Conn* c, int status);
+  void startRequest();
+  void sendBody();
+  void bodyWritten(Conn* c, int status);
+  void queueWrite(WriteReq* w, char* data, size_t len);
+  void queueRaw(WriteReq* w, char* data, size_t len);
+  bool parsePlain(const char* data, size_t len);
+  bool setupTls();
+  void handshake(Conn* c);
+  void flushTls(Conn* c);
+  void fatal(int code, const std::string& why);
+  void readData(Conn* c, ssize_t n, const uv_buf_t* buf);
+  void complete(Response r);
+  void fail(const std::string& why);
+  void finish(int code);
+  void closeConn();
+  void header();
+
+  static void onSignal(uv_signal_t* s, int signum);
+  static void onResize(uv_signal_t* s, int signum);
+  static void onTick(uv_timer_t* t);
+  static int onHeaderField(llhttp_t* p, const char* at, size_t len);
+  static int onHeaderValue(llhttp_t* p, const char* at, size_t len);
+  static int onHeadersComplete(llhttp_t* p);
+  static int onBody(llhttp_t* p, const char* at, size_t len);
+  static int onMessageComplete(llhttp_t* p);
+
+  uv_loop_t* loop_;
+  Options& o_;
+  Job& job_;
+  Progress progress_;
+  int fileFd_;
+  int replyFd_ = -1;
+  std::vector<char> chunk_;
+  uv_timer_t timeout_, wait_, pause_;
+  uv_signal_t sigint_, sigterm_, sigwinch_;
+  uv_timer_t tick_;
+  bool interactive_;
+  bool ticking_ = false;  // sigwinch_ and tick_ are in use (a progress bar on a terminal)
+  Chaos* chaos_ = nullptr;
+  BenchStats* stats_ = nullptr;
+  std::function<void(Driver&)> onFinish_;
+  uint64_t sentAt_ = 0;  // uv_hrtime() when the request in flight was started
+  uint64_t gen_ = 0;     // bumped for every request written
+  bool useTls_ = false;  // the request in flight goes over https
+  bool tlsReady_ = false;
+  mbedtls_ssl_config tlsConf_;
+  mbedtls_x509_crt tlsCa_;
+  mbedtls_ctr_drbg_context tlsDrbg_;
+  mbedtls_entropy_context tlsEntropy_;
+  std::vector<char> plain_ = std::vector<char>(16 * 1024 + 64);
+  std::string authorization_;  // "Basic ..." when -u was given
+  int tlsSuites_[2] = {0, 0};
+  bool paused_ = false;
+  bool chaosRolled_ = false;
+  uint64_t cutAt_ = 0;  // chaos: the body offset where this fragment's connection is cut (0: none)
+  llhttp_t parser_;
+  llhttp_settings_t settings_;
+  Conn* conn_ = nullptr;
+  Request cur_;
+  Response resp_;
+  std::string field_, value_;
+  std::string head_;
+  std::string host_, hostHeader_, target_;
+  uint16_t port_ = 80;
+  uint64_t bodyNext_ = 0;
+  uint64_t replyBody_ = 0;  // body bytes of the reply GET in flight
+  bool inFlight_ = false;
+  bool answered_ = false;
+  bool bodyDone_ = false;
+  bool closeAfter_ = false;
+  bool finished_ = false;
+  int exitCode_ = 0;
+};
+
+}  // namespace bitsd::client
