@@ -104,6 +104,9 @@ Http1Action ResponseParser::onHeaderValue(const char* at, size_t len) {
 
 Http1Action ResponseParser::onHeaderValueComplete() {
   headerTaken_ = true;
+  // llhttp lets a line with an empty name (": value") through; it names nothing, so it is skipped
+  // (found by fuzz_response).
+  if (nameLen_ == 0) return Http1Action::Continue;
   pending_ = ResponseEvent::Header;
   return Http1Action::Pause;
 }

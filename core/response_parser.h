@@ -2,8 +2,8 @@
 // peers it calls (the notified application today; bitsclient, the etcd client and the forwarder), all
 // of it untrusted input. Pull-style like RequestParser: feed bytes, get one event at a time.
 //
-// Each header is handed over on its own (a Header event), so the parser keeps only the header being
-// read: a buffer of `maxHeadBytes`, made on first use. The whole head (status line, headers, CRLFs)
+// Each header is handed over on its own (a Header event; a line with an empty name is skipped), so
+// the parser keeps only the header being read: a buffer of `maxHeadBytes`, made on first use. The whole head (status line, headers, CRLFs)
 // is bounded by `maxHeadBytes`; beyond it the response is an Error. Bodies are delimited by
 // Content-Length, by chunked coding or by the close of the connection (finish()); a Body event views
 // the caller's input, never a copy.

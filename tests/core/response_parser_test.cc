@@ -113,6 +113,15 @@ TEST(ResponseParser, OtherStatusesAndEmptyValues) {
   EXPECT_EQ(out.fields[0].second, "");
 }
 
+// Found by fuzz_response: llhttp passes a header line with an empty name; it is not reported.
+TEST(ResponseParser, AHeaderLineWithAnEmptyNameIsSkipped) {
+  Parsed out = parse("HTTP/1.1 200 OK\r\n: y\r\nX: 1\r\nContent-Length: 0\r\n\r\n", kAllAtOnce);
+  ASSERT_TRUE(out.complete);
+  ASSERT_EQ(out.fields.size(), 2u);
+  EXPECT_EQ(out.fields[0].first, "X");
+  EXPECT_EQ(out.fields[0].second, "1");
+}
+
 TEST(ResponseParser, ContentLengthBody) {
   std::string r = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world";
   for (size_t chunk : {kAllAtOnce, size_t{1}, size_t{5}}) {
