@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/content_range.h"
+#include "core/protocol.h"
 
 namespace bitsd {
 
@@ -22,6 +23,18 @@ const char* notifyOutcomeName(NotifyOutcome o) {
     case NotifyOutcome::Busy: return "all notification slots busy";
   }
   return "?";
+}
+
+bool takeNotifyHeader(std::string_view name, std::string_view value, NotifyResult* r) {
+  if (equalsIgnoreCase(name, "BITS-Static-Response-URL")) {
+    value = trimOws(value);
+    if (value.empty() || value.size() > NotifyResult::kMaxUrlBytes) return false;
+    std::memcpy(r->staticUrl, value.data(), value.size());
+    r->staticUrlLen = value.size();
+  } else if (equalsIgnoreCase(name, "BITS-Copy-File-To-Destination")) {
+    r->copyToDestination = true;
+  }
+  return true;
 }
 
 bool isTransientStatus(int status) {

@@ -81,6 +81,11 @@ class Notifier {
   virtual void post(NotifyOp& op, const NotifyRequest& req) = 0;
 };
 
+// One header of the application's answer (§5.4): BITS-Static-Response-URL and
+// BITS-Copy-File-To-Destination go into `r`; every other header is ignored. False when a header bitsd
+// uses is unusable (an empty or over-long static URL): the answer is then Malformed.
+bool takeNotifyHeader(std::string_view name, std::string_view value, NotifyResult* r);
+
 // HTTP status classes for application answers (§5.5): transient ones make the client retry the final
 // fragment later (and bitsd posts again then); fatal ones end the delivery.
 bool isTransientStatus(int status);

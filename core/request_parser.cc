@@ -22,8 +22,6 @@ bool isTokenChar(char c) {
          c == '\'' || c == '*' || c == '+' || c == '^' || c == '`' || c == '|' || c == '~';
 }
 
-RequestParser* self(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
-
 }  // namespace
 
 RequestParser::RequestParser(size_t maxHeaderBytes, std::string_view transactionHeader)
@@ -37,8 +35,7 @@ RequestParser::RequestParser(size_t maxHeaderBytes, std::string_view transaction
 }
 
 void RequestParser::reset() {
-  llhttp_init(&llhttp_, HTTP_REQUEST, settingsTable());
-  llhttp_.data = this;
+  http_.reset();
   headerBytes_ = 0;
   started_ = false;
   scanningMethod_ = true;
@@ -106,14 +103,14 @@ ParseEvent RequestParser::execute(const char* data, size_t len, size_t* consumed
     ParseEvent e = feedLlhttp(fed.data(), fed.size(), &ignored);
     if (e == ParseEvent::Error) {
       *consumed = used;
-      if (llhttp_get_errno(&llhttp_) == HPE_INVALID_METHOD) return fail(405, "method not allowed");
+      if (http_.error() == Http1Error::InvalidMethod) return fail(405, "method not allowed");
       return e;
     }
   }
   size_t n = 0;
   ParseEvent e = feedLlhttp(data + used, len - used, &n);
   used += n;
-  if (e == ParseEvent::NeedMore && used == len && headersDone_ && llhttp_.content_length == 0) {
+  if (e == ParseEvent::NeedMore && used == len && headersDone_ && http_.contentLength() == 0) {
     // The body (if any) is complete but llhttp emits on_message_complete only when it runs again;
     // run it on no input so the caller does not wait for bytes that will never come.
     size_t none = 0;
@@ -126,21 +123,16 @@ ParseEvent RequestParser::execute(const char* data, size_t len, size_t* consumed
 ParseEvent RequestParser::feedLlhttp(const char* data, size_t len, size_t* consumed) {
   pending_ = ParseEvent::NeedMore;
   const bool headersWereDone = headersDone_;
-  llhttp_errno_t err = llhttp_execute(&llhttp_, data, len);
-  size_t used = len;
-  if (err == HPE_PAUSED) {
-    used = static_cast<size_t>(llhttp_get_error_pos(&llhttp_) - data);
-    llhttp_resume(&llhttp_);
-  } else if (err != HPE_OK) {
-    used = static_cast<size_t>(llhttp_get_error_pos(&llhttp_) - data);
+  size_t used = 0;
+  if (http_.execute(data, len, &used) == Http1Parser::Result::Error) {
     *consumed = used;
     if (errorStatus_ != 0) return ParseEvent::Error;  // set by a callback
-    switch (err) {
-      case HPE_INVALID_METHOD: return fail(405, "method not allowed");
-      case HPE_INVALID_VERSION: return fail(505, "HTTP version not supported");
-      case HPE_INVALID_CONTENT_LENGTH:
-      case HPE_UNEXPECTED_CONTENT_LENGTH: return fail(400, "bad Content-Length");
-      default: return fail(400, llhttp_errno_name(err));
+    switch (http_.error()) {
+      case Http1Error::InvalidMethod: return fail(405, "method not allowed");
+      case Http1Error::InvalidVersion: return fail(505, "HTTP version not supported");
+      case Http1Error::InvalidContentLength:
+      case Http1Error::UnexpectedContentLength: return fail(400, "bad Content-Length");
+      default: return fail(400, http_.errorName());
     }
   }
   if (!headersWereDone) {
@@ -154,131 +146,105 @@ ParseEvent RequestParser::feedLlhttp(const char* data, size_t len, size_t* consu
   return pending_;
 }
 
-int RequestParser::onUrlThunk(llhttp_t* p, const char* at, size_t len) {
-  RequestParser* s = self(p);
-  if (!s->inUrl_) {
-    s->inUrl_ = true;
-    s->urlStart_ = s->arenaLen_;
+Http1Action RequestParser::onUrl(const char* at, size_t len) {
+  if (!inUrl_) {
+    inUrl_ = true;
+    urlStart_ = arenaLen_;
   }
-  if (s->arenaLen_ - s->urlStart_ + len > kMaxValueBytes || !s->appendArena(at, len)) {
-    s->fail(414, "request URL too long");
-    return -1;
+  if (arenaLen_ - urlStart_ + len > kMaxValueBytes || !appendArena(at, len)) {
+    fail(414, "request URL too long");
+    return Http1Action::Fail;
   }
-  s->head_.target = std::string_view(s->arena_ + s->urlStart_, s->arenaLen_ - s->urlStart_);
-  return 0;
+  head_.target = std::string_view(arena_ + urlStart_, arenaLen_ - urlStart_);
+  return Http1Action::Continue;
 }
 
-int RequestParser::onHeaderFieldThunk(llhttp_t* p, const char* at, size_t len) {
-  RequestParser* s = self(p);
-  if (s->fieldLen_ + len > sizeof s->field_) {
-    s->fieldTooLong_ = true;
+Http1Action RequestParser::onHeaderField(const char* at, size_t len) {
+  if (fieldLen_ + len > sizeof field_) {
+    fieldTooLong_ = true;
   } else {
-    std::memcpy(s->field_ + s->fieldLen_, at, len);
-    s->fieldLen_ += len;
+    std::memcpy(field_ + fieldLen_, at, len);
+    fieldLen_ += len;
   }
-  return 0;
+  return Http1Action::Continue;
 }
 
-int RequestParser::onHeaderFieldCompleteThunk(llhttp_t* p) {
-  RequestParser* s = self(p);
-  s->currentHeader_ = -1;
-  if (!s->fieldTooLong_) {
-    std::string_view name(s->field_, s->fieldLen_);
+Http1Action RequestParser::onHeaderFieldComplete() {
+  currentHeader_ = -1;
+  if (!fieldTooLong_) {
+    std::string_view name(field_, fieldLen_);
     for (size_t i = 0; i < std::size(kHeaderNames); ++i) {
       std::string_view want = i == static_cast<size_t>(HeaderId::TransactionId)
-                                  ? std::string_view(s->txHeader_, s->txHeaderLen_)
+                                  ? std::string_view(txHeader_, txHeaderLen_)
                                   : kHeaderNames[i];
       if (equalsIgnoreCase(name, want)) {
-        s->currentHeader_ = static_cast<int>(i);
-        if (s->head_.present[i]) s->head_.duplicateHeader = true;
+        currentHeader_ = static_cast<int>(i);
+        if (head_.present[i]) head_.duplicateHeader = true;
         break;
       }
     }
   }
-  s->fieldLen_ = 0;
-  s->fieldTooLong_ = false;
-  s->valueStart_ = s->arenaLen_;
-  return 0;
+  fieldLen_ = 0;
+  fieldTooLong_ = false;
+  valueStart_ = arenaLen_;
+  return Http1Action::Continue;
 }
 
-int RequestParser::onHeaderValueThunk(llhttp_t* p, const char* at, size_t len) {
-  RequestParser* s = self(p);
-  if (s->currentHeader_ < 0) return 0;
-  if (s->arenaLen_ - s->valueStart_ + len > kMaxValueBytes) {
-    s->head_.oversizedValue = true;
-    return 0;
+Http1Action RequestParser::onHeaderValue(const char* at, size_t len) {
+  if (currentHeader_ < 0) return Http1Action::Continue;
+  if (arenaLen_ - valueStart_ + len > kMaxValueBytes) {
+    head_.oversizedValue = true;
+    return Http1Action::Continue;
   }
-  if (!s->appendArena(at, len)) {
-    s->fail(431, "request header too large");
-    return -1;
+  if (!appendArena(at, len)) {
+    fail(431, "request header too large");
+    return Http1Action::Fail;
   }
-  return 0;
+  return Http1Action::Continue;
 }
 
-int RequestParser::onHeaderValueCompleteThunk(llhttp_t* p) {
-  RequestParser* s = self(p);
-  if (s->currentHeader_ >= 0) {
-    size_t i = static_cast<size_t>(s->currentHeader_);
-    s->head_.present[i] = true;
-    s->head_.values[i] =
-        trimOws(std::string_view(s->arena_ + s->valueStart_, s->arenaLen_ - s->valueStart_));
+Http1Action RequestParser::onHeaderValueComplete() {
+  if (currentHeader_ >= 0) {
+    size_t i = static_cast<size_t>(currentHeader_);
+    head_.present[i] = true;
+    head_.values[i] = trimOws(std::string_view(arena_ + valueStart_, arenaLen_ - valueStart_));
   }
-  s->currentHeader_ = -1;
-  return 0;
+  currentHeader_ = -1;
+  return Http1Action::Continue;
 }
 
-int RequestParser::onHeadersCompleteThunk(llhttp_t* p) {
-  RequestParser* s = self(p);
-  RequestHead& h = s->head_;
-  h.httpMajor = llhttp_get_http_major(p);
-  h.httpMinor = llhttp_get_http_minor(p);
-  h.hasContentLength = (p->flags & F_CONTENT_LENGTH) != 0;
-  h.contentLength = h.hasContentLength ? p->content_length : 0;
-  h.keepAlive = llhttp_should_keep_alive(p) != 0;
-  switch (llhttp_get_method(p)) {
-    case HTTP_POST: h.method = s->bitsPost_ ? HttpMethod::BitsPost : HttpMethod::Other; break;
-    case HTTP_GET: h.method = HttpMethod::Get; break;
-    case HTTP_HEAD: h.method = HttpMethod::Head; break;
-    default: h.method = HttpMethod::Other; break;
+Http1Action RequestParser::onHeadersComplete() {
+  RequestHead& h = head_;
+  h.httpMajor = http_.httpMajor();
+  h.httpMinor = http_.httpMinor();
+  h.hasContentLength = http_.hasContentLength();
+  h.contentLength = h.hasContentLength ? http_.contentLength() : 0;
+  h.keepAlive = http_.keepAlive();
+  switch (http_.method()) {
+    case Http1Parser::Method::Post: h.method = bitsPost_ ? HttpMethod::BitsPost : HttpMethod::Other; break;
+    case Http1Parser::Method::Get: h.method = HttpMethod::Get; break;
+    case Http1Parser::Method::Head: h.method = HttpMethod::Head; break;
+    case Http1Parser::Method::Other: h.method = HttpMethod::Other; break;
   }
-  s->headersDone_ = true;
-  s->pending_ = ParseEvent::HeadersComplete;
+  headersDone_ = true;
+  pending_ = ParseEvent::HeadersComplete;
   // HEAD requests and Content-Length-less requests have no body for llhttp's purposes; the pause
   // still hands control back so the server can decide before any body byte is read.
-  return HPE_PAUSED;
+  return Http1Action::Pause;
 }
 
-int RequestParser::onBodyThunk(llhttp_t* p, const char* at, size_t len) {
+Http1Action RequestParser::onBody(const char* at, size_t len) {
   // llhttp flushes an open body span at the end of every execute, even an empty one (as when we run
   // it on no input): that is not an event.
-  if (len == 0) return 0;
-  RequestParser* s = self(p);
-  s->body_ = std::span<const char>(at, len);
-  s->pending_ = ParseEvent::Body;
-  return HPE_PAUSED;
+  if (len == 0) return Http1Action::Continue;
+  body_ = std::span<const char>(at, len);
+  pending_ = ParseEvent::Body;
+  return Http1Action::Pause;
 }
 
-int RequestParser::onMessageCompleteThunk(llhttp_t* p) {
-  RequestParser* s = self(p);
-  s->pending_ = ParseEvent::MessageComplete;
-  return HPE_PAUSED;
-}
-
-const llhttp_settings_t* RequestParser::settingsTable() {
-  static const llhttp_settings_t kSettings = [] {
-    llhttp_settings_t st;
-    llhttp_settings_init(&st);
-    st.on_url = onUrlThunk;
-    st.on_header_field = onHeaderFieldThunk;
-    st.on_header_field_complete = onHeaderFieldCompleteThunk;
-    st.on_header_value = onHeaderValueThunk;
-    st.on_header_value_complete = onHeaderValueCompleteThunk;
-    st.on_headers_complete = onHeadersCompleteThunk;
-    st.on_body = onBodyThunk;
-    st.on_message_complete = onMessageCompleteThunk;
-    return st;
-  }();
-  return &kSettings;
+Http1Action RequestParser::onMessageComplete() {
+  pending_ = ParseEvent::MessageComplete;
+  return Http1Action::Pause;
 }
 
 }  // namespace bitsd

@@ -1,5 +1,6 @@
-// HTTP/1.1 request parsing for BITS, on llhttp 8.1 (Debian's node-llhttp), behind a small pull-style
-// interface: feed bytes, get one event at a time (STYLE.md §2, after Envoy's http1 parser wrapper).
+// HTTP/1.1 request parsing for BITS, on the wire layer's llhttp wrapper (core/http1.h), behind a small
+// pull-style interface: feed bytes, get one event at a time (STYLE.md §2, after Envoy's http1 parser
+// wrapper). Owns the request head bitsd reads (RequestHead) and the BITS_POST pre-scan.
 //
 // BITS_POST: stock llhttp rejects the extension method (HPE_INVALID_METHOD). We do not patch llhttp.
 // Instead a tiny pre-scanner holds back the method token of each request (at most 16 bytes, kept in
@@ -17,7 +18,7 @@
 #include <span>
 #include <string_view>
 
-#include "llhttp.h"
+#include "core/http1.h"
 
 namespace bitsd {
 
@@ -65,7 +66,7 @@ enum class ParseEvent : uint8_t {
   Error,            // errorStatus() says what to answer; the connection must then be closed
 };
 
-class RequestParser {
+class RequestParser : private Http1Handler {
  public:
   static constexpr size_t kArenaBytes = 6144;
   static constexpr size_t kMaxValueBytes = 4096;  // BITS-UPLOAD.md §1: values over 4 KB → 400
@@ -97,21 +98,20 @@ class RequestParser {
   bool started() const { return started_; }
 
  private:
-  static const llhttp_settings_t* settingsTable();
-  static int onUrlThunk(llhttp_t* p, const char* at, size_t len);
-  static int onHeaderFieldThunk(llhttp_t* p, const char* at, size_t len);
-  static int onHeaderFieldCompleteThunk(llhttp_t* p);
-  static int onHeaderValueThunk(llhttp_t* p, const char* at, size_t len);
-  static int onHeaderValueCompleteThunk(llhttp_t* p);
-  static int onHeadersCompleteThunk(llhttp_t* p);
-  static int onBodyThunk(llhttp_t* p, const char* at, size_t len);
-  static int onMessageCompleteThunk(llhttp_t* p);
+  Http1Action onUrl(const char* at, size_t len) override;
+  Http1Action onHeaderField(const char* at, size_t len) override;
+  Http1Action onHeaderFieldComplete() override;
+  Http1Action onHeaderValue(const char* at, size_t len) override;
+  Http1Action onHeaderValueComplete() override;
+  Http1Action onHeadersComplete() override;
+  Http1Action onBody(const char* at, size_t len) override;
+  Http1Action onMessageComplete() override;
 
   bool appendArena(const char* at, size_t len);
   ParseEvent fail(int status, const char* text);
   ParseEvent feedLlhttp(const char* data, size_t len, size_t* consumed);
 
-  llhttp_t llhttp_;
+  Http1Parser http_{Http1Parser::Kind::Request, this};
   size_t maxHeaderBytes_;
   size_t headerBytes_ = 0;
   bool started_ = false;

@@ -3,6 +3,7 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "core/http_head.h"
 #include "core/http_reply.h"
 
 namespace bitsd {
@@ -44,70 +45,75 @@ void formatHresult(uint32_t code, char out[11]) {
 }
 
 size_t formatAck(const AckSpec& spec, char* out) {
-  size_t n = 0;
-  auto put = [&](const char* fmt, auto... args) {
-    int w = std::snprintf(out + n, kMaxAckBytes - n, fmt, args...);
-    if (w > 0) n += static_cast<size_t>(w);
-    if (n >= kMaxAckBytes) n = kMaxAckBytes - 1;
-  };
-  put("HTTP/1.1 %d %s\r\nBITS-Packet-Type: Ack\r\nContent-Length: 0\r\n", spec.status,
-      reasonPhrase(spec.status));
+  HeadWriter w(out, kMaxAckBytes - 1);  // the length stays below kMaxAckBytes
+  w.statusLine(spec.status).header("BITS-Packet-Type", "Ack").header("Content-Length", "0");
   if (spec.createSession) {
-    put("BITS-Protocol: %.*s\r\nAccept-Encoding: identity\r\n",
-        static_cast<int>(kUploadProtocolGuid.size()), kUploadProtocolGuid.data());
+    w.header("BITS-Protocol", kUploadProtocolGuid).header("Accept-Encoding", "identity");
     if (!spec.hostId.empty()) {
-      put("BITS-Host-Id: %.*s\r\nBITS-Host-Id-Fallback-Timeout: %" PRIu64 "\r\n", static_cast<int>(spec.hostId.size()),
-          spec.hostId.data(), spec.hostIdFallbackSeconds);
+      w.header("BITS-Host-Id", spec.hostId).headerNumber("BITS-Host-Id-Fallback-Timeout", spec.hostIdFallbackSeconds);
     }
   }
   if (spec.sessionId != nullptr) {
     char id[kSessionIdTextBytes];
     formatSessionId(*spec.sessionId, id);
-    put("BITS-Session-Id: %.*s\r\n", static_cast<int>(kSessionIdTextBytes), id);
+    w.header("BITS-Session-Id", std::string_view(id, kSessionIdTextBytes));
   }
-  if (spec.hasReceived) put("BITS-Received-Content-Range: %" PRIu64 "\r\n", spec.receivedBytes);
+  if (spec.hasReceived) w.headerNumber("BITS-Received-Content-Range", spec.receivedBytes);
   if (spec.hasError) {
     char code[11];
     formatHresult(spec.errorCode, code);
-    put("BITS-Error-Code: %s\r\nBITS-Error-Context: 0x%X\r\n", code,
-        static_cast<unsigned>(spec.context));
+    char context[16];
+    std::snprintf(context, sizeof context, "0x%X", static_cast<unsigned>(spec.context));
+    w.header("BITS-Error-Code", code).header("BITS-Error-Context", context);
   }
-  if (!spec.replyUrl.empty()) {
-    put("BITS-Reply-URL: %.*s\r\n", static_cast<int>(spec.replyUrl.size()), spec.replyUrl.data());
-  }
-  if (spec.allowHeader) put("%s", "Allow: BITS_POST\r\n");
-  if (spec.retryAfterSeconds != 0) put("Retry-After: %u\r\n", spec.retryAfterSeconds);
-  if (spec.authenticate) put("%s", "WWW-Authenticate: Basic realm=\"bitsd\", charset=\"UTF-8\"\r\n");
-  if (spec.close) put("%s", "Connection: close\r\n");
-  put("%s", "\r\n");
-  return n;
+  if (!spec.replyUrl.empty()) w.header("BITS-Reply-URL", spec.replyUrl);
+  if (spec.allowHeader) w.header("Allow", "BITS_POST");
+  if (spec.retryAfterSeconds != 0) w.headerNumber("Retry-After", spec.retryAfterSeconds);
+  if (spec.authenticate) w.header("WWW-Authenticate", "Basic realm=\"bitsd\", charset=\"UTF-8\"");
+  if (spec.close) w.header("Connection", "close");
+  return w.end();
+}
+
+size_t formatRequestTimeout(char* out) {
+  AckSpec spec;
+  spec.status = 408;
+  spec.hasError = true;
+  spec.errorCode = kRequestTimeoutErrorCode;
+  spec.close = true;
+  return formatAck(spec, out);
+}
+
+size_t formatServerBusy(char* out, uint32_t retryAfterSeconds) {
+  AckSpec spec;
+  spec.status = 503;
+  spec.hasError = true;
+  spec.errorCode = hresult::kNoSystemResources;
+  spec.close = true;
+  spec.retryAfterSeconds = retryAfterSeconds;
+  return formatAck(spec, out);
 }
 
 size_t formatReplyHead(const ReplyHeadSpec& spec, char* out) {
-  size_t n = 0;
-  auto put = [&](const char* fmt, auto... args) {
-    int w = std::snprintf(out + n, kMaxAckBytes - n, fmt, args...);
-    if (w > 0) n += static_cast<size_t>(w);
-    if (n >= kMaxAckBytes) n = kMaxAckBytes - 1;
-  };
-  put("HTTP/1.1 %d %s\r\nContent-Length: %" PRIu64 "\r\nAccept-Ranges: bytes\r\n", spec.status,
-      reasonPhrase(spec.status), spec.contentLength);
-  if (spec.status == 200 || spec.status == 206) put("%s", "Content-Type: application/octet-stream\r\n");
+  HeadWriter w(out, kMaxAckBytes - 1);
+  w.statusLine(spec.status).headerNumber("Content-Length", spec.contentLength).header("Accept-Ranges", "bytes");
+  if (spec.status == 200 || spec.status == 206) w.header("Content-Type", "application/octet-stream");
   if (spec.lastModified != 0) {
     char date[kHttpDateBytes];
     formatHttpDate(spec.lastModified, date);
-    put("Last-Modified: %.*s\r\n", static_cast<int>(kHttpDateBytes), date);
+    w.header("Last-Modified", std::string_view(date, kHttpDateBytes));
   }
+  char range[80];
   if (spec.status == 206) {
-    put("Content-Range: bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64 "\r\n", spec.rangeBegin, spec.rangeEnd - 1,
-        spec.totalBytes);
+    std::snprintf(range, sizeof range, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, spec.rangeBegin, spec.rangeEnd - 1,
+                  spec.totalBytes);
+    w.header("Content-Range", range);
   } else if (spec.status == 416) {
-    put("Content-Range: bytes */%" PRIu64 "\r\n", spec.totalBytes);
+    std::snprintf(range, sizeof range, "bytes */%" PRIu64, spec.totalBytes);
+    w.header("Content-Range", range);
   }
-  if (spec.allowHeader) put("%s", "Allow: GET, HEAD, BITS_POST\r\n");
-  if (spec.close) put("%s", "Connection: close\r\n");
-  put("%s", "\r\n");
-  return n;
+  if (spec.allowHeader) w.header("Allow", "GET, HEAD, BITS_POST");
+  if (spec.close) w.header("Connection", "close");
+  return w.end();
 }
 
 }  // namespace bitsd

@@ -50,6 +50,15 @@ size_t formatReplyHead(const ReplyHeadSpec& spec, char* out);
 // Returns the number of bytes written (always < kMaxAckBytes).
 size_t formatAck(const AckSpec& spec, char* out);
 
+// The answers the server sends on its own, outside an exchange, each then closing the connection
+// (BITS-UPLOAD.md §7). Both write into `out` (room for kMaxAckBytes) and return the length.
+//   408: a request stalled (header or body timeout), or its slow head lost its slot to a waiting one.
+inline constexpr uint32_t kRequestTimeoutErrorCode = hresult::kInvalidArg;  // its BITS-Error-Code
+size_t formatRequestTimeout(char* out);
+//   503 with Retry-After: no room for the connection (max-connections); transient for the client.
+inline constexpr uint32_t kBusyRetryAfterSeconds = 5;
+size_t formatServerBusy(char* out, uint32_t retryAfterSeconds = kBusyRetryAfterSeconds);
+
 // "0x8020001F" style, 8 digits except for 0 which is "0x0" (§10.1 416 row).
 void formatHresult(uint32_t code, char out[11]);
 

@@ -10,8 +10,8 @@
 
 #include "core/log.h"
 #include "core/protocol.h"
+#include "core/response_parser.h"
 #include "platform/stream.h"
-#include "llhttp.h"
 
 namespace bitsd::platform {
 
@@ -50,10 +50,7 @@ struct UvNotifier::Client {
   uv_fs_t fsReply;    // reply file: open / write / fstat / fsync
 
   // Response.
-  llhttp_t parser;
-  llhttp_settings_t settings;
-  size_t headerBytes = 0;
-  std::string field, value;
+  ResponseParser parser{kMaxResponseHeaderBytes};
   bool messageComplete = false;
   bool responseHandled = false;
   std::vector<char> readBuf;    // socket reads
@@ -125,70 +122,38 @@ void finish(Client* c, NotifyOutcome outcome) {
 
 void onTimeout(uv_timer_t* t) { finish(static_cast<Client*>(t->data), NotifyOutcome::TimedOut); }
 
-// --- Response parsing -------------------------------------------------------------------------------
+// --- Response parsing (core's ResponseParser; the headers are read by core's takeNotifyHeader) -------
 
-Client* clientOf(llhttp_t* p) { return static_cast<Client*>(p->data); }
+// By value, the body of a 200 is the reply: it is kept for writing. The buffer holds at least one
+// whole socket read, and is written out before the next read.
+bool takeBody(Client* c, std::span<const char> b) {
+  if (!c->byValue || c->result().status != 200) return true;  // by reference, or an error: discarded
+  if (c->bodyLen + b.size() > c->body.size()) return false;
+  std::memcpy(c->body.data() + c->bodyLen, b.data(), b.size());
+  c->bodyLen += b.size();
+  return true;
+}
 
-void takeHeader(Client* c) {
-  if (c->field.empty()) return;
-  NotifyResult& r = c->result();
-  auto is = [&](const char* name) { return equalsIgnoreCase(c->field, name); };
-  if (is("BITS-Static-Response-URL")) {
-    std::string_view v = trimOws(c->value);
-    if (v.empty() || v.size() > NotifyResult::kMaxUrlBytes) {
-      c->badHeader = true;
-    } else {
-      std::memcpy(r.staticUrl, v.data(), v.size());
-      r.staticUrlLen = v.size();
+// Runs one socket read through the parser. Returns null, or why the answer is not valid HTTP.
+const char* parseRead(Client* c, const char* data, size_t len) {
+  size_t pos = 0;
+  for (;;) {
+    size_t used = 0;
+    ResponseEvent e = c->parser.execute(data + pos, len - pos, &used);
+    pos += used;
+    switch (e) {
+      case ResponseEvent::NeedMore: return nullptr;
+      case ResponseEvent::Header:
+        if (!takeNotifyHeader(c->parser.headerName(), c->parser.headerValue(), &c->result())) c->badHeader = true;
+        break;
+      case ResponseEvent::HeadersComplete: c->result().status = c->parser.head().status; break;
+      case ResponseEvent::Body:
+        if (!takeBody(c, c->parser.body())) return "body larger than a read";
+        break;
+      case ResponseEvent::MessageComplete: c->messageComplete = true; return nullptr;  // nothing after it matters
+      case ResponseEvent::Error: return c->parser.errorText();
     }
-  } else if (is("BITS-Copy-File-To-Destination")) {
-    r.copyToDestination = true;
   }
-  c->field.clear();
-  c->value.clear();
-}
-
-int onHeaderField(llhttp_t* p, const char* at, size_t len) {
-  Client* c = clientOf(p);
-  c->headerBytes += len;
-  if (c->headerBytes > kMaxResponseHeaderBytes) return -1;
-  c->field.append(at, len);
-  return 0;
-}
-
-int onHeaderValue(llhttp_t* p, const char* at, size_t len) {
-  Client* c = clientOf(p);
-  c->headerBytes += len;
-  if (c->headerBytes > kMaxResponseHeaderBytes) return -1;
-  c->value.append(at, len);
-  return 0;
-}
-
-int onHeaderValueComplete(llhttp_t* p) {
-  takeHeader(clientOf(p));
-  return 0;
-}
-
-int onHeadersComplete(llhttp_t* p) {
-  Client* c = clientOf(p);
-  c->result().status = llhttp_get_status_code(p);
-  return 0;
-}
-
-int onBody(llhttp_t* p, const char* at, size_t len) {
-  Client* c = clientOf(p);
-  if (!c->byValue || c->result().status != 200) return 0;  // by reference, or an error: discarded
-  // The buffer holds at least one whole socket read, and is written out before the next read.
-  if (c->bodyLen + len > c->body.size()) return -1;
-  std::memcpy(c->body.data() + c->bodyLen, at, len);
-  c->bodyLen += len;
-  return 0;
-}
-
-int onMessageComplete(llhttp_t* p) {
-  Client* c = clientOf(p);
-  c->messageComplete = true;
-  return HPE_PAUSED;  // nothing after the response matters
 }
 
 // --- Writing the reply body (by value) ------------------------------------------------------------
@@ -366,15 +331,14 @@ void onRead(Stream* s, ssize_t nread, const uv_buf_t*) {
   c->reading = false;
   if (nread < 0) {
     // EOF ends a response that has no Content-Length (read to EOF, §5.3).
-    if (nread == UV_EOF) {
-      llhttp_errno_t e = llhttp_finish(&c->parser);
-      if ((e == HPE_OK || e == HPE_PAUSED) && c->messageComplete) return afterParse(c);
+    if (nread == UV_EOF && c->parser.finish() == ResponseEvent::MessageComplete) {
+      c->messageComplete = true;
+      return afterParse(c);
     }
     return finish(c, c->messageComplete ? NotifyOutcome::Answered : NotifyOutcome::Unreachable);
   }
-  llhttp_errno_t err = llhttp_execute(&c->parser, c->readBuf.data(), static_cast<size_t>(nread));
-  if (err != HPE_OK && err != HPE_PAUSED) {
-    logf(LogLevel::Warn, "notification: the application's answer is not valid HTTP (%s)", llhttp_errno_name(err));
+  if (const char* err = parseRead(c, c->readBuf.data(), static_cast<size_t>(nread))) {
+    logf(LogLevel::Warn, "notification: the application's answer is not valid HTTP (%s)", err);
     return finish(c, NotifyOutcome::Malformed);
   }
   afterParse(c);
@@ -571,9 +535,7 @@ void UvNotifier::post(NotifyOp& op, const NotifyRequest& req) {
   c->sentBytes = c->readOffset = c->replyOffset = 0;
   c->requestFd = c->replyFd = -1;
   c->replyOpening = false;
-  c->headerBytes = 0;
-  c->field.clear();
-  c->value.clear();
+  c->parser.reset();
   c->messageComplete = c->responseHandled = c->bodyWriting = c->badHeader = false;
   c->bodyLen = 0;
   if (c->readBuf.empty()) {
@@ -585,16 +547,6 @@ void UvNotifier::post(NotifyOp& op, const NotifyRequest& req) {
   uv_timer_init(loop_, &c->timer);
   c->timer.data = c;
   uv_timer_start(&c->timer, onTimeout, req.timeoutMs, 0);
-
-  llhttp_settings_init(&c->settings);
-  c->settings.on_header_field = onHeaderField;
-  c->settings.on_header_value = onHeaderValue;
-  c->settings.on_header_value_complete = onHeaderValueComplete;
-  c->settings.on_headers_complete = onHeadersComplete;
-  c->settings.on_body = onBody;
-  c->settings.on_message_complete = onMessageComplete;
-  llhttp_init(&c->parser, HTTP_RESPONSE, &c->settings);
-  c->parser.data = c;
 
   if (!urlOk) {
     logf(LogLevel::Warn, "notification: '%.*s' is not an http:// URL bitsd can reach", static_cast<int>(req.url.size()),

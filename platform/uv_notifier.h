@@ -1,9 +1,10 @@
 // The HTTP client that hands finished uploads to the server application (BITS-UPLOAD.md §5.2, §5.3),
 // on the server's libuv loop: name lookup (uv_getaddrinfo), connect, the POST head, the file as the
 // body when notifying by value (read in 64 KiB chunks with uv_fs_read and written as they come,
-// never the whole file in memory), and the response parsed by llhttp. By value, the response body is
-// the reply: it is written to the reply file as it arrives and synced before the POST completes. By
-// reference, the application writes the reply file itself; it is synced when the answer comes.
+// never the whole file in memory), and the response parsed by core's ResponseParser (the wire layer,
+// core/response_parser.h). By value, the response body is the reply: it is written to the reply file
+// as it arrives and synced before the POST completes. By reference, the application writes the reply
+// file itself; it is synced when the answer comes.
 //
 // Clients come from a fixed pool (max-notifications). Each POST has one timer for the whole exchange
 // (notify-timeout). Nothing here blocks the loop except close(2) of regular files.

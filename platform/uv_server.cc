@@ -445,13 +445,8 @@ void UvServer::onTimer(Connection* c) {
 }
 
 void UvServer::send408(Connection* c, const char* reason) {
-  AckSpec spec;
-  spec.status = 408;
-  spec.hasError = true;
-  spec.errorCode = hresult::kInvalidArg;
-  spec.close = true;
   char text[kMaxAckBytes];
-  size_t len = formatAck(spec, text);
+  size_t len = formatRequestTimeout(text);
   (void)c->stream.writeNow(text, len);
   if (c->slot != nullptr) {
     // The Exchange did not format this answer: say what was sent.
@@ -486,7 +481,7 @@ void UvServer::logRequest(Connection* c, int status, const char* reason) {
   r.status = status;
   if (status == 408 && c->sent408 > 0) {
     r.hasError = true;
-    r.errorCode = hresult::kInvalidArg;
+    r.errorCode = kRequestTimeoutErrorCode;
     r.bytesOut = c->sent408;
     c->sent408 = 0;
   } else if (status != 0) {

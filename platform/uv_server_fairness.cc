@@ -119,14 +119,8 @@ void UvServer::refuse(Connection* c) {
     closeConnection(c);
     return;
   }
-  AckSpec spec;
-  spec.status = 503;
-  spec.hasError = true;
-  spec.errorCode = hresult::kNoSystemResources;
-  spec.close = true;
-  spec.retryAfterSeconds = 5;
   char text[kMaxAckBytes];
-  (void)c->stream.writeNow(text, formatAck(spec, text));
+  (void)c->stream.writeNow(text, formatServerBusy(text));
   logLimited(LogLevel::Warn, "max-connections 503", "connection refused with 503: max-connections (%u) reached", settings_.maxConnections);
   closeConnection(c);
 }

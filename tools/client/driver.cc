@@ -356,10 +356,7 @@ void Driver::fatal(int code, const std::string& why) {
 }
 
 void Driver::startRequest() {
-  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
-  parser_.data = this;
-  field_.clear();
-  value_.clear();
+  parser_.reset(cur_.kind == Kind::ReplyHead);  // a HEAD answer has no body whatever its Content-Length says
   const char* method = cur_.kind == Kind::ReplyHead ? "HEAD" : cur_.kind == Kind::ReplyGet ? "GET" : "BITS_POST";
   head_ = std::string(method) + " " + target_ + " HTTP/1.1\r\n";
   auto add = [&](const std::string& n, const std::string& v) { head_ += n + ": " + v + "\r\n"; };
@@ -500,25 +497,42 @@ void Driver::readData(Conn* c, ssize_t n, const uv_buf_t* buf) {
   parsePlain(buf->base, static_cast<size_t>(n));
 }
 
-// Feeds answer bytes to llhttp; false once the request is over (answered or failed).
+// Feeds answer bytes to the response parser; false once the request is over (answered or failed).
 bool Driver::parsePlain(const char* data, size_t len) {
-  llhttp_errno_t e = llhttp_execute(&parser_, data, len);
-  if (e == HPE_PAUSED) {  // message complete (we pause there)
-    Response r = resp_;
-    complete(r);
-    return false;
+  size_t pos = 0;
+  for (;;) {
+    size_t used = 0;
+    ResponseEvent e = parser_.execute(data + pos, len - pos, &used);
+    pos += used;
+    switch (e) {
+      case ResponseEvent::NeedMore: return true;
+      case ResponseEvent::Header: header(parser_.headerName(), parser_.headerValue()); break;
+      case ResponseEvent::HeadersComplete:
+        resp_.status = parser_.head().status;
+        answered_ = true;
+        break;
+      case ResponseEvent::Body:
+        if (!takeBody(parser_.body())) {
+          fail("writing the reply failed");  // finish() has set the exit code
+          return false;
+        }
+        break;
+      case ResponseEvent::MessageComplete: {
+        bodyComplete();
+        Response r = resp_;
+        complete(r);
+        return false;
+      }
+      case ResponseEvent::Error:
+        fail(std::string("the server's answer is not valid HTTP: ") + parser_.errorText());
+        return false;
+    }
   }
-  if (e != HPE_OK) {
-    fail(std::string("the server's answer is not valid HTTP: ") + llhttp_errno_name(e));
-    return false;
-  }
-  return true;
 }
 
-void Driver::header() {
-  if (field_.empty()) return;
-  std::string v(bitsd::trimOws(value_));
-  auto is = [&](std::string_view n) { return bitsd::equalsIgnoreCase(field_, n); };
+void Driver::header(std::string_view name, std::string_view value) {
+  std::string v(bitsd::trimOws(value));
+  auto is = [&](std::string_view n) { return bitsd::equalsIgnoreCase(name, n); };
   uint64_t num = 0;
   if (is(H::kSessionId)) {
     resp_.sessionId = v;
@@ -553,64 +567,38 @@ void Driver::header() {
   } else if (is("Connection")) {
     if (bitsd::equalsIgnoreCase(v, "close")) closeAfter_ = true;
   }
-  field_.clear();
-  value_.clear();
 }
 
-int Driver::onHeaderField(llhttp_t* p, const char* at, size_t len) {
-  Driver* d = static_cast<Driver*>(p->data);
-  if (!d->value_.empty() || d->field_.size() + len > 8192) d->header();
-  if (d->field_.size() + len > 8192) return -1;
-  d->field_.append(at, len);
-  return 0;
-}
-
-int Driver::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
-  Driver* d = static_cast<Driver*>(p->data);
-  if (d->value_.size() + len > 8192) return -1;
-  d->value_.append(at, len);
-  return 0;
-}
-
-int Driver::onHeadersComplete(llhttp_t* p) {
-  Driver* d = static_cast<Driver*>(p->data);
-  d->header();
-  d->resp_.status = p->status_code;
-  d->answered_ = true;
-  // A HEAD answer has no body whatever its Content-Length says.
-  return d->cur_.kind == Kind::ReplyHead ? 1 : 0;
-}
-
-int Driver::onBody(llhttp_t* p, const char* at, size_t len) {
-  Driver* d = static_cast<Driver*>(p->data);
-  if (d->cur_.kind != Kind::ReplyGet || d->resp_.status != 206 || !d->resp_.hasContentRange) return 0;
-  if (d->replyFd_ < 0) {
-    d->replyFd_ = ::open(d->o_.replyOut.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (d->replyFd_ < 0) {
-      std::fprintf(stderr, "bitsclient: cannot write the reply to %s: %s\n", d->o_.replyOut.c_str(), std::strerror(errno));
-      d->finish(client::kExitLocal);
-      return -1;
+// A reply download's body goes to the reply file at its range; false if it could not be written.
+bool Driver::takeBody(std::span<const char> b) {
+  const char* at = b.data();
+  size_t len = b.size();
+  if (cur_.kind != Kind::ReplyGet || resp_.status != 206 || !resp_.hasContentRange) return true;
+  if (replyFd_ < 0) {
+    replyFd_ = ::open(o_.replyOut.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (replyFd_ < 0) {
+      std::fprintf(stderr, "bitsclient: cannot write the reply to %s: %s\n", o_.replyOut.c_str(), std::strerror(errno));
+      finish(client::kExitLocal);
+      return false;
     }
   }
-  uint64_t at0 = d->resp_.rangeBegin + d->replyBody_;
-  if (::pwrite(d->replyFd_, at, len, static_cast<off_t>(at0)) != static_cast<ssize_t>(len)) {
-    std::fprintf(stderr, "bitsclient: writing the reply to %s failed: %s\n", d->o_.replyOut.c_str(), std::strerror(errno));
-    d->finish(client::kExitLocal);
-    return -1;
+  uint64_t at0 = resp_.rangeBegin + replyBody_;
+  if (::pwrite(replyFd_, at, len, static_cast<off_t>(at0)) != static_cast<ssize_t>(len)) {
+    std::fprintf(stderr, "bitsclient: writing the reply to %s failed: %s\n", o_.replyOut.c_str(), std::strerror(errno));
+    finish(client::kExitLocal);
+    return false;
   }
-  d->replyBody_ += len;
-  return 0;
+  replyBody_ += len;
+  return true;
 }
 
-int Driver::onMessageComplete(llhttp_t* p) {
-  Driver* d = static_cast<Driver*>(p->data);
-  if (d->cur_.kind == Kind::ReplyGet) {
-    if (d->replyBody_ != d->resp_.rangeEnd - d->resp_.rangeBegin) d->resp_.hasContentRange = false;
-    if (d->replyFd_ >= 0) {
-      ::fsync(d->replyFd_);
+void Driver::bodyComplete() {
+  if (cur_.kind == Kind::ReplyGet) {
+    if (replyBody_ != resp_.rangeEnd - resp_.rangeBegin) resp_.hasContentRange = false;
+    if (replyFd_ >= 0) {
+      ::fsync(replyFd_);
     }
   }
-  return HPE_PAUSED;
 }
 
 }  // namespace bitsd::client

@@ -1,11 +1,11 @@
 // bitsclient's driver: runs one upload job (tools/client/job.h, no I/O) on a libuv loop. One
-// keep-alive connection (a platform Stream: plain TCP, or TLS for https), one request in flight, llhttp
-// parsing the answers, the fragment bodies read from the file, the reply downloaded into a file, the
+// keep-alive connection (a platform Stream: plain TCP, or TLS for https), one request in flight, core's
+// ResponseParser (the wire layer) parsing the answers, the fragment bodies read from the file, the
+// reply downloaded into a file, the
 // state file rewritten after each event that moves the job. `bitsclient bench` runs many drivers on
 // one loop, each with the faults (Chaos) and figures (BenchStats) below.
 #pragma once
 
-#include <llhttp.h>
 #include <mbedtls/base64.h>
 #include <signal.h>
 #include <uv.h>
@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/response_parser.h"
 #include "tools/client/job.h"
 #include "tools/client/options.h"
 #include "tools/client/progress.h"
@@ -86,12 +87,6 @@ class Driver {
         authorization_ = "Basic " + std::string(reinterpret_cast<char*>(b64), n);
       }
     }
-    llhttp_settings_init(&settings_);
-    settings_.on_header_field = onHeaderField;
-    settings_.on_header_value = onHeaderValue;
-    settings_.on_headers_complete = onHeadersComplete;
-    settings_.on_body = onBody;
-    settings_.on_message_complete = onMessageComplete;
   }
 
   ~Driver();
@@ -126,16 +121,13 @@ class Driver {
   void fail(const std::string& why);
   void finish(int code);
   void closeConn();
-  void header();
+  void header(std::string_view name, std::string_view value);
+  bool takeBody(std::span<const char> b);
+  void bodyComplete();
 
   static void onSignal(uv_signal_t* s, int signum);
   static void onResize(uv_signal_t* s, int signum);
   static void onTick(uv_timer_t* t);
-  static int onHeaderField(llhttp_t* p, const char* at, size_t len);
-  static int onHeaderValue(llhttp_t* p, const char* at, size_t len);
-  static int onHeadersComplete(llhttp_t* p);
-  static int onBody(llhttp_t* p, const char* at, size_t len);
-  static int onMessageComplete(llhttp_t* p);
 
   uv_loop_t* loop_;
   Options& o_;
@@ -160,12 +152,10 @@ class Driver {
   bool paused_ = false;
   bool chaosRolled_ = false;
   uint64_t cutAt_ = 0;  // chaos: the body offset where this fragment's connection is cut (0: none)
-  llhttp_t parser_;
-  llhttp_settings_t settings_;
+  ResponseParser parser_;  // core's wire layer (core/response_parser.h)
   Conn* conn_ = nullptr;
   Request cur_;
   Response resp_;
-  std::string field_, value_;
   std::string head_;
   // The heads of the last two requests: the answer can arrive, and the next request start on this
   // connection, before libuv has called back for the last head's write.
