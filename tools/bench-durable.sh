@@ -12,7 +12,8 @@
 #   nosync           bitsd --fdatasync off                  (digest cost, issue 18 item 3: this ...
 #   nosync digest off bitsd --fdatasync off --digest off    ... against this)
 # The sender for bitsd is tools/bitsbench upload. Builds Release trees in build-bench/ and
-# build-bench-mbedsha/ (bitsd only). Prints every round, then a table of medians and ratios.
+# build-bench-mbedsha/ (bitsd only). Prints bench-sha's comparison of the SHA-256 libraries first,
+# then every round, then a table of medians and ratios.
 #   tools/bench-durable.sh [ROUNDS] [SIZE_BYTES]
 # Environment: BENCH_DIR (scratch directory, default /var/tmp: it must be on the disk measured),
 # BENCH_VARIANTS (space-separated subset of: limit limitwb defaults nowriteback digestoff mbedsha nosync
@@ -26,7 +27,7 @@ VARIANTS=${BENCH_VARIANTS:-"limit limitwb defaults nowriteback digestoff mbedsha
 has() { [[ " $VARIANTS " == *" $1 "* ]]; }
 tools/install-deps
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" --target bitsd bitsbench durable_limit >/dev/null
+cmake --build build-bench -j"$(nproc)" --target bitsd bitsbench durable_limit bench-sha >/dev/null
 if has mbedsha; then
   cmake -S . -B build-bench-mbedsha -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF -DBITSD_SHA256=mbedtls >/dev/null
   cmake --build build-bench-mbedsha -j"$(nproc)" --target bitsd >/dev/null
@@ -40,7 +41,8 @@ trap '[ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 start_bitsd() {  # BINARY args...: sets PID and PORT
   local bin=$1; shift
-  rm -rf "$WORK/root" "$WORK/state"
+  # The old ready file goes first: the redirection below truncates it only once the child runs.
+  rm -rf "$WORK/root" "$WORK/state" "$WORK/ready"
   "$bin" --listen 127.0.0.1:0 --root "$WORK/root" --state "$WORK/state" --log-level warn "$@" \
     > "$WORK/ready" 2> "$WORK/bitsd.err" &
   PID=$!
@@ -82,6 +84,8 @@ label() {
 }
 
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+# The hash libraries alone first (tools/bench_sha.cc): what the digest can cost at most.
+"$BIN/bench-sha" --size 268435456 --rounds 3
 echo "$((SIZE / 1048576)) MiB in $((FRAG / 1048576)) MiB fragments, one connection, $((RBUF / 1024)) KiB reads, scratch $WORK"
 for r in $(seq "$ROUNDS"); do
   line="round $r:"
