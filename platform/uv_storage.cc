@@ -117,6 +117,7 @@ void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std:
     u->file = file;
     u->writeOffset = offsetBytes;
     u->hashData = data;
+    u->writeWork = uv_work_t{};  // the union's member in use from here (instead of req)
     u->writeWork.data = u;
     uv_queue_work(loop_, &u->writeWork, writeWorkThunk, writeDoneThunk);
     return;

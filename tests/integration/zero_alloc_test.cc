@@ -74,6 +74,7 @@ long steadyUploadAllocations(bool withAuth, bool withAccessLog = false) {
   platform::UvClock clock;
   platform::UploadSha256 sha;
   platform::UvStorage storage(&loop, sha);
+  if (s.fdatasync) storage.setWritebackBytes(s.writebackBytes);  // as bitsd_main: the writeback path too
   platform::UvFlushScheduler scheduler(&loop);
   Journal journal(storage, scheduler, random);
   scheduler.setJournal(&journal);
