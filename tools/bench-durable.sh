@@ -9,6 +9,7 @@
 #   no writeback     bitsd --writeback-bytes 0 (the kernel writes back when it likes)
 #   digest off       bitsd --digest off
 #   mbedTLS hash     bitsd built with -DBITSD_SHA256=mbedtls (the SHA-256 before issue 18)
+#   before           the same with --writeback-bytes 0: bitsd as it was before issue 18
 #   nosync           bitsd --fdatasync off                  (digest cost, issue 18 item 3: this ...
 #   nosync digest off bitsd --fdatasync off --digest off    ... against this)
 # The sender for bitsd is tools/bitsbench upload. Builds Release trees in build-bench/ and
@@ -16,19 +17,19 @@
 # then every round, then a table of medians and ratios.
 #   tools/bench-durable.sh [ROUNDS] [SIZE_BYTES]
 # Environment: BENCH_DIR (scratch directory, default /var/tmp: it must be on the disk measured),
-# BENCH_VARIANTS (space-separated subset of: limit limitwb defaults nowriteback digestoff mbedsha nosync
-# nosyncnodigest; the default is all of them).
+# BENCH_VARIANTS (space-separated subset of: limit limitwb before defaults nowriteback digestoff mbedsha
+# nosync nosyncnodigest; the default is all of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SIZE=${2:-536870912}
 FRAG=$((8 * 1024 * 1024))
-VARIANTS=${BENCH_VARIANTS:-"limit limitwb defaults nowriteback digestoff mbedsha nosync nosyncnodigest"}
+VARIANTS=${BENCH_VARIANTS:-"limit limitwb before defaults nowriteback digestoff mbedsha nosync nosyncnodigest"}
 has() { [[ " $VARIANTS " == *" $1 "* ]]; }
 tools/install-deps
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF >/dev/null
 cmake --build build-bench -j"$(nproc)" --target bitsd bitsbench durable_limit bench-sha >/dev/null
-if has mbedsha; then
+if has mbedsha || has before; then
   cmake -S . -B build-bench-mbedsha -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF -DBITSD_SHA256=mbedtls >/dev/null
   cmake --build build-bench-mbedsha -j"$(nproc)" --target bitsd >/dev/null
 fi
@@ -66,6 +67,7 @@ run() {  # VARIANT: prints MiB/s
     nowriteback) upload "$BIN/bitsd" --writeback-bytes 0 ;;
     digestoff) upload "$BIN/bitsd" --digest off ;;
     mbedsha) upload build-bench-mbedsha/bin/bitsd ;;
+    before) upload build-bench-mbedsha/bin/bitsd --writeback-bytes 0 ;;
     nosync) upload "$BIN/bitsd" --fdatasync off ;;
     nosyncnodigest) upload "$BIN/bitsd" --fdatasync off --digest off ;;
   esac
@@ -78,6 +80,7 @@ label() {
     digestoff) echo "bitsd --digest off" ;;
     nowriteback) echo "bitsd --writeback-bytes 0" ;;
     mbedsha) echo "bitsd defaults, old hash ($(build-bench-mbedsha/bin/bitsd --version | sed -n 's/^sha256: //p'))" ;;
+    before) echo "bitsd before issue 18 (old hash, --writeback-bytes 0)" ;;
     nosync) echo "bitsd --fdatasync off" ;;
     nosyncnodigest) echo "bitsd --fdatasync off --digest off" ;;
   esac
