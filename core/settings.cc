@@ -74,6 +74,8 @@ const Field kFields[] = {
     BITSD_FIELD("shutdown-grace-ms", U32, shutdownGraceMs, "SIGTERM: time for in-flight writes"),
     BITSD_FIELD("journal-max-bytes", Size64, journalMaxBytes, "journal size cap; near it, new sessions get 503"),
     BITSD_FIELD("journal-buffer-bytes", Size32, journalBufferBytes, "records batched into one journal sync"),
+    BITSD_FIELD("writeback-bytes", Size32, writebackBytes,
+                "fdatasync on: start the disk write of every such unit of a fragment as it arrives (0: off)"),
     BITSD_FIELD("max-notifications", U32, maxNotifications, "hand-offs to the application at once; beyond: 503"),
     BITSD_FIELD("admin-listen", Str, adminListen,
                 "ADDR:PORT (or a bare PORT on 127.0.0.1) for /metrics, /status.json and the status page; off when unset"),
@@ -298,6 +300,7 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.sessionTimeoutSeconds == 0) return fail("session-timeout must be at least 1 second");
   if (s.idleSessionTimeoutSeconds == 0) return fail("idle-session-timeout must be at least 1 second");
   if (s.journalBufferBytes < 8192) return fail("journal-buffer-bytes must be at least 8192");
+  if (s.writebackBytes != 0 && s.writebackBytes < 65536) return fail("writeback-bytes must be 0 (off) or at least 64K");
   if (s.journalMaxBytes < 256 * 1024) return fail("journal-max-bytes must be at least 256K");
   if (s.idleTimeoutMs == 0 || s.headerTimeoutMs == 0 || s.bodyTimeoutMs == 0 || s.sweepIntervalMs == 0) {
     return fail("timeouts must be at least 1 ms");

@@ -75,6 +75,7 @@ struct Settings {
   uint32_t shutdownGraceMs = 4000;      // SIGTERM: time allowed for in-flight writes
   uint64_t journalMaxBytes = 64ull << 20;  // cap on the journal file; compaction keeps it below
   uint32_t journalBufferBytes = 65536;  // records waiting for one group commit
+  uint32_t writebackBytes = 1u << 20;   // fdatasync on: start writeback of each such unit written (0: off)
   uint32_t maxNotifications = 16;       // hand-offs to the application in flight at once; beyond: 503
   // Admin listener (/metrics, /status.json, the status page): off when empty; a bare port means
   // 127.0.0.1. With users-file set it asks for Basic credentials of a user in the file (of one of

@@ -1,6 +1,7 @@
 #include "platform/uv_storage.h"
 
 #include <fcntl.h>
+#include <sys/types.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,7 +31,10 @@ enum Kind {
 }  // namespace
 
 struct UvStorage::UvOp {
-  uv_fs_t req;
+  union {
+    uv_fs_t req;
+    uv_work_t writeWork;  // a write with early writeback (setWritebackBytes): pwrite + sync_file_range
+  };
   uv_work_t hashWork;  // the digest of a write; or the whole of checkDestination / commitBeneath
   Sha256State* hash;
   std::span<const char> hashData;
@@ -46,7 +50,10 @@ struct UvStorage::UvOp {
   int err;            // on the thread pool: 0, or the errno of the step that failed
   int syncErr;        // commitBeneath: errno of the directory fsync after the commit
   uv_file file;
-  uint64_t syncStartNs;  // kSync, kDirSync: when the sync was issued (the fsync histogram)
+  union {
+    uint64_t syncStartNs;  // kSync, kDirSync: when the sync was issued (the fsync histogram)
+    uint64_t writeOffset;  // kWrite with early writeback: where the write goes
+  };
   Status firstError;
 };
 static_assert(sizeof(UvStorage::UvOp) <= StorageOp::kImplBytes, "StorageOp::kImplBytes too small");
@@ -106,9 +113,61 @@ void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std:
     u->hashWork.data = u;
     uv_queue_work(loop_, &u->hashWork, hashWorkThunk, hashDoneThunk);
   }
+  if (writebackBytes_ > 0) {
+    u->file = file;
+    u->writeOffset = offsetBytes;
+    u->hashData = data;
+    u->writeWork = uv_work_t{};  // the union's member in use from here (instead of req)
+    u->writeWork.data = u;
+    uv_queue_work(loop_, &u->writeWork, writeWorkThunk, writeDoneThunk);
+    return;
+  }
   // The buffer points into the connection's read buffer; libuv keeps up to 4 uv_buf_t inline.
   uv_buf_t buf = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
   uv_fs_write(loop_, &u->req, file, &buf, 1, static_cast<int64_t>(offsetBytes), onFsThunk);
+}
+
+// On the thread pool: the write, then, for every whole writeback unit it completed, the start of the
+// kernel's writeback of that unit (sync_file_range SYNC_FILE_RANGE_WRITE: it queues the dirty pages
+// to the device and returns; it waits for nothing and makes nothing durable). The fdatasync before
+// the Ack then finds most of the fragment written or in flight, instead of starting all of it. This
+// is RocksDB's bytes_per_sync; the durability order is unchanged (only fdatasync makes data durable).
+void UvStorage::writeWorkThunk(uv_work_t* w) {
+  UvOp* u = static_cast<UvOp*>(w->data);
+  ssize_t n;
+  do {
+    n = ::pwrite(u->file, u->hashData.data(), u->hashData.size(), static_cast<off_t>(u->writeOffset));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    u->err = errno;
+    return;
+  }
+  // The StorageOp is the caller's until completion and read only after it (as in checkDestination).
+  u->op->result = n;
+#ifdef SYNC_FILE_RANGE_WRITE
+  const uint64_t unit = u->self->writebackBytes_;
+  const uint64_t from = u->writeOffset / unit * unit, to = (u->writeOffset + static_cast<uint64_t>(n)) / unit * unit;
+  // Advice only: an error here (EIO included) comes back from the fdatasync that follows.
+  if (to > from) ::sync_file_range(u->file, static_cast<off_t>(from), static_cast<off_t>(to - from), SYNC_FILE_RANGE_WRITE);
+#endif
+}
+
+void UvStorage::writeDoneThunk(uv_work_t* w, int status) {
+  UvOp* u = static_cast<UvOp*>(w->data);
+  u->self->writeDone(u, status != 0 ? status : u->err != 0 ? uv_translate_sys_error(u->err) : 0);
+}
+
+// Completes a write (either way it ran) once its digest, if any, is done too. op.result holds the
+// bytes written unless `err`.
+void UvStorage::writeDone(UvOp* u, int err) {
+  StorageOp& op = *u->op;
+  if (err != 0) {
+    op.status = statusFromUv(err, "write failed");
+    op.result = 0;
+  }
+  if (--u->pending > 0) return;  // the digest is still running
+  u->~UvOp();
+  op.callback->onStorageDone(op);
 }
 
 void UvStorage::hashWorkThunk(uv_work_t* w) {
@@ -244,13 +303,8 @@ void UvStorage::onFs(UvOp* u) {
       return complete();
     case kWrite:
       uv_fs_req_cleanup(&u->req);
-      if (result < 0) {
-        op.status = statusFromUv(r, "write failed");
-      } else {
-        op.result = result;
-      }
-      if (--u->pending > 0) return;  // the digest is still running
-      return complete();
+      if (result >= 0) op.result = result;
+      return writeDone(u, result < 0 ? r : 0);
     case kSync:
       syncs_.observe((uv_hrtime() - u->syncStartNs) / 1000);
       [[fallthrough]];

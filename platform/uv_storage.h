@@ -30,6 +30,11 @@ class UvStorage final : public Storage {
   void remove(StorageOp& op, const char* path) override;
   void syncDir(StorageOp& op, const char* dirPath) override;
   void closeNow(FileHandle file) override;
+  // Early writeback: with `bytes` > 0, every write also starts the kernel's writeback of each whole
+  // `bytes`-aligned unit it completes (sync_file_range), so the data is already on its way to the
+  // device when the fdatasync before the Ack comes. For bitsd with fdatasync on; 0 (the default)
+  // leaves writeback to the kernel.
+  void setWritebackBytes(uint64_t bytes) { writebackBytes_ = bytes; }
   // Durations of the fdatasync and directory fsync calls, from issue to completion on the loop
   // (thread-pool queueing included: what a request waits). For /metrics.
   const SyncHistogram& syncHistogram() const { return syncs_; }
@@ -40,6 +45,9 @@ class UvStorage final : public Storage {
  private:
   UvOp* prepare(StorageOp& op, int kind);
   static void onFsThunk(uv_fs_t* req);
+  static void writeWorkThunk(uv_work_t* w);
+  static void writeDoneThunk(uv_work_t* w, int status);
+  void writeDone(UvOp* u, int err);
   static void hashWorkThunk(uv_work_t* w);
   static void hashDoneThunk(uv_work_t* w, int status);
   static void beneathWorkThunk(uv_work_t* w);
@@ -49,6 +57,7 @@ class UvStorage final : public Storage {
   uv_loop_t* loop_;
   Sha256& sha_;
   SyncHistogram syncs_;
+  uint64_t writebackBytes_ = 0;
 };
 
 // libuv error number -> core Status (the number is kept for the log).

@@ -5,7 +5,7 @@
 # What a machine needs (tools/cross-test installs it):
 #   dpkg --add-architecture <arch> && apt-get update
 #   apt-get install g++-<triple> qemu-user libstdc++6:<arch> libuv1-dev:<arch> \
-#                   libmbedtls-dev:<arch> libgtest-dev:<arch>
+#                   libmbedtls-dev:<arch> nettle-dev:<arch> libgtest-dev:<arch>
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_TRY_COMPILE_PLATFORM_VARIABLES BITSD_TARGET_TRIPLE BITSD_QEMU_NAME)
 

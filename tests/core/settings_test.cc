@@ -150,6 +150,23 @@ TEST(Settings, HeaderBudgetAndMinRate) {
   EXPECT_EQ(err, "header-min-rate must be 0..1000000 bytes/s");
 }
 
+TEST(Settings, WritebackBytesIsOffOrAtLeast64K) {
+  Settings s;
+  std::string err;
+  EXPECT_EQ(s.writebackBytes, 1u << 20);
+  ASSERT_TRUE(applySetting(&s, "writeback-bytes", "4M", &err)) << err;
+  EXPECT_EQ(s.writebackBytes, 4u << 20);
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  ASSERT_TRUE(applyFlag(&s, "writeback-bytes", "0", &err)) << err;
+  EXPECT_EQ(s.writebackBytes, 0u);
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  ASSERT_TRUE(applySetting(&s, "writeback-bytes", "16K", &err)) << err;
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "writeback-bytes must be 0 (off) or at least 64K");
+  EXPECT_FALSE(applyFlag(&s, "writeback-bytes", "lots", &err));
+  EXPECT_NE(err.find("--writeback-bytes"), std::string::npos) << err;
+}
+
 TEST(Settings, AdminListenIsOffByDefaultAndABarePortIsLoopback) {
   Settings s;
   std::string err;
@@ -263,7 +280,8 @@ TEST(SettingsReload, CopyLiveTakesOnlyTheLiveSettings) {
 TEST(SettingsReload, PoolSizesNeedARestart) {
   for (const char* key : {"listen", "root", "state", "max-connections", "max-sessions", "request-slots", "read-buffers",
                           "read-buffer-bytes", "max-open-files", "max-header-bytes", "journal-max-bytes",
-                          "journal-buffer-bytes", "max-notifications", "users-file", "transaction-header"}) {
+                          "journal-buffer-bytes", "writeback-bytes", "max-notifications", "users-file",
+                          "transaction-header"}) {
     EXPECT_FALSE(isLiveSetting(key)) << key;
   }
   for (const char* key : {"max-upload-size", "max-sessions-per-user", "max-fragment-bytes", "session-timeout",

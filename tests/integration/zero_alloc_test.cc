@@ -28,6 +28,7 @@
 #include "core/upload_engine.h"
 #include "platform/access_log_writer.h"
 #include "platform/recovery.h"
+#include "platform/sha256.h"
 #include "platform/system.h"
 #include "platform/tls.h"
 #include "platform/users.h"
@@ -187,8 +188,9 @@ long steadyUploadAllocations(bool withAuth, bool withAccessLog = false, bool wit
   platform::DrbgRandom random;
   EXPECT_TRUE(random.init(&err));
   platform::UvClock clock;
-  platform::MbedSha256 sha;
+  platform::UploadSha256 sha;
   platform::UvStorage storage(&loop, sha);
+  if (s.fdatasync) storage.setWritebackBytes(s.writebackBytes);  // as bitsd_main: the writeback path too
   platform::UvFlushScheduler scheduler(&loop);
   Journal journal(storage, scheduler, random);
   scheduler.setJournal(&journal);

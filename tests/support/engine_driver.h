@@ -7,6 +7,7 @@
 
 #include "core/request_parser.h"
 #include "core/upload_engine.h"
+#include "platform/sha256.h"
 #include "platform/system.h"
 #include "tests/support/fakes.h"
 
@@ -60,7 +61,7 @@ class EngineDriver final : public ExchangeHost {
   FakeClock clock;
   FakeRandom random;
   FakeScheduler scheduler;
-  platform::MbedSha256 sha;
+  platform::UploadSha256 sha;  // what bitsd is built with (Nettle by default): the golden journals resume with it
   FakeNotifier notifier{&storage};
   FakeAuthenticator auth;
   Journal journal;
