@@ -27,6 +27,11 @@ size_t formatIn(std::string_view dir, const SessionId& id, std::string_view suff
 }
 }  // namespace
 
+void formatPartialName(const SessionId& id, char* out) {
+  formatSessionId(id, out);
+  std::memcpy(out + kSessionIdTextBytes, kPartialSuffix.data(), kPartialSuffix.size());
+}
+
 std::string partialDirOf(std::string_view state) { return dirOf(state, kPartialDirName); }
 std::string repliesDirOf(std::string_view state) { return dirOf(state, kRepliesDirName); }
 

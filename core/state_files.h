@@ -31,6 +31,9 @@ std::string repliesDirOf(std::string_view state);
 size_t formatPartialPath(std::string_view partialDir, const SessionId& id, char* out);
 size_t formatReplyPath(std::string_view repliesDir, const SessionId& id, char* out);
 
+// Just the in-progress file's name, "{id}.part" (kPartialNameBytes, no NUL).
+void formatPartialName(const SessionId& id, char* out);
+
 // A directory entry's name as bitsd writes it: true and the session's id if `name` is an
 // in-progress file's (reply file's) name; anything else in those directories is a stray.
 bool parsePartialName(std::string_view name, SessionId* id);
