@@ -20,7 +20,7 @@ size_t formatIn(std::string_view dir, const SessionId& id, std::string_view suff
   out[n++] = '/';
   formatSessionId(id, out + n);
   n += kSessionIdTextBytes;
-  std::memcpy(out + n, suffix.data(), suffix.size());
+  if (!suffix.empty()) std::memcpy(out + n, suffix.data(), suffix.size());
   n += suffix.size();
   out[n] = '\0';
   return n;
