@@ -1,7 +1,8 @@
 // ReplyFlow: GET and HEAD on a reply URL (BITS-UPLOAD.md §5.4, §10.1). The session id in the URL
 // must name a session that keeps its reply (core/state_files.h) and whose application answer left a
 // reply file; anything else is 404, which reveals nothing. Ranges and If-Unmodified-Since are
-// honoured; the body is the reply file's bytes.
+// honoured; the body is the reply file's bytes, read through Storage part by part as the host sends
+// them (UploadEngine::readReply).
 #include <cstring>
 
 #include "core/content_range.h"
@@ -94,10 +95,64 @@ Flow ReplyFlow::start(UploadEngine& e, Exchange& ex, const RequestHead& head) {
     f.sendFile_ = true;
     f.fileOffset_ = begin;
     f.fileLength_ = end - begin;
+    f.readAt_ = begin;
   }
   return answer(status);
 }
 
-void ReplyFlow::onStorage(UploadEngine& e, Exchange& ex) { e.stray(ex, "storage"); }
+Flow ReplyFlow::read(UploadEngine& e, Exchange& ex, std::span<char> buf) {
+  uint64_t left = fileOffset_ + fileLength_ - readAt_;
+  if (buf.size() > left) buf = buf.first(static_cast<size_t>(left));
+  buf_ = buf;
+  chunk_ = {};
+  if (file_ != kNoFile) {
+    issueRead(e, ex);
+    return Flow::Wait;
+  }
+  wait_ = Wait::Open;
+  ex.op_.busy = true;
+  e.storage_.openRead(ex.op_, ex.partial_);
+  return Flow::Wait;
+}
+
+void ReplyFlow::issueRead(UploadEngine& e, Exchange& ex) {
+  wait_ = Wait::Read;
+  ex.op_.busy = true;
+  e.storage_.read(ex.op_, file_, readAt_, buf_);
+}
+
+void ReplyFlow::onStorage(UploadEngine& e, Exchange& ex) {
+  const Status st = ex.op_.status;
+  Wait w = wait_;
+  wait_ = Wait::None;
+  switch (w) {
+    case Wait::Open:
+      if (!st.isOk()) {
+        logf(LogLevel::Warn, "reply download: cannot open %s: %s", ex.partial_, st.message());
+        return e.ready(ex);  // no bytes: the host closes the connection
+      }
+      file_ = static_cast<FileHandle>(ex.op_.result);
+      return issueRead(e, ex);
+    case Wait::Read:
+      if (!st.isOk() || ex.op_.result <= 0) {
+        // The head promised more bytes than the file has now: the client sees a short body and retries.
+        logf(LogLevel::Warn, "reply download: reading %s failed", ex.partial_);
+        return e.ready(ex);
+      }
+      readAt_ += static_cast<uint64_t>(ex.op_.result);
+      chunk_ = std::span<const char>(buf_.data(), static_cast<size_t>(ex.op_.result));
+      if (readAt_ == fileOffset_ + fileLength_) release(e);  // all read: the file is not needed any more
+      return e.ready(ex);
+    case Wait::None: break;
+  }
+  wait_ = w;
+  e.stray(ex, "storage");
+}
+
+void ReplyFlow::release(UploadEngine& e) {
+  if (file_ == kNoFile) return;
+  e.storage_.closeNow(file_);
+  file_ = kNoFile;
+}
 
 }  // namespace bitsd

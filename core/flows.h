@@ -159,17 +159,30 @@ class DeliveryFlow {
 
 class ReplyFlow {
  public:
-  // GET and HEAD on a reply URL (§5.4, §10.1).
+  // GET and HEAD on a reply URL (§5.4, §10.1): the head.
   static Flow start(UploadEngine& e, Exchange& ex, const RequestHead& head);
+  // GET: the next part of the body, read from the reply file through Storage into `buf`.
+  Flow read(UploadEngine& e, Exchange& ex, std::span<char> buf);
   void onStorage(UploadEngine& e, Exchange& ex);
+  // The request ends: the reply file is closed.
+  void release(UploadEngine& e);
   bool sendsFile() const { return sendFile_; }
   uint64_t fileOffset() const { return fileOffset_; }
   uint64_t fileLength() const { return fileLength_; }
+  std::span<const char> chunk() const { return chunk_; }
 
  private:
+  enum class Wait : uint8_t { None, Open, Read };
+  void issueRead(UploadEngine& e, Exchange& ex);
+
+  Wait wait_ = Wait::None;
   bool sendFile_ = false;
   uint64_t fileOffset_ = 0;
   uint64_t fileLength_ = 0;
+  FileHandle file_ = kNoFile;
+  uint64_t readAt_ = 0;           // file offset of the next byte to read
+  std::span<char> buf_;           // the host's buffer for the read in flight
+  std::span<const char> chunk_;   // the bytes the last read brought (empty: failed or short)
 };
 
 }  // namespace bitsd

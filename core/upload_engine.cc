@@ -530,6 +530,12 @@ Flow UploadEngine::onMessageComplete(Exchange& ex) {
   return Flow::Continue;
 }
 
+Flow UploadEngine::readReply(Exchange& ex, std::span<char> buf) {
+  auto* r = std::get_if<ReplyFlow>(&ex.flow_);
+  BITS_CHECK(r != nullptr && r->sendsFile() && !ex.inFlight());
+  return r->read(*this, ex, buf);
+}
+
 Flow UploadEngine::startCompletion(Exchange& ex) {
   return notifyMode_ == NotifyMode::None ? CommitFlow::start(*this, ex) : DeliveryFlow::start(*this, ex);
 }
@@ -542,6 +548,7 @@ void UploadEngine::finish(Exchange& ex) {
     if (packet < kPacketKinds) ++stats_.requests[packet][statusIndex(ex.status_)];
   }
   if (auto* d = std::get_if<DeliveryFlow>(&ex.flow_)) d->release(*this);
+  if (auto* r = std::get_if<ReplyFlow>(&ex.flow_)) r->release(*this);
   endCreating(ex);
   ex.head_ = nullptr;
   if (ex.session_ != nullptr) {

@@ -178,7 +178,8 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   // After the response: read nothing more from this client for this long (a throttled password
   // check was refused with 503 and Retry-After). 0: carry on.
   uint32_t holdOffMs() const { return holdOffMs_; }
-  // GET on a reply URL: after response(), send fileLength() bytes of filePath() from fileOffset().
+  // GET on a reply URL: after response(), send fileLength() bytes of the reply from fileOffset(),
+  // read part by part with UploadEngine::readReply (filePath() names the file, for the log).
   bool sendsFile() const {
     const ReplyFlow* r = std::get_if<ReplyFlow>(&flow_);
     return r != nullptr && r->sendsFile();
@@ -198,6 +199,12 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   uint64_t fileLength() const {
     const ReplyFlow* r = std::get_if<ReplyFlow>(&flow_);
     return r != nullptr ? r->fileLength() : 0;
+  }
+  // After UploadEngine::readReply completed: the reply bytes it read (empty: the file is gone or
+  // shorter than the head said; close the connection, the client retries).
+  std::span<const char> replyChunk() const {
+    const ReplyFlow* r = std::get_if<ReplyFlow>(&flow_);
+    return r != nullptr ? r->chunk() : std::span<const char>();
   }
 
  private:
@@ -289,6 +296,11 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   Flow onHeaders(Exchange& ex, const RequestHead& head);
   Flow onBody(Exchange& ex, std::span<const char> bytes);
   Flow onMessageComplete(Exchange& ex);
+  // GET on a reply URL (ex.sendsFile()), once response() is sent: reads the next part of the
+  // body, at most buf.size() bytes of the fileLength() still unsent, from the reply file through
+  // Storage into `buf`, which the host keeps alive until then. Returns Wait; the host then gets
+  // onExchangeReady, and ex.replyChunk() holds the bytes read.
+  Flow readReply(Exchange& ex, std::span<char> buf);
   // Ends the request: releases the session, resets `ex`. Requires !ex.inFlight().
   void finish(Exchange& ex);
 
