@@ -71,5 +71,36 @@ TEST(Flows, AStrayNotifierCompletionOnAFragmentIsDropped) {
   EXPECT_EQ(d.engine.stats().commits, 1u);
 }
 
+// ReplyFlow reads the reply through Storage, part by part, and closes the file at the end; a reply
+// file that shrank after the head was sent gives a short body (the platform then closes).
+TEST(Flows, ReplyDownloadsReadThroughStorageAndCloseTheFile) {
+  Settings s = EngineDriver::defaultSettings();
+  s.notifyType = "value";
+  s.notifyUrl = "app/notify";
+  EngineDriver d(s);
+  d.notifier.answer.writeReply = true;
+  d.notifier.answer.replyBody = "0123456789abcdefghij";  // 20 bytes: three reads of the driver's 7
+  std::string id = d.createSession("/r.bin");
+  ASSERT_FALSE(id.empty());
+  Reply ack = d.send(bitsRequest("/r.bin", "Fragment",
+                                 {{"BITS-Session-Id", id}, {"Content-Range", "bytes 0-1/2"}, {"BITS-Transaction-Id", "t"}},
+                                 "up"));
+  ASSERT_EQ(ack.status, 200) << ack.raw;
+  std::string target = ack.get("BITS-Reply-URL").substr(std::string("http://appliance").size());
+  const int handles = d.storage.openHandles();
+  const uint64_t reads = d.storage.readCalls;
+  Reply whole = d.send(EngineDriver::httpRequest("GET", target));
+  EXPECT_EQ(whole.status, 200);
+  EXPECT_EQ(whole.body, "0123456789abcdefghij");
+  EXPECT_EQ(d.storage.readCalls - reads, 3u);
+  EXPECT_EQ(d.storage.openHandles(), handles);
+  // The file shrinks behind bitsd's back after the head: the body stops short, nothing stays open.
+  d.storage.mutableContents(d.replyPath(id)).resize(9);
+  Reply shorter = d.send(EngineDriver::httpRequest("GET", target));
+  EXPECT_EQ(shorter.status, 200);
+  EXPECT_EQ(shorter.body, "012345678");
+  EXPECT_EQ(d.storage.openHandles(), handles);
+}
+
 }  // namespace
 }  // namespace bitsd::testing
