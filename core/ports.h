@@ -61,9 +61,9 @@ class StorageOp {
   bool busy = false;
   // Outcome, valid in onStorageDone.
   Status status;
-  int64_t result = 0;          // handle (create/open) or bytes written (write)
-  FileKind kind = FileKind::Missing;  // checkDestination
-  uint64_t sizeBytes = 0;      // checkDestination
+  int64_t result = 0;          // handle (create/open), bytes written (write) or read (read)
+  FileKind kind = FileKind::Missing;  // checkDestination, openRead
+  uint64_t sizeBytes = 0;      // checkDestination, openRead
   // commitBeneath: the fsync of the destination's directory after the link or rename succeeded.
   // The commit stands whatever it says (status is ok); a failure is only worth a log line.
   Status syncStatus;
@@ -89,6 +89,15 @@ class Storage {
   // operation completes when both are done. `hash` must not be touched until then.
   virtual void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
                      Sha256State* hash = nullptr) = 0;
+  // Creates a file for writing, or empties the one there (a reply file written again after a
+  // crash). Private to bitsd's user (mode 0640). result = handle.
+  virtual void createTruncate(StorageOp& op, const char* path) = 0;
+  // Opens an existing file for reading (reply downloads, the application's reply file). result =
+  // handle; `kind` is File for a regular file (else Other) and `sizeBytes` its size then.
+  virtual void openRead(StorageOp& op, const char* path) = 0;
+  // Reads up to data.size() bytes at `offsetBytes` into the caller's buffer, which must stay valid
+  // until completion. result = bytes read (0: end of file).
+  virtual void read(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<char> data) = 0;
   // fdatasync.
   virtual void syncData(StorageOp& op, FileHandle file) = 0;
   virtual void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) = 0;

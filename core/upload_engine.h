@@ -28,10 +28,13 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <variant>
 #include <vector>
 
 #include "core/admin.h"
 #include "core/auth.h"
+#include "core/delivery_book.h"
+#include "core/flows.h"
 #include "core/journal.h"
 #include "core/notify.h"
 #include "core/ports.h"
@@ -39,6 +42,7 @@
 #include "core/response.h"
 #include "core/session_table.h"
 #include "core/settings.h"
+#include "core/state_files.h"
 
 namespace bitsd {
 
@@ -105,8 +109,6 @@ class ExchangeHost {
   ~ExchangeHost() = default;
 };
 
-enum class Flow : uint8_t { Continue, Wait };
-
 // Counters for the log and for tests.
 struct EngineStats {
   uint64_t sessionsCreated = 0;
@@ -172,12 +174,16 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   int status() const { return status_; }
   // onHeaders returned Wait for a password check that is not answered from memory (it may take
   // seconds under throttling): the host should hold nothing it can give back meanwhile.
-  bool waitsForPasswordCheck() const { return step_ == Step::Auth && auth_.slow; }
+  bool waitsForPasswordCheck() const { return std::holds_alternative<Authenticating>(flow_) && auth_.slow; }
   // After the response: read nothing more from this client for this long (a throttled password
   // check was refused with 503 and Retry-After). 0: carry on.
   uint32_t holdOffMs() const { return holdOffMs_; }
-  // GET on a reply URL: after response(), send fileLength() bytes of filePath() from fileOffset().
-  bool sendsFile() const { return sendFile_; }
+  // GET on a reply URL: after response(), send fileLength() bytes of the reply from fileOffset(),
+  // read part by part with UploadEngine::readReply (filePath() names the file, for the log).
+  bool sendsFile() const {
+    const ReplyFlow* r = std::get_if<ReplyFlow>(&flow_);
+    return r != nullptr && r->sendsFile();
+  }
   const char* filePath() const { return partial_; }
   // For the access and error logs (core/access_log.h), valid until finish().
   PacketType packetType() const { return type_; }
@@ -186,35 +192,31 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   uint32_t errorCode() const { return errorCode_; }
   // Why the request was refused, when the engine knows better than its status says (else null).
   const char* refusalReason() const { return reason_; }
-  uint64_t fileOffset() const { return fileOffset_; }
-  uint64_t fileLength() const { return fileLength_; }
+  uint64_t fileOffset() const {
+    const ReplyFlow* r = std::get_if<ReplyFlow>(&flow_);
+    return r != nullptr ? r->fileOffset() : 0;
+  }
+  uint64_t fileLength() const {
+    const ReplyFlow* r = std::get_if<ReplyFlow>(&flow_);
+    return r != nullptr ? r->fileLength() : 0;
+  }
+  // After UploadEngine::readReply completed: the reply bytes it read (empty: the file is gone or
+  // shorter than the head said; close the connection, the client retries).
+  std::span<const char> replyChunk() const {
+    const ReplyFlow* r = std::get_if<ReplyFlow>(&flow_);
+    return r != nullptr ? r->chunk() : std::span<const char>();
+  }
 
  private:
   friend class UploadEngine;
+  friend class CreateFlow;
+  friend class FragmentFlow;
+  friend class CommitFlow;
+  friend class CloseFlow;
+  friend class DeliveryFlow;
+  friend class ReplyFlow;
 
-  enum class Step : uint8_t {
-    Idle,
-    CreateCheck,     // Create-Session: checkDestination
-    CreateFile,      // Create-Session: createExclusive(partial)
-    OpenFile,        // Fragment: reopen a closed in-progress file
-    Write,           // Fragment body
-    Truncate,        // after a failed write: trim back to `have`
-    Sync,            // fdatasync before the Ack
-    CommitLink,      // link or rename partial -> destination, and fsync of its directory
-    CommitUnlink,    // remove the partial name after a link
-    CleanupRemove,   // Close/Cancel of an incomplete session: delete the partial file
-    JournalCreate,   // waiting for SessionCreated to be durable
-    JournalProgress, // waiting for Progress
-    JournalCommit,   // waiting for Committed
-    JournalClose,    // waiting for Closed
-    JournalBegan,    // hand-off: waiting for DeliveryBegan
-    Notify,          // hand-off: the POST to the application
-    CopyLink,        // hand-off: BITS-Copy-File-To-Destination (link or rename, and fsync)
-    JournalEnded,    // hand-off: waiting for DeliveryEnded
-    RemoveRequest,   // hand-off: the request file goes once the application has answered
-    Auth,            // checking the Authorization header's credentials
-  };
-
+  // The completions of the operations below go to the flow in flow_ (UploadEngine::dispatch*).
   void onStorageDone(StorageOp& op) override;
   void onJournalDurable(const Status& status) override;
   void onNotifyDone(NotifyOp& op) override;
@@ -223,68 +225,45 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
 
   ExchangeHost* host_ = nullptr;
   UploadEngine* engine_ = nullptr;
+  // The request's I/O slots (one operation in flight on each at most), owned here so that their
+  // addresses stay put while the flow in flow_ changes.
   StorageOp op_;
-  Step step_ = Step::Idle;
+  bool journalWait_ = false;       // a journal record appended with this exchange as its waiter
+  NotifyOp notify_;                // hand-off; notify_.result also holds a static reply URL
+  AuthOp auth_;                    // credentials check
+  // The flow the request is in (monostate: none, or answered without one, e.g. Ping or an error).
+  std::variant<std::monostate, Authenticating, CreateFlow, FragmentFlow, CommitFlow, CloseFlow, DeliveryFlow, ReplyFlow>
+      flow_;
+
+  // The request and its answer, whatever the flow.
   PacketType type_ = PacketType::Unknown;
   Session* session_ = nullptr;     // session this request holds busy
   SessionId sessionId_{};
   bool hasSessionId_ = false;
   bool failed_ = false;            // response decided early; the body is discarded
-  bool writeFailed_ = false;
   bool respondNow_ = false;
   bool expectContinue_ = false;
   bool close_ = false;
   int status_ = 0;
   uint32_t errorCode_ = 0;         // the BITS-Error-Code answered (0: none)
   const char* reason_ = nullptr;   // a static sentence for the error log (see refusalReason())
-  bool writing_ = false;           // body bytes go to the file
-  uint64_t skipBytes_ = 0;         // leading body bytes already stored (overlap)
-  uint64_t writeOffset_ = 0;       // file offset of the next new byte
-  uint64_t rangeEnd_ = 0;
-  uint64_t rangeTotal_ = 0;
-  std::span<const char> pending_;  // body bytes being written
-  bool journalWait_ = false;
-  bool hashing_ = false;           // the write in flight also feeds the session's SHA-256
-  // The session's SHA-256 state as it was at `have` before this fragment's first write, so that a
-  // fragment cut off mid-body (the connection died) rewinds the digest instead of losing it.
-  bool hashSnapValid_ = false;
-  uint64_t hashSnapAt_ = 0;
-  Sha256State hashSnap_{};
-  Status journalStatus_;
-  FileHandle newFile_ = kNoFile;   // Create-Session: the partial file, until the session exists
-  uint64_t journaledTo_ = 0;       // `have` that the pending Progress record states
-  bool closeIncomplete_ = false;   // Close/Cancel found the upload incomplete
   // dest_ holds the destination path, NUL-terminated; the root-relative path (as the journal and
   // the session table keep it) is at dest_ + relOffset_: right after "<root>/", or after the NUL
-  // when a location maps the path to its own directory.
+  // when a location maps the path to its own directory (UploadEngine::resolveDestination).
   uint32_t relOffset_ = 0;
   uint32_t relLen_ = 0;
   const char* destBase_ = nullptr;  // the directory the destination must resolve below
   size_t responseLen_ = 0;
   const RequestHead* head_ = nullptr;  // the request's head (in the parser), valid until finish()
-  NotifyOp notify_;                // hand-off; notify_.result also holds a static reply URL
-  AuthOp auth_;                    // credentials check
   int32_t user_ = -1;              // the authenticated user (authentication on), else -1
   ClientAddress peer_;             // set by the platform (setPeer); not cleared between requests
   Party party_;                    // Create-Session: who the new session counts against
-  bool creating_ = false;          // Create-Session: in UploadEngine::creating_ until it ends
+  bool creating_ = false;          // Create-Session: in UploadEngine::creating_ until finish()
   bool counted_ = false;           // finish() counted it in EngineStats::requests
   uint32_t holdOffMs_ = 0;         // see holdOffMs(); also the 503's Retry-After
-  // The delivery outcome being journaled and answered (hand-off and replays).
-  uint16_t dStatus_ = 0;
-  uint32_t dHresult_ = 0;
-  uint8_t dFlags_ = 0;
-  uint64_t dReplyBytes_ = 0;
-  SessionId dReplySession_{};
-  bool delivering_ = false;        // txid_ is in the engine's in-flight set
-  uint16_t txidLen_ = 0;
-  char txid_[kMaxTxidBytes];
-  bool sendFile_ = false;
-  uint64_t fileOffset_ = 0;
-  uint64_t fileLength_ = 0;
   char response_[kMaxAckBytes];
   char dest_[kPathBufBytes];
-  char partial_[kPathBufBytes];
+  char partial_[kPathBufBytes];    // the session's in-progress (or reply) file
 };
 
 class UploadEngine final : public StorageCallback, public SnapshotSource, public ReplaySink {
@@ -317,6 +296,11 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   Flow onHeaders(Exchange& ex, const RequestHead& head);
   Flow onBody(Exchange& ex, std::span<const char> bytes);
   Flow onMessageComplete(Exchange& ex);
+  // GET on a reply URL (ex.sendsFile()), once response() is sent: reads the next part of the
+  // body, at most buf.size() bytes of the fileLength() still unsent, from the reply file through
+  // Storage into `buf`, which the host keeps alive until then. Returns Wait; the host then gets
+  // onExchangeReady, and ex.replyChunk() holds the bytes read.
+  Flow readReply(Exchange& ex, std::span<char> buf);
   // Ends the request: releases the session, resets `ex`. Requires !ex.inFlight().
   void finish(Exchange& ex);
 
@@ -374,44 +358,49 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
 
  private:
   friend class Exchange;
+  friend class CreateFlow;
+  friend class FragmentFlow;
+  friend class CommitFlow;
+  friend class CloseFlow;
+  friend class DeliveryFlow;
+  friend class ReplyFlow;
   static constexpr int kBackgroundOps = 8;
 
-  void onStorageDone(StorageOp& op) override;
-  void step(Exchange& ex);  // completion of ex.op_
+  // Where a root-relative upload path goes: the root, or the directory of the location it falls
+  // in, and the path below that. Requests (afterAuth) and start-up reconciliation both use it.
+  struct Destination {
+    const Location* location = nullptr;  // the location the path falls in (null: none)
+    std::string_view base;               // the directory the destination resolves below
+    std::string_view below;              // the path under `base`
+  };
+  Destination resolveDestination(std::string_view rel) const;
+
+  // Completions, each to the flow of `ex` that waits for it (a stray one is logged and dropped).
+  void onStorageDone(StorageOp& op) override;  // the background deletions
+  void dispatchStorage(Exchange& ex);
+  void dispatchJournal(Exchange& ex, const Status& st);
+  void dispatchNotify(Exchange& ex);
+  void authDone(Exchange& ex);
+  void stray(const Exchange& ex, const char* what);
+
   Flow fail(Exchange& ex, int status, uint32_t hresult, bool withRange = false);
   void respond(Exchange& ex, int status, bool withRange);
-  Flow startCreate(Exchange& ex);
-  Flow startFragment(Exchange& ex, const RequestHead& head);
-  Flow finishFragment(Exchange& ex);
-  Flow startCommit(Exchange& ex);
-  void commitDone(Exchange& ex);  // the upload is at its destination: record it, then the Ack
+  void ready(Exchange& ex);
+  Flow afterAuth(Exchange& ex, const RequestHead& head);
+  // The upload is complete: commit it, or hand it to the application.
+  Flow startCompletion(Exchange& ex);
   // The destination's path below its base (ex.destBase_): dest_ is "<base>/<below>".
   static const char* destBelow(const Exchange& ex);
-  Flow startCompletion(Exchange& ex);
-  Flow startHandOff(Exchange& ex);
-  void beginNotify(Exchange& ex);
-  void notifyStep(Exchange& ex);
-  bool journalEnded(Exchange& ex);  // false: refused, the answer is formatted
-  void respondDelivered(Exchange& ex);
-  void loadDelivery(Exchange& ex, const DeliveryInfo& d);
-  void endDelivering(Exchange& ex);
-  Flow serveReply(Exchange& ex, const RequestHead& head);
-  Flow afterAuth(Exchange& ex, const RequestHead& head);
-  void authDone(Exchange& ex);
+  bool appendOrFail(Exchange& ex, const JournalRecord& r);  // false: refused, 503 formatted
+  // The answer for a delivery (fresh, replayed, or from the journal), total the upload's size.
+  void respondDelivered(Exchange& ex, const DeliveryOutcome& d, std::string_view staticUrl, uint64_t total);
   size_t formatReplyUrl(const Exchange& ex, const SessionId& replySession, char* out, size_t cap);
   std::string_view requestHost(const Exchange& ex) const;
-  void formatReplyPath(const SessionId& id, char* out);
+  void formatPartialPath(const SessionId& id, char* out) { bitsd::formatPartialPath(partialDir_, id, out); }
+  void formatReplyPath(const SessionId& id, char* out) { bitsd::formatReplyPath(repliesDir_, id, out); }
   bool removeReplyInBackground(const SessionId& id);
   void expireDeliveries();
   void concludeCopiedDelivery(Session& s, const std::string& txid, const RecoveryDecision& d);
-  Flow closeOrCancel(Exchange& ex);
-  Flow journalProgress(Exchange& ex);
-  void journalStep(Exchange& ex);
-  bool appendOrFail(Exchange& ex, const JournalRecord& r, Exchange::Step step);
-  void finishCreate(Exchange& ex);
-  Flow issueWrite(Exchange& ex);
-  void ready(Exchange& ex);
-  void formatPartialPath(const SessionId& id, char* out);
   void closeFile(Session& s);
   void makeRoomForOpenFile();
   bool removeInBackground(const SessionId& id);
@@ -457,11 +446,11 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   NotifyMode notifyMode_ = NotifyMode::None;
   std::string repliesDir_;
   uint64_t retentionSeconds_ = 0;
-  // Transaction ids: what the journal says about each, which session answered from which, and which
-  // are being delivered right now (a second final fragment with the same id waits: 503).
-  std::unordered_map<std::string, DeliveryInfo> deliveries_;
-  std::unordered_map<SessionId, std::string, SessionIdHash> sessionTxid_;
-  std::unordered_set<std::string> delivering_;
+  // Transaction ids (core/delivery_book.h). Replay (onRecord) writes the book's two maps under
+  // the names below.
+  DeliveryBook book_;
+  DeliveryBook::Deliveries& deliveries_ = book_.deliveries;
+  DeliveryBook::SessionTxids& sessionTxid_ = book_.sessionTxid;
   StorageOp background_[kBackgroundOps];
   char backgroundPath_[kBackgroundOps][Exchange::kPathBufBytes];
 };

@@ -118,7 +118,7 @@ Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
     uint64_t idleMs = wall >= wallNow ? 0 : (wallNow - wall) * 1000;
     if (idleMs >= expiryLimitMs(s)) {
       expired->push_back(s.id);
-      sessionTxid_.erase(s.id);
+      book_.forgetSession(s.id);
       sessions_.erase(&s);
       continue;
     }
@@ -138,22 +138,14 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
   char reply[Exchange::kPathBufBytes];
   uint32_t dropped = 0;
   // Hand-offs that began and did not end, by the session that began them.
-  std::unordered_map<SessionId, const std::string*, SessionIdHash> pending;
-  for (const auto& [txid, info] : deliveries_) {
-    if (!info.ended) pending[info.replySession] = &txid;
-  }
+  const auto pending = book_.unfinishedBySession();
   for (uint32_t i = 0; i < highWater_; ++i) {
     Session& s = sessions_.slotAt(i);
     if (s.state != SessionState::Open) continue;
     auto pend = pending.find(s.id);
     formatPartialPath(s.id, partial);
-    std::string_view rel = sessions_.path(s);
-    const Location* loc = locationFor(locations_, rel);
-    std::string_view base = root_, rest = rel;
-    if (loc != nullptr && !loc->dir.empty()) {  // as onHeaders maps it
-      base = loc->dir;
-      rest = rel.substr(loc->prefix.size());
-    }
+    const Destination dst = resolveDestination(sessions_.path(s));  // as requests map it
+    std::string_view base = dst.base, rest = dst.below;
     std::memcpy(dest, base.data(), base.size());
     dest[base.size()] = '/';
     std::memcpy(dest + base.size() + 1, rest.data(), rest.size());
@@ -228,8 +220,7 @@ void UploadEngine::concludeCopiedDelivery(Session& s, const std::string& txid, c
     rec.replyBytes = d.replyBytes;
   }
   (void)journal_.append(rec, nullptr);
-  applyDelivery(rec, &deliveries_);
-  sessionTxid_[s.id] = key;
+  book_.ended(rec);
   s.handedOff = true;
   s.committed = true;
   s.state = SessionState::Complete;
@@ -282,14 +273,14 @@ void UploadEngine::snapshot(JournalState* out) {
       r.owner = std::string(text, formatPartyAddress(s.party, text));
     }
     if (s.handedOff) {
-      auto tx = sessionTxid_.find(s.id);
-      if (tx != sessionTxid_.end()) {
+      auto tx = book_.sessionTxid.find(s.id);
+      if (tx != book_.sessionTxid.end()) {
         r.handedOff = true;
         r.txid = tx->second;
       }
     }
   }
-  out->delivered = deliveries_;
+  out->delivered = book_.deliveries;
 }
 
 }  // namespace bitsd

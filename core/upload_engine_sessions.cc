@@ -1,6 +1,7 @@
 // UploadEngine: who holds the session table. The party a session counts against (user or client
 // address), max-sessions-per-user, making room in a full table (the biggest holder pays first),
-// expiry (session-timeout, idle-session-timeout) and the sweep that deletes expired data.
+// expiry (session-timeout, idle-session-timeout) and the sweep that deletes expired data (and
+// forgets delivered transaction ids past their retention, core/delivery_book.h).
 #include "core/upload_engine.h"
 
 #include <algorithm>
@@ -167,8 +168,8 @@ bool UploadEngine::expireSession(Session& s, const char* why) {
   bool open = s.state == SessionState::Open;
   if (open && !backgroundOpFree()) return false;
   if (!journal_.append(rec, nullptr).isOk()) return false;
-  if (s.handedOff && s.state == SessionState::Complete) removeReplyInBackground(s.id);
-  sessionTxid_.erase(s.id);
+  if (keepsReply(s)) removeReplyInBackground(s.id);
+  book_.forgetSession(s.id);
   if (open) {
     closeFile(s);
     removeInBackground(s.id);
@@ -195,7 +196,8 @@ void UploadEngine::sweep() {
   expireDeliveries();
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Recovery and compaction
+void UploadEngine::expireDeliveries() { book_.expire(clock_.wallSeconds(), retentionSeconds_, sessions_); }
+
+const DeliveryInfo* UploadEngine::findDelivery(std::string_view txid) const { return book_.find(txid); }
 
 }  // namespace bitsd

@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
   scheduler.setJournal(&journal);
   journal.setSyncEnabled(settings.fdatasync);
   UploadEngine engine(storage, clock, random, sha, journal);
-  platform::UvNotifier notifier(loop, settings.maxNotifications);
+  platform::UvNotifier notifier(loop, settings.maxNotifications, storage);
   engine.setNotifier(&notifier);
   // Before recovery: restored sessions get their owners from the journal by user name.
   platform::UvAuthenticator authenticator;

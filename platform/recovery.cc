@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "core/state_files.h"
 #include "platform/beneath.h"
 
 namespace bitsd::platform {
@@ -289,8 +290,7 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
       std::string_view name = e->d_name;
       if (name == "." || name == "..") continue;
       SessionId id;
-      bool ours = name.size() == kSessionIdTextBytes + 5 && name.substr(kSessionIdTextBytes) == ".part" &&
-                  parseSessionId(name.substr(0, kSessionIdTextBytes), &id);
+      bool ours = parsePartialName(name, &id);
       if (ours && ::fstatat(dfd, e->d_name, &pst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(pst.st_mode)) {
         files.emplace(id, PartialFile{static_cast<uint64_t>(pst.st_size), pst.st_ino, pst.st_dev, false});
       } else {
@@ -307,9 +307,9 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
       const Session* s = engine.findSession(id);  // reconcile may have dropped it or marked it committed
       if (s != nullptr && s->state == SessionState::Open) continue;
     }
-    char text[kSessionIdTextBytes];
-    formatSessionId(id, text);
-    strays.push_back(std::string(text, kSessionIdTextBytes) + ".part");
+    char name[kPartialNameBytes];
+    formatPartialName(id, name);
+    strays.emplace_back(name, sizeof name);
   }
   for (const std::string& name : strays) {
     if (::unlink((partialDir + "/" + name).c_str()) == 0) ++report->orphans;
@@ -323,8 +323,8 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
       std::string_view name = e->d_name;
       if (name == "." || name == "..") continue;
       SessionId id;
-      const Session* s = name.size() == kSessionIdTextBytes && parseSessionId(name, &id) ? engine.findSession(id) : nullptr;
-      if (s != nullptr && s->handedOff && s->state == SessionState::Complete) continue;
+      const Session* s = parseReplyName(name, &id) ? engine.findSession(id) : nullptr;
+      if (s != nullptr && keepsReply(*s)) continue;  // the reply-retention rule
       leftovers.emplace_back(name);
     }
     ::closedir(d);

@@ -86,13 +86,10 @@ struct Connection final : public ExchangeHost {
   uint64_t lingerStartMs = 0;
   uint64_t lingerBytes = 0;
   // Reply download in progress (Exchange::sendsFile).
+  // The engine reads the reply file through Storage (UploadEngine::readReply) into fileBuf.
   bool fileStarted = false;
-  bool fileBusy = false;  // an fs request on fileReq is in flight
-  uv_file fileFd = -1;
-  uint64_t fileOffset = 0;
   uint64_t fileLeft = 0;
   char* fileBuf = nullptr;
-  uv_fs_t fileReq;
   // Password checks (issue 20): failed checks are charged to `peer`; a read buffer kept (body bytes
   // already read) while a slow check runs; not read from until the timer fires, after a throttled
   // check was refused.

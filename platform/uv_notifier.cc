@@ -22,7 +22,11 @@ constexpr size_t kMaxResponseHeaderBytes = 16 * 1024;
 
 // One POST. A client is done when `done` is set, every started libuv request has called back
 // (`pending` is zero) and its handles are closed; only then does the engine hear of it.
-struct UvNotifier::Client {
+// The reply file goes through the Storage seam (replyOp); the request file and the socket are its own.
+struct UvNotifier::Client final : public StorageCallback {
+  enum class ReplyStep : uint8_t { None, Create, Write, Sync, OpenApp };
+  void onStorageDone(StorageOp& op) override;
+
   UvNotifier* owner = nullptr;
   NotifyOp* op = nullptr;
   bool inUse = false;
@@ -37,7 +41,9 @@ struct UvNotifier::Client {
   uint64_t sentBytes = 0;
   uint64_t readOffset = 0;
   uv_file requestFd = -1;
-  uv_file replyFd = -1;
+  FileHandle replyFile = kNoFile;
+  StorageOp replyOp;   // reply file: create / write / sync, or open the application's (by reference)
+  ReplyStep replyStep = ReplyStep::None;
   uint64_t replyOffset = 0;
   bool replyOpening = false;
 
@@ -47,7 +53,6 @@ struct UvNotifier::Client {
   StreamOf<2> stream;  // the connection to the application: the head and a chunk in flight at once
   uv_timer_t timer;
   uv_fs_t fsRequest;  // request file: open / read
-  uv_fs_t fsReply;    // reply file: open / write / fstat / fsync
 
   // Response.
   ResponseParser parser{kMaxResponseHeaderBytes};
@@ -97,7 +102,8 @@ void maybeComplete(Client* c) {
   if (!c->done || c->pending > 0 || c->openHandles > 0 || !c->inUse) return;
   uv_loop_t* loop = c->timer.loop;
   closeFdNow(loop, &c->requestFd);
-  closeFdNow(loop, &c->replyFd);
+  if (c->replyFile != kNoFile) c->owner->storage().closeNow(c->replyFile);
+  c->replyFile = kNoFile;
   NotifyOp* op = c->op;
   c->inUse = false;
   c->op = nullptr;
@@ -160,48 +166,41 @@ const char* parseRead(Client* c, const char* data, size_t len) {
 
 void afterBodyWritten(Client* c);
 
-void onReplyWrite(uv_fs_t* req) {
-  Client* c = static_cast<Client*>(req->data);
-  --c->pending;
-  ssize_t n = req->result;
-  uv_fs_req_cleanup(req);
+void onReplyWrite(Client* c, const StorageOp& op) {
   c->bodyWriting = false;
   if (c->done) return maybeComplete(c);
-  if (n < 0 || static_cast<size_t>(n) != c->bodyLen) {
+  if (!op.status.isOk() || static_cast<size_t>(op.result) != c->bodyLen) {
     logf(LogLevel::Warn, "notification: writing the reply to %s failed: %s", c->replyPath.c_str(),
-         n < 0 ? uv_strerror(static_cast<int>(n)) : "short write");
+         !op.status.isOk() ? op.status.message() : "short write");
     return finish(c, NotifyOutcome::LocalError);
   }
-  c->replyOffset += static_cast<uint64_t>(n);
+  c->replyOffset += static_cast<uint64_t>(op.result);
   c->bodyLen = 0;
   afterBodyWritten(c);
 }
 
-void writeBody(Client* c) {
-  c->bodyWriting = true;
-  uv_buf_t b = uv_buf_init(c->body.data(), static_cast<unsigned>(c->bodyLen));
+// Starts one operation on the reply file through Storage; it completes in Client::onStorageDone.
+Storage& replyStart(Client* c, Client::ReplyStep step) {
   ++c->pending;
-  c->fsReply.data = c;
-  int rc = uv_fs_write(c->timer.loop, &c->fsReply, c->replyFd, &b, 1, static_cast<int64_t>(c->replyOffset),
-                       onReplyWrite);
-  if (rc < 0) {
-    --c->pending;
-    c->bodyWriting = false;
-    finish(c, NotifyOutcome::LocalError);
-  }
+  c->replyStep = step;
+  c->replyOp.callback = c;
+  c->replyOp.busy = true;
+  return c->owner->storage();
 }
 
-void onReplyOpen(uv_fs_t* req) {
-  Client* c = static_cast<Client*>(req->data);
-  --c->pending;
-  ssize_t fd = req->result;
-  uv_fs_req_cleanup(req);
+void writeBody(Client* c) {
+  c->bodyWriting = true;
+  replyStart(c, Client::ReplyStep::Write)
+      .write(c->replyOp, c->replyFile, c->replyOffset, std::span<const char>(c->body.data(), c->bodyLen));
+}
+
+void onReplyOpen(Client* c, const StorageOp& op) {
   c->replyOpening = false;
-  if (fd >= 0) c->replyFd = static_cast<uv_file>(fd);
+  if (op.status.isOk()) c->replyFile = static_cast<FileHandle>(op.result);
   if (c->done) return maybeComplete(c);
-  if (fd < 0) {
+  if (!op.status.isOk()) {
     logf(LogLevel::Warn, "notification: cannot create the reply file %s: %s", c->replyPath.c_str(),
-         uv_strerror(static_cast<int>(fd)));
+         op.status.message());
     return finish(c, NotifyOutcome::LocalError);
   }
   writeBody(c);
@@ -210,16 +209,9 @@ void onReplyOpen(uv_fs_t* req) {
 // After a socket read was parsed: write what body it carried, then read on or finish.
 void afterParse(Client* c) {
   if (c->bodyLen > 0) {
-    if (c->replyFd < 0) {
+    if (c->replyFile == kNoFile) {
       c->replyOpening = true;
-      ++c->pending;
-      c->fsReply.data = c;
-      int rc = uv_fs_open(c->timer.loop, &c->fsReply, c->replyPath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                          0640, onReplyOpen);
-      if (rc < 0) {
-        --c->pending;
-        finish(c, NotifyOutcome::LocalError);
-      }
+      replyStart(c, Client::ReplyStep::Create).createTruncate(c->replyOp, c->replyPath.c_str());
       return;
     }
     writeBody(c);
@@ -235,60 +227,30 @@ void afterBodyWritten(Client* c) {
 
 // --- The answer is complete: sync the reply file, then report -------------------------------------
 
-void onReplySync(uv_fs_t* req) {
-  Client* c = static_cast<Client*>(req->data);
-  --c->pending;
-  int rc = static_cast<int>(req->result);
-  uv_fs_req_cleanup(req);
+void onReplySync(Client* c, const StorageOp& op) {
   if (c->done) return maybeComplete(c);
-  if (rc < 0) {
-    logf(LogLevel::Warn, "notification: syncing the reply file %s failed: %s", c->replyPath.c_str(), uv_strerror(rc));
+  if (!op.status.isOk()) {
+    logf(LogLevel::Warn, "notification: syncing the reply file %s failed: %s", c->replyPath.c_str(),
+         op.status.message());
     return finish(c, NotifyOutcome::LocalError);
   }
   finish(c, NotifyOutcome::Answered);
 }
 
-void syncReply(Client* c) {
-  ++c->pending;
-  c->fsReply.data = c;
-  if (uv_fs_fsync(c->timer.loop, &c->fsReply, c->replyFd, onReplySync) < 0) {
-    --c->pending;
-    finish(c, NotifyOutcome::LocalError);
-  }
-}
+void syncReply(Client* c) { replyStart(c, Client::ReplyStep::Sync).syncData(c->replyOp, c->replyFile); }
 
-void onReplyStat(uv_fs_t* req) {
-  Client* c = static_cast<Client*>(req->data);
-  --c->pending;
-  int rc = static_cast<int>(req->result);
-  uint64_t size = rc == 0 ? static_cast<uint64_t>(req->statbuf.st_size) : 0;
-  bool regular = rc == 0 && (req->statbuf.st_mode & S_IFMT) == S_IFREG;
-  uv_fs_req_cleanup(req);
+void onAppReplyOpen(Client* c, const StorageOp& op) {
+  if (op.status.isOk()) c->replyFile = static_cast<FileHandle>(op.result);
   if (c->done) return maybeComplete(c);
-  if (!regular) {
+  if (!op.status.isOk()) return finish(c, NotifyOutcome::Answered);  // the application wrote no reply
+  if (op.kind != FileKind::File) {
     logf(LogLevel::Warn, "notification: the reply %s is not a regular file; answering with no reply",
          c->replyPath.c_str());
     return finish(c, NotifyOutcome::Answered);
   }
   c->result().hasReplyFile = true;
-  c->result().replyBytes = size;
+  c->result().replyBytes = op.sizeBytes;
   syncReply(c);
-}
-
-void onAppReplyOpen(uv_fs_t* req) {
-  Client* c = static_cast<Client*>(req->data);
-  --c->pending;
-  ssize_t fd = req->result;
-  uv_fs_req_cleanup(req);
-  if (fd >= 0) c->replyFd = static_cast<uv_file>(fd);
-  if (c->done) return maybeComplete(c);
-  if (fd < 0) return finish(c, NotifyOutcome::Answered);  // the application wrote no reply
-  ++c->pending;
-  c->fsReply.data = c;
-  if (uv_fs_fstat(c->timer.loop, &c->fsReply, c->replyFd, onReplyStat) < 0) {
-    --c->pending;
-    finish(c, NotifyOutcome::LocalError);
-  }
 }
 
 void onResponseDone(Client* c) {
@@ -302,18 +264,13 @@ void onResponseDone(Client* c) {
   if (c->badHeader) return finish(c, NotifyOutcome::Malformed);
   if (r.status != 200) return finish(c, NotifyOutcome::Answered);
   if (c->byValue) {
-    if (c->replyFd < 0) return finish(c, NotifyOutcome::Answered);  // no body: no reply file
+    if (c->replyFile == kNoFile) return finish(c, NotifyOutcome::Answered);  // no body: no reply file
     r.hasReplyFile = true;
     r.replyBytes = c->replyOffset;
     return syncReply(c);
   }
   if (r.staticUrlLen > 0) return finish(c, NotifyOutcome::Answered);
-  ++c->pending;
-  c->fsReply.data = c;
-  if (uv_fs_open(c->timer.loop, &c->fsReply, c->replyPath.c_str(), O_RDONLY | O_CLOEXEC, 0, onAppReplyOpen) < 0) {
-    --c->pending;
-    finish(c, NotifyOutcome::Answered);
-  }
+  replyStart(c, Client::ReplyStep::OpenApp).openRead(c->replyOp, c->replyPath.c_str());
 }
 
 // --- Socket reads -----------------------------------------------------------------------------------
@@ -480,7 +437,23 @@ void appendHeader(std::string* h, const char* name, std::string_view value) {
 
 }  // namespace
 
-UvNotifier::UvNotifier(uv_loop_t* loop, uint32_t maxClients) : loop_(loop), capacity_(maxClients) {
+void UvNotifier::Client::onStorageDone(StorageOp& completed) {
+  completed.busy = false;
+  --pending;
+  ReplyStep step = replyStep;
+  replyStep = ReplyStep::None;
+  switch (step) {
+    case ReplyStep::Create: return onReplyOpen(this, completed);
+    case ReplyStep::Write: return onReplyWrite(this, completed);
+    case ReplyStep::Sync: return onReplySync(this, completed);
+    case ReplyStep::OpenApp: return onAppReplyOpen(this, completed);
+    case ReplyStep::None: break;
+  }
+  logf(LogLevel::Error, "notification: a reply file completion nobody waits for: ignored");
+}
+
+UvNotifier::UvNotifier(uv_loop_t* loop, uint32_t maxClients, Storage& storage)
+    : loop_(loop), storage_(storage), capacity_(maxClients) {
   clients_ = new Client[capacity_];
   uv_timer_init(loop_, &defer_);
   defer_.data = this;
@@ -533,7 +506,8 @@ void UvNotifier::post(NotifyOp& op, const NotifyRequest& req) {
   c->byValue = req.byValue;
   c->contentBytes = req.byValue ? req.contentBytes : 0;
   c->sentBytes = c->readOffset = c->replyOffset = 0;
-  c->requestFd = c->replyFd = -1;
+  c->requestFd = -1;
+  c->replyFile = kNoFile;
   c->replyOpening = false;
   c->parser.reset();
   c->messageComplete = c->responseHandled = c->bodyWriting = c->badHeader = false;

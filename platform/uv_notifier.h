@@ -16,12 +16,14 @@
 #include <vector>
 
 #include "core/notify.h"
+#include "core/ports.h"
 
 namespace bitsd::platform {
 
 class UvNotifier final : public Notifier {
  public:
-  UvNotifier(uv_loop_t* loop, uint32_t maxClients);
+  // The reply files are written (by value) and opened (by reference) through `storage`.
+  UvNotifier(uv_loop_t* loop, uint32_t maxClients, Storage& storage);
   ~UvNotifier() override;
   UvNotifier(const UvNotifier&) = delete;
   UvNotifier& operator=(const UvNotifier&) = delete;
@@ -35,6 +37,7 @@ class UvNotifier final : public Notifier {
   void close();
   uint32_t active() const { return active_; }
   void clientReleased() { --active_; }  // internal: a client finished its POST
+  Storage& storage() { return storage_; }  // internal: the clients' reply files
 
   struct Client;
 
@@ -42,6 +45,7 @@ class UvNotifier final : public Notifier {
   static void onDeferThunk(uv_timer_t* t);
 
   uv_loop_t* loop_;
+  Storage& storage_;
   Client* clients_ = nullptr;
   uint32_t capacity_ = 0;
   uint32_t active_ = 0;

@@ -246,6 +246,9 @@ void UvServer::onExchangeReady(Connection* c) {
     case Phase::WaitComplete:
       sendResponse(c);
       return;
+    case Phase::Writing:  // a part of a reply download was read
+      onFileChunk(c);
+      return;
     default:
       BITS_CHECK(false && "exchange ready in an unexpected phase");
   }
@@ -316,75 +319,33 @@ void UvServer::onWrite(Connection* c, int status) {
 }
 
 // Reply bodies are rare and small next to uploads, so each download gets a 64 KiB buffer from the
-// heap for its duration rather than a pool of its own.
+// heap for its duration rather than a pool of its own. The engine reads the reply file into it
+// through Storage (UploadEngine::readReply), one part per write.
 void UvServer::startFile(Connection* c) {
   Exchange& ex = c->slot->exchange;
   c->fileStarted = true;
-  c->fileOffset = ex.fileOffset();
   c->fileLeft = ex.fileLength();
   c->fileBuf = static_cast<char*>(std::malloc(kFileChunkBytes));
   if (c->fileBuf == nullptr) return closeConnection(c);
-  c->fileReq.data = c;
-  c->fileBusy = true;
-  if (uv_fs_open(loop_, &c->fileReq, ex.filePath(), O_RDONLY | O_CLOEXEC, 0, onFileOpenThunk) < 0) {
-    c->fileBusy = false;
-    closeConnection(c);
-  }
-}
-
-void UvServer::onFileOpenThunk(uv_fs_t* req) {
-  Connection* c = static_cast<Connection*>(req->data);
-  UvServer* self = c->server;
-  ssize_t fd = req->result;
-  uv_fs_req_cleanup(req);
-  c->fileBusy = false;
-  if (fd >= 0) c->fileFd = static_cast<uv_file>(fd);
-  if (c->closing) return self->finishClose(c);
-  if (fd < 0) {
-    logf(LogLevel::Warn, "reply download: cannot open %s: %s", c->slot->exchange.filePath(),
-         uv_strerror(static_cast<int>(fd)));
-    return self->closeConnection(c);
-  }
-  self->readFileChunk(c);
+  readFileChunk(c);
 }
 
 void UvServer::readFileChunk(Connection* c) {
   arm(c, settings_.bodyTimeoutMs);
   size_t n = c->fileLeft < kFileChunkBytes ? static_cast<size_t>(c->fileLeft) : kFileChunkBytes;
-  uv_buf_t b = uv_buf_init(c->fileBuf, static_cast<unsigned>(n));
-  c->fileReq.data = c;
-  c->fileBusy = true;
-  if (uv_fs_read(loop_, &c->fileReq, c->fileFd, &b, 1, static_cast<int64_t>(c->fileOffset), onFileReadThunk) < 0) {
-    c->fileBusy = false;
-    closeConnection(c);
-  }
+  (void)engine_.readReply(c->slot->exchange, std::span<char>(c->fileBuf, n));  // Wait: onFileChunk follows
 }
 
-void UvServer::onFileReadThunk(uv_fs_t* req) {
-  Connection* c = static_cast<Connection*>(req->data);
-  UvServer* self = c->server;
-  ssize_t n = req->result;
-  uv_fs_req_cleanup(req);
-  c->fileBusy = false;
-  if (c->closing) return self->finishClose(c);
-  if (n <= 0) {
-    // The head promised more bytes than the file has now: the client sees a short body and retries.
-    logf(LogLevel::Warn, "reply download: reading %s failed", c->slot->exchange.filePath());
-    return self->closeConnection(c);
-  }
-  c->fileOffset += static_cast<uint64_t>(n);
-  c->fileLeft -= static_cast<uint64_t>(n);
-  uv_buf_t b = uv_buf_init(c->fileBuf, static_cast<unsigned>(n));
-  if (!c->stream.write(&b, 1, onWriteThunk)) self->closeConnection(c);
+// The engine read the next part of the reply (onExchangeReady while Writing): send it.
+void UvServer::onFileChunk(Connection* c) {
+  std::span<const char> part = c->slot->exchange.replyChunk();
+  if (part.empty()) return closeConnection(c);  // the file is gone or short: the client retries
+  c->fileLeft -= part.size();
+  uv_buf_t b = uv_buf_init(const_cast<char*>(part.data()), static_cast<unsigned>(part.size()));
+  if (!c->stream.write(&b, 1, onWriteThunk)) closeConnection(c);
 }
 
 void UvServer::endFile(Connection* c) {
-  if (c->fileFd >= 0) {
-    uv_fs_t req;
-    uv_fs_close(loop_, &req, c->fileFd, nullptr);
-    uv_fs_req_cleanup(&req);
-    c->fileFd = -1;
-  }
   std::free(c->fileBuf);
   c->fileBuf = nullptr;
   c->fileStarted = false;
@@ -507,7 +468,6 @@ void UvServer::closeConnection(Connection* c) {
   removeWaiter(c);
   uv_timer_stop(&c->timer);
   if (c->slot != nullptr && c->slot->exchange.inFlight()) return;  // onExchangeReady finishes it
-  if (c->fileBusy) return;  // the reply file request's callback finishes it
   finishClose(c);
 }
 

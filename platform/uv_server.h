@@ -115,8 +115,7 @@ class UvServer {
   void sendResponse(Connection* c);
   void onWrite(Connection* c, int status);
   // Reply downloads: the file body after the response head, 64 KiB at a time.
-  static void onFileOpenThunk(uv_fs_t* req);
-  static void onFileReadThunk(uv_fs_t* req);
+  void onFileChunk(Connection* c);
   void startFile(Connection* c);
   void readFileChunk(Connection* c);
   void endFile(Connection* c);

@@ -363,7 +363,7 @@ bool UvServer::makeRoom(bool ready) {
 void UvServer::lingerClose(Connection* c) {
   if (c->closing || c->phase == Phase::Lingering) return;
   // The stream says goodbye (close_notify over TLS), shuts its side and from now on reads raw bytes.
-  if (shuttingDown_ || c->reject || c->fileBusy || (c->slot != nullptr && c->slot->exchange.inFlight()) ||
+  if (shuttingDown_ || c->reject || (c->slot != nullptr && c->slot->exchange.inFlight()) ||
       !c->stream.shutdownWrite()) {
     closeConnection(c);
     return;

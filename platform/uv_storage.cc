@@ -27,6 +27,9 @@ enum Kind {
   kDirOpen,
   kDirSync,
   kDirClose,
+  kOpenRead,
+  kOpenStat,
+  kRead,
 };
 }  // namespace
 
@@ -98,6 +101,22 @@ void UvStorage::createExclusive(StorageOp& op, const char* path) {
 void UvStorage::openWrite(StorageOp& op, const char* path) {
   UvOp* u = prepare(op, kOpen);
   uv_fs_open(loop_, &u->req, path, O_WRONLY | O_CLOEXEC, 0, onFsThunk);
+}
+
+void UvStorage::createTruncate(StorageOp& op, const char* path) {
+  UvOp* u = prepare(op, kCreate);
+  uv_fs_open(loop_, &u->req, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640, onFsThunk);
+}
+
+void UvStorage::openRead(StorageOp& op, const char* path) {
+  UvOp* u = prepare(op, kOpenRead);
+  uv_fs_open(loop_, &u->req, path, O_RDONLY | O_CLOEXEC, 0, onFsThunk);
+}
+
+void UvStorage::read(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<char> data) {
+  UvOp* u = prepare(op, kRead);
+  uv_buf_t buf = uv_buf_init(data.data(), static_cast<unsigned>(data.size()));
+  uv_fs_read(loop_, &u->req, file, &buf, 1, static_cast<int64_t>(offsetBytes), onFsThunk);
 }
 
 void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
@@ -300,6 +319,38 @@ void UvStorage::onFs(UvOp* u) {
       uv_fs_req_cleanup(&u->req);
       if (r < 0) op.status = statusFromUv(r, "open failed");
       op.result = r;
+      return complete();
+    case kOpenRead:
+      uv_fs_req_cleanup(&u->req);
+      if (r < 0) {
+        op.status = statusFromUv(r, "open failed");
+        return complete();
+      }
+      u->file = r;
+      u->kind = kOpenStat;
+      uv_fs_fstat(loop_, &u->req, u->file, onFsThunk);
+      return;
+    case kOpenStat: {
+      const bool regular = r == 0 && (u->req.statbuf.st_mode & S_IFMT) == S_IFREG;
+      if (r < 0) {
+        op.status = statusFromUv(r, "fstat failed");
+        uv_fs_req_cleanup(&u->req);
+        closeNow(u->file);
+        return complete();
+      }
+      op.kind = regular ? FileKind::File : FileKind::Other;
+      op.sizeBytes = static_cast<uint64_t>(u->req.statbuf.st_size);
+      op.result = u->file;
+      uv_fs_req_cleanup(&u->req);
+      return complete();
+    }
+    case kRead:
+      uv_fs_req_cleanup(&u->req);
+      if (result < 0) {
+        op.status = statusFromUv(r, "read failed");
+      } else {
+        op.result = result;
+      }
       return complete();
     case kWrite:
       uv_fs_req_cleanup(&u->req);

@@ -67,6 +67,7 @@
 
 #include "core/journal_format.h"
 #include "core/protocol.h"
+#include "core/state_files.h"
 #include "platform/system.h"
 
 namespace {
@@ -561,7 +562,8 @@ int genJournal(const std::map<std::string, std::string>& a) {
   uint64_t n = num(a, "sessions");
   bool open = num(a, "open") != 0;
   ::mkdir(state.c_str(), 0755);
-  ::mkdir((state + "/partial").c_str(), 0755);
+  const std::string partialDir = bitsd::partialDirOf(state);
+  ::mkdir(partialDir.c_str(), 0755);
   std::vector<uint8_t> out(bitsd::kJournalBlockBytes, 0);
   bitsd::JournalHeader h;
   h.salt = 0xB175;
@@ -600,9 +602,8 @@ int genJournal(const std::map<std::string, std::string>& a) {
       r.shaStateLen = static_cast<uint8_t>(midLen);
       std::memcpy(r.shaState, midstate, midLen);
       emit(r);
-      char id[bitsd::kSessionIdTextBytes];
-      bitsd::formatSessionId(r.id, id);
-      std::string part = state + "/partial/" + std::string(id, sizeof id) + ".part";
+      std::string part(partialDir.size() + 2 + bitsd::kPartialNameBytes, '\0');
+      part.resize(bitsd::formatPartialPath(partialDir, r.id, part.data()));
       int fd = ::open(part.c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
       if (fd < 0 || ::ftruncate(fd, 1 << 20) != 0) die("cannot create " + part);
       ::close(fd);

@@ -205,9 +205,17 @@ Reply EngineDriver::send(const std::string& request, size_t chunk) {
       case ParseEvent::MessageComplete: {
         waitFor(engine.onMessageComplete(ex_));
         Reply r = parseReply(std::string(ex_.response()));
-        if (ex_.sendsFile()) {  // a reply download: the platform would stream these bytes
-          const std::string& f = storage.contents(ex_.filePath());
-          r.body = f.substr(static_cast<size_t>(ex_.fileOffset()), static_cast<size_t>(ex_.fileLength()));
+        if (ex_.sendsFile()) {
+          // A reply download: the body comes from Storage part by part (a small buffer, so that
+          // it takes several reads), as the platform sends it; a short file ends it early.
+          char buf[7];
+          for (uint64_t left = ex_.fileLength(); left > 0;) {
+            waitFor(engine.readReply(ex_, std::span<char>(buf, sizeof buf)));
+            std::span<const char> part = ex_.replyChunk();
+            if (part.empty()) break;
+            r.body.append(part.data(), part.size());
+            left -= part.size();
+          }
         }
         engine.finish(ex_);
         return r;

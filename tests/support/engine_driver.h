@@ -81,6 +81,8 @@ class EngineDriver final : public ExchangeHost {
   uint64_t rehashedBytes = 0;  // upload bytes the last restore read back to rebuild digests
   static constexpr const char* kJournalPath = "/state/journal";
   int readyCalls = 0;
+  // The exchange the requests run in (to hand it a completion it did not ask for).
+  Exchange& exchange() { return ex_; }
   // The last send() was answered from its head alone (Exchange::respondNow()), before any body byte.
   bool answeredBeforeBody = false;
 

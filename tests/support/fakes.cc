@@ -74,6 +74,47 @@ void FakeStorage::openWrite(StorageOp& op, const char* path) {
   });
 }
 
+void FakeStorage::createTruncate(StorageOp& op, const char* path) {
+  std::string p = path;
+  enqueue(op, [this, p](StorageOp& o) {
+    files_[p].clear();  // durable at once, like the other directory operations
+    durable_[p].clear();
+    unsynced_.erase(p);
+    handles_[nextHandle_] = p;
+    o.result = nextHandle_++;
+  });
+}
+
+void FakeStorage::openRead(StorageOp& op, const char* path) {
+  std::string p = path;
+  enqueue(op, [this, p](StorageOp& o) {
+    auto f = files_.find(p);
+    if (f == files_.end()) {
+      o.status = Status(Code::NotFound, "missing");
+      return;
+    }
+    o.kind = FileKind::File;
+    o.sizeBytes = f->second.size();
+    handles_[nextHandle_] = p;
+    o.result = nextHandle_++;
+  });
+}
+
+void FakeStorage::read(StorageOp& op, FileHandle file, uint64_t offset, std::span<char> data) {
+  ++readCalls;
+  enqueue(op, [this, file, offset, data](StorageOp& o) {
+    auto h = handles_.find(file);
+    if (h == handles_.end()) {
+      o.status = Status(Code::Io, "bad handle");
+      return;
+    }
+    const std::string& f = files_[h->second];
+    size_t n = offset >= f.size() ? 0 : std::min(data.size(), static_cast<size_t>(f.size() - offset));
+    if (n > 0) std::memcpy(data.data(), f.data() + offset, n);
+    o.result = static_cast<int64_t>(n);
+  });
+}
+
 void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::span<const char> data,
                         Sha256State* hash) {
   bool journal = isJournal(file);

@@ -126,6 +126,10 @@ class FakeStorage final : public Storage {
   void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
              Sha256State* hash) override;
   Sha256* sha = nullptr;  // for writes that carry a digest
+  void createTruncate(StorageOp& op, const char* path) override;
+  void openRead(StorageOp& op, const char* path) override;
+  void read(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<char> data) override;
+  uint64_t readCalls = 0;
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
   void checkDestination(StorageOp& op, const char* base, const char* below) override;

@@ -1,0 +1,48 @@
+// The delivered-ID book (see core/delivery_book.h).
+#include "core/delivery_book.h"
+
+#include "core/state_files.h"
+
+namespace bitsd {
+
+const DeliveryInfo* DeliveryBook::find(std::string_view txid) const {
+  auto it = deliveries.find(std::string(txid));
+  return it == deliveries.end() ? nullptr : &it->second;
+}
+
+const DeliveryInfo* DeliveryBook::endedFor(const SessionId& sid) const {
+  auto tx = sessionTxid.find(sid);
+  if (tx == sessionTxid.end()) return nullptr;
+  auto d = deliveries.find(tx->second);
+  return d != deliveries.end() && d->second.ended ? &d->second : nullptr;
+}
+
+void DeliveryBook::ended(const JournalRecord& r) {
+  applyDelivery(r, &deliveries);
+  sessionTxid[r.id] = std::string(r.txid);
+}
+
+void DeliveryBook::expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTable& sessions) {
+  if (deliveries.empty()) return;
+  for (auto it = deliveries.begin(); it != deliveries.end();) {
+    const DeliveryInfo& d = it->second;
+    bool old = d.wallSeconds + retentionSeconds <= nowWall;
+    // Kept while the session holding its reply is alive, or while it is being delivered.
+    const Session* owner = sessions.find(d.replySession);
+    if (!old || (owner != nullptr && keepsReply(*owner)) || delivering_.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    it = deliveries.erase(it);
+  }
+}
+
+std::unordered_map<SessionId, const std::string*, SessionIdHash> DeliveryBook::unfinishedBySession() const {
+  std::unordered_map<SessionId, const std::string*, SessionIdHash> pending;
+  for (const auto& [txid, info] : deliveries) {
+    if (!info.ended) pending[info.replySession] = &txid;
+  }
+  return pending;
+}
+
+}  // namespace bitsd

@@ -1,0 +1,194 @@
+// CreateFlow: Create-Session (BITS-UPLOAD.md §2.2, §10.1). max-sessions-per-user, then the
+// destination is checked (its directory exists below the base, it is not a directory, overwrites),
+// a session id is drawn and a table slot made free, the in-progress file is created exclusively,
+// and SessionCreated (with its owner) is made durable before the Ack.
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "core/log.h"
+#include "core/upload_engine.h"
+
+namespace bitsd {
+
+Flow CreateFlow::start(UploadEngine& e, Exchange& ex) {
+  // max-sessions-per-user: the answer is transient (503 + Retry-After): a client with many jobs
+  // gets its session once one of its own ends; an abuser only gets more 503s, which cost nothing.
+  ex.party_ = e.partyOf(ex);
+  if (e.settings_.maxSessionsPerUser != 0 && ex.party_.known()) {
+    uint32_t held = e.openSessionsOf(ex.party_);
+    if (held >= e.settings_.maxSessionsPerUser) {
+      ++e.stats_.quotaRefusals;
+      char who[80];
+      e.describeParty(ex.party_, who, sizeof who);
+      ex.reason_ = "the client or user holds max-sessions-per-user open sessions";
+      logf(LogLevel::Debug, "create-session refused: %s holds %u open sessions (max-sessions-per-user)", who, held);
+      return e.fail(ex, 503, hresult::kNoSystemResources);
+    }
+  }
+  e.creating_.push_back(&ex);
+  ex.creating_ = true;
+  CreateFlow& f = ex.flow_.emplace<CreateFlow>();
+  f.wait_ = Wait::CheckDestination;
+  ex.op_.busy = true;
+  e.storage_.checkDestination(ex.op_, ex.destBase_, UploadEngine::destBelow(ex));
+  return Flow::Wait;
+}
+
+void CreateFlow::onStorage(UploadEngine& e, Exchange& ex) {
+  Wait w = wait_;
+  wait_ = Wait::None;
+  switch (w) {
+    case Wait::CheckDestination: return checked(e, ex);
+    case Wait::CreateFile: return created(e, ex);
+    case Wait::None:
+    case Wait::Journal: break;
+  }
+  wait_ = w;
+  e.stray(ex, "storage");
+}
+
+void CreateFlow::checked(UploadEngine& e, Exchange& ex) {
+  const Status st = ex.op_.status;
+  if (!st.isOk()) {
+    if (st.code() == Code::NotFound) {
+      ex.reason_ = "the destination's directory does not exist";
+      e.fail(ex, 404, hresult::kPathNotFound);
+    } else if (st.code() == Code::AccessDenied) {
+      ex.reason_ = "the destination's directory may not be written (or is a symlink)";
+      e.fail(ex, 403, hresult::kAccessDenied);
+    } else {
+      logf(LogLevel::Warn, "create-session: checking %s failed: %s (%d)", ex.dest_, st.message(), st.sysCode());
+      e.fail(ex, 500, hresult::kInternal);
+    }
+    return e.ready(ex);
+  }
+  if (ex.op_.kind == FileKind::Directory) {
+    ex.reason_ = "the destination is a directory";
+    e.fail(ex, 400, hresult::kInvalidArg);
+    return e.ready(ex);
+  }
+  if (ex.op_.kind != FileKind::Missing && !e.settings_.allowOverwrites) {
+    ex.reason_ = "the file exists and allow-overwrites is off";
+    e.fail(ex, 403, hresult::kAccessDenied);
+    return e.ready(ex);
+  }
+  if (e.journal_.nearlyFull()) {
+    ++e.stats_.journalRefusals;
+    logf(LogLevel::Warn, "create-session refused: the journal is near its size cap even when compacted");
+    e.fail(ex, 503, hresult::kNoSystemResources);
+    return e.ready(ex);
+  }
+  uint8_t rnd[16];
+  if (!e.random_.fill(rnd, sizeof rnd)) {
+    logf(LogLevel::Error, "create-session: random generator failed");
+    e.fail(ex, 500, hresult::kInternal);
+    return e.ready(ex);
+  }
+  ex.sessionId_ = sessionIdFromRandom(rnd);
+  ex.hasSessionId_ = true;
+  if (e.sessions_.find(ex.sessionId_) != nullptr || !e.makeRoomForNewSession(ex)) {
+    ex.hasSessionId_ = false;
+    logf(LogLevel::Warn, "create-session refused: session table full (%u sessions)", e.sessions_.size());
+    e.fail(ex, 503, hresult::kNoSystemResources);
+    return e.ready(ex);
+  }
+  e.makeRoomForOpenFile();
+  e.formatPartialPath(ex.sessionId_, ex.partial_);
+  wait_ = Wait::CreateFile;
+  ex.op_.busy = true;
+  e.storage_.createExclusive(ex.op_, ex.partial_);
+}
+
+void CreateFlow::created(UploadEngine& e, Exchange& ex) {
+  const Status st = ex.op_.status;
+  if (!st.isOk()) {
+    ex.hasSessionId_ = false;
+    logf(LogLevel::Warn, "create-session: cannot create %s: %s (%d)", ex.partial_, st.message(), st.sysCode());
+    e.fail(ex, 500, hresultFor(st));
+    return e.ready(ex);
+  }
+  newFile_ = static_cast<FileHandle>(ex.op_.result);
+  JournalRecord rec;
+  rec.type = RecordType::SessionCreated;
+  rec.id = ex.sessionId_;
+  rec.wallSeconds = e.clock_.wallSeconds();
+  rec.path = std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_);
+  // Who it belongs to: the user, or with authentication off the client's address ("@...", so
+  // the per-address count survives a restart).
+  char partyText[kMaxPartyTextBytes];
+  std::string_view owner;
+  if (e.authenticator_ != nullptr && ex.user_ >= 0) {
+    owner = e.authenticator_->userName(ex.user_);
+  } else if (e.authenticator_ == nullptr) {
+    owner = std::string_view(partyText, formatPartyAddress(ex.party_, partyText));
+  }
+  if (!owner.empty()) {
+    // The owner goes in the same flush, after the session it names; the Ack waits for both.
+    (void)e.journal_.append(rec, nullptr);
+    rec = JournalRecord();
+    rec.type = RecordType::SessionOwner;
+    rec.id = ex.sessionId_;
+    rec.owner = owner;
+  }
+  if (!e.appendOrFail(ex, rec)) {
+    dropFile(e, ex);
+    return e.ready(ex);
+  }
+  wait_ = Wait::Journal;
+}
+
+// The session will not exist: its file goes.
+void CreateFlow::dropFile(UploadEngine& e, Exchange& ex) {
+  e.storage_.closeNow(newFile_);
+  newFile_ = kNoFile;
+  e.removeInBackground(ex.sessionId_);
+  ex.hasSessionId_ = false;
+}
+
+void CreateFlow::onJournal(UploadEngine& e, Exchange& ex, const Status& st) {
+  if (wait_ != Wait::Journal) return e.stray(ex, "journal");
+  wait_ = Wait::None;
+  if (!st.isOk()) {
+    dropFile(e, ex);
+    e.fail(ex, 500, hresultFor(st));
+    return e.ready(ex);
+  }
+  finishCreate(e, ex);
+  e.ready(ex);
+}
+
+void CreateFlow::finishCreate(UploadEngine& e, Exchange& ex) {
+  e.endCreating(ex);  // from here on the table counts it
+  Session* s = e.sessions_.insert(ex.sessionId_, std::string_view(ex.dest_ + ex.relOffset_, ex.relLen_));
+  if (s == nullptr) {  // cannot happen: room was made before the file was created, and we are single-threaded
+    e.storage_.closeNow(newFile_);
+    newFile_ = kNoFile;
+    e.fail(ex, 503, hresult::kNoSystemResources);
+    return;
+  }
+  if (s->slot + 1 > e.highWater_) e.highWater_ = s->slot + 1;
+  s->owner = ex.user_;
+  s->party = ex.party_;
+  s->client = ex.peer_;
+  s->createdMs = e.clock_.nowMs();
+  s->file = newFile_;
+  newFile_ = kNoFile;
+  ++e.openFiles_;
+  e.sha_.start(s->hash);
+  s->hashValid = e.settings_.digest;
+  s->hashedBytes = 0;
+  e.touch(*s);
+  ++e.stats_.sessionsCreated;
+  AckSpec spec;
+  spec.status = 200;
+  spec.createSession = true;
+  spec.hostId = e.settings_.hostId;
+  spec.hostIdFallbackSeconds = e.settings_.hostIdFallbackTimeoutSeconds;
+  spec.sessionId = &ex.sessionId_;
+  spec.close = ex.close_;
+  ex.status_ = 200;
+  ex.responseLen_ = formatAck(spec, ex.response_);
+}
+
+}  // namespace bitsd

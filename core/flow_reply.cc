@@ -1,0 +1,158 @@
+// ReplyFlow: GET and HEAD on a reply URL (BITS-UPLOAD.md §5.4, §10.1). The session id in the URL
+// must name a session that keeps its reply (core/state_files.h) and whose application answer left a
+// reply file; anything else is 404, which reveals nothing. Ranges and If-Unmodified-Since are
+// honoured; the body is the reply file's bytes, read through Storage part by part as the host sends
+// them (UploadEngine::readReply).
+#include <cstring>
+
+#include "core/content_range.h"
+#include "core/http_reply.h"
+#include "core/log.h"
+#include "core/upload_engine.h"
+
+namespace bitsd {
+
+// The session id in the URL must name a session whose application answer left a reply file;
+// anything else is 404, which reveals nothing.
+Flow ReplyFlow::start(UploadEngine& e, Exchange& ex, const RequestHead& head) {
+  ReplyFlow& f = ex.flow_.emplace<ReplyFlow>();
+  ++e.stats_.replies;
+  ex.failed_ = true;  // no body is read into a file
+  ReplyHeadSpec spec;
+  spec.close = ex.close_;
+  auto answer = [&](int status) {
+    spec.status = status;
+    ex.status_ = status;
+    ex.responseLen_ = formatReplyHead(spec, ex.response_);
+    return Flow::Continue;
+  };
+  std::string_view target = head.target.substr(0, head.target.find('?'));
+  constexpr std::string_view kMarker = "/BITS-Sessions/Replies/";
+  constexpr std::string_view kFile = "/responsefile.bin";
+  size_t at = target.find(kMarker);
+  if (at == std::string_view::npos || target.size() < kFile.size() ||
+      target.substr(target.size() - kFile.size()) != kFile) {
+    --e.stats_.replies;
+    ex.failed_ = false;
+    return e.fail(ex, 405, hresult::kInvalidArg);  // not a reply URL: uploads take BITS_POST only
+  }
+  std::string_view idPart = target.substr(at + kMarker.size(), target.size() - kFile.size() - at - kMarker.size());
+  // The id as IIS clients send it: braces percent-encoded (or not).
+  char idText[kSessionIdTextBytes];
+  size_t n = 0;
+  for (size_t i = 0; i < idPart.size() && n < sizeof idText + 1; ++i) {
+    char c = idPart[i];
+    if (c == '%' && i + 2 < idPart.size() + 0 && (idPart.substr(i, 3) == "%7B" || idPart.substr(i, 3) == "%7b")) {
+      c = '{';
+      i += 2;
+    } else if (c == '%' && (idPart.substr(i, 3) == "%7D" || idPart.substr(i, 3) == "%7d")) {
+      c = '}';
+      i += 2;
+    }
+    if (n == sizeof idText) {
+      n = 0;
+      break;
+    }
+    idText[n++] = c;
+  }
+  SessionId id;
+  if (n != kSessionIdTextBytes || !parseSessionId(std::string_view(idText, n), &id)) return answer(404);
+  // The reply belongs to the session that posted it; a later session that was answered from the
+  // same delivery points at it too.
+  auto known = [&](const SessionId& sid) -> const DeliveryInfo* {
+    const Session* s = e.sessions_.find(sid);
+    if (s == nullptr || !keepsReply(*s)) return nullptr;
+    if (e.authenticator_ != nullptr && s->owner != ex.user_) return nullptr;  // someone else's reply: unknown
+    const DeliveryInfo* d = e.book_.endedFor(sid);
+    if (d == nullptr || d->status != 200 || !d->staticUrl.empty() || !(d->replySession == sid)) return nullptr;
+    return d;
+  };
+  const DeliveryInfo* d = known(id);
+  if (d == nullptr) return answer(404);
+  const uint64_t size = (d->flags & kDeliveryHasReplyFile) ? d->replyBytes : 0;
+  spec.totalBytes = size;
+  spec.lastModified = d->wallSeconds;
+  if (head.has(HeaderId::IfUnmodifiedSince)) {
+    uint64_t since = 0;
+    if (parseHttpDate(head.value(HeaderId::IfUnmodifiedSince), &since) && d->wallSeconds > since) {
+      return answer(412);
+    }
+  }
+  uint64_t begin = 0, end = size;
+  int status = 200;
+  if (head.has(HeaderId::Range)) {
+    switch (interpretRange(head.value(HeaderId::Range), size, &begin, &end)) {
+      case RangeAnswer::Whole: break;
+      case RangeAnswer::Partial: status = 206; break;
+      case RangeAnswer::Unsatisfiable: return answer(416);
+    }
+  }
+  spec.contentLength = end - begin;
+  spec.rangeBegin = begin;
+  spec.rangeEnd = end;
+  if (head.method == HttpMethod::Get && end > begin) {
+    e.formatReplyPath(d->replySession, ex.partial_);
+    f.sendFile_ = true;
+    f.fileOffset_ = begin;
+    f.fileLength_ = end - begin;
+    f.readAt_ = begin;
+  }
+  return answer(status);
+}
+
+Flow ReplyFlow::read(UploadEngine& e, Exchange& ex, std::span<char> buf) {
+  uint64_t left = fileOffset_ + fileLength_ - readAt_;
+  if (buf.size() > left) buf = buf.first(static_cast<size_t>(left));
+  buf_ = buf;
+  chunk_ = {};
+  if (file_ != kNoFile) {
+    issueRead(e, ex);
+    return Flow::Wait;
+  }
+  wait_ = Wait::Open;
+  ex.op_.busy = true;
+  e.storage_.openRead(ex.op_, ex.partial_);
+  return Flow::Wait;
+}
+
+void ReplyFlow::issueRead(UploadEngine& e, Exchange& ex) {
+  wait_ = Wait::Read;
+  ex.op_.busy = true;
+  e.storage_.read(ex.op_, file_, readAt_, buf_);
+}
+
+void ReplyFlow::onStorage(UploadEngine& e, Exchange& ex) {
+  const Status st = ex.op_.status;
+  Wait w = wait_;
+  wait_ = Wait::None;
+  switch (w) {
+    case Wait::Open:
+      if (!st.isOk()) {
+        logf(LogLevel::Warn, "reply download: cannot open %s: %s", ex.partial_, st.message());
+        return e.ready(ex);  // no bytes: the host closes the connection
+      }
+      file_ = static_cast<FileHandle>(ex.op_.result);
+      return issueRead(e, ex);
+    case Wait::Read:
+      if (!st.isOk() || ex.op_.result <= 0) {
+        // The head promised more bytes than the file has now: the client sees a short body and retries.
+        logf(LogLevel::Warn, "reply download: reading %s failed", ex.partial_);
+        return e.ready(ex);
+      }
+      readAt_ += static_cast<uint64_t>(ex.op_.result);
+      chunk_ = std::span<const char>(buf_.data(), static_cast<size_t>(ex.op_.result));
+      if (readAt_ == fileOffset_ + fileLength_) release(e);  // all read: the file is not needed any more
+      return e.ready(ex);
+    case Wait::None: break;
+  }
+  wait_ = w;
+  e.stray(ex, "storage");
+}
+
+void ReplyFlow::release(UploadEngine& e) {
+  if (file_ == kNoFile) return;
+  e.storage_.closeNow(file_);
+  file_ = kNoFile;
+}
+
+}  // namespace bitsd

@@ -1,0 +1,188 @@
+// The request flows of the upload engine, one object per flow: CreateFlow (Create-Session),
+// FragmentFlow (a Fragment's body, data sync and Progress record), CommitFlow (the upload to its
+// destination, then Committed), CloseFlow (Close/Cancel-Session), DeliveryFlow (the hand-off to the
+// server application) and ReplyFlow (GET/HEAD of a reply URL). An Exchange holds at most one of
+// them at a time (Exchange::flow_, a std::variant), and each flow keeps its own state and the one
+// completion it waits for (`wait_`): a storage, journal, notifier or password-check completion
+// reaches only the flow of its exchange that issued it, and a completion its flow does not wait
+// for is logged and dropped. A flow that hands over to the next (Fragment -> Commit or Delivery)
+// replaces itself in the variant and returns at once: after that call it touches nothing of its own.
+//
+// Implementations: core/flow_create.cc, flow_fragment.cc, flow_commit.cc (Commit and Close),
+// flow_delivery.cc, flow_reply.cc. The engine (core/upload_engine.cc) admits the request, resolves
+// its destination and starts the flow.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "core/journal_format.h"
+#include "core/ports.h"
+#include "core/request_parser.h"
+#include "core/protocol.h"
+#include "core/status.h"
+
+namespace bitsd {
+
+class Exchange;
+class UploadEngine;
+struct Session;
+enum class Flow : uint8_t { Continue, Wait };
+
+// The BG_E_* code for a failed storage or journal operation.
+uint32_t hresultFor(const Status& s);
+
+// The password check before any flow runs (authentication on).
+struct Authenticating {};
+
+class CreateFlow {
+ public:
+  // Checks the destination, then creates the in-progress file, then journals the session.
+  static Flow start(UploadEngine& e, Exchange& ex);
+  void onStorage(UploadEngine& e, Exchange& ex);
+  void onJournal(UploadEngine& e, Exchange& ex, const Status& st);
+
+ private:
+  enum class Wait : uint8_t { None, CheckDestination, CreateFile, Journal };
+  void checked(UploadEngine& e, Exchange& ex);
+  void created(UploadEngine& e, Exchange& ex);
+  void finishCreate(UploadEngine& e, Exchange& ex);
+  void dropFile(UploadEngine& e, Exchange& ex);
+
+  Wait wait_ = Wait::None;
+  FileHandle newFile_ = kNoFile;  // the partial file, until the session exists
+};
+
+class FragmentFlow {
+ public:
+  static Flow start(UploadEngine& e, Exchange& ex, const RequestHead& head);
+  Flow onBody(UploadEngine& e, Exchange& ex, std::span<const char> bytes);
+  Flow onMessageComplete(UploadEngine& e, Exchange& ex);
+  void onStorage(UploadEngine& e, Exchange& ex);
+  void onJournal(UploadEngine& e, Exchange& ex, const Status& st);
+  // The request ends: a fragment cut off mid-body (the connection died) rewinds the session's
+  // digest to `have`, where the client's retry starts.
+  void release(Session& s) const;
+  // For a digest checkpoint while this fragment holds the session: the state its first write
+  // started from (and at which length), when `hash` may run ahead of the durable bytes.
+  bool hashing() const { return hashing_; }
+  const Sha256State* snapshot(uint64_t* at) const {
+    *at = hashSnapAt_;
+    return hashSnapValid_ ? &hashSnap_ : nullptr;
+  }
+
+ private:
+  enum class Wait : uint8_t { None, OpenFile, Write, Truncate, Sync, Journal };
+  Flow issueWrite(UploadEngine& e, Exchange& ex);
+  void written(UploadEngine& e, Exchange& ex, const Status& st);
+  Flow journalProgress(UploadEngine& e, Exchange& ex);
+
+  Wait wait_ = Wait::None;
+  bool writing_ = false;           // body bytes go to the file
+  bool writeFailed_ = false;
+  bool hashing_ = false;           // the write in flight also feeds the session's SHA-256
+  uint64_t skipBytes_ = 0;         // leading body bytes already stored (overlap)
+  uint64_t writeOffset_ = 0;       // file offset of the next new byte
+  uint64_t journaledTo_ = 0;       // `have` that the pending Progress record states
+  std::span<const char> pending_;  // body bytes being written
+  // The session's SHA-256 state as it was at `have` before this fragment's first write.
+  bool hashSnapValid_ = false;
+  uint64_t hashSnapAt_ = 0;
+  Sha256State hashSnap_{};
+};
+
+class CommitFlow {
+ public:
+  // The upload is complete and no application takes it: link or rename it to its destination.
+  static Flow start(UploadEngine& e, Exchange& ex);
+  void onStorage(UploadEngine& e, Exchange& ex);
+  void onJournal(UploadEngine& e, Exchange& ex, const Status& st);
+
+ private:
+  enum class Wait : uint8_t { None, Link, Unlink, Journal };
+  void linked(UploadEngine& e, Exchange& ex);
+  void commitDone(UploadEngine& e, Exchange& ex);
+
+  Wait wait_ = Wait::None;
+};
+
+class CloseFlow {
+ public:
+  // At the head: holds the session. At message end: journals Closed, then deletes the data of an
+  // incomplete upload.
+  static Flow start(UploadEngine& e, Exchange& ex, Session& s);
+  Flow onMessageComplete(UploadEngine& e, Exchange& ex);
+  void onStorage(UploadEngine& e, Exchange& ex);
+  void onJournal(UploadEngine& e, Exchange& ex, const Status& st);
+
+ private:
+  enum class Wait : uint8_t { None, Journal, Remove };
+  Wait wait_ = Wait::None;
+  bool incomplete_ = false;  // the upload was incomplete: its data goes
+};
+
+// What the application answered (or the journal says it answered) for a transaction.
+struct DeliveryOutcome {
+  uint16_t status = 0;
+  uint32_t hresult = 0;
+  uint8_t flags = 0;
+  uint64_t replyBytes = 0;
+  SessionId replySession{};
+};
+
+class DeliveryFlow {
+ public:
+  // The upload is complete and notify-type is set (BITS-UPLOAD.md §5, §8).
+  static Flow start(UploadEngine& e, Exchange& ex);
+  void onJournal(UploadEngine& e, Exchange& ex, const Status& st);
+  void onNotify(UploadEngine& e, Exchange& ex);
+  void onStorage(UploadEngine& e, Exchange& ex);
+  // The request ends: the transaction id is no longer being delivered.
+  void release(UploadEngine& e);
+
+ private:
+  enum class Wait : uint8_t { None, JournalBegan, Notify, CopyLink, JournalEnded, RemoveRequest };
+  Flow begin(UploadEngine& e, Exchange& ex);
+  void beginNotify(UploadEngine& e, Exchange& ex);
+  void copied(UploadEngine& e, Exchange& ex, const Status& st);
+  bool journalEnded(UploadEngine& e, Exchange& ex);  // false: refused, the answer is formatted
+  void transient(UploadEngine& e, Exchange& ex, int status, uint32_t code, ErrorContext ctx, const char* why);
+  std::string_view txid() const { return std::string_view(txid_, txidLen_); }
+
+  Wait wait_ = Wait::None;
+  bool delivering_ = false;  // txid_ is in the delivered-ID book's in-flight set
+  DeliveryOutcome outcome_;
+  uint16_t txidLen_ = 0;
+  char txid_[kMaxTxidBytes];
+};
+
+class ReplyFlow {
+ public:
+  // GET and HEAD on a reply URL (§5.4, §10.1): the head.
+  static Flow start(UploadEngine& e, Exchange& ex, const RequestHead& head);
+  // GET: the next part of the body, read from the reply file through Storage into `buf`.
+  Flow read(UploadEngine& e, Exchange& ex, std::span<char> buf);
+  void onStorage(UploadEngine& e, Exchange& ex);
+  // The request ends: the reply file is closed.
+  void release(UploadEngine& e);
+  bool sendsFile() const { return sendFile_; }
+  uint64_t fileOffset() const { return fileOffset_; }
+  uint64_t fileLength() const { return fileLength_; }
+  std::span<const char> chunk() const { return chunk_; }
+
+ private:
+  enum class Wait : uint8_t { None, Open, Read };
+  void issueRead(UploadEngine& e, Exchange& ex);
+
+  Wait wait_ = Wait::None;
+  bool sendFile_ = false;
+  uint64_t fileOffset_ = 0;
+  uint64_t fileLength_ = 0;
+  FileHandle file_ = kNoFile;
+  uint64_t readAt_ = 0;           // file offset of the next byte to read
+  std::span<char> buf_;           // the host's buffer for the read in flight
+  std::span<const char> chunk_;   // the bytes the last read brought (empty: failed or short)
+};
+
+}  // namespace bitsd
