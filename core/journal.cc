@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-#include "core/crc32c.h"
 #include "core/log.h"
 
 namespace bitsd {
@@ -14,17 +13,11 @@ constexpr uint64_t kCompactionFloorBytes = 64 * 1024;
 // `*seq`. Payloads do not change.
 void renumber(uint8_t* buf, size_t len, uint32_t salt, uint64_t* seq) {
   size_t off = 0;
-  while (off + kRecordHeaderBytes <= len) {
-    uint8_t* p = buf + off;
-    size_t payload = static_cast<size_t>(getLe(p, 4));
-    uint8_t pre[13];
-    putLe(pre, salt, 4);
-    putLe(pre + 4, *seq, 8);
-    pre[12] = p[16];
-    putLe(p + 4, crc32c(crc32c(0, pre, sizeof pre), p + kRecordHeaderBytes, payload), 4);
-    putLe(p + 8, *seq, 8);
+  while (off < len) {
+    size_t n = restampRecord(buf + off, len - off, salt, *seq);
+    if (n == 0) break;  // cannot happen: the buffer holds whole records only
     ++*seq;
-    off += kRecordHeaderBytes + payload;
+    off += n;
   }
 }
 }  // namespace
@@ -117,7 +110,8 @@ void Journal::finishFlush(const Status& st) {
     logf(LogLevel::Error, "journal write failed: %s (%d)", st.message(), st.sysCode());
     // Its sequence numbers were never durable: give them to the records still pending, or replay
     // would stop at the gap.
-    uint64_t seq = getLe(flushing_.data() + 8, 8);
+    uint64_t seq = 0;
+    if (!recordSequence(std::span<const uint8_t>(flushing_.data(), flushingLen_), &seq)) seq = nextSeq_;
     renumber(pending_.data(), pendingLen_, salt_, &seq);
     nextSeq_ = seq;
   }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/journal_format.h"
+#include "core/journal_model.h"
 #include "core/ports.h"
 
 namespace bitsd {
