@@ -373,6 +373,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   uint32_t openSessionsOf(const Party& p) const;
 
  private:
+  // The session table as applyRecord (core/journal_model.h) sees it: onRecord's replay rules.
+  struct ReplayTarget;
   friend class Exchange;
   static constexpr int kBackgroundOps = 8;
 

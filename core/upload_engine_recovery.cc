@@ -12,99 +12,80 @@
 
 namespace bitsd {
 
-// While restoring, Session::lastActivityMs holds the journal's wall-clock seconds; finishRestore
-// turns them into loop milliseconds. The semantics match JournalState::apply (every record states a
-// fact; a record for a forgotten session is ignored).
-void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
-  auto bumpWall = [](Session& s, uint64_t wall) {
+// The engine's session table as applyRecord (core/journal_model.h) sees it: the replay rules are
+// there, shared with JournalState; this says how each one lands in a Session. While restoring,
+// Session::lastActivityMs holds the journal's wall-clock seconds; finishRestore turns them into loop
+// milliseconds.
+struct UploadEngine::ReplayTarget {
+  using Session = bitsd::Session;
+  UploadEngine& e;
+
+  Session* find(const SessionId& id) { return e.sessions_.find(id); }
+  Session* create(const JournalRecord& r) {
+    if (r.path.size() > e.settings_.maxPathBytes) return nullptr;  // cannot be served under this config
+    Session* s = e.sessions_.insert(r.id, r.path);
+    if (s == nullptr) {
+      e.restoreOverflow_ = true;
+      return nullptr;
+    }
+    if (s->slot + 1 > e.highWater_) e.highWater_ = s->slot + 1;
+    s->createdMs = e.clock_.nowMs();  // the admin page's age: since this start for restored sessions
+    e.sha_.start(s->hash);
+    s->hashValid = e.settings_.digest;  // over zero bytes
+    return s;
+  }
+  void erase(Session& s) {
+    e.sessionTxid_.erase(s.id);
+    e.sessions_.erase(&s);
+  }
+  DeliveryMap& deliveries() { return e.deliveries_; }
+  void touch(Session& s, uint64_t wall) {
     if (wall > s.lastActivityMs) s.lastActivityMs = wall;
-  };
-  if (r.type == RecordType::Delivered || r.type == RecordType::DeliveryBegan) {
-    applyDelivery(r, &deliveries_);
-    return;
   }
-  if (r.type == RecordType::DeliveryEnded) {
-    applyDelivery(r, &deliveries_);
-    Session* ended = sessions_.find(r.id);
-    if (ended == nullptr) return;
-    sessionTxid_[r.id] = std::string(r.txid);
-    ended->handedOff = true;
-    if (ended->state == SessionState::Open) ended->state = SessionState::Complete;
-    if (r.flags & kDeliveryCopied) ended->committed = true;
-    ended->totalKnown = true;
-    ended->haveBytes = ended->journaledBytes = ended->totalBytes;
-    ended->hashValid = false;
-    if (r.wallSeconds > ended->lastActivityMs) ended->lastActivityMs = r.wallSeconds;
-    return;
+  bool ended(const Session& s) const { return s.state != SessionState::Open; }
+  uint64_t have(const Session& s) const { return s.haveBytes; }
+  uint64_t total(const Session& s) const { return s.totalBytes; }
+  void setTotal(Session& s, uint64_t total) {
+    s.totalKnown = true;
+    s.totalBytes = total;
   }
-  Session* s = sessions_.find(r.id);
-  switch (r.type) {
-    case RecordType::SessionCreated:
-      if (s == nullptr) {
-        if (r.path.size() > settings_.maxPathBytes) return;  // cannot be served under this config
-        s = sessions_.insert(r.id, r.path);
-        if (s == nullptr) {
-          restoreOverflow_ = true;
-          return;
-        }
-        if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
-        s->createdMs = clock_.nowMs();  // the admin page's age: since this start for restored sessions
-        sha_.start(s->hash);
-        s->hashValid = settings_.digest;  // over zero bytes
-      }
-      bumpWall(*s, r.wallSeconds);
-      return;
-    case RecordType::Progress:
-      if (s == nullptr || s->state != SessionState::Open) return;
-      s->totalKnown = true;
-      s->totalBytes = r.totalBytes;
-      if (r.haveBytes >= s->haveBytes) {
-        s->haveBytes = s->journaledBytes = r.haveBytes;
-        // Resume the digest from its checkpoint (whole blocks only); rehashOpenSessions re-reads
-        // the short tail after it.
-        s->hashValid = settings_.digest && r.shaStateLen == kDigestCheckpointBytes &&
-                       sha_.importState(s->hash, r.shaState, kDigestChainBytes);
-        s->hashedBytes = s->hashValid ? digestCheckpointBytes(r.shaState) : 0;
-      }
-      bumpWall(*s, r.wallSeconds);
-      return;
-    case RecordType::Committed:
-      if (s == nullptr) return;
-      s->committed = true;
-      if (s->state == SessionState::Open) s->state = SessionState::Complete;
-      s->totalKnown = true;
-      s->totalBytes = s->haveBytes = s->journaledBytes = r.totalBytes;
-      std::memcpy(s->sha256, r.sha256, 32);
-      s->hashValid = false;
-      bumpWall(*s, r.wallSeconds);
-      return;
-    case RecordType::Closed:
-      if (s == nullptr) return;
-      s->state = SessionState::Closed;
-      bumpWall(*s, r.wallSeconds);
-      return;
-    case RecordType::Forget:
-      if (s != nullptr) {
-        sessionTxid_.erase(s->id);
-        sessions_.erase(s);
-      }
-      return;
-    case RecordType::SessionOwner:
-      if (s == nullptr) return;
-      if (parsePartyAddress(r.owner, &s->party)) {  // created without authentication, from this address
-        s->owner = authenticator_ != nullptr ? kNobody : -1;
-        return;
-      }
-      // A user removed from the users file since owns nothing any more: the session only expires.
-      s->owner = authenticator_ != nullptr ? authenticator_->userId(r.owner) : -1;
-      if (s->owner < 0) s->owner = kNobody;
-      s->party = s->owner >= 0 ? Party{Party::User, static_cast<uint64_t>(s->owner)} : Party{};
-      return;
-    case RecordType::Pad:
-    case RecordType::Delivered:
-    case RecordType::DeliveryBegan:
-    case RecordType::DeliveryEnded: return;
+  void setHave(Session& s, uint64_t have, const JournalRecord* progress) {
+    s.haveBytes = s.journaledBytes = have;
+    if (progress == nullptr) return;  // complete: the digest is no longer kept
+    // Resume the digest from its checkpoint (whole blocks only); rehashOpenSessions re-reads the
+    // short tail after it.
+    s.hashValid = e.settings_.digest && progress->shaStateLen == kDigestCheckpointBytes &&
+                  e.sha_.importState(s.hash, progress->shaState, kDigestChainBytes);
+    s.hashedBytes = s.hashValid ? digestCheckpointBytes(progress->shaState) : 0;
   }
+  void complete(Session& s) {
+    if (s.state == SessionState::Open) s.state = SessionState::Complete;
+    s.hashValid = false;
+  }
+  void commit(Session& s, const uint8_t* sha256) {
+    s.committed = true;
+    if (sha256 != nullptr) std::memcpy(s.sha256, sha256, sizeof s.sha256);
+  }
+  void close(Session& s, bool) { s.state = SessionState::Closed; }
+  void handOff(Session& s, std::string_view txid) {
+    e.sessionTxid_[s.id] = std::string(txid);
+    s.handedOff = true;
+  }
+  void setOwner(Session& s, std::string_view owner) {
+    if (parsePartyAddress(owner, &s.party)) {  // created without authentication, from this address
+      s.owner = e.authenticator_ != nullptr ? kNobody : -1;
+      return;
+    }
+    // A user removed from the users file since owns nothing any more: the session only expires.
+    s.owner = e.authenticator_ != nullptr ? e.authenticator_->userId(owner) : -1;
+    if (s.owner < 0) s.owner = kNobody;
+    s.party = s.owner >= 0 ? Party{Party::User, static_cast<uint64_t>(s.owner)} : Party{};
+  }
+};
+
+void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
+  ReplayTarget t{*this};
+  applyRecord(t, r);
 }
 
 Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
