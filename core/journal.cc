@@ -1,5 +1,6 @@
 #include "core/journal.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/log.h"
@@ -39,6 +40,7 @@ Status Journal::init(size_t bufferBytes, uint32_t maxWaiters, uint64_t maxBytes,
   flushingWaiters_.reserve(maxWaiters);
   maxWaiters_ = maxWaiters;
   maxBytes_ = maxBytes;
+  readBack_.assign(kReadBackChunkBytes, 0);
   return Status::ok();
 }
 
@@ -95,6 +97,48 @@ void Journal::writeMore(std::span<const uint8_t> rest, uint64_t offset) {
   op_.busy = true;
   FileHandle f = (step_ == Step::CompactWrite) ? tmpFile_ : file_;
   storage_.write(op_, f, offset, std::span<const char>(reinterpret_cast<const char*>(rest.data()), rest.size()));
+}
+
+void Journal::startReadBack(Step step, std::span<const uint8_t> written, uint64_t offset) {
+  step_ = step;
+  readBackWritten_ = written;
+  readBackOffset_ = offset;
+  readBackDone_ = 0;
+  readBackMore();
+}
+
+void Journal::readBackMore() {
+  const size_t left = readBackWritten_.size() - readBackDone_;
+  const size_t n = left < readBack_.size() ? left : readBack_.size();
+  op_.busy = true;
+  FileHandle f = (step_ == Step::CompactVerify) ? tmpFile_ : file_;
+  storage_.read(op_, f, readBackOffset_ + readBackDone_, std::span<char>(readBack_.data(), n));
+}
+
+Status Journal::checkReadBack(const StorageOp& op, bool* more) {
+  *more = false;
+  if (!op.status.isOk()) return op.status;
+  const size_t asked = std::min(readBack_.size(), readBackWritten_.size() - readBackDone_);
+  const size_t got = op.result > 0 ? static_cast<size_t>(op.result) : 0;
+  const uint64_t at = readBackOffset_ + readBackDone_;
+  if (got == 0 || got > asked) {
+    ++stats_.readBackMismatches;
+    logf(LogLevel::Error, "journal: reading back %zu bytes written at offset %llu returned %lld: the file is shorter than written",
+         asked, static_cast<unsigned long long>(at), static_cast<long long>(op.result));
+    return Status(Code::Io, "journal read-back came up short");
+  }
+  if (std::memcmp(readBack_.data(), readBackWritten_.data() + readBackDone_, got) != 0) {
+    ++stats_.readBackMismatches;
+    logf(LogLevel::Error, "journal: the %zu bytes read back at offset %llu differ from what was written (%s)", got,
+         static_cast<unsigned long long>(at), path_.c_str());
+    return Status(Code::Io, "journal read-back mismatch");
+  }
+  readBackDone_ += got;
+  if (readBackDone_ < readBackWritten_.size()) {
+    *more = true;
+    readBackMore();
+  }
+  return Status::ok();
 }
 
 void Journal::finishFlush(const Status& st) {
@@ -209,7 +253,9 @@ void Journal::onStorageDone(StorageOp& op) {
       }
       size_t n = static_cast<size_t>(op.result);
       if (n < writeRest_.size()) return writeMore(writeRest_.subspan(n), writeOffset_ + n);
-      if (step_ == Step::Write && !syncEnabled_) return finishFlush(Status::ok());
+      if (step_ == Step::Write && !syncEnabled_) {
+        return startReadBack(Step::Verify, std::span<const uint8_t>(flushing_.data(), flushingLen_), endOffset_);
+      }
       op_.busy = true;
       if (step_ == Step::Write) {
         step_ = Step::Sync;
@@ -220,7 +266,16 @@ void Journal::onStorageDone(StorageOp& op) {
       }
       return;
     }
-    case Step::Sync: return finishFlush(st);
+    case Step::Sync:
+      if (!st.isOk()) return finishFlush(st);
+      // Durable as far as the device says; read it back before anyone is told so.
+      return startReadBack(Step::Verify, std::span<const uint8_t>(flushing_.data(), flushingLen_), endOffset_);
+    case Step::Verify: {
+      bool more = false;
+      Status v = checkReadBack(op, &more);
+      if (more) return;
+      return finishFlush(v);
+    }
     case Step::CompactRemoveTmp:
       if (!st.isOk()) return finishCompaction(st);
       step_ = Step::CompactCreate;
@@ -234,10 +289,18 @@ void Journal::onStorageDone(StorageOp& op) {
       return writeMore(std::span<const uint8_t>(snapshot_.data(), snapshot_.size()), 0);
     case Step::CompactSync:
       if (!st.isOk()) return finishCompaction(st);
+      // The new file replaces the journal only once it reads back as written.
+      return startReadBack(Step::CompactVerify, std::span<const uint8_t>(snapshot_.data(), snapshot_.size()), 0);
+    case Step::CompactVerify: {
+      bool more = false;
+      Status v = checkReadBack(op, &more);
+      if (more) return;
+      if (!v.isOk()) return finishCompaction(v);
       step_ = Step::CompactRename;
       op_.busy = true;
       storage_.rename(op_, tmpPath_.c_str(), path_.c_str());
       return;
+    }
     case Step::CompactRename:
       if (!st.isOk()) return finishCompaction(st);
       step_ = Step::CompactSyncDir;

@@ -61,7 +61,7 @@ class StorageOp {
   bool busy = false;
   // Outcome, valid in onStorageDone.
   Status status;
-  int64_t result = 0;          // handle (create/open) or bytes written (write)
+  int64_t result = 0;          // handle (create/open), bytes written (write) or read (read)
   FileKind kind = FileKind::Missing;  // checkDestination
   uint64_t sizeBytes = 0;      // checkDestination
   // commitBeneath: the fsync of the destination's directory after the link or rename succeeded.
@@ -89,6 +89,10 @@ class Storage {
   // operation completes when both are done. `hash` must not be touched until then.
   virtual void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
                      Sha256State* hash = nullptr) = 0;
+  // Reads up to out.size() bytes at `offsetBytes` into `out` (the caller's, valid until completion).
+  // result = bytes read: fewer than asked only at the end of the file. The journal reads back what
+  // it wrote (core/journal.cc); a handle from createExclusive/openWrite is open for reading too.
+  virtual void read(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<char> out) = 0;
   // fdatasync.
   virtual void syncData(StorageOp& op, FileHandle file) = 0;
   virtual void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) = 0;

@@ -229,7 +229,7 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   uint64_t nextSeq = rr.nextSeq;
   uint64_t end = rr.validEnd;
   if (exists && !bytes.empty()) {
-    fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);  // read-write: appends are read back
     if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(end)) != 0) {
       *error = "cannot open " + path + " for writing: " + std::strerror(errno);
       return false;
@@ -256,7 +256,7 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
     h.firstSeq = nextSeq = 1;
     uint8_t block[kJournalBlockBytes];
     encodeJournalHeader(h, block);
-    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || !writeAll(fd, block, sizeof block, 0) || ::fdatasync(fd) != 0) {
       *error = "cannot create " + path + ": " + std::strerror(errno);
       return false;

@@ -17,6 +17,7 @@ enum Kind {
   kCreate,
   kOpen,
   kWrite,
+  kRead,
   kSync,
   kTruncate,
   kCheck,
@@ -85,12 +86,13 @@ void UvStorage::onFsThunk(uv_fs_t* req) {
 
 void UvStorage::createExclusive(StorageOp& op, const char* path) {
   UvOp* u = prepare(op, kCreate);
-  uv_fs_open(loop_, &u->req, path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644, onFsThunk);
+  // Read-write: the journal reads back what it wrote.
+  uv_fs_open(loop_, &u->req, path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644, onFsThunk);
 }
 
 void UvStorage::openWrite(StorageOp& op, const char* path) {
   UvOp* u = prepare(op, kOpen);
-  uv_fs_open(loop_, &u->req, path, O_WRONLY | O_CLOEXEC, 0, onFsThunk);
+  uv_fs_open(loop_, &u->req, path, O_RDWR | O_CLOEXEC, 0, onFsThunk);
 }
 
 void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
@@ -122,6 +124,12 @@ void UvStorage::hashDoneThunk(uv_work_t* w, int) {
   StorageOp* o = u->op;
   u->~UvOp();
   o->callback->onStorageDone(*o);
+}
+
+void UvStorage::read(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<char> out) {
+  UvOp* u = prepare(op, kRead);
+  uv_buf_t buf = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+  uv_fs_read(loop_, &u->req, file, &buf, 1, static_cast<int64_t>(offsetBytes), onFsThunk);
 }
 
 void UvStorage::syncData(StorageOp& op, FileHandle file) {
@@ -250,6 +258,14 @@ void UvStorage::onFs(UvOp* u) {
         op.result = result;
       }
       if (--u->pending > 0) return;  // the digest is still running
+      return complete();
+    case kRead:
+      uv_fs_req_cleanup(&u->req);
+      if (result < 0) {
+        op.status = statusFromUv(r, "read failed");
+      } else {
+        op.result = result;
+      }
       return complete();
     case kSync:
       syncs_.observe((uv_hrtime() - u->syncStartNs) / 1000);

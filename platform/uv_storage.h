@@ -22,6 +22,7 @@ class UvStorage final : public Storage {
   void openWrite(StorageOp& op, const char* path) override;
   void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
              Sha256State* hash) override;
+  void read(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<char> out) override;
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
   void checkDestination(StorageOp& op, const char* base, const char* below) override;

@@ -85,6 +85,12 @@ void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::sp
   // Capture the bytes now: the real platform writes from the caller's buffer before completing, and
   // the caller keeps it alive until then, so reading at completion would be equally valid.
   std::string bytes(data.data(), data.size());
+  if (corruptJournalWrites && !bytes.empty()) {
+    auto h = handles_.find(file);
+    if (h != handles_.end() && (h->second == journalPath || h->second == journalPath + ".tmp")) {
+      bytes[bytes.size() / 2] ^= 0x10;
+    }
+  }
   enqueue(op, [this, file, offset, bytes, journal, hash](StorageOp& o) {
     // Like the platform: the whole span is hashed, whatever the write does.
     if (hash != nullptr && sha != nullptr) sha->update(*hash, std::span<const char>(bytes.data(), bytes.size()));
@@ -107,6 +113,22 @@ void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::sp
     unsynced_[h->second].push_back(Unsynced{offset, bytes.substr(0, n)});
     if (spaceLeftBytes != UINT64_MAX) spaceLeftBytes -= n;
     if (!journal) bytesWritten += n;
+    o.result = static_cast<int64_t>(n);
+  });
+}
+
+// Reads what a reader of the file would see now (synced or not, as from the page cache).
+void FakeStorage::read(StorageOp& op, FileHandle file, uint64_t offset, std::span<char> out) {
+  if (isJournal(file)) ++journalReads;
+  enqueue(op, [this, file, offset, out](StorageOp& o) {
+    auto h = handles_.find(file);
+    if (h == handles_.end()) {
+      o.status = Status(Code::Io, "bad handle");
+      return;
+    }
+    const std::string& f = files_[h->second];
+    size_t n = offset >= f.size() ? 0 : std::min(out.size(), static_cast<size_t>(f.size() - offset));
+    if (n > 0) std::memcpy(out.data(), f.data() + offset, n);
     o.result = static_cast<int64_t>(n);
   });
 }
