@@ -405,7 +405,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void formatReplyPath(const SessionId& id, char* out);
   bool removeReplyInBackground(const SessionId& id);
   void expireDeliveries();
-  void concludeCopiedDelivery(Session& s, const std::string& txid, const RecoveryDecision& d);
+  void concludeCopiedDelivery(ReplayTarget& facts, Session& s, const std::string& txid, const RecoveryDecision& d);
   Flow closeOrCancel(Exchange& ex);
   Flow journalProgress(Exchange& ex);
   void journalStep(Exchange& ex);

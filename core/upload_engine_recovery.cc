@@ -19,6 +19,18 @@ namespace bitsd {
 struct UploadEngine::ReplayTarget {
   using Session = bitsd::Session;
   UploadEngine& e;
+  // Replay (true): lastActivityMs still holds wall seconds. Reconciliation runs after finishRestore
+  // made them loop milliseconds, and a fact it proves is no client activity: it leaves them be.
+  bool restoring = true;
+  uint32_t unjournaled = 0;  // reconciliation's records the journal could not take
+
+  // Reconciliation: journals a fact recovery proved about the files, and applies it to the table by
+  // the same rules as replay. If the journal cannot take it, the table still gets it; the next
+  // start proves it again from the same files.
+  void prove(const JournalRecord& r) {
+    if (!e.journal_.append(r, nullptr).isOk()) ++unjournaled;
+    applyRecord(*this, r);
+  }
 
   Session* find(const SessionId& id) { return e.sessions_.find(id); }
   Session* create(const JournalRecord& r) {
@@ -40,7 +52,7 @@ struct UploadEngine::ReplayTarget {
   }
   DeliveryMap& deliveries() { return e.deliveries_; }
   void touch(Session& s, uint64_t wall) {
-    if (wall > s.lastActivityMs) s.lastActivityMs = wall;
+    if (restoring && wall > s.lastActivityMs) s.lastActivityMs = wall;
   }
   bool ended(const Session& s) const { return s.state != SessionState::Open; }
   uint64_t have(const Session& s) const { return s.haveBytes; }
@@ -118,6 +130,7 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
   char dest[Exchange::kPathBufBytes];
   char reply[Exchange::kPathBufBytes];
   uint32_t dropped = 0;
+  ReplayTarget facts{*this, false};
   // Hand-offs that began and did not end, by the session that began them.
   std::unordered_map<SessionId, const std::string*, SessionIdHash> pending;
   for (const auto& [txid, info] : deliveries_) {
@@ -159,32 +172,34 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
       case RecoveryAction::Keep: break;
       case RecoveryAction::Drop:
         rec.type = RecordType::Forget;
-        (void)journal_.append(rec, nullptr);
-        sessions_.erase(&s);
+        facts.prove(rec);  // erases the session
         ++dropped;
         break;
       case RecoveryAction::Committed:
         if (pend != pending.end()) {
-          concludeCopiedDelivery(s, *pend->second, d);
+          concludeCopiedDelivery(facts, s, *pend->second, d);
           break;
         }
-        s.state = SessionState::Complete;
-        s.committed = true;
-        s.haveBytes = s.journaledBytes = s.totalBytes;
         rec.type = RecordType::Committed;
         rec.totalBytes = s.totalBytes;
-        (void)journal_.append(rec, nullptr);
+        facts.prove(rec);  // complete and committed, `have` = the size
         break;
       case RecoveryAction::SetHave:
+        // Not a replay rule: `have` goes back (the file holds less than the journal says), which
+        // replay never does; the file is the fact here.
         s.haveBytes = s.journaledBytes = d.haveBytes;
         s.hashValid = false;  // rebuilt by rehashOpenSessions
         sha_.start(s.hash);
         rec.type = RecordType::Progress;
         rec.totalBytes = s.totalBytes;
         rec.haveBytes = d.haveBytes;
-        (void)journal_.append(rec, nullptr);
+        if (!journal_.append(rec, nullptr).isOk()) ++facts.unjournaled;
         break;
     }
+  }
+  if (facts.unjournaled > 0) {
+    logf(LogLevel::Warn, "recovery: the journal could not take %u record(s) of what the files showed; the next start finds them again",
+         facts.unjournaled);
   }
   return dropped;
 }
@@ -194,7 +209,8 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
 // synced before the copy, and the crash came before DeliveryEnded. Journal the end recovery can
 // prove, so the client's retry gets the reply and the application is not asked again. A static
 // reply URL was not journaled yet and is lost: the reply is then empty.
-void UploadEngine::concludeCopiedDelivery(Session& s, const std::string& txid, const RecoveryDecision& d) {
+void UploadEngine::concludeCopiedDelivery(ReplayTarget& facts, Session& s, const std::string& txid,
+                                          const RecoveryDecision& d) {
   const std::string key = txid;  // a copy: applying the record updates the map that owns `txid`
   JournalRecord rec;
   rec.type = RecordType::DeliveryEnded;
@@ -208,13 +224,7 @@ void UploadEngine::concludeCopiedDelivery(Session& s, const std::string& txid, c
     rec.flags |= kDeliveryHasReplyFile;
     rec.replyBytes = d.replyBytes;
   }
-  (void)journal_.append(rec, nullptr);
-  applyDelivery(rec, &deliveries_);
-  sessionTxid_[s.id] = key;
-  s.handedOff = true;
-  s.committed = true;
-  s.state = SessionState::Complete;
-  s.haveBytes = s.journaledBytes = s.totalBytes;
+  facts.prove(rec);  // the delivery ended; the session handed off, committed and complete
   ++stats_.deliveriesEnded;
   logf(LogLevel::Info, "recovery: transaction %s was copied to its destination before the crash; its delivery is ended",
        key.c_str());
