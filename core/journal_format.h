@@ -67,6 +67,11 @@
 // Replay is idempotent by design: records may be applied again (compaction can write a state into
 // the new file that a pending record then repeats), so every record says "this is now true" rather
 // than "change this".
+//
+// CODEC. journal_format.cc reads and writes these bytes only through the bounds-checked cursors of
+// core/byte_cursor.h: each payload is written once as puts and once as the mirroring gets, and its
+// size is what the puts count. What the records mean (the replay rules, JournalState, the
+// compaction snapshot) is core/journal_model.h.
 #pragma once
 
 #include <cstddef>
