@@ -1,8 +1,10 @@
 // The journal reads back every batch it writes (and the file a compaction writes) before it calls a
 // record durable, as littlefs's lfs_dir_commitcrc does: a device that stores other bytes than it
-// was given fails the append, the client is not acknowledged, and the journal stays whole.
+// was given fails the append, the client is not acknowledged, and the journal stays whole. And no
+// append's refusal goes unnoticed.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 
 #include "core/journal.h"
@@ -102,6 +104,36 @@ TEST(JournalReadBack, ACompactionThatDoesNotReadBackLeavesTheOldJournal) {
   // And the journal still takes records.
   ASSERT_EQ(d.fragment("/keep.bin", id, 4, "efgh", 10).status, 200);
   EXPECT_EQ(d.replayed().sessions.begin()->second.haveBytes, 8u);
+}
+
+TEST(JournalAppend, ACreateSessionWhoseRecordTheJournalRefusesGets503AndNoOwnerRecord) {
+  // With authentication off, a Create-Session journals SessionCreated, then SessionOwner ("@" and
+  // the client's address). Leave the pending buffer room for the owner's record (47 bytes) but not
+  // for the session's (63): the session's refusal must not let its owner's record through, which
+  // would ack a session the journal never heard of.
+  EngineDriver d;
+  ClientAddress peer;
+  peer.family = 4;
+  const uint8_t addr[4] = {198, 51, 100, 7};
+  std::memcpy(peer.bytes, addr, 4);
+  d.setPeer(peer);
+  const std::string filler(4000, 'f');
+  size_t left = EngineDriver::defaultSettings().journalBufferBytes - 55;  // room left: 55 bytes
+  for (uint8_t n = 100; left > 0; ++n) {
+    size_t size = left > 2000 ? 1000 : left;  // a SessionCreated record is 43 + path bytes
+    ASSERT_TRUE(d.journal.append(created(n, std::string_view(filler).substr(0, size - 43)), nullptr).isOk());
+    left -= size;
+  }
+  d.scheduler.requested = false;  // hold the fillers in the pending buffer
+  const uint64_t refusals = d.engine.stats().journalRefusals;
+  Reply r = d.send(bitsRequest("/quota-owner-test.bin", "Create-Session",
+                               {{"BITS-Supported-Protocols", "{7df0354d-249b-430f-820d-3d2a9bef4931}"}}));
+  EXPECT_EQ(r.status, 503) << r.raw;
+  EXPECT_EQ(d.engine.stats().journalRefusals, refusals + 1);
+  d.scheduler.requested = true;
+  d.settle();
+  JournalState st = d.replayed();
+  for (const auto& [id, s] : st.sessions) EXPECT_NE(s.path, "quota-owner-test.bin");
 }
 
 }  // namespace
