@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "core/journal_format.h"
+#include "core/journal_model.h"
 #include "core/session_table.h"
 
 namespace bitsd {

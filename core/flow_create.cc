@@ -123,9 +123,10 @@ void CreateFlow::created(UploadEngine& e, Exchange& ex) {
   } else if (e.authenticator_ == nullptr) {
     owner = std::string_view(partyText, formatPartyAddress(ex.party_, partyText));
   }
-  if (!owner.empty()) {
-    // The owner goes in the same flush, after the session it names; the Ack waits for both.
-    (void)e.journal_.append(rec, nullptr);
+  // The owner goes in the same flush, after the session it names; the Ack waits for both. If the
+  // session's record cannot be queued, neither is the owner's: appendOrFail below tries the
+  // session's record again, fails the same way (nothing ran in between) and answers 503.
+  if (!owner.empty() && e.journal_.append(rec, nullptr).isOk()) {
     rec = JournalRecord();
     rec.type = RecordType::SessionOwner;
     rec.id = ex.sessionId_;

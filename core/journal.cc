@@ -1,8 +1,8 @@
 #include "core/journal.h"
 
+#include <algorithm>
 #include <cstring>
 
-#include "core/crc32c.h"
 #include "core/log.h"
 
 namespace bitsd {
@@ -14,17 +14,11 @@ constexpr uint64_t kCompactionFloorBytes = 64 * 1024;
 // `*seq`. Payloads do not change.
 void renumber(uint8_t* buf, size_t len, uint32_t salt, uint64_t* seq) {
   size_t off = 0;
-  while (off + kRecordHeaderBytes <= len) {
-    uint8_t* p = buf + off;
-    size_t payload = static_cast<size_t>(getLe(p, 4));
-    uint8_t pre[13];
-    putLe(pre, salt, 4);
-    putLe(pre + 4, *seq, 8);
-    pre[12] = p[16];
-    putLe(p + 4, crc32c(crc32c(0, pre, sizeof pre), p + kRecordHeaderBytes, payload), 4);
-    putLe(p + 8, *seq, 8);
+  while (off < len) {
+    size_t n = restampRecord(buf + off, len - off, salt, *seq);
+    if (n == 0) break;  // cannot happen: the buffer holds whole records only
     ++*seq;
-    off += kRecordHeaderBytes + payload;
+    off += n;
   }
 }
 }  // namespace
@@ -46,6 +40,7 @@ Status Journal::init(size_t bufferBytes, uint32_t maxWaiters, uint64_t maxBytes,
   flushingWaiters_.reserve(maxWaiters);
   maxWaiters_ = maxWaiters;
   maxBytes_ = maxBytes;
+  readBack_.assign(kReadBackChunkBytes, 0);
   return Status::ok();
 }
 
@@ -104,6 +99,48 @@ void Journal::writeMore(std::span<const uint8_t> rest, uint64_t offset) {
   storage_.write(op_, f, offset, std::span<const char>(reinterpret_cast<const char*>(rest.data()), rest.size()));
 }
 
+void Journal::startReadBack(Step step, std::span<const uint8_t> written, uint64_t offset) {
+  step_ = step;
+  readBackWritten_ = written;
+  readBackOffset_ = offset;
+  readBackDone_ = 0;
+  readBackMore();
+}
+
+void Journal::readBackMore() {
+  const size_t left = readBackWritten_.size() - readBackDone_;
+  const size_t n = left < readBack_.size() ? left : readBack_.size();
+  op_.busy = true;
+  FileHandle f = (step_ == Step::CompactVerify) ? tmpFile_ : file_;
+  storage_.read(op_, f, readBackOffset_ + readBackDone_, std::span<char>(readBack_.data(), n));
+}
+
+Status Journal::checkReadBack(const StorageOp& op, bool* more) {
+  *more = false;
+  if (!op.status.isOk()) return op.status;
+  const size_t asked = std::min(readBack_.size(), readBackWritten_.size() - readBackDone_);
+  const size_t got = op.result > 0 ? static_cast<size_t>(op.result) : 0;
+  const uint64_t at = readBackOffset_ + readBackDone_;
+  if (got == 0 || got > asked) {
+    ++stats_.readBackMismatches;
+    logf(LogLevel::Error, "journal: reading back %zu bytes written at offset %llu returned %lld: the file is shorter than written",
+         asked, static_cast<unsigned long long>(at), static_cast<long long>(op.result));
+    return Status(Code::Io, "journal read-back came up short");
+  }
+  if (std::memcmp(readBack_.data(), readBackWritten_.data() + readBackDone_, got) != 0) {
+    ++stats_.readBackMismatches;
+    logf(LogLevel::Error, "journal: the %zu bytes read back at offset %llu differ from what was written (%s)", got,
+         static_cast<unsigned long long>(at), path_.c_str());
+    return Status(Code::Io, "journal read-back mismatch");
+  }
+  readBackDone_ += got;
+  if (readBackDone_ < readBackWritten_.size()) {
+    *more = true;
+    readBackMore();
+  }
+  return Status::ok();
+}
+
 void Journal::finishFlush(const Status& st) {
   step_ = Step::Idle;
   if (st.isOk()) {
@@ -117,7 +154,8 @@ void Journal::finishFlush(const Status& st) {
     logf(LogLevel::Error, "journal write failed: %s (%d)", st.message(), st.sysCode());
     // Its sequence numbers were never durable: give them to the records still pending, or replay
     // would stop at the gap.
-    uint64_t seq = getLe(flushing_.data() + 8, 8);
+    uint64_t seq = 0;
+    if (!recordSequence(std::span<const uint8_t>(flushing_.data(), flushingLen_), &seq)) seq = nextSeq_;
     renumber(pending_.data(), pendingLen_, salt_, &seq);
     nextSeq_ = seq;
   }
@@ -215,7 +253,9 @@ void Journal::onStorageDone(StorageOp& op) {
       }
       size_t n = static_cast<size_t>(op.result);
       if (n < writeRest_.size()) return writeMore(writeRest_.subspan(n), writeOffset_ + n);
-      if (step_ == Step::Write && !syncEnabled_) return finishFlush(Status::ok());
+      if (step_ == Step::Write && !syncEnabled_) {
+        return startReadBack(Step::Verify, std::span<const uint8_t>(flushing_.data(), flushingLen_), endOffset_);
+      }
       op_.busy = true;
       if (step_ == Step::Write) {
         step_ = Step::Sync;
@@ -226,7 +266,16 @@ void Journal::onStorageDone(StorageOp& op) {
       }
       return;
     }
-    case Step::Sync: return finishFlush(st);
+    case Step::Sync:
+      if (!st.isOk()) return finishFlush(st);
+      // Durable as far as the device says; read it back before anyone is told so.
+      return startReadBack(Step::Verify, std::span<const uint8_t>(flushing_.data(), flushingLen_), endOffset_);
+    case Step::Verify: {
+      bool more = false;
+      Status v = checkReadBack(op, &more);
+      if (more) return;
+      return finishFlush(v);
+    }
     case Step::CompactRemoveTmp:
       if (!st.isOk()) return finishCompaction(st);
       step_ = Step::CompactCreate;
@@ -240,10 +289,18 @@ void Journal::onStorageDone(StorageOp& op) {
       return writeMore(std::span<const uint8_t>(snapshot_.data(), snapshot_.size()), 0);
     case Step::CompactSync:
       if (!st.isOk()) return finishCompaction(st);
+      // The new file replaces the journal only once it reads back as written.
+      return startReadBack(Step::CompactVerify, std::span<const uint8_t>(snapshot_.data(), snapshot_.size()), 0);
+    case Step::CompactVerify: {
+      bool more = false;
+      Status v = checkReadBack(op, &more);
+      if (more) return;
+      if (!v.isOk()) return finishCompaction(v);
       step_ = Step::CompactRename;
       op_.busy = true;
       storage_.rename(op_, tmpPath_.c_str(), path_.c_str());
       return;
+    }
     case Step::CompactRename:
       if (!st.isOk()) return finishCompaction(st);
       step_ = Step::CompactSyncDir;

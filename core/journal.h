@@ -7,6 +7,12 @@
 // then tells every waiter whose record was in that batch. Records appended while a flush is running
 // wait for the next one. So all sessions acked in one loop turn share one fdatasync.
 //
+// Read-back: once a batch is written and synced, the journal reads the written range back and
+// compares it with what it wrote (as littlefs's lfs_dir_commitcrc does) before it tells a waiter the
+// record is durable. A device that returns other bytes fails the batch like a failed write: the
+// waiters hear Io, the log says so, and the next batch is written at the same offset. A compaction
+// reads its new file back the same way before the rename makes it the journal.
+//
 // Compaction: when the file has grown past twice the size of the live state (and past a floor), the
 // journal writes a new file `journal.tmp` holding a snapshot of the live state under a new salt,
 // syncs it, renames it over `journal`, and syncs the directory. Until the rename the old file is the
@@ -20,6 +26,7 @@
 #include <vector>
 
 #include "core/journal_format.h"
+#include "core/journal_model.h"
 #include "core/ports.h"
 
 namespace bitsd {
@@ -57,6 +64,7 @@ struct JournalStats {
   uint64_t bytesWritten = 0;
   uint64_t compactions = 0;
   uint64_t failures = 0;
+  uint64_t readBackMismatches = 0;  // batches (or compactions) whose read-back differed
 };
 
 class Journal final : public StorageCallback {
@@ -73,9 +81,11 @@ class Journal final : public StorageCallback {
   // and `endOffset` (block-aligned) under `salt`. `liveBytes` estimates the live state's size.
   void attach(FileHandle file, uint32_t salt, uint64_t nextSeq, uint64_t endOffset, uint64_t liveBytes);
 
-  // Queues a record. `waiter` (may be null) hears once it is durable, never from inside this call.
-  // Exhausted when the pending buffer or the waiter list is full (the caller answers 503).
-  Status append(const JournalRecord& r, JournalWaiter* waiter);
+  // Queues a record. `waiter` (may be null) hears once it is durable (written, synced and read back
+  // intact), never from inside this call. Exhausted when the pending buffer or the waiter list is
+  // full (the caller answers 503), or the record cannot be encoded (a field out of range). A record
+  // that was not queued will never be in the journal: the caller must act on that.
+  [[nodiscard]] Status append(const JournalRecord& r, JournalWaiter* waiter);
 
   // Starts a flush of what is pending, unless one (or a compaction) is running.
   void flush();
@@ -99,8 +109,10 @@ class Journal final : public StorageCallback {
   const std::string& path() const { return path_; }
 
  private:
-  enum class Step : uint8_t { Idle, Write, Sync, CompactRemoveTmp, CompactCreate, CompactWrite, CompactSync,
-                              CompactRename, CompactSyncDir };
+  enum class Step : uint8_t { Idle, Write, Sync, Verify, CompactRemoveTmp, CompactCreate, CompactWrite,
+                              CompactSync, CompactVerify, CompactRename, CompactSyncDir };
+  // The read-back reads at most this much at a time (one read for a usual batch of a few blocks).
+  static constexpr size_t kReadBackChunkBytes = 8192;
   struct Waiter {
     JournalWaiter* waiter;
     uint64_t seq;
@@ -111,6 +123,12 @@ class Journal final : public StorageCallback {
   void startCompaction();
   void finishCompaction(const Status& st);
   void writeMore(std::span<const uint8_t> rest, uint64_t offset);
+  // Reads back `written` (at `offset` in the file of the current step) and compares.
+  void startReadBack(Step step, std::span<const uint8_t> written, uint64_t offset);
+  void readBackMore();
+  // The read-back's completion: Ok once all of it matched, an error when it did not (or the read
+  // failed); `*more` when another chunk was started.
+  Status checkReadBack(const StorageOp& op, bool* more);
 
   Storage& storage_;
   FlushScheduler& scheduler_;
@@ -135,6 +153,10 @@ class Journal final : public StorageCallback {
   size_t maxWaiters_ = 0;
   std::span<const uint8_t> writeRest_;
   uint64_t writeOffset_ = 0;
+  std::vector<char> readBack_;  // kReadBackChunkBytes, allocated by init()
+  std::span<const uint8_t> readBackWritten_;
+  uint64_t readBackOffset_ = 0;
+  size_t readBackDone_ = 0;
 
   // Compaction scratch (allocated while compacting only).
   std::vector<uint8_t> snapshot_;

@@ -67,6 +67,11 @@
 // Replay is idempotent by design: records may be applied again (compaction can write a state into
 // the new file that a pending record then repeats), so every record says "this is now true" rather
 // than "change this".
+//
+// CODEC. journal_format.cc reads and writes these bytes only through the bounds-checked cursors of
+// core/byte_cursor.h: each payload is written once as puts and once as the mirroring gets, and its
+// size is what the puts count. What the records mean (the replay rules, JournalState, the
+// compaction snapshot) is core/journal_model.h.
 #pragma once
 
 #include <cstddef>
@@ -74,8 +79,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
-#include <vector>
 
 #include "core/protocol.h"
 
@@ -136,22 +139,6 @@ struct JournalRecord {
   std::string_view owner;   // SessionOwner
 };
 
-// What is known about one transaction id (the key of the maps below).
-struct DeliveryInfo {
-  uint64_t wallSeconds = 0;  // when it began, then when it ended
-  bool ended = false;
-  SessionId replySession{};  // the session that POSTed it; its reply file holds the reply
-  uint16_t status = 0;
-  uint32_t hresult = 0;
-  uint8_t flags = 0;
-  uint64_t replyBytes = 0;
-  std::string staticUrl;
-};
-
-// Applies a Delivered/DeliveryBegan/DeliveryEnded record to a delivery map (shared by JournalState and
-// the engine, so both replay alike).
-void applyDelivery(const JournalRecord& r, std::unordered_map<std::string, DeliveryInfo>* deliveries);
-
 struct JournalHeader {
   uint32_t version = kJournalVersion;
   uint32_t salt = 0;
@@ -164,6 +151,13 @@ void encodeJournalHeader(const JournalHeader& h, uint8_t* out);
 // Encodes one record at `out` (room for `cap` bytes). Returns its size, or 0 if it does not fit or
 // the record is invalid (path or txid too long).
 size_t encodeRecord(const JournalRecord& r, uint32_t salt, uint64_t seq, uint8_t* out, size_t cap);
+
+// Gives the encoded record at `rec` (`avail` bytes from it) a new salt and sequence number: rewrites
+// its sequence and CRC; the payload does not change. Returns the record's size, 0 if `avail` does
+// not hold a whole record.
+size_t restampRecord(uint8_t* rec, size_t avail, uint32_t salt, uint64_t seq);
+// The sequence number of the encoded record at the start of `rec`; false if its header is cut short.
+bool recordSequence(std::span<const uint8_t> rec, uint64_t* seq);
 
 // Size of the Pad record that takes `offset` to the next block boundary (0 if already aligned).
 size_t padBytesFor(uint64_t offset);
@@ -197,47 +191,6 @@ struct ReplayResult {
 
 // Reads a whole journal image. Never reads outside `bytes`; any content is safe to pass.
 ReplayResult replayJournal(std::span<const uint8_t> bytes, ReplaySink* sink);
-
-// The state a journal describes, rebuilt by applying its records in order.
-struct RecoveredSession {
-  SessionId id{};
-  std::string path;
-  uint64_t wallSeconds = 0;  // last activity
-  bool totalKnown = false;
-  uint64_t totalBytes = 0;
-  uint64_t haveBytes = 0;
-  uint8_t shaStateLen = 0;  // digest checkpoint within [0, haveBytes], from the last Progress
-  uint8_t shaState[104] = {};
-  bool committed = false;
-  uint8_t sha256[32] = {};
-  bool closed = false;
-  bool cancelled = false;
-  bool handedOff = false;  // a DeliveryEnded names this session: the application has answered
-  std::string txid;        // with handedOff
-  std::string owner;       // SessionOwner: the user who created it (authentication on)
-};
-
-struct SessionIdHash {
-  size_t operator()(const SessionId& id) const {
-    uint64_t h = 0;
-    for (int i = 0; i < 8; ++i) h = h << 8 | id.bytes[i];
-    return static_cast<size_t>(h);
-  }
-};
-
-class JournalState final : public ReplaySink {
- public:
-  void onRecord(const JournalRecord& r, uint64_t seq, uint64_t offset) override;
-  void apply(const JournalRecord& r);
-
-  std::unordered_map<SessionId, RecoveredSession, SessionIdHash> sessions;
-  std::unordered_map<std::string, DeliveryInfo> delivered;  // by transaction id
-};
-
-// Appends records describing `state` (as a compacted journal holds it) to `out`, starting at
-// sequence `seq` (updated) and file offset `offset` (updated; a Pad closes the last block).
-void encodeSnapshot(const JournalState& state, uint32_t salt, uint64_t* seq, uint64_t* offset,
-                    std::vector<uint8_t>* out);
 
 // Brings a Progress record's digest state (`state`, `*len` bytes; room for 104) into the checkpoint
 // form for a session with `have` durable bytes: keeps a checkpoint, converts the older form (drops

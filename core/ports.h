@@ -96,7 +96,9 @@ class Storage {
   // handle; `kind` is File for a regular file (else Other) and `sizeBytes` its size then.
   virtual void openRead(StorageOp& op, const char* path) = 0;
   // Reads up to data.size() bytes at `offsetBytes` into the caller's buffer, which must stay valid
-  // until completion. result = bytes read (0: end of file).
+  // until completion. result = bytes read: fewer than asked only at the end of the file (0: at it).
+  // Reply downloads, and the journal reading back what it wrote (core/journal.cc): a handle from
+  // createExclusive/openWrite is open for reading too.
   virtual void read(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<char> data) = 0;
   // fdatasync.
   virtual void syncData(StorageOp& op, FileHandle file) = 0;

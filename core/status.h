@@ -1,8 +1,11 @@
 // Errors as values (STYLE.md §4): a small enum code with a static message. No allocation, no
-// exceptions. `Result<T>` carries either a value or a non-OK Status.
+// exceptions. `Result<T>` carries either a value or a non-OK Status. `Outcome` is the same for
+// start-up and reload, where a message names a path or a value and is composed at run time.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <utility>
 
 namespace bitsd {
@@ -54,6 +57,39 @@ class [[nodiscard]] Result {
  private:
   Status status_;
   T value_{};
+};
+
+// A Status whose message is composed at run time, for start-up, reload and the command line: there
+// an error names a path or a value ("cannot create directory var/state: Permission denied") and
+// allocating is fine. Never on the request path, where a Status costs nothing. A Status converts to
+// an Outcome unchanged (its code, its static message), so core's errors and the platform's
+// start-up errors travel the same way up to main(), which prints the one line.
+class [[nodiscard]] Outcome {
+ public:
+  Outcome() = default;
+  Outcome(const Status& st)  // NOLINT: implicit by design
+      : code_(st.code()), message_(st.isOk() ? "" : st.message()) {}
+  static Outcome ok() { return Outcome(); }
+  static Outcome fail(Code code, std::string message) {
+    Outcome o;
+    o.code_ = code == Code::Ok ? Code::Io : code;
+    o.message_ = std::move(message);
+    return o;
+  }
+
+  bool isOk() const { return code_ == Code::Ok; }
+  Code code() const { return code_; }
+  // One line naming the problem; empty when ok.
+  const std::string& message() const { return message_; }
+  // The same failure, its message preceded by `context` ("locations: /a -> /b: ..."); ok stays ok.
+  Outcome within(std::string_view context) const {
+    if (isOk()) return *this;
+    return fail(code_, std::string(context) + message_);
+  }
+
+ private:
+  Code code_ = Code::Ok;
+  std::string message_;
 };
 
 }  // namespace bitsd

@@ -357,6 +357,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   uint32_t openSessionsOf(const Party& p) const;
 
  private:
+  // The session table as applyRecord (core/journal_model.h) sees it: onRecord's replay rules.
+  struct ReplayTarget;
   friend class Exchange;
   friend class CreateFlow;
   friend class FragmentFlow;
@@ -400,7 +402,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void formatReplyPath(const SessionId& id, char* out) { bitsd::formatReplyPath(repliesDir_, id, out); }
   bool removeReplyInBackground(const SessionId& id);
   void expireDeliveries();
-  void concludeCopiedDelivery(Session& s, const std::string& txid, const RecoveryDecision& d);
+  void concludeCopiedDelivery(ReplayTarget& facts, Session& s, const std::string& txid, const RecoveryDecision& d);
   void closeFile(Session& s);
   void makeRoomForOpenFile();
   bool removeInBackground(const SessionId& id);
@@ -446,11 +448,8 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   NotifyMode notifyMode_ = NotifyMode::None;
   std::string repliesDir_;
   uint64_t retentionSeconds_ = 0;
-  // Transaction ids (core/delivery_book.h). Replay (onRecord) writes the book's two maps under
-  // the names below.
+  // Transaction ids (core/delivery_book.h); replay (ReplayTarget) writes its two maps.
   DeliveryBook book_;
-  DeliveryBook::Deliveries& deliveries_ = book_.deliveries;
-  DeliveryBook::SessionTxids& sessionTxid_ = book_.sessionTxid;
   StorageOp background_[kBackgroundOps];
   char backgroundPath_[kBackgroundOps][Exchange::kPathBufBytes];
 };

@@ -12,99 +12,92 @@
 
 namespace bitsd {
 
-// While restoring, Session::lastActivityMs holds the journal's wall-clock seconds; finishRestore
-// turns them into loop milliseconds. The semantics match JournalState::apply (every record states a
-// fact; a record for a forgotten session is ignored).
+// The engine's session table as applyRecord (core/journal_model.h) sees it: the replay rules are
+// there, shared with JournalState; this says how each one lands in a Session. While restoring,
+// Session::lastActivityMs holds the journal's wall-clock seconds; finishRestore turns them into loop
+// milliseconds.
+struct UploadEngine::ReplayTarget {
+  using Session = bitsd::Session;
+  UploadEngine& e;
+  // Replay (true): lastActivityMs still holds wall seconds. Reconciliation runs after finishRestore
+  // made them loop milliseconds, and a fact it proves is no client activity: it leaves them be.
+  bool restoring = true;
+  uint32_t unjournaled = 0;  // reconciliation's records the journal could not take
+
+  // Reconciliation: journals a fact recovery proved about the files, and applies it to the table by
+  // the same rules as replay. If the journal cannot take it, the table still gets it; the next
+  // start proves it again from the same files.
+  void prove(const JournalRecord& r) {
+    if (!e.journal_.append(r, nullptr).isOk()) ++unjournaled;
+    applyRecord(*this, r);
+  }
+
+  Session* find(const SessionId& id) { return e.sessions_.find(id); }
+  Session* create(const JournalRecord& r) {
+    if (r.path.size() > e.settings_.maxPathBytes) return nullptr;  // cannot be served under this config
+    Session* s = e.sessions_.insert(r.id, r.path);
+    if (s == nullptr) {
+      e.restoreOverflow_ = true;
+      return nullptr;
+    }
+    if (s->slot + 1 > e.highWater_) e.highWater_ = s->slot + 1;
+    s->createdMs = e.clock_.nowMs();  // the admin page's age: since this start for restored sessions
+    e.sha_.start(s->hash);
+    s->hashValid = e.settings_.digest;  // over zero bytes
+    return s;
+  }
+  void erase(Session& s) {
+    e.book_.sessionTxid.erase(s.id);
+    e.sessions_.erase(&s);
+  }
+  DeliveryMap& deliveries() { return e.book_.deliveries; }
+  void touch(Session& s, uint64_t wall) {
+    if (restoring && wall > s.lastActivityMs) s.lastActivityMs = wall;
+  }
+  bool ended(const Session& s) const { return s.state != SessionState::Open; }
+  uint64_t have(const Session& s) const { return s.haveBytes; }
+  uint64_t total(const Session& s) const { return s.totalBytes; }
+  void setTotal(Session& s, uint64_t total) {
+    s.totalKnown = true;
+    s.totalBytes = total;
+  }
+  void setHave(Session& s, uint64_t have, const JournalRecord* progress) {
+    s.haveBytes = s.journaledBytes = have;
+    if (progress == nullptr) return;  // complete: the digest is no longer kept
+    // Resume the digest from its checkpoint (whole blocks only); rehashOpenSessions re-reads the
+    // short tail after it.
+    s.hashValid = e.settings_.digest && progress->shaStateLen == kDigestCheckpointBytes &&
+                  e.sha_.importState(s.hash, progress->shaState, kDigestChainBytes);
+    s.hashedBytes = s.hashValid ? digestCheckpointBytes(progress->shaState) : 0;
+  }
+  void complete(Session& s) {
+    if (s.state == SessionState::Open) s.state = SessionState::Complete;
+    s.hashValid = false;
+  }
+  void commit(Session& s, const uint8_t* sha256) {
+    s.committed = true;
+    if (sha256 != nullptr) std::memcpy(s.sha256, sha256, sizeof s.sha256);
+  }
+  void close(Session& s, bool) { s.state = SessionState::Closed; }
+  void handOff(Session& s, std::string_view txid) {
+    e.book_.sessionTxid[s.id] = std::string(txid);
+    s.handedOff = true;
+  }
+  void setOwner(Session& s, std::string_view owner) {
+    if (parsePartyAddress(owner, &s.party)) {  // created without authentication, from this address
+      s.owner = e.authenticator_ != nullptr ? kNobody : -1;
+      return;
+    }
+    // A user removed from the users file since owns nothing any more: the session only expires.
+    s.owner = e.authenticator_ != nullptr ? e.authenticator_->userId(owner) : -1;
+    if (s.owner < 0) s.owner = kNobody;
+    s.party = s.owner >= 0 ? Party{Party::User, static_cast<uint64_t>(s.owner)} : Party{};
+  }
+};
+
 void UploadEngine::onRecord(const JournalRecord& r, uint64_t, uint64_t) {
-  auto bumpWall = [](Session& s, uint64_t wall) {
-    if (wall > s.lastActivityMs) s.lastActivityMs = wall;
-  };
-  if (r.type == RecordType::Delivered || r.type == RecordType::DeliveryBegan) {
-    applyDelivery(r, &deliveries_);
-    return;
-  }
-  if (r.type == RecordType::DeliveryEnded) {
-    applyDelivery(r, &deliveries_);
-    Session* ended = sessions_.find(r.id);
-    if (ended == nullptr) return;
-    sessionTxid_[r.id] = std::string(r.txid);
-    ended->handedOff = true;
-    if (ended->state == SessionState::Open) ended->state = SessionState::Complete;
-    if (r.flags & kDeliveryCopied) ended->committed = true;
-    ended->totalKnown = true;
-    ended->haveBytes = ended->journaledBytes = ended->totalBytes;
-    ended->hashValid = false;
-    if (r.wallSeconds > ended->lastActivityMs) ended->lastActivityMs = r.wallSeconds;
-    return;
-  }
-  Session* s = sessions_.find(r.id);
-  switch (r.type) {
-    case RecordType::SessionCreated:
-      if (s == nullptr) {
-        if (r.path.size() > settings_.maxPathBytes) return;  // cannot be served under this config
-        s = sessions_.insert(r.id, r.path);
-        if (s == nullptr) {
-          restoreOverflow_ = true;
-          return;
-        }
-        if (s->slot + 1 > highWater_) highWater_ = s->slot + 1;
-        s->createdMs = clock_.nowMs();  // the admin page's age: since this start for restored sessions
-        sha_.start(s->hash);
-        s->hashValid = settings_.digest;  // over zero bytes
-      }
-      bumpWall(*s, r.wallSeconds);
-      return;
-    case RecordType::Progress:
-      if (s == nullptr || s->state != SessionState::Open) return;
-      s->totalKnown = true;
-      s->totalBytes = r.totalBytes;
-      if (r.haveBytes >= s->haveBytes) {
-        s->haveBytes = s->journaledBytes = r.haveBytes;
-        // Resume the digest from its checkpoint (whole blocks only); rehashOpenSessions re-reads
-        // the short tail after it.
-        s->hashValid = settings_.digest && r.shaStateLen == kDigestCheckpointBytes &&
-                       sha_.importState(s->hash, r.shaState, kDigestChainBytes);
-        s->hashedBytes = s->hashValid ? digestCheckpointBytes(r.shaState) : 0;
-      }
-      bumpWall(*s, r.wallSeconds);
-      return;
-    case RecordType::Committed:
-      if (s == nullptr) return;
-      s->committed = true;
-      if (s->state == SessionState::Open) s->state = SessionState::Complete;
-      s->totalKnown = true;
-      s->totalBytes = s->haveBytes = s->journaledBytes = r.totalBytes;
-      std::memcpy(s->sha256, r.sha256, 32);
-      s->hashValid = false;
-      bumpWall(*s, r.wallSeconds);
-      return;
-    case RecordType::Closed:
-      if (s == nullptr) return;
-      s->state = SessionState::Closed;
-      bumpWall(*s, r.wallSeconds);
-      return;
-    case RecordType::Forget:
-      if (s != nullptr) {
-        sessionTxid_.erase(s->id);
-        sessions_.erase(s);
-      }
-      return;
-    case RecordType::SessionOwner:
-      if (s == nullptr) return;
-      if (parsePartyAddress(r.owner, &s->party)) {  // created without authentication, from this address
-        s->owner = authenticator_ != nullptr ? kNobody : -1;
-        return;
-      }
-      // A user removed from the users file since owns nothing any more: the session only expires.
-      s->owner = authenticator_ != nullptr ? authenticator_->userId(r.owner) : -1;
-      if (s->owner < 0) s->owner = kNobody;
-      s->party = s->owner >= 0 ? Party{Party::User, static_cast<uint64_t>(s->owner)} : Party{};
-      return;
-    case RecordType::Pad:
-    case RecordType::Delivered:
-    case RecordType::DeliveryBegan:
-    case RecordType::DeliveryEnded: return;
-  }
+  ReplayTarget t{*this};
+  applyRecord(t, r);
 }
 
 Status UploadEngine::finishRestore(std::vector<SessionId>* expired) {
@@ -137,6 +130,7 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
   char dest[Exchange::kPathBufBytes];
   char reply[Exchange::kPathBufBytes];
   uint32_t dropped = 0;
+  ReplayTarget facts{*this, false};
   // Hand-offs that began and did not end, by the session that began them.
   const auto pending = book_.unfinishedBySession();
   for (uint32_t i = 0; i < highWater_; ++i) {
@@ -170,32 +164,34 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
       case RecoveryAction::Keep: break;
       case RecoveryAction::Drop:
         rec.type = RecordType::Forget;
-        (void)journal_.append(rec, nullptr);
-        sessions_.erase(&s);
+        facts.prove(rec);  // erases the session
         ++dropped;
         break;
       case RecoveryAction::Committed:
         if (pend != pending.end()) {
-          concludeCopiedDelivery(s, *pend->second, d);
+          concludeCopiedDelivery(facts, s, *pend->second, d);
           break;
         }
-        s.state = SessionState::Complete;
-        s.committed = true;
-        s.haveBytes = s.journaledBytes = s.totalBytes;
         rec.type = RecordType::Committed;
         rec.totalBytes = s.totalBytes;
-        (void)journal_.append(rec, nullptr);
+        facts.prove(rec);  // complete and committed, `have` = the size
         break;
       case RecoveryAction::SetHave:
+        // Not a replay rule: `have` goes back (the file holds less than the journal says), which
+        // replay never does; the file is the fact here.
         s.haveBytes = s.journaledBytes = d.haveBytes;
         s.hashValid = false;  // rebuilt by rehashOpenSessions
         sha_.start(s.hash);
         rec.type = RecordType::Progress;
         rec.totalBytes = s.totalBytes;
         rec.haveBytes = d.haveBytes;
-        (void)journal_.append(rec, nullptr);
+        if (!journal_.append(rec, nullptr).isOk()) ++facts.unjournaled;
         break;
     }
+  }
+  if (facts.unjournaled > 0) {
+    logf(LogLevel::Warn, "recovery: the journal could not take %u record(s) of what the files showed; the next start finds them again",
+         facts.unjournaled);
   }
   return dropped;
 }
@@ -205,7 +201,8 @@ uint32_t UploadEngine::reconcile(RecoveryInspector& inspector) {
 // synced before the copy, and the crash came before DeliveryEnded. Journal the end recovery can
 // prove, so the client's retry gets the reply and the application is not asked again. A static
 // reply URL was not journaled yet and is lost: the reply is then empty.
-void UploadEngine::concludeCopiedDelivery(Session& s, const std::string& txid, const RecoveryDecision& d) {
+void UploadEngine::concludeCopiedDelivery(ReplayTarget& facts, Session& s, const std::string& txid,
+                                          const RecoveryDecision& d) {
   const std::string key = txid;  // a copy: applying the record updates the map that owns `txid`
   JournalRecord rec;
   rec.type = RecordType::DeliveryEnded;
@@ -219,12 +216,7 @@ void UploadEngine::concludeCopiedDelivery(Session& s, const std::string& txid, c
     rec.flags |= kDeliveryHasReplyFile;
     rec.replyBytes = d.replyBytes;
   }
-  (void)journal_.append(rec, nullptr);
-  book_.ended(rec);
-  s.handedOff = true;
-  s.committed = true;
-  s.state = SessionState::Complete;
-  s.haveBytes = s.journaledBytes = s.totalBytes;
+  facts.prove(rec);  // the delivery ended; the session handed off, committed and complete
   ++stats_.deliveriesEnded;
   logf(LogLevel::Info, "recovery: transaction %s was copied to its destination before the crash; its delivery is ended",
        key.c_str());

@@ -40,6 +40,18 @@ struct Signals {
   bitsd::Settings running;  // as parsed, before paths were resolved
 };
 
+// Start-up fails one way, whatever failed: one line on stderr naming the problem ("bitsd: ..."), and
+// exit code 2 (1 when the host failed rather than the configuration: the random generator).
+int refuseToStart(const bitsd::Outcome& o, int exitCode = 2) {
+  std::fprintf(stderr, "bitsd: %s\n", o.message().c_str());
+  return exitCode;
+}
+
+// The pieces that still report a bool (or a -1) and an error text, as an Outcome.
+bitsd::Outcome outcomeOf(bool ok, const std::string& error) {
+  return ok ? bitsd::Outcome::ok() : bitsd::Outcome::fail(bitsd::Code::InvalidArgument, error);
+}
+
 std::string joined(const std::vector<const char*>& keys) {
   std::string out;
   for (const char* k : keys) out += std::string(out.empty() ? "" : ", ") + k;
@@ -64,10 +76,13 @@ void reload(Signals* sig) {
   copyLiveSettings(next, &applied);
   std::vector<Location> locations;
   bool newLocations = std::find(diff.live.begin(), diff.live.end(), std::string_view("locations")) != diff.live.end();
-  if (newLocations && (!parseLocations(applied.locations, &locations, &error) ||
-                       !platform::prepareLocationDirs(applied, &locations, &error))) {
-    logf(LogLevel::Error, "SIGHUP: locations not applied, nothing changed: %s", error.c_str());
-    return;
+  if (newLocations) {
+    Outcome o = outcomeOf(parseLocations(applied.locations, &locations, &error), error);
+    if (o.isOk()) o = platform::prepareLocationDirs(applied, &locations);
+    if (!o.isOk()) {
+      logf(LogLevel::Error, "SIGHUP: locations not applied, nothing changed: %s", o.message().c_str());
+      return;
+    }
   }
   std::shared_ptr<platform::TlsContext> tls;
   if (sig->tls) {
@@ -137,8 +152,7 @@ int main(int argc, char** argv) {
       std::fputs(platform::versionText("bitsd").c_str(), stdout);
       return 0;
     case platform::CliOutcome::Error:
-      std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-      return 2;
+      return refuseToStart(outcomeOf(false, error));
     case platform::CliOutcome::Run:
       break;
   }
@@ -158,21 +172,12 @@ int main(int argc, char** argv) {
 
   // Bound before any directory is created: a bad or busy address leaves nothing behind.
   int listenFd = platform::bindListenSocket(settings.listen, &error);
-  if (listenFd < 0) {
-    std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-    return 2;
-  }
+  if (listenFd < 0) return refuseToStart(outcomeOf(false, error));
 
   std::string rootReal;
-  if (!platform::prepareDirectories(settings, &rootReal, &error)) {
-    std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-    return 2;
-  }
+  if (Outcome o = platform::prepareDirectories(settings, &rootReal); !o.isOk()) return refuseToStart(o);
   platform::DrbgRandom random;
-  if (!random.init(&error)) {
-    std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-    return 1;
-  }
+  if (Outcome o = random.init(); !o.isOk()) return refuseToStart(o, 1);
 
   uv_loop_t* loop = uv_default_loop();
   platform::UvClock clock;
@@ -197,11 +202,11 @@ int main(int argc, char** argv) {
     // Password checks not answered from memory may hold at most half the request slots, so that
     // a flood of wrong passwords always leaves slots to verified clients.
     authenticator.setMaxUnverified(settings.requestSlots / 2);
-    if (!authenticator.load(loop, settings.usersFile, &error) || !parseLocations(settings.locations, &locations, &error) ||
-        !platform::prepareLocationDirs(settings, &locations, &error)) {
-      std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-      return 2;
-    }
+    Outcome o = outcomeOf(authenticator.load(loop, settings.usersFile, &error) &&
+                              parseLocations(settings.locations, &locations, &error),
+                          error);
+    if (o.isOk()) o = platform::prepareLocationDirs(settings, &locations);
+    if (!o.isOk()) return refuseToStart(o);
     engine.setAuthenticator(&authenticator, std::move(locations));
   }
   Settings engineSettings = settings;
@@ -211,42 +216,29 @@ int main(int argc, char** argv) {
     st = journal.init(settings.journalBufferBytes, settings.requestSlots + 64, settings.journalMaxBytes,
                       settings.state + "/journal");
   }
-  if (!st.isOk()) {
-    std::fprintf(stderr, "bitsd: %s\n", st.message());
-    return 2;
-  }
+  if (!st.isOk()) return refuseToStart(st);
   platform::UvServer server(loop, settings, engine);
   server.setJournal(&journal, &scheduler);
   server.setNotifier(&notifier);
   server.setListenSocket(listenFd);
   platform::AccessLogWriter accessLog(loop);
   if (!settings.accessLog.empty()) {
-    if (!accessLog.open(settings.accessLog, &error)) {
-      std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-      return 2;
-    }
+    if (!accessLog.open(settings.accessLog, &error)) return refuseToStart(outcomeOf(false, error));
     server.setAccessLog(&accessLog, settings.accessLogFormat == "json" ? AccessLogFormat::Json : AccessLogFormat::Text);
   }
   std::string url;
-  if (!server.start(&url, &error)) {
-    std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-    return 2;
-  }
+  if (!server.start(&url, &error)) return refuseToStart(outcomeOf(false, error));
 
   platform::AdminServer admin(loop, settings,
                               {&engine, &server, &journal, &storage, settings.usersFile.empty() ? nullptr : &authenticator});
   std::string adminUrl;
-  if (!settings.adminListen.empty() && !admin.start(&adminUrl, &error)) {
-    std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-    return 2;
-  }
+  if (!settings.adminListen.empty() && !admin.start(&adminUrl, &error)) return refuseToStart(outcomeOf(false, error));
 
   // Bound before recovery, so a bad address fails fast; connections wait in the kernel's backlog
   // until the loop runs.
   platform::RecoveryReport rep;
-  if (!platform::recoverState(settings, engine, journal, sha, random, &rep, &error)) {
-    std::fprintf(stderr, "bitsd: %s\n", error.c_str());
-    return 2;
+  if (Outcome o = platform::recoverState(settings, engine, journal, sha, random, &rep); !o.isOk()) {
+    return refuseToStart(o);
   }
   logf(LogLevel::Info,
        "recovered %u session(s) from the journal (%llu records, %llu bytes, replay %.1f ms, restore %.1f ms, "

@@ -90,7 +90,10 @@ CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* e
   }
   if (!configPath.empty()) {
     std::string text;
-    if (!readTextFile(configPath, &text, error)) return CliOutcome::Error;
+    if (Outcome o = readTextFile(configPath, &text); !o.isOk()) {
+      *error = o.message();
+      return CliOutcome::Error;
+    }
     if (!applySettingsText(&s, text, "config file " + configPath, error)) return CliOutcome::Error;
   }
   for (auto& [key, value] : flags) {

@@ -22,13 +22,12 @@ namespace {
 
 using Steady = std::chrono::steady_clock;
 
-bool readWhole(const std::string& path, std::vector<uint8_t>* out, bool* exists, std::string* error) {
+Outcome readWhole(const std::string& path, std::vector<uint8_t>* out, bool* exists) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     *exists = false;
-    if (errno == ENOENT) return true;
-    *error = "cannot open " + path + ": " + std::strerror(errno);
-    return false;
+    if (errno == ENOENT) return Outcome::ok();
+    return Outcome::fail(Code::Io, "cannot open " + path + ": " + std::strerror(errno));
   }
   *exists = true;
   struct stat st;
@@ -42,7 +41,7 @@ bool readWhole(const std::string& path, std::vector<uint8_t>* out, bool* exists,
   }
   out->resize(got);
   ::close(fd);
-  return true;
+  return Outcome::ok();
 }
 
 void syncDir(const std::string& dir) {
@@ -181,23 +180,22 @@ bool writeAll(int fd, const uint8_t* p, size_t n, off_t off) {
 
 }  // namespace
 
-bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journal, Sha256& sha,
-                  Random& random, RecoveryReport* report, std::string* error) {
+Outcome recoverState(const Settings& settings, UploadEngine& engine, Journal& journal, Sha256& sha,
+                     Random& random, RecoveryReport* report) {
   auto t0 = Steady::now();
   const std::string path = journal.path();
   // One process per state directory: bitsd holds this lock for its lifetime, and so does
   // `bitsctl journal compact` while it rewrites the journal.
   int lock = ::open((settings.state + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    *error = "state directory " + settings.state + " is in use by another bitsd (or bitsctl)";
     if (lock >= 0) ::close(lock);
-    return false;
+    return Outcome::fail(Code::AccessDenied, "state directory " + settings.state + " is in use by another bitsd (or bitsctl)");
   }
   ::unlink((path + ".tmp").c_str());  // a compaction that never reached its rename
 
   std::vector<uint8_t> bytes;
   bool exists = false;
-  if (!readWhole(path, &bytes, &exists, error)) return false;
+  if (Outcome o = readWhole(path, &bytes, &exists); !o.isOk()) return o;
   report->journalBytes = bytes.size();
 
   // Replay straight into the engine's session table.
@@ -205,8 +203,8 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   if (exists && !bytes.empty()) {
     rr = replayJournal(bytes, &engine);
     if (rr.status != ReplayStatus::Ok) {
-      *error = path + ": " + replayStatusText(rr.status) + " (move it away, or use another --state)";
-      return false;
+      return Outcome::fail(Code::InvalidArgument,
+                           path + ": " + replayStatusText(rr.status) + " (move it away, or use another --state)");
     }
   }
   report->replayMs = std::chrono::duration<double, std::milli>(Steady::now() - t0).count();
@@ -218,10 +216,7 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   std::vector<SessionId> expired;
   Status st = engine.finishRestore(&expired);
   report->restoreMs = std::chrono::duration<double, std::milli>(Steady::now() - tRestore).count();
-  if (!st.isOk()) {
-    *error = std::string("journal: ") + st.message();
-    return false;
-  }
+  if (!st.isOk()) return Outcome(st).within("journal: ");
   report->expired = static_cast<uint32_t>(expired.size());
 
   // The journal file: keep the valid prefix, block-aligned, or start a new one.
@@ -230,17 +225,15 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   uint64_t nextSeq = rr.nextSeq;
   uint64_t end = rr.validEnd;
   if (exists && !bytes.empty()) {
-    fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);  // read-write: appends are read back
     if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(end)) != 0) {
-      *error = "cannot open " + path + " for writing: " + std::strerror(errno);
-      return false;
+      return Outcome::fail(Code::Io, "cannot open " + path + " for writing: " + std::strerror(errno));
     }
     if (end % kJournalBlockBytes != 0) {
       uint8_t pad[2 * kJournalBlockBytes];
       size_t n = encodePad(end, salt, nextSeq, pad, sizeof pad);
       if (!writeAll(fd, pad, n, static_cast<off_t>(end))) {
-        *error = "cannot write " + path + ": " + std::strerror(errno);
-        return false;
+        return Outcome::fail(Code::Io, "cannot write " + path + ": " + std::strerror(errno));
       }
       ++nextSeq;
       end += n;
@@ -249,18 +242,16 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   } else {
     uint8_t rnd[4];
     if (!random.fill(rnd, sizeof rnd)) {
-      *error = "random generator failed";
-      return false;
+      return Outcome::fail(Code::Io, "random generator failed");
     }
     JournalHeader h;
     h.salt = salt = static_cast<uint32_t>(getLe(rnd, 4));
     h.firstSeq = nextSeq = 1;
     uint8_t block[kJournalBlockBytes];
     encodeJournalHeader(h, block);
-    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || !writeAll(fd, block, sizeof block, 0) || ::fdatasync(fd) != 0) {
-      *error = "cannot create " + path + ": " + std::strerror(errno);
-      return false;
+      return Outcome::fail(Code::Io, "cannot create " + path + ": " + std::strerror(errno));
     }
     syncDir(dirOf(path));
     end = kJournalBlockBytes;
@@ -338,7 +329,7 @@ bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journ
   report->sessions = engine.sessionCount();
   report->totalMs = std::chrono::duration<double, std::milli>(Steady::now() - t0).count();
   (void)sha;
-  return true;
+  return Outcome::ok();
 }
 
 }  // namespace bitsd::platform

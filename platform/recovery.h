@@ -29,7 +29,9 @@ struct RecoveryReport {
   double totalMs = 0;
 };
 
-bool recoverState(const Settings& settings, UploadEngine& engine, Journal& journal, Sha256& sha,
-                  Random& random, RecoveryReport* report, std::string* error);
+// An error (the state directory locked by another process, a foreign or corrupt journal, an I/O
+// failure) comes back with one line naming it; bitsd then refuses to start.
+Outcome recoverState(const Settings& settings, UploadEngine& engine, Journal& journal, Sha256& sha,
+                     Random& random, RecoveryReport* report);
 
 }  // namespace bitsd::platform

@@ -33,17 +33,16 @@ DrbgRandom::~DrbgRandom() {
   mbedtls_entropy_free(&entropy_);
 }
 
-bool DrbgRandom::init(std::string* error) {
+Outcome DrbgRandom::init() {
   static const unsigned char kPersonalisation[] = "bitsd session ids";
   int rc = mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_, kPersonalisation,
                                  sizeof kPersonalisation - 1);
   if (rc != 0) {
-    *error = "cannot seed the random generator (mbedtls error " + std::to_string(rc) + ")";
-    return false;
+    return Outcome::fail(Code::Io, "cannot seed the random generator (mbedtls error " + std::to_string(rc) + ")");
   }
   mbedtls_ctr_drbg_set_prediction_resistance(&drbg_, MBEDTLS_CTR_DRBG_PR_OFF);
   ready_ = true;
-  return true;
+  return Outcome::ok();
 }
 
 bool DrbgRandom::fill(uint8_t* out, size_t len) {
@@ -182,7 +181,22 @@ uint64_t monotonicMs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
-bool makeDirs(const std::string& path, std::string* error) {
+// errno after a failed call, as a core code.
+Code codeFromErrno(int e) {
+  switch (e) {
+    case ENOENT:
+    case ENOTDIR: return Code::NotFound;
+    case EACCES:
+    case EPERM:
+    case EROFS: return Code::AccessDenied;
+    case ENOSPC:
+    case EDQUOT: return Code::NoSpace;
+    case EEXIST: return Code::AlreadyExists;
+    default: return Code::Io;
+  }
+}
+
+Outcome makeDirs(const std::string& path) {
   std::string partial;
   size_t pos = 0;
   while (pos != std::string::npos) {
@@ -190,26 +204,23 @@ bool makeDirs(const std::string& path, std::string* error) {
     partial = path.substr(0, pos);
     if (partial.empty()) continue;
     if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
-      *error = "cannot create directory " + partial + ": " + std::strerror(errno);
-      return false;
+      return Outcome::fail(codeFromErrno(errno), "cannot create directory " + partial + ": " + std::strerror(errno));
     }
   }
   struct stat st;
   if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    *error = path + " is not a directory";
-    return false;
+    return Outcome::fail(Code::NotDirectory, path + " is not a directory");
   }
-  return true;
+  return Outcome::ok();
 }
 
-bool realPath(const std::string& path, std::string* out, std::string* error) {
+Outcome realPath(const std::string& path, std::string* out) {
   char buf[PATH_MAX];
   if (::realpath(path.c_str(), buf) == nullptr) {
-    *error = "cannot resolve " + path + ": " + std::strerror(errno);
-    return false;
+    return Outcome::fail(codeFromErrno(errno), "cannot resolve " + path + ": " + std::strerror(errno));
   }
   *out = buf;
-  return true;
+  return Outcome::ok();
 }
 
 bool contains(const std::string& dir, const std::string& inner) {
@@ -229,87 +240,71 @@ void installLogging(const std::string& level) {
                                   : LogLevel::Info);
 }
 
-bool prepareDirectories(const Settings& s, std::string* rootReal, std::string* error) {
+Outcome prepareDirectories(const Settings& s, std::string* rootReal) {
   std::string partialDir = s.state + "/partial";
-  if (!makeDirs(s.root, error) || !makeDirs(partialDir, error) || !makeDirs(s.state + "/replies", error)) {
-    return false;
+  for (const std::string& dir : {s.root, partialDir, s.state + "/replies"}) {
+    if (Outcome o = makeDirs(dir); !o.isOk()) return o;
   }
   std::string stateReal;
-  if (!realPath(s.root, rootReal, error) || !realPath(s.state, &stateReal, error)) return false;
+  if (Outcome o = realPath(s.root, rootReal); !o.isOk()) return o;
+  if (Outcome o = realPath(s.state, &stateReal); !o.isOk()) return o;
   if (contains(*rootReal, stateReal) || contains(stateReal, *rootReal)) {
-    *error = "root (" + *rootReal + ") and state (" + stateReal + ") must not contain each other";
-    return false;
+    return Outcome::fail(Code::InvalidArgument,
+                         "root (" + *rootReal + ") and state (" + stateReal + ") must not contain each other");
   }
   struct stat a, b;
   if (::stat(rootReal->c_str(), &a) != 0 || ::stat(partialDir.c_str(), &b) != 0) {
-    *error = std::string("cannot stat root or state: ") + std::strerror(errno);
-    return false;
+    return Outcome::fail(codeFromErrno(errno), std::string("cannot stat root or state: ") + std::strerror(errno));
   }
   if (a.st_dev != b.st_dev) {
-    *error = "root and state are on different file systems; the commit must be a single rename";
-    return false;
+    return Outcome::fail(Code::InvalidArgument,
+                         "root and state are on different file systems; the commit must be a single rename");
   }
   if (::access(rootReal->c_str(), W_OK) != 0 || ::access(partialDir.c_str(), W_OK) != 0) {
-    *error = "root and state must be writable by this user";
-    return false;
+    return Outcome::fail(Code::AccessDenied, "root and state must be writable by this user");
   }
-  return true;
+  return Outcome::ok();
 }
 
-bool prepareLocationDirs(const Settings& s, std::vector<Location>* locations, std::string* error) {
-  error->clear();
+Outcome prepareLocationDirs(const Settings& s, std::vector<Location>* locations) {
   std::string stateReal;
+  if (Outcome o = realPath(s.state, &stateReal); !o.isOk()) return o;
   struct stat st;
-  if (!realPath(s.state, &stateReal, error) || ::stat((s.state + "/partial").c_str(), &st) != 0) {
-    if (error->empty()) *error = std::string("cannot stat state: ") + std::strerror(errno);
-    return false;
+  if (::stat((s.state + "/partial").c_str(), &st) != 0) {
+    return Outcome::fail(codeFromErrno(errno), std::string("cannot stat state: ") + std::strerror(errno));
   }
   for (Location& l : *locations) {
     if (l.dir.empty()) continue;
-    std::string where = "locations: /" + l.prefix + " -> " + l.dir + ": ";
-    std::string stateMsg = "must not contain the state directory (" + stateReal + ") or be inside it";
-    if (contains(l.dir, stateReal) || contains(stateReal, l.dir)) {  // before creating anything
-      *error = where + stateMsg;
-      return false;
-    }
+    const std::string where = "locations: /" + l.prefix + " -> " + l.dir + ": ";
+    auto fail = [&](Code code, const std::string& what) { return Outcome::fail(code, where + what); };
+    const std::string stateMsg = "must not contain the state directory (" + stateReal + ") or be inside it";
+    if (contains(l.dir, stateReal) || contains(stateReal, l.dir)) return fail(Code::InvalidArgument, stateMsg);  // before creating anything
     std::string real;
-    if (!makeDirs(l.dir, error) || !realPath(l.dir, &real, error)) {
-      *error = where + *error;
-      return false;
-    }
+    if (Outcome o = makeDirs(l.dir); !o.isOk()) return o.within(where);
+    if (Outcome o = realPath(l.dir, &real); !o.isOk()) return o.within(where);
     struct stat d;
-    if (::stat(real.c_str(), &d) != 0 || !S_ISDIR(d.st_mode)) {
-      *error = where + "not a directory";
-      return false;
-    }
-    if (contains(real, stateReal) || contains(stateReal, real)) {  // through symlinks
-      *error = where + stateMsg;
-      return false;
-    }
+    if (::stat(real.c_str(), &d) != 0 || !S_ISDIR(d.st_mode)) return fail(Code::NotDirectory, "not a directory");
+    if (contains(real, stateReal) || contains(stateReal, real)) return fail(Code::InvalidArgument, stateMsg);  // through symlinks
     if (d.st_dev != st.st_dev) {
-      *error = where + "on another file system than the state; the commit must be a single rename";
-      return false;
+      return fail(Code::InvalidArgument, "on another file system than the state; the commit must be a single rename");
     }
-    if (::access(real.c_str(), W_OK) != 0) {
-      *error = where + "not writable by this user";
-      return false;
-    }
+    if (::access(real.c_str(), W_OK) != 0) return fail(Code::AccessDenied, "not writable by this user");
     l.dir = real;
   }
-  return true;
+  return Outcome::ok();
 }
 
-bool readTextFile(const std::string& path, std::string* out, std::string* error) {
+Outcome readTextFile(const std::string& path, std::string* out) {
   FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
-    *error = "cannot read config file " + path + ": " + std::strerror(errno);
-    return false;
+    return Outcome::fail(codeFromErrno(errno), "cannot read config file " + path + ": " + std::strerror(errno));
   }
   struct stat st = {};
   if (::fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
     std::fclose(f);
-    *error = "config file " + path + " is not a regular file" + (S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
-    return false;
+    return Outcome::fail(S_ISDIR(st.st_mode) ? Code::IsDirectory : Code::InvalidArgument,
+                         "config file " + path + " is not a regular file" +
+                             (S_ISDIR(st.st_mode) ? " (it is a directory)" : ""));
   }
   char buf[4096];
   size_t n;
@@ -318,12 +313,11 @@ bool readTextFile(const std::string& path, std::string* out, std::string* error)
     out->append(buf, n);
     if (out->size() > (1u << 20)) {
       std::fclose(f);
-      *error = "config file " + path + " is larger than 1 MiB";
-      return false;
+      return Outcome::fail(Code::InvalidArgument, "config file " + path + " is larger than 1 MiB");
     }
   }
   std::fclose(f);
-  return true;
+  return Outcome::ok();
 }
 
 void notifyServiceManager(const std::string& state) {

@@ -62,8 +62,8 @@ class DrbgRandom final : public Random {
  public:
   DrbgRandom();
   ~DrbgRandom() override;
-  // Seeds from the OS. False (with a reason) if the entropy source fails.
-  bool init(std::string* error);
+  // Seeds from the OS. Io (with the mbedTLS error) if the entropy source fails.
+  Outcome init();
   bool fill(uint8_t* out, size_t len) override;
 
  private:
@@ -87,11 +87,12 @@ void installLogging(const std::string& level);
 // creates root and state (and state/partial), checks that both are directories on the same file
 // system and that neither contains the other, resolves the root's real path, and deletes orphaned
 // in-progress files (without a journal, nothing can resume them after a restart).
-bool prepareDirectories(const Settings& s, std::string* rootReal, std::string* error);
+// Start-up errors come back as an Outcome with one line naming the problem.
+Outcome prepareDirectories(const Settings& s, std::string* rootReal);
 // The directories of `locations` (those that have one): creates them, replaces each with its real
 // path, and checks what the root is checked for: on the state's file system (a commit is a link or
 // rename out of state/partial), writable, and neither inside the state nor containing it.
-bool prepareLocationDirs(const Settings& s, std::vector<Location>* locations, std::string* error);
+Outcome prepareLocationDirs(const Settings& s, std::vector<Location>* locations);
 
 // Connections beyond max-connections that are accepted only to be answered 503 and closed.
 constexpr uint32_t kRejectConnectionSlots = 16;
@@ -112,7 +113,7 @@ void notifyServiceManager(const std::string& state);
 // "RELOADING=1\nMONOTONIC_USEC=<now>", as Type=notify-reload services send it.
 void notifyReloading();
 
-// Reads a whole (small) regular file; false with a one-line reason (a directory is refused).
-bool readTextFile(const std::string& path, std::string* out, std::string* error);
+// Reads a whole (small) regular file; an error names the file and the reason (a directory is refused).
+Outcome readTextFile(const std::string& path, std::string* out);
 
 }  // namespace bitsd::platform

@@ -18,6 +18,7 @@ enum Kind {
   kCreate,
   kOpen,
   kWrite,
+  kRead,
   kSync,
   kTruncate,
   kCheck,
@@ -29,7 +30,6 @@ enum Kind {
   kDirClose,
   kOpenRead,
   kOpenStat,
-  kRead,
 };
 }  // namespace
 
@@ -95,12 +95,13 @@ void UvStorage::onFsThunk(uv_fs_t* req) {
 
 void UvStorage::createExclusive(StorageOp& op, const char* path) {
   UvOp* u = prepare(op, kCreate);
-  uv_fs_open(loop_, &u->req, path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644, onFsThunk);
+  // Read-write: the journal reads back what it wrote.
+  uv_fs_open(loop_, &u->req, path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644, onFsThunk);
 }
 
 void UvStorage::openWrite(StorageOp& op, const char* path) {
   UvOp* u = prepare(op, kOpen);
-  uv_fs_open(loop_, &u->req, path, O_WRONLY | O_CLOEXEC, 0, onFsThunk);
+  uv_fs_open(loop_, &u->req, path, O_RDWR | O_CLOEXEC, 0, onFsThunk);
 }
 
 void UvStorage::createTruncate(StorageOp& op, const char* path) {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "core/journal_format.h"
+#include "core/journal_model.h"
 #include "platform/cli.h"
 #include "platform/users.h"
 #include "tools/bitsctl_status.h"

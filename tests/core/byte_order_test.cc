@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/journal_format.h"
+#include "core/journal_model.h"
 #include "core/protocol.h"
 #include "tests/support/engine_driver.h"
 

@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "core/journal_format.h"
+#include "core/journal_model.h"
 #include "tests/support/engine_driver.h"
 
 namespace bitsd::testing {

@@ -182,11 +182,12 @@ long steadyUploadAllocations(bool withAuth, bool withAccessLog = false, bool wit
   s.root = dir.path() + "/root";
   s.state = dir.path() + "/state";
   std::string rootReal;
-  EXPECT_TRUE(platform::prepareDirectories(s, &rootReal, &err)) << err;
+  Outcome prepared = platform::prepareDirectories(s, &rootReal);
+  EXPECT_TRUE(prepared.isOk()) << prepared.message();
   uv_loop_t loop;
   uv_loop_init(&loop);
   platform::DrbgRandom random;
-  EXPECT_TRUE(random.init(&err));
+  EXPECT_TRUE(random.init().isOk());
   platform::UvClock clock;
   platform::UploadSha256 sha;
   platform::UvStorage storage(&loop, sha);
@@ -214,7 +215,8 @@ long steadyUploadAllocations(bool withAuth, bool withAccessLog = false, bool wit
   EXPECT_TRUE(engine.init(es).isOk());
   EXPECT_TRUE(journal.init(s.journalBufferBytes, 64, s.journalMaxBytes, s.state + "/journal").isOk());
   platform::RecoveryReport rep;
-  EXPECT_TRUE(platform::recoverState(s, engine, journal, sha, random, &rep, &err)) << err;
+  Outcome recovered = platform::recoverState(s, engine, journal, sha, random, &rep);
+  EXPECT_TRUE(recovered.isOk()) << recovered.message();
   platform::UvServer server(&loop, s, engine);
   server.setJournal(&journal, &scheduler);
   // The access log on: 4 KiB buffers, so that a flush through the thread pool starts every few

@@ -100,8 +100,10 @@ void FakeStorage::openRead(StorageOp& op, const char* path) {
   });
 }
 
+// Reads what a reader of the file would see now (synced or not, as from the page cache).
 void FakeStorage::read(StorageOp& op, FileHandle file, uint64_t offset, std::span<char> data) {
   ++readCalls;
+  if (isJournal(file)) ++journalReads;
   enqueue(op, [this, file, offset, data](StorageOp& o) {
     auto h = handles_.find(file);
     if (h == handles_.end()) {
@@ -126,6 +128,12 @@ void FakeStorage::write(StorageOp& op, FileHandle file, uint64_t offset, std::sp
   // Capture the bytes now: the real platform writes from the caller's buffer before completing, and
   // the caller keeps it alive until then, so reading at completion would be equally valid.
   std::string bytes(data.data(), data.size());
+  if (corruptJournalWrites && !bytes.empty()) {
+    auto h = handles_.find(file);
+    if (h != handles_.end() && (h->second == journalPath || h->second == journalPath + ".tmp")) {
+      bytes[bytes.size() / 2] ^= 0x10;
+    }
+  }
   enqueue(op, [this, file, offset, bytes, journal, hash](StorageOp& o) {
     // Like the platform: the whole span is hashed, whatever the write does.
     if (hash != nullptr && sha != nullptr) sha->update(*hash, std::span<const char>(bytes.data(), bytes.size()));

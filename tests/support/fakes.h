@@ -91,11 +91,16 @@ class FakeStorage final : public Storage {
   std::string journalPath;
   uint64_t journalSyncs = 0;
   uint64_t journalWrites = 0;
+  uint64_t journalReads = 0;
 
   // Faults.
   uint64_t spaceLeftBytes = UINT64_MAX;  // writes beyond it fail with NoSpace (after a short write)
   bool failSync = false;
   size_t maxWriteBytes = SIZE_MAX;       // short writes
+  // Writes to the journal (and to the compaction's `journal.tmp`) report success but store their
+  // bytes with one bit flipped (a device that corrupts what it was given): the read-back must
+  // catch it.
+  bool corruptJournalWrites = false;
   uint64_t writeCalls = 0;
   uint64_t syncCalls = 0;
   uint64_t bytesWritten = 0;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/journal_format.h"
+#include "core/journal_model.h"
 
 namespace {
 

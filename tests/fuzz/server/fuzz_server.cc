@@ -108,9 +108,10 @@ World& world() {
   s.bodyTimeoutMs = 200;
   s.journalMaxBytes = 1 << 20;
   std::string rootReal;
-  require(platform::prepareDirectories(s, &rootReal, &err), err.c_str());
+  Outcome prepared = platform::prepareDirectories(s, &rootReal);
+  require(prepared.isOk(), prepared.message().c_str());
   uv_loop_init(&w->loop);
-  require(w->random.init(&err), err.c_str());
+  require(w->random.init().isOk(), "random generator");
   w->storage = new platform::UvStorage(&w->loop, w->sha);
   w->scheduler = new platform::UvFlushScheduler(&w->loop);
   w->journal = new Journal(*w->storage, *w->scheduler, w->random);
@@ -121,7 +122,8 @@ World& world() {
   require(w->engine->init(es).isOk(), "engine init");
   require(w->journal->init(s.journalBufferBytes, 64, s.journalMaxBytes, s.state + "/journal").isOk(), "journal init");
   platform::RecoveryReport rep;
-  require(platform::recoverState(s, *w->engine, *w->journal, w->sha, w->random, &rep, &err), err.c_str());
+  Outcome recovered = platform::recoverState(s, *w->engine, *w->journal, w->sha, w->random, &rep);
+  require(recovered.isOk(), recovered.message().c_str());
   w->server = new platform::UvServer(&w->loop, s, *w->engine);
   w->server->setJournal(w->journal, w->scheduler);
   std::string url;
