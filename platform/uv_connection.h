@@ -75,6 +75,19 @@ struct TlsWrite {
   std::string bytes;
 };
 
+// A reply download in progress (Exchange::sendsFile), on the heap for its duration: reply bodies
+// are rare and small next to uploads, and an idle connection should not carry a 440-byte uv_fs_t.
+struct ReplyFile {
+  uv_fs_t req;
+  uv_file fd = -1;
+  uint64_t offset = 0;
+  uint64_t left = 0;
+  char buf[kFileChunkBytes];
+};
+
+// An idle keep-alive connection costs this struct and nothing else (no slot, no buffer): keep it
+// small (docs/BENCHMARKS.md measures it; issue 18 asks <= 512 bytes), and put what only a request
+// or a download needs in RequestSlot or ReplyFile.
 struct Connection final : public ExchangeHost {
   uv_tcp_t tcp;
   TlsConn* tls = nullptr;
@@ -115,12 +128,8 @@ struct Connection final : public ExchangeHost {
   uint64_t lingerBytes = 0;
   // Reply download in progress (Exchange::sendsFile).
   bool fileStarted = false;
-  bool fileBusy = false;  // an fs request on fileReq is in flight
-  uv_file fileFd = -1;
-  uint64_t fileOffset = 0;
-  uint64_t fileLeft = 0;
-  char* fileBuf = nullptr;
-  uv_fs_t fileReq;
+  bool fileBusy = false;  // an fs request on file->req is in flight
+  ReplyFile* file = nullptr;
   // Password checks (issue 20): failed checks are charged to `peer`; a read buffer kept (body bytes
   // already read) while a slow check runs; not read from until the timer fires, after a throttled
   // check was refused.
