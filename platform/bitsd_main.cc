@@ -13,6 +13,7 @@
 #include "platform/admin_server.h"
 #include "platform/cli.h"
 #include "platform/recovery.h"
+#include "platform/sha256.h"
 #include "platform/system.h"
 #include "platform/tls.h"
 #include "platform/uv_notifier.h"
@@ -175,7 +176,7 @@ int main(int argc, char** argv) {
 
   uv_loop_t* loop = uv_default_loop();
   platform::UvClock clock;
-  platform::MbedSha256 sha;
+  platform::UploadSha256 sha;
   platform::UvStorage storage(loop, sha);
   platform::UvFlushScheduler scheduler(loop);
   // Declared before the engine so it outlives the session table it backs.

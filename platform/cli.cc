@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "platform/sha256.h"
 #include "platform/system.h"
 #include "platform/tls.h"
 
@@ -34,7 +35,7 @@ const char* usageText() {
 std::string versionText(const char* program) {
   return std::string(program) + " " + BITSD_VERSION + "\n" +
          "tls: " + (kTlsBuilt ? "on" : "off") + "\n" +
-         "sha256: " + MbedSha256::implementation() + "\n" +
+         "sha256: " + UploadSha256::implementation() + "\n" +
          "board: " + board::kBoardName + "\n";
 }
 

@@ -18,6 +18,7 @@
 #include "core/upload_engine.h"
 #include "platform/access_log_writer.h"
 #include "platform/recovery.h"
+#include "platform/sha256.h"
 #include "platform/system.h"
 #include "platform/users.h"
 #include "platform/uv_server.h"
@@ -71,7 +72,7 @@ long steadyUploadAllocations(bool withAuth, bool withAccessLog = false) {
   platform::DrbgRandom random;
   EXPECT_TRUE(random.init(&err));
   platform::UvClock clock;
-  platform::MbedSha256 sha;
+  platform::UploadSha256 sha;
   platform::UvStorage storage(&loop, sha);
   platform::UvFlushScheduler scheduler(&loop);
   Journal journal(storage, scheduler, random);

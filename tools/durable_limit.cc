@@ -1,0 +1,163 @@
+// durable_limit: the raw durable-write limit that bitsd's durable path is measured against
+// (docs/BENCHMARKS.md, tools/bench-durable.sh). No HTTP, no BITS, no journal, no digest: N
+// connections on 127.0.0.1, each one upload of --size bytes in --fragment pieces. Per connection a
+// receiver thread reads into a --buffer byte buffer (give it bitsd's read-buffer-bytes), write()s
+// each read to its own file, and at every fragment's end fdatasync()s the file and answers 1 byte;
+// a sender thread sends a fragment, then waits for that byte before the next (as a BITS client
+// waits for each Ack).
+//
+//   durable_limit --dir DIR [--size BYTES] [--fragment BYTES] [--conns N] [--buffer BYTES]
+//                 [--sync on|off]
+// Prints: conns=N bytes=TOTAL seconds=S MiBps=AGGREGATE (all connections' bytes over the wall time
+// from the first connect to the last answer). The files are removed afterwards.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+[[noreturn]] void die(const std::string& why) {
+  std::fprintf(stderr, "durable_limit: %s: %s\n", why.c_str(), std::strerror(errno));
+  std::exit(1);
+}
+
+uint64_t number(const char* s) {
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(s, &end, 10);
+  if (end == s || *end != 0 || v == 0) {
+    std::fprintf(stderr, "durable_limit: not a positive number: %s\n", s);
+    std::exit(2);
+  }
+  return v;
+}
+
+struct Options {
+  std::string dir;
+  uint64_t size = 512ull << 20;
+  uint64_t fragment = 8ull << 20;
+  uint64_t conns = 1;
+  uint64_t buffer = 256 << 10;
+  bool sync = true;
+};
+
+void writeAll(int fd, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) die("write");
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void receive(const Options& o, int sock, const std::string& path) {
+  int file = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+  if (file < 0) die("open " + path);
+  std::vector<char> buf(o.buffer);
+  uint64_t got = 0, fragmentEnd = std::min(o.fragment, o.size);
+  while (got < o.size) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), fragmentEnd - got));
+    ssize_t r = ::recv(sock, buf.data(), want, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) die("recv");
+    writeAll(file, buf.data(), static_cast<size_t>(r));
+    got += static_cast<uint64_t>(r);
+    if (got == fragmentEnd) {
+      if (o.sync && ::fdatasync(file) != 0) die("fdatasync");
+      char one = 1;
+      writeAll(sock, &one, 1);
+      fragmentEnd = std::min(o.size, fragmentEnd + o.fragment);
+    }
+  }
+  ::close(file);
+  ::unlink(path.c_str());
+  ::close(sock);
+}
+
+void sendUpload(const Options& o, uint16_t port) {
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) die("socket");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) die("connect");
+  int one = 1;
+  ::setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  std::vector<char> data(static_cast<size_t>(std::min(o.fragment, o.size)));
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 + 7);
+  for (uint64_t sent = 0; sent < o.size;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(o.fragment, o.size - sent));
+    writeAll(s, data.data(), n);
+    sent += n;
+    char ack;
+    ssize_t r;
+    do r = ::recv(s, &ack, 1, 0);
+    while (r < 0 && errno == EINTR);
+    if (r != 1) die("no answer from the receiver");
+  }
+  ::close(s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
+    if (v != nullptr && a == "--dir") o.dir = argv[++i];
+    else if (v != nullptr && a == "--size") o.size = number(argv[++i]);
+    else if (v != nullptr && a == "--fragment") o.fragment = number(argv[++i]);
+    else if (v != nullptr && a == "--conns") o.conns = number(argv[++i]);
+    else if (v != nullptr && a == "--buffer") o.buffer = number(argv[++i]);
+    else if (v != nullptr && a == "--sync") o.sync = std::string(argv[++i]) != "off";
+    else {
+      std::fprintf(stderr,
+                   "usage: durable_limit --dir DIR [--size BYTES] [--fragment BYTES] [--conns N] "
+                   "[--buffer BYTES] [--sync on|off]\n");
+      return 2;
+    }
+  }
+  if (o.dir.empty()) {
+    std::fprintf(stderr, "durable_limit: --dir is required\n");
+    return 2;
+  }
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) die("socket");
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listener, 1024) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    die("listen");
+  }
+  const uint16_t port = ntohs(a.sin_port);
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (uint64_t i = 0; i < o.conns; ++i) threads.emplace_back(sendUpload, std::cref(o), port);
+  for (uint64_t i = 0; i < o.conns; ++i) {
+    int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) die("accept");
+    threads.emplace_back(receive, std::cref(o), c, o.dir + "/limit-" + std::to_string(i) + ".bin");
+  }
+  for (auto& t : threads) t.join();
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double total = static_cast<double>(o.size) * static_cast<double>(o.conns);
+  std::printf("conns=%llu bytes=%.0f seconds=%.3f MiBps=%.1f\n", static_cast<unsigned long long>(o.conns), total, s,
+              total / 1048576.0 / s);
+  return 0;
+}
