@@ -184,6 +184,7 @@ int main(int argc, char** argv) {
   Journal journal(storage, scheduler, random);
   scheduler.setJournal(&journal);
   journal.setSyncEnabled(settings.fdatasync);
+  storage.setSyncDirs(settings.fdatasync);
   UploadEngine engine(storage, clock, random, sha, journal);
   platform::UvNotifier notifier(loop, settings.maxNotifications);
   engine.setNotifier(&notifier);
