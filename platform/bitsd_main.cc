@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "core/access_log.h"
@@ -174,6 +175,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // libuv sizes its thread pool from this when the first work is queued (recovery, below).
+  ::setenv("UV_THREADPOOL_SIZE", std::to_string(settings.threadPool).c_str(), 1);
   uv_loop_t* loop = uv_default_loop();
   platform::UvClock clock;
   platform::UploadSha256 sha;
