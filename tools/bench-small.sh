@@ -11,7 +11,8 @@
 # Neither nginx nor bitsd --fdatasync off syncs anything; both write each file into place by a
 # rename or link. Prints every round, then medians, uploads per second and the ratio to nginx.
 #   tools/bench-small.sh [ROUNDS] [SECONDS] [CLIENTS]     (default 3 rounds, 10 s, 50 clients)
-# Needs nginx-light (and optionally wrk): apt-get install nginx-light wrk. Environment: BENCH_DIR.
+# Needs nginx-light (and optionally wrk): apt-get install nginx-light wrk. Environment: BENCH_DIR;
+# BENCH_BEFORE=/path/to/bitsd adds that binary with --fdatasync off to every round (a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -60,10 +61,10 @@ EOF
   PID=$!
   wait_port "$PORT"
 }
-start_bitsd() {  # args: extra flags; sets PID and PORT
+start_bitsd() {  # args: extra flags; sets PID and PORT (BITSD: the binary)
   rm -rf "$WORK/root" "$WORK/state"
   mkdir -p "$WORK/root/small"
-  "$BIN/bitsd" --listen 127.0.0.1:0 --root "$WORK/root" --state "$WORK/state" --log-level warn "$@" \
+  "${BITSD:-$BIN/bitsd}" --listen 127.0.0.1:0 --root "$WORK/root" --state "$WORK/state" --log-level warn "$@" \
     > "$WORK/ready" 2> "$WORK/bitsd.err" &
   PID=$!
   for _ in $(seq 100); do grep -q listening "$WORK/ready" 2>/dev/null && break; sleep 0.05; done
@@ -87,7 +88,7 @@ command -v wrk >/dev/null && HAVE_WRK=1
 
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$(nginx -v 2>&1); $CLIENTS clients, $((SIZE / 1024)) KiB per upload, $SECONDS_EACH s per run"
-for f in nginx wrk off on roff ron; do : > "$WORK/r_$f"; done
+for f in nginx wrk off on roff ron before; do : > "$WORK/r_$f"; done
 for r in $(seq "$ROUNDS"); do
   start_nginx
   ngx=$("$BIN/bitsload" put --port "$PORT" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --size "$SIZE" | ups)
@@ -102,12 +103,19 @@ for r in $(seq "$ROUNDS"); do
   start_bitsd --fdatasync off
   off=$("$BIN/bitsload" bits --port "$PORT" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --size "$SIZE" | ups)
   stop
+  b="-"
+  if [ -n "${BENCH_BEFORE:-}" ]; then
+    BITSD=$BENCH_BEFORE start_bitsd --fdatasync off
+    b=$("$BIN/bitsload" bits --port "$PORT" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --size "$SIZE" | ups)
+    stop
+    echo "$b" >> "$WORK/r_before"
+  fi
   start_bitsd
   on=$("$BIN/bitsload" bits --port "$PORT" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --size "$SIZE" | ups)
   stop
   echo "$ngx" >> "$WORK/r_nginx"; echo "$off" >> "$WORK/r_off"; echo "$on" >> "$WORK/r_on"
   echo "$(ratio "$off" "$ngx")" >> "$WORK/r_roff"; echo "$(ratio "$on" "$ngx")" >> "$WORK/r_ron"
-  echo "round $r: nginx PUT $ngx/s (wrk: $w/s) | bitsd --fdatasync off $off uploads/s (x$(ratio "$off" "$ngx")) | bitsd defaults $on uploads/s (x$(ratio "$on" "$ngx"))"
+  echo "round $r: nginx PUT $ngx/s (wrk: $w/s) | bitsd --fdatasync off $off uploads/s (x$(ratio "$off" "$ngx")) | bitsd defaults $on uploads/s (x$(ratio "$on" "$ngx")) | before, --fdatasync off $b uploads/s"
 done
 
 echo
@@ -117,4 +125,5 @@ echo "|---|---|---|---|"
 echo "| nginx WebDAV PUT (bitsload) | $(median < "$WORK/r_nginx") | $(median < "$WORK/r_nginx") | 1.00 |"
 [ "$HAVE_WRK" = 1 ] && echo "| nginx WebDAV PUT (wrk) | $(median < "$WORK/r_wrk") | $(median < "$WORK/r_wrk") | |"
 echo "| bitsd --fdatasync off | $(median < "$WORK/r_off") | $(awk -v a="$(median < "$WORK/r_off")" 'BEGIN {print 3*a}') | $(median < "$WORK/r_roff") |"
+[ -n "${BENCH_BEFORE:-}" ] && echo "| $BENCH_BEFORE --fdatasync off | $(median < "$WORK/r_before") | $(awk -v a="$(median < "$WORK/r_before")" 'BEGIN {print 3*a}') | $(ratio "$(median < "$WORK/r_before")" "$(median < "$WORK/r_nginx")") |"
 echo "| bitsd defaults (durable) | $(median < "$WORK/r_on") | $(awk -v a="$(median < "$WORK/r_on")" 'BEGIN {print 3*a}') | $(median < "$WORK/r_ron") |"
