@@ -61,6 +61,7 @@ const Field kFields[] = {
     BITSD_FIELD("read-buffers", U32, readBuffers, "socket read buffers in the pool"),
     BITSD_FIELD("read-buffer-bytes", Size32, readBufferBytes, "size of one read buffer"),
     BITSD_FIELD("max-open-files", U32, maxOpenFiles, "in-progress files kept open"),
+    BITSD_FIELD("thread-pool", U32, threadPool, "threads for file writes, syncs and digests (1..1024)"),
     BITSD_FIELD("max-header-bytes", Size32, maxHeaderBytes, "request line + headers; beyond: 431"),
     BITSD_FIELD("max-path-bytes", U32, maxPathBytes, "decoded URL path; beyond: 400"),
     BITSD_FIELD("max-fragment-bytes", Size64, maxFragmentBytes, "one Fragment body; beyond: 413"),
@@ -294,6 +295,7 @@ bool validateSettings(const Settings& s, std::string* error) {
   if (s.readBuffers == 0) return fail("read-buffers must be at least 1");
   if (s.readBufferBytes < 4096) return fail("read-buffer-bytes must be at least 4096");
   if (s.maxOpenFiles == 0) return fail("max-open-files must be at least 1");
+  if (s.threadPool == 0 || s.threadPool > 1024) return fail("thread-pool must be 1..1024");
   if (s.maxHeaderBytes < 512) return fail("max-header-bytes must be at least 512");
   if (s.maxPathBytes < 16 || s.maxPathBytes > 4096) return fail("max-path-bytes must be 16..4096");
   if (s.maxFragmentBytes < 5120) return fail("max-fragment-bytes must be at least 5120 (BITS minimum fragment)");

@@ -53,6 +53,7 @@ struct Settings {
   uint32_t readBuffers = 32;            // pool of socket read buffers
   uint32_t readBufferBytes = 262144;    // size of each read buffer
   uint32_t maxOpenFiles = 256;          // in-progress files kept open at once
+  uint32_t threadPool = 4;              // threads for file writes, syncs and digests (libuv's pool)
   uint32_t maxHeaderBytes = 8192;       // request line + headers; beyond: 431
   uint32_t maxPathBytes = 1024;         // decoded, normalised path; beyond: 400
   uint64_t maxFragmentBytes = 16777216; // one Fragment body; beyond: 413 (client shrinks)

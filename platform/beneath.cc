@@ -148,7 +148,7 @@ int openDirBeneath(const char* base, std::string_view dir, BeneathMode mode) {
 int commitBelow(const char* from, const char* base, const char* below, bool replace, bool* dirOpened, int* syncErr,
                 BeneathMode mode) {
   *dirOpened = false;
-  *syncErr = 0;
+  if (syncErr != nullptr) *syncErr = 0;
   std::string_view parent, name;
   splitBelow(below, &parent, &name);
   int dir = openDirBeneath(base, parent, mode);
@@ -160,7 +160,7 @@ int commitBelow(const char* from, const char* base, const char* below, bool repl
   int r = replace ? ::renameat(AT_FDCWD, from, dir, leaf) : ::linkat(AT_FDCWD, from, dir, leaf, 0);
   if (r != 0) {
     err = errno;
-  } else if (::fsync(dir) != 0) {
+  } else if (syncErr != nullptr && ::fsync(dir) != 0) {
     *syncErr = errno;
   }
   ::close(dir);

@@ -28,7 +28,8 @@ int openDirBeneath(const char* base, std::string_view dir, BeneathMode mode = Be
 // an existing symlink there is EEXIST for the link, and replaced itself (not its target) by the
 // rename. `below` ("a/b/x.bin") is NUL-terminated. Returns 0 or an errno: *dirOpened false means the
 // parent could not be opened (openDirBeneath's errno), true that the link or rename failed (EEXIST,
-// EISDIR, ENOENT, ...). *syncErr is the directory fsync's errno after a commit that worked (or 0).
+// EISDIR, ENOENT, ...). *syncErr is the directory fsync's errno after a commit that worked (or 0);
+// a null syncErr skips the fsync (bitsd with fdatasync off).
 int commitBelow(const char* from, const char* base, const char* below, bool replace, bool* dirOpened, int* syncErr,
                 BeneathMode mode = BeneathMode::Auto);
 

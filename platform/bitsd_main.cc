@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "core/access_log.h"
@@ -179,6 +180,8 @@ int main(int argc, char** argv) {
   platform::DrbgRandom random;
   if (Outcome o = random.init(); !o.isOk()) return refuseToStart(o, 1);
 
+  // libuv sizes its thread pool from this when the first work is queued (recovery, below).
+  ::setenv("UV_THREADPOOL_SIZE", std::to_string(settings.threadPool).c_str(), 1);
   uv_loop_t* loop = uv_default_loop();
   platform::UvClock clock;
   platform::UploadSha256 sha;
@@ -192,6 +195,7 @@ int main(int argc, char** argv) {
   Journal journal(storage, scheduler, random);
   scheduler.setJournal(&journal);
   journal.setSyncEnabled(settings.fdatasync);
+  storage.setSyncDirs(settings.fdatasync);
   UploadEngine engine(storage, clock, random, sha, journal);
   platform::UvNotifier notifier(loop, settings.maxNotifications, storage);
   engine.setNotifier(&notifier);

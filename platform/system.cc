@@ -118,7 +118,13 @@ void* HugePageAllocator::allocateZeroed(size_t bytes) {
   if (head > 0) ::munmap(raw, head);
   size_t tail = len - head - roundUp(bytes);
   if (tail > 0) ::munmap(reinterpret_cast<char*>(start) + roundUp(bytes), tail);
-  ::madvise(reinterpret_cast<void*>(start), roundUp(bytes), MADV_HUGEPAGE);  // advice only; may be refused
+  // The first 2 MiB keep small pages: tables hand out low slots first, so a server with a few
+  // sessions touches only there, and one huge page there would put 2 MiB in RSS for the first
+  // session (the paths of a 4,096-session table are 4 MiB: 4 MiB of RSS for one upload). Recovery
+  // filling a big table still gets huge pages for the rest. Advice only; may be refused.
+  if (roundUp(bytes) > kHugePage) {
+    ::madvise(reinterpret_cast<char*>(start) + kHugePage, roundUp(bytes) - kHugePage, MADV_HUGEPAGE);
+  }
   return reinterpret_cast<void*>(start);
 }
 

@@ -74,6 +74,7 @@ class DrbgRandom final : public Random {
 
 // Anonymous memory advised for transparent huge pages (MADV_HUGEPAGE), 2 MiB-aligned, for the
 // session table: fewer page faults when recovery fills it. Pages stay out of RSS until touched.
+// The first 2 MiB are not advised, so a lightly used table does not cost whole huge pages.
 class HugePageAllocator final : public BulkAllocator {
  public:
   void* allocateZeroed(size_t bytes) override;

@@ -49,6 +49,9 @@ struct RequestSlot {
   Connection* owner = nullptr;
 };
 
+// An idle keep-alive connection costs this struct and nothing else (no slot, no buffer): keep it
+// small (docs/BENCHMARKS.md measures it; issue 18 asks <= 512 bytes), and put what only a request
+// or a download needs in RequestSlot or on the heap for the download's duration.
 struct Connection final : public ExchangeHost {
   StreamOf<1> stream;  // the client's socket, TLS or not (stream.h); one answer written at a time
   uv_timer_t timer;

@@ -102,7 +102,12 @@ void UvServer::onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf) {
       if (nread != UV_EOF && s->lastError()[0] != '\0') {
         logLimited(LogLevel::Info, "stream read failed", "%s", s->lastError());
       }
-      self->closeConnection(c);  // EOF, reset, or a TLS error or close_notify
+      // EOF, reset, or a TLS error or close_notify. The slot taken for this read holds nothing yet
+      // (an idle keep-alive connection closing): it goes back now, not after the close callbacks,
+      // so that many connections closing at once reuse one slot instead of touching one each
+      // (~23 KiB of RSS apiece).
+      if (c->phase == Phase::Parsing && c->slot != nullptr && !c->slot->parser.started()) self->releaseSlot(c);
+      self->closeConnection(c);
     } else if (c->phase == Phase::Parsing && c->slot != nullptr && !c->slot->parser.started()) {
       // Nothing to read after all (EAGAIN, or no whole TLS record yet): the slot taken for this
       // read goes back, so an idle connection holds none.

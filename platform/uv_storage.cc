@@ -238,7 +238,9 @@ void UvStorage::commitBeneath(StorageOp& op, const char* from, const char* base,
 void UvStorage::beneathWorkThunk(uv_work_t* w) {
   UvOp* u = static_cast<UvOp*>(w->data);
   if (u->kind == kCommit) {
-    u->err = commitBelow(u->path, u->base, u->below, u->replace, &u->dirOpened, &u->syncErr);
+    u->syncErr = 0;
+    int* syncErr = u->self->syncDirs_ ? &u->syncErr : nullptr;
+    u->err = commitBelow(u->path, u->base, u->below, u->replace, &u->dirOpened, syncErr);
     return;
   }
   std::string_view parent, name;

@@ -41,6 +41,9 @@ class UvStorage final : public Storage {
   // Durations of the fdatasync and directory fsync calls, from issue to completion on the loop
   // (thread-pool queueing included: what a request waits). For /metrics.
   const SyncHistogram& syncHistogram() const { return syncs_; }
+  // Off (bitsd with fdatasync off): a commit's link or rename is not followed by a directory
+  // fsync either, so that "fdatasync off" syncs nothing per upload (issue 18: small uploads).
+  void setSyncDirs(bool on) { syncDirs_ = on; }
 
  // Platform request object placed in StorageOp::impl (public so its size can be checked).
   struct UvOp;
@@ -61,6 +64,7 @@ class UvStorage final : public Storage {
   Sha256& sha_;
   SyncHistogram syncs_;
   uint64_t writebackBytes_ = 0;
+  bool syncDirs_ = true;
 };
 
 // libuv error number -> core Status (the number is kept for the log).

@@ -72,6 +72,21 @@ TEST(Settings, ValidationRejectsImpossibleLimits) {
   EXPECT_FALSE(validateSettings(s, &err));
 }
 
+TEST(Settings, ThreadPoolIsOneTo1024AndNeedsARestart) {
+  Settings s;
+  std::string err;
+  ASSERT_TRUE(applySetting(&s, "thread-pool", "16", &err)) << err;
+  EXPECT_EQ(s.threadPool, 16u);
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  for (uint32_t bad : {0u, 1025u}) {
+    s.threadPool = bad;
+    EXPECT_FALSE(validateSettings(s, &err)) << bad;
+    EXPECT_EQ(err, "thread-pool must be 1..1024");
+  }
+  EXPECT_FALSE(applySetting(&s, "thread-pool", "many", &err));
+  EXPECT_FALSE(isLiveSetting("thread-pool"));
+}
+
 TEST(Settings, SessionQuotaAndIdleTimeout) {
   Settings s;
   EXPECT_EQ(s.maxSessionsPerUser, 50u);  // IIS BITSNumberOfSessionsLimit
