@@ -1,5 +1,7 @@
 #include "core/admin.h"
 
+#include "core/http_head.h"
+
 #include <cstring>
 
 namespace bitsd {
@@ -339,6 +341,17 @@ tick();
 </script></body></html>
 )HTML";
   return std::string_view(kPage, sizeof kPage - 1);
+}
+
+size_t formatAdminAnswer(char* out, size_t cap, int status, std::string_view extraName,
+                         std::string_view extraValue, std::string_view body, bool headOnly) {
+  HeadWriter w(out, cap);
+  w.statusLine(status).header("Content-Type", "text/plain; charset=utf-8").headerNumber("Content-Length", body.size());
+  if (!extraName.empty()) w.header(extraName, extraValue);
+  size_t n = w.header("Connection", "close").end();
+  if (headOnly || body.size() > cap - n) return n;
+  std::memcpy(out + n, body.data(), body.size());
+  return n + body.size();
 }
 
 }  // namespace bitsd

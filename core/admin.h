@@ -107,4 +107,12 @@ size_t formatClientAddress(const ClientAddress& a, char* out, size_t cap);
 // fetches /status.json every 1.5 s and draws the sessions with progress bars.
 std::string_view statusPageHtml();
 
+// The admin listener's own short answers (errors, 401, the 503 of a throttled password check): a
+// text/plain head with Content-Length and Connection: close, one optional extra header
+// (`extraName` empty: none), then `body` unless `headOnly` (HEAD). Written with the wire layer's
+// HeadWriter into `out`; returns the length (the body is left out if it does not fit).
+inline constexpr uint32_t kAdminRetryAfterSeconds = 5;
+size_t formatAdminAnswer(char* out, size_t cap, int status, std::string_view extraName,
+                         std::string_view extraValue, std::string_view body, bool headOnly);
+
 }  // namespace bitsd

@@ -203,8 +203,8 @@ void AdminServer::onRead(Conn* c, ssize_t nread) {
     if (ev == ParseEvent::Error) {
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
       int st = c->parser.errorStatus();
-      return respondSimple(c, st == 405 ? 405 : st == 431 ? 431 : 400, st == 405 ? "Method Not Allowed" : "Bad Request",
-                           st == 405 ? "Allow: GET, HEAD\r\n" : "", "bad request\n");
+      return respondSimple(c, st == 405 ? 405 : st == 431 ? 431 : 400, st == 405 ? "Allow" : "", "GET, HEAD",
+                           "bad request\n");
     }
     if (ev == ParseEvent::HeadersComplete) {
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));  // one request per connection
@@ -217,13 +217,13 @@ void AdminServer::onRead(Conn* c, ssize_t nread) {
 void AdminServer::onHead(Conn* c) {
   const RequestHead& h = c->parser.head();
   if (h.method != HttpMethod::Get && h.method != HttpMethod::Head) {
-    return respondSimple(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "only GET and HEAD\n");
+    return respondSimple(c, 405, "Allow", "GET, HEAD", "only GET and HEAD\n");
   }
   c->head = h.method == HttpMethod::Head;
   if (src_.auth == nullptr) return route(c);
   std::string_view a = h.value(HeaderId::Authorization);
   if (!h.has(HeaderId::Authorization) || a.size() < 6 || !equalsIgnoreCase(a.substr(0, 6), "Basic ")) {
-    return respondSimple(c, 401, "Unauthorized", "WWW-Authenticate: Basic realm=\"bitsd admin\", charset=\"UTF-8\"\r\n",
+    return respondSimple(c, 401, "WWW-Authenticate", "Basic realm=\"bitsd admin\", charset=\"UTF-8\"",
                          "credentials needed\n");
   }
   c->state = State::Auth;
@@ -243,9 +243,9 @@ void AdminServer::onAuthDoneFor(Conn* c, AuthOp& op) {
   }
   if (op.user >= 0 && userAllowed(op.user)) return route(c);
   if (op.user < 0 && op.retryAfterMs > 0) {
-    return respondSimple(c, 503, "Service Unavailable", "Retry-After: 5\r\n", "too many password checks\n");
+    return respondSimple(c, 503, "Retry-After", "5", "too many password checks\n");
   }
-  respondSimple(c, 401, "Unauthorized", "WWW-Authenticate: Basic realm=\"bitsd admin\", charset=\"UTF-8\"\r\n",
+  respondSimple(c, 401, "WWW-Authenticate", "Basic realm=\"bitsd admin\", charset=\"UTF-8\"",
                 "wrong credentials, or not an admin user\n");
 }
 
@@ -282,7 +282,7 @@ void AdminServer::route(Conn* c) {
     fillMetrics(&m, &total);
     AdminWriter w(o + kHeadRoom, c->outCap - kHeadRoom);
     if (!formatMetrics(m, w)) {
-      return respondSimple(c, 500, "Internal Server Error", "", "metrics did not fit the buffer\n");
+      return respondSimple(c, 500, "", "", "metrics did not fit the buffer\n");
     }
     char hdr[kHeadRoom];
     int n = std::snprintf(hdr, sizeof hdr,
@@ -296,18 +296,15 @@ void AdminServer::route(Conn* c) {
     return send(c, start, static_cast<size_t>(n) + (c->head ? 0 : w.size()), nullptr, 0);
   }
   if (t == "/status.json") return startStatus(c, c->head);
-  respondSimple(c, 404, "Not Found", "", "not found: try /, /metrics or /status.json\n");
+  respondSimple(c, 404, "", "", "not found: try /, /metrics or /status.json\n");
 }
 
-void AdminServer::respondSimple(Conn* c, int status, const char* reason, const char* extraHeaders,
+void AdminServer::respondSimple(Conn* c, int status, const char* extraName, const char* extraValue,
                                 const char* body) {
-  int n = std::snprintf(c->out, c->outCap,
-                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n%s"
-                        "Connection: close\r\n\r\n%s",
-                        status, reason, std::strlen(body), extraHeaders, c->head ? "" : body);
+  size_t n = formatAdminAnswer(c->out, c->outCap, status, extraName, extraValue, body, c->head);
   c->state = State::Writing;
   c->body = Body::Done;
-  send(c, c->out, static_cast<size_t>(n), nullptr, 0);
+  send(c, c->out, n, nullptr, 0);
 }
 
 void AdminServer::fillMetrics(MetricsSnapshot* m, uint64_t* requestsTotal) {

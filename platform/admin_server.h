@@ -68,7 +68,7 @@ class AdminServer {
   void onRead(Conn* c, ssize_t nread);
   void onHead(Conn* c);
   void route(Conn* c);
-  void respondSimple(Conn* c, int status, const char* reason, const char* extraHeaders, const char* body);
+  void respondSimple(Conn* c, int status, const char* extraName, const char* extraValue, const char* body);
   void startStatus(Conn* c, bool head);
   void nextStatusChunk(Conn* c);
   void send(Conn* c, const char* a, size_t alen, const char* b, size_t blen);

@@ -74,5 +74,22 @@ TEST(Admin, RateFollowsTheAckedBytesAndDecaysWhenIdle) {
   EXPECT_NEAR(currentRate(s, 70000), 1e6 / 3, 1e4);
 }
 
+TEST(Admin, ShortAnswersAreWholeHeadsWithTheirExtraHeaderAndBody) {
+  char out[512];
+  std::string a(out, formatAdminAnswer(out, sizeof out, 503, "Retry-After", "5", "too many password checks\n", false));
+  EXPECT_EQ(a,
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 25\r\n"
+            "Retry-After: 5\r\nConnection: close\r\n\r\ntoo many password checks\n");
+  // HEAD: the same head, the body's length, no body.
+  std::string h(out, formatAdminAnswer(out, sizeof out, 404, "", "", "not found\n", true));
+  EXPECT_EQ(h, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\n"
+               "Connection: close\r\n\r\n");
+  // A body that does not fit is left out; the head stays whole.
+  char small[120];
+  std::string t(small, formatAdminAnswer(small, sizeof small, 431, "", "", std::string(200, 'x'), false));
+  EXPECT_EQ(t.rfind("HTTP/1.1 431 Request Header Fields Too Large\r\n", 0), 0u);
+  EXPECT_EQ(t.substr(t.size() - 4), "\r\n\r\n");
+}
+
 }  // namespace
 }  // namespace bitsd
