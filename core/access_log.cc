@@ -1,3 +1,5 @@
+// Owns the access log's line formats (text and JSON) and the error log's refusal lines
+// (core/access_log.h).
 #include "core/access_log.h"
 
 #include <cstdio>

@@ -1,3 +1,5 @@
+// Owns the admin listener's content: Prometheus metrics text, the status JSON, the upload-rate
+// estimate and its short answers (core/admin.h).
 #include "core/admin.h"
 
 #include "core/http_head.h"

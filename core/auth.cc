@@ -1,3 +1,4 @@
+// Owns Basic authentication's header parsing and the locations a user may upload to (core/auth.h).
 #include "core/auth.h"
 
 namespace bitsd {

@@ -1,3 +1,4 @@
+// Owns the parsing of a Fragment's Content-Range (core/content_range.h).
 #include "core/content_range.h"
 
 #include "core/protocol.h"

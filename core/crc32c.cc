@@ -1,3 +1,4 @@
+// Owns CRC-32C, the journal records' checksum (core/crc32c.h).
 #include "core/crc32c.h"
 
 #include <array>

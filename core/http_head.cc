@@ -1,3 +1,4 @@
+// Owns HeadWriter, the wire layer's fixed-buffer HTTP/1.1 head formatter (core/http_head.h).
 #include "core/http_head.h"
 
 #include <cstring>

@@ -1,3 +1,4 @@
+// Owns the heads of reply downloads (GET/HEAD of a BITS-Reply-URL) (core/http_reply.h).
 #include "core/http_reply.h"
 
 #include <chrono>

@@ -1,3 +1,5 @@
+// Owns the journal writer: group commit, the read-back of each append, compaction and replay
+// (core/journal.h).
 #include "core/journal.h"
 
 #include <algorithm>

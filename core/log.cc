@@ -1,3 +1,4 @@
+// Owns the log: the sink, the level, rate-limited lines and BITS_CHECK's failure (core/log.h).
 #include "core/log.h"
 
 #include <cstdarg>

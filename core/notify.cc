@@ -1,3 +1,5 @@
+// Owns the hand-off's rules: notify-type and URL parsing, the application's answer headers and which
+// statuses are transient (core/notify.h).
 #include "core/notify.h"
 
 #include <cstring>

@@ -1,3 +1,5 @@
+// Owns the BITS vocabulary: packet types, the upload protocol GUID, session ids, header text helpers
+// (core/protocol.h).
 #include "core/protocol.h"
 
 namespace bitsd {

@@ -1,3 +1,4 @@
+// Owns RequestParser, requests on the wire layer's llhttp wrapper (core/request_parser.h).
 #include "core/request_parser.h"
 
 #include <cstring>

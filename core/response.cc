@@ -1,3 +1,5 @@
+// Owns the server's answers: Acks, the 408 and the 503, status reason phrases, HRESULT text
+// (core/response.h).
 #include "core/response.h"
 
 #include <cinttypes>

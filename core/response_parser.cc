@@ -1,3 +1,5 @@
+// Owns ResponseParser, responses from peers on the wire layer's llhttp wrapper
+// (core/response_parser.h).
 #include "core/response_parser.h"
 
 #include <cstring>

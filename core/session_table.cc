@@ -1,3 +1,4 @@
+// Owns the preallocated session table: lookup by id, insert, erase, slots (core/session_table.h).
 #include "core/session_table.h"
 
 #include <cstdio>

@@ -1,3 +1,5 @@
+// Owns every setting: flags, config keys, board values, validation, --help and the SIGHUP reload
+// table (core/settings.h).
 #include "core/settings.h"
 
 #include "core/auth.h"

@@ -1,3 +1,4 @@
+// Owns the password-failure throttle per client address and per user (core/throttle.h).
 #include "core/throttle.h"
 
 #include <cstring>

@@ -1,3 +1,5 @@
+// Owns the mapping of a request target to a root-relative upload path, refusing traversal
+// (core/url_path.h).
 #include "core/url_path.h"
 
 #include "core/protocol.h"

@@ -1,3 +1,5 @@
+// Owns the access log's file: buffered lines flushed off the loop, reopened on SIGUSR1
+// (platform/access_log_writer.h).
 #include "platform/access_log_writer.h"
 
 #include <fcntl.h>

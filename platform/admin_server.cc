@@ -1,3 +1,5 @@
+// Owns the admin listener's connections: parse, authenticate, route to /, /metrics, /status.json
+// (platform/admin_server.h).
 #include "platform/admin_server.h"
 
 #include <cstdio>

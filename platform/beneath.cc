@@ -1,3 +1,5 @@
+// Owns opening a destination's directory below the root with no symlink followed, and the commit
+// there (platform/beneath.h).
 #include "platform/beneath.h"
 
 #include <fcntl.h>

@@ -1,3 +1,5 @@
+// Owns the command line: layered settings from board, config file and flags, --help, --version
+// (platform/cli.h).
 #include "platform/cli.h"
 
 #include <cstring>

@@ -1,3 +1,5 @@
+// Owns start-up recovery: the journal's replay, the partial files' reconciliation, the digests'
+// rehash (platform/recovery.h).
 #include "platform/recovery.h"
 
 #include <dirent.h>

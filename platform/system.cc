@@ -1,3 +1,6 @@
+// Owns the platform's small services: the CTR-DRBG random source, the mbedTLS SHA-256, huge-page
+// allocation, the journal's flush scheduler, the log sink, clocks and start-up directories
+// (platform/system.h).
 #include "platform/system.h"
 
 #include <dirent.h>

@@ -1,3 +1,5 @@
+// Owns every mbedTLS call: contexts, certificates, sessions for the server and the clients
+// (platform/tls.h).
 #include "platform/tls.h"
 
 #include <mbedtls/error.h>

@@ -1,3 +1,5 @@
+// Owns the users file and Basic authentication's PBKDF2 checks off the loop, with the throttle
+// (platform/users.h).
 #include "platform/users.h"
 
 #include <mbedtls/base64.h>

@@ -1,3 +1,5 @@
+// Owns the hand-off's HTTP client on libuv: connect, POST on a Stream, the application's answer,
+// reply files (platform/uv_notifier.h).
 #include "platform/uv_notifier.h"
 
 #include <fcntl.h>

@@ -1,3 +1,5 @@
+// Owns the Storage seam on libuv: uv_fs_* calls, writes with hashing and early writeback, the commit
+// below the root (platform/uv_storage.h).
 #include "platform/uv_storage.h"
 
 #include <fcntl.h>
