@@ -2,6 +2,8 @@
 // statuses are transient (core/notify.h).
 #include "core/notify.h"
 
+#include "core/http_head.h"
+
 #include <cstring>
 
 #include "core/content_range.h"
@@ -143,6 +145,69 @@ bool parseHttpUrl(std::string_view url, HttpUrl* out) {
     out->port = static_cast<uint16_t>(n);
   }
   return true;
+}
+
+size_t base64Encode(const uint8_t* in, size_t n, char* out) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = static_cast<uint32_t>(in[i]) << 16;
+    if (i + 1 < n) v |= static_cast<uint32_t>(in[i + 1]) << 8;
+    if (i + 2 < n) v |= in[i + 2];
+    out[o++] = kAlphabet[(v >> 18) & 63];
+    out[o++] = kAlphabet[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? kAlphabet[(v >> 6) & 63] : '=';
+    out[o++] = i + 2 < n ? kAlphabet[v & 63] : '=';
+  }
+  return o;
+}
+
+size_t formatNotifyHead(const NotifyRequest& req, const HttpUrl& url, char* out, size_t cap) {
+  HeadWriter w(out, cap);
+  // "http://h?q" has the query only: the target is "/?q".
+  bool slash = !url.pathAndQuery.empty() && url.pathAndQuery.front() == '?';
+  if (!slash) {
+    w.requestLine("POST", url.pathAndQuery);
+  } else {
+    char target[NotifyResult::kMaxUrlBytes + 2];
+    if (url.pathAndQuery.size() + 1 > sizeof target) return 0;
+    target[0] = '/';
+    std::memcpy(target + 1, url.pathAndQuery.data(), url.pathAndQuery.size());
+    w.requestLine("POST", std::string_view(target, url.pathAndQuery.size() + 1));
+  }
+  // Host: an IPv6 literal in brackets; the port unless it is 80.
+  char host[300];
+  size_t hn = 0;
+  bool v6 = url.host.find(':') != std::string_view::npos;
+  if (url.host.size() + 10 > sizeof host) return 0;
+  if (v6) host[hn++] = '[';
+  std::memcpy(host + hn, url.host.data(), url.host.size());
+  hn += url.host.size();
+  if (v6) host[hn++] = ']';
+  if (url.port != 80) {
+    host[hn++] = ':';
+    hn += formatDecimal(url.port, host + hn);
+  }
+  w.header("Host", std::string_view(host, hn));
+  w.header("User-Agent", "bitsd BITSExts/1.5");
+  w.header("BITS-Original-Request-URL", req.originalUrl);
+  if (!req.byValue) {
+    w.header("BITS-Request-DataFile-Name", req.requestFile != nullptr ? req.requestFile : "");
+    w.header("BITS-Response-DataFile-Name", req.replyFile != nullptr ? req.replyFile : "");
+  }
+  w.header("BITS-Transaction-Id", req.transactionId);
+  w.header("BITS-Session-Id", req.sessionId);
+  if (req.sha256 != nullptr) {
+    char digest[9 + 44 + 1] = "sha-256=:";
+    size_t n = 9 + base64Encode(req.sha256, 32, digest + 9);
+    digest[n++] = ':';
+    w.header("Repr-Digest", std::string_view(digest, n));
+  }
+  w.headerNumber("Content-Length", req.byValue ? req.contentBytes : 0);
+  if (req.byValue) w.header("Content-Type", "application/octet-stream");
+  w.header("Connection", "close");
+  size_t len = w.end();
+  return w.truncated() ? 0 : len;
 }
 
 }  // namespace bitsd

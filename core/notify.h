@@ -105,4 +105,15 @@ struct HttpUrl {
 };
 bool parseHttpUrl(std::string_view url, HttpUrl* out);
 
+// The hand-off's request head (the POST to `url`, parsed from req.url), written with the wire
+// layer's HeadWriter into `out`: Host, User-Agent, BITS-Original-Request-URL, the data file names
+// (by reference), BITS-Transaction-Id, BITS-Session-Id, Repr-Digest (when req.sha256 is set),
+// Content-Length (req.contentBytes by value, else 0), Content-Type (by value), Connection: close.
+// Returns its length, or 0 if it does not fit in `cap` (a head is never sent cut short).
+inline constexpr size_t kMaxNotifyHeadBytes = 16384;
+size_t formatNotifyHead(const NotifyRequest& req, const HttpUrl& url, char* out, size_t cap);
+
+// RFC 4648 base64 of `in` into `out` (room for 4 * ((n + 2) / 3) bytes); returns the length.
+size_t base64Encode(const uint8_t* in, size_t n, char* out);
+
 }  // namespace bitsd

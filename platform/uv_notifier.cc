@@ -3,7 +3,6 @@
 #include "platform/uv_notifier.h"
 
 #include <fcntl.h>
-#include <mbedtls/base64.h>
 
 #include <cstdio>
 #include <cstring>
@@ -430,12 +429,6 @@ void onResolved(uv_getaddrinfo_t* req, int status, struct addrinfo* res) {
   }
 }
 
-void appendHeader(std::string* h, const char* name, std::string_view value) {
-  h->append(name);
-  h->append(": ");
-  h->append(value);
-  h->append("\r\n");
-}
 
 }  // namespace
 
@@ -535,35 +528,15 @@ void UvNotifier::post(NotifyOp& op, const NotifyRequest& req) {
   c->requestPath = req.requestFile;
   c->replyPath = req.replyFile;
 
-  std::string& h = c->head;
-  h.clear();
-  h.append("POST ");
-  if (url.pathAndQuery.front() == '?') h.append("/");
-  h.append(url.pathAndQuery);
-  h.append(" HTTP/1.1\r\n");
-  std::string hostHeader = url.host.find(':') != std::string_view::npos ? "[" + c->host + "]" : c->host;
-  if (url.port != 80) hostHeader += ":" + c->port;
-  appendHeader(&h, "Host", hostHeader);
-  appendHeader(&h, "User-Agent", "bitsd BITSExts/1.5");
-  appendHeader(&h, "BITS-Original-Request-URL", req.originalUrl);
-  if (!req.byValue) {
-    appendHeader(&h, "BITS-Request-DataFile-Name", req.requestFile);
-    appendHeader(&h, "BITS-Response-DataFile-Name", req.replyFile);
+  c->head.resize(kMaxNotifyHeadBytes);
+  size_t headLen = formatNotifyHead(req, url, c->head.data(), c->head.size());
+  if (headLen == 0) {
+    logf(LogLevel::Warn, "notification: the request head for '%.*s' does not fit in %zu bytes",
+         static_cast<int>(req.url.size()), req.url.data(), kMaxNotifyHeadBytes);
+    finish(c, NotifyOutcome::LocalError);
+    return;
   }
-  appendHeader(&h, "BITS-Transaction-Id", req.transactionId);
-  appendHeader(&h, "BITS-Session-Id", req.sessionId);
-  if (req.sha256 != nullptr) {
-    unsigned char b64[64];
-    size_t n = 0;
-    if (mbedtls_base64_encode(b64, sizeof b64, &n, req.sha256, 32) == 0) {
-      std::string digest = "sha-256=:" + std::string(reinterpret_cast<char*>(b64), n) + ":";
-      appendHeader(&h, "Repr-Digest", digest);
-    }
-  }
-  appendHeader(&h, "Content-Length", std::to_string(c->contentBytes));
-  if (c->byValue) appendHeader(&h, "Content-Type", "application/octet-stream");
-  appendHeader(&h, "Connection", "close");
-  h.append("\r\n");
+  c->head.resize(headLen);
 
   struct addrinfo hints;
   std::memset(&hints, 0, sizeof hints);
