@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "core/content_range.h"
+#include "core/http_head.h"
 #include "core/notify.h"
 #include "core/protocol.h"
 #include "platform/stream.h"
@@ -358,8 +359,13 @@ void Driver::fatal(int code, const std::string& why) {
 void Driver::startRequest() {
   parser_.reset(cur_.kind == Kind::ReplyHead);  // a HEAD answer has no body whatever its Content-Length says
   const char* method = cur_.kind == Kind::ReplyHead ? "HEAD" : cur_.kind == Kind::ReplyGet ? "GET" : "BITS_POST";
-  head_ = std::string(method) + " " + target_ + " HTTP/1.1\r\n";
-  auto add = [&](const std::string& n, const std::string& v) { head_ += n + ": " + v + "\r\n"; };
+  // The head is written with the wire layer's HeadWriter (core/http_head.h) into head_'s bytes.
+  size_t cap = 16384;
+  for (const std::string& h : o_.headers) cap += h.size() + 4;
+  head_.resize(cap);
+  HeadWriter w(head_.data(), head_.size());
+  w.requestLine(method, target_);
+  auto add = [&](std::string_view n, std::string_view v) { w.header(n, v); };
   add(std::string(H::kHost), hostHeader_);
   add("User-Agent", kUserAgent);
   add("Accept", "*/*");
@@ -401,10 +407,19 @@ void Driver::startRequest() {
   }
   if (!authorization_.empty()) add("Authorization", authorization_);
   if (cur_.kind != Kind::ReplyHead && cur_.kind != Kind::ReplyGet) {
-    for (const std::string& h : o_.headers) head_ += h + "\r\n";
-    add(std::string(H::kContentLength), std::to_string(bodyBytes));
+    for (const std::string& h : o_.headers) {  // "Name: value" (options.cc checked the colon)
+      size_t colon = h.find(':');
+      add(bitsd::trimOws(std::string_view(h).substr(0, colon)), bitsd::trimOws(std::string_view(h).substr(colon + 1)));
+    }
+    w.headerNumber(H::kContentLength, bodyBytes);
   }
-  head_ += "\r\n";
+  size_t len = w.end();
+  if (w.truncated()) {
+    std::string why("the request head does not fit in ");
+    why.append(std::to_string(cap)).append(" bytes");
+    return fatal(2, why);
+  }
+  head_.resize(len);
   bodyNext_ = cur_.begin;
   ++gen_;
   // The head keeps its bytes until the next but one request: the answer can arrive, and the next
