@@ -19,7 +19,8 @@ AccessLogWriter::~AccessLogWriter() {
   std::free(buf_[1]);
 }
 
-bool AccessLogWriter::open(const std::string& path, std::string* error) {
+Outcome AccessLogWriter::open(const std::string& path) {
+  std::string error;
   path_ = path;
   toStderr_ = path == "-" || path == "stderr";
   if (toStderr_) {
@@ -27,22 +28,22 @@ bool AccessLogWriter::open(const std::string& path, std::string* error) {
   } else {
     fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd_ < 0) {
-      *error = "access-log: cannot open " + path + ": " + std::strerror(errno);
-      return false;
+      error = "access-log: cannot open " + path + ": " + std::strerror(errno);
+      return Outcome::fail(Code::Io, error);
     }
   }
   buf_[0] = static_cast<char*>(std::malloc(cap_));
   buf_[1] = static_cast<char*>(std::malloc(cap_));
   if (buf_[0] == nullptr || buf_[1] == nullptr) {
-    *error = "access-log: out of memory";
-    return false;
+    error = "access-log: out of memory";
+    return Outcome::fail(Code::Io, error);
   }
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
   timerOn_ = true;
   uv_timer_start(&timer_, onTimerThunk, kFlushMs, kFlushMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(&timer_));  // the log never keeps the loop alive
-  return true;
+  return Outcome::ok();
 }
 
 void AccessLogWriter::append(const char* line, size_t len) {

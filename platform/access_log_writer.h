@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/status.h"
+
 namespace bitsd::platform {
 
 class AccessLogWriter {
@@ -25,7 +27,7 @@ class AccessLogWriter {
   AccessLogWriter& operator=(const AccessLogWriter&) = delete;
 
   // `path`: a file (created 0640, appended to) or "-"/"stderr". False with *error on failure.
-  bool open(const std::string& path, std::string* error);
+  Outcome open(const std::string& path);
   bool isOpen() const { return fd_ >= 0; }
   // Copies one line (ending in '\n') into the active buffer.
   void append(const char* line, size_t len);

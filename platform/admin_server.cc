@@ -66,7 +66,8 @@ AdminServer::~AdminServer() {
   }
 }
 
-bool AdminServer::start(std::string* url, std::string* error) {
+Outcome AdminServer::start(std::string* url) {
+  std::string error;
   std::string where = adminListenAddress(settings_);
   std::string host = where;
   size_t colon = host.rfind(':');
@@ -79,8 +80,8 @@ bool AdminServer::start(std::string* url, std::string* error) {
   int rc = v6 ? uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr))
               : uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr));
   if (rc != 0) {
-    *error = "--admin-listen '" + settings_.adminListen + "': not an IP address";
-    return false;
+    error = "--admin-listen '" + settings_.adminListen + "': not an IP address";
+    return Outcome::fail(Code::Io, error);
   }
   // A row of /status.json holds a path escaped up to 6 bytes per byte: one must always fit.
   outBytes_ = 32768;
@@ -90,8 +91,8 @@ bool AdminServer::start(std::string* url, std::string* error) {
     new (&conns_[i]) Conn(outBytes_);
     conns_[i].owner = this;
     if (conns_[i].out == nullptr) {
-      *error = "admin listener: out of memory";
-      return false;
+      error = "admin listener: out of memory";
+      return Outcome::fail(Code::Io, error);
     }
   }
   uv_tcp_init(loop_, &listener_);
@@ -99,9 +100,9 @@ bool AdminServer::start(std::string* url, std::string* error) {
   rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 16, onConnectionThunk);
   if (rc != 0) {
-    *error = "cannot listen on --admin-listen " + where + ": " + uv_strerror(rc);
+    error = "cannot listen on --admin-listen " + where + ": " + uv_strerror(rc);
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-    return false;
+    return Outcome::fail(Code::Io, error);
   }
   listening_ = true;
   uv_timer_init(loop_, &timer_);
@@ -121,7 +122,7 @@ bool AdminServer::start(std::string* url, std::string* error) {
     uv_ip4_name(a, ip, sizeof ip);
     *url = std::string("http://") + ip + ":" + std::to_string(ntohs(a->sin_port));
   }
-  return true;
+  return Outcome::ok();
 }
 
 void AdminServer::shutdown() {

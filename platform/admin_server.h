@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/status.h"
 #include "core/admin.h"
 #include "core/auth.h"
 #include "core/journal.h"
@@ -50,7 +51,7 @@ class AdminServer {
   AdminServer& operator=(const AdminServer&) = delete;
 
   // Binds adminListenAddress(settings); `url` gets "http://ADDR:PORT" with the real port.
-  bool start(std::string* url, std::string* error);
+  Outcome start(std::string* url);
   // Closes the listener and every connection (so uv_run can return). Idempotent.
   void shutdown();
 

@@ -48,10 +48,9 @@ int refuseToStart(const bitsd::Outcome& o, int exitCode = 2) {
   return exitCode;
 }
 
-// The pieces that still report a bool (or a -1) and an error text, as an Outcome.
-bitsd::Outcome outcomeOf(bool ok, const std::string& error) {
-  return ok ? bitsd::Outcome::ok() : bitsd::Outcome::fail(bitsd::Code::InvalidArgument, error);
-}
+// The configuration parsers (command line, settings, locations) report a bool and the one line that
+// names the problem, as parsers do; as an Outcome.
+bitsd::Outcome configError(const std::string& line) { return bitsd::Outcome::fail(bitsd::Code::InvalidArgument, line); }
 
 std::string joined(const std::vector<const char*>& keys) {
   std::string out;
@@ -78,7 +77,7 @@ void reload(Signals* sig) {
   std::vector<Location> locations;
   bool newLocations = std::find(diff.live.begin(), diff.live.end(), std::string_view("locations")) != diff.live.end();
   if (newLocations) {
-    Outcome o = outcomeOf(parseLocations(applied.locations, &locations, &error), error);
+    Outcome o = parseLocations(applied.locations, &locations, &error) ? Outcome::ok() : configError(error);
     if (o.isOk()) o = platform::prepareLocationDirs(applied, &locations);
     if (!o.isOk()) {
       logf(LogLevel::Error, "SIGHUP: locations not applied, nothing changed: %s", o.message().c_str());
@@ -153,7 +152,7 @@ int main(int argc, char** argv) {
       std::fputs(platform::versionText("bitsd").c_str(), stdout);
       return 0;
     case platform::CliOutcome::Error:
-      return refuseToStart(outcomeOf(false, error));
+      return refuseToStart(configError(error));
     case platform::CliOutcome::Run:
       break;
   }
@@ -172,8 +171,8 @@ int main(int argc, char** argv) {
   }
 
   // Bound before any directory is created: a bad or busy address leaves nothing behind.
-  int listenFd = platform::bindListenSocket(settings.listen, &error);
-  if (listenFd < 0) return refuseToStart(outcomeOf(false, error));
+  int listenFd = -1;
+  if (Outcome o = platform::bindListenSocket(settings.listen, &listenFd); !o.isOk()) return refuseToStart(o);
 
   std::string rootReal;
   if (Outcome o = platform::prepareDirectories(settings, &rootReal); !o.isOk()) return refuseToStart(o);
@@ -206,9 +205,8 @@ int main(int argc, char** argv) {
     // Password checks not answered from memory may hold at most half the request slots, so that
     // a flood of wrong passwords always leaves slots to verified clients.
     authenticator.setMaxUnverified(settings.requestSlots / 2);
-    Outcome o = outcomeOf(authenticator.load(loop, settings.usersFile, &error) &&
-                              parseLocations(settings.locations, &locations, &error),
-                          error);
+    Outcome o = authenticator.load(loop, settings.usersFile);
+    if (o.isOk() && !parseLocations(settings.locations, &locations, &error)) o = configError(error);
     if (o.isOk()) o = platform::prepareLocationDirs(settings, &locations);
     if (!o.isOk()) return refuseToStart(o);
     engine.setAuthenticator(&authenticator, std::move(locations));
@@ -227,16 +225,18 @@ int main(int argc, char** argv) {
   server.setListenSocket(listenFd);
   platform::AccessLogWriter accessLog(loop);
   if (!settings.accessLog.empty()) {
-    if (!accessLog.open(settings.accessLog, &error)) return refuseToStart(outcomeOf(false, error));
+    if (Outcome o = accessLog.open(settings.accessLog); !o.isOk()) return refuseToStart(o);
     server.setAccessLog(&accessLog, settings.accessLogFormat == "json" ? AccessLogFormat::Json : AccessLogFormat::Text);
   }
   std::string url;
-  if (!server.start(&url, &error)) return refuseToStart(outcomeOf(false, error));
+  if (Outcome o = server.start(&url); !o.isOk()) return refuseToStart(o);
 
   platform::AdminServer admin(loop, settings,
                               {&engine, &server, &journal, &storage, settings.usersFile.empty() ? nullptr : &authenticator});
   std::string adminUrl;
-  if (!settings.adminListen.empty() && !admin.start(&adminUrl, &error)) return refuseToStart(outcomeOf(false, error));
+  if (!settings.adminListen.empty()) {
+    if (Outcome o = admin.start(&adminUrl); !o.isOk()) return refuseToStart(o);
+  }
 
   // Bound before recovery, so a bad address fails fast; connections wait in the kernel's backlog
   // until the loop runs.

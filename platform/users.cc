@@ -199,13 +199,14 @@ bool UvAuthenticator::reload(std::string* error) {
   return true;
 }
 
-bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string* error) {
+Outcome UvAuthenticator::load(uv_loop_t* loop, const std::string& path) {
+  std::string error;
   loop_ = loop;
   path_ = path;
-  if (!read(path, &users_, error)) return false;
+  if (!read(path, &users_, &error)) return Outcome::fail(Code::Io, error);
   if (::getrandom(hmacKey_, sizeof hmacKey_, 0) != static_cast<ssize_t>(sizeof hmacKey_)) {
-    *error = "no randomness from the OS";
-    return false;
+    error = "no randomness from the OS";
+    return Outcome::fail(Code::Io, error);
   }
   dummy_.iterations = kDefaultPbkdf2Iterations;
   for (const UserEntry& u : users_) dummy_.iterations = std::max(dummy_.iterations, u.iterations);
@@ -215,8 +216,8 @@ bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string
   hmacReady_ = mbedtls_md_setup(&hmac_, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1) == 0 &&
                mbedtls_md_hmac_starts(&hmac_, hmacKey_, sizeof hmacKey_) == 0;
   if (!hmacReady_) {
-    *error = "HMAC-SHA256 unavailable in mbedTLS";
-    return false;
+    error = "HMAC-SHA256 unavailable in mbedTLS";
+    return Outcome::fail(Code::Io, error);
   }
   uv_idle_init(loop, &idle_);
   idle_.data = this;
@@ -231,7 +232,7 @@ bool UvAuthenticator::load(uv_loop_t* loop, const std::string& path, std::string
   waiting_.reserve(maxUnverified_);
   ready_.reserve(16);
   readyRun_.reserve(16);
-  return true;
+  return Outcome::ok();
 }
 
 void UvAuthenticator::close() {

@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/status.h"
 #include "core/auth.h"
 #include "core/throttle.h"
 
@@ -43,7 +44,7 @@ bool userLine(const std::string& name, const std::string& password, uint32_t ite
 class UvAuthenticator final : public Authenticator {
  public:
   // Loads `path`; false with a one-line reason naming the file.
-  bool load(uv_loop_t* loop, const std::string& path, std::string* error);
+  Outcome load(uv_loop_t* loop, const std::string& path);
   // SIGHUP: reads the file again. Ids stay stable (a session's owner keeps its id): known names keep
   // theirs, new names get new ones, removed names can no longer sign in. Remembered answers are
   // forgotten, so a changed password takes effect at once. On failure nothing changes.

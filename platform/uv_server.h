@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "core/status.h"
 #include "core/access_log.h"
 #include "core/settings.h"
 #include "core/upload_engine.h"
@@ -44,7 +45,7 @@ struct ServerStats {
 // Binds a TCP socket to `listen` ("ADDR:PORT", "[V6]:PORT") without listening yet: bitsd binds
 // before it creates any directory, so a bad or busy address leaves nothing behind. The descriptor,
 // or -1 with a one-line reason.
-int bindListenSocket(const std::string& listen, std::string* error);
+Outcome bindListenSocket(const std::string& listen, int* fd);
 
 class UvServer {
  public:
@@ -55,7 +56,7 @@ class UvServer {
 
   // Allocates the pools, binds and listens. On success `url` is "http://ADDR:PORT" (https with
   // tls-cert) with the real port. A bad certificate or key is a one-line error.
-  bool start(std::string* url, std::string* error);
+  Outcome start(std::string* url);
   // A socket from bindListenSocket for start() to listen on (instead of binding itself).
   void setListenSocket(int fd) { listenFd_ = fd; }
 

@@ -48,23 +48,22 @@ bool parseListenAddress(const std::string& listen, sockaddr_storage* addr, std::
 
 }  // namespace
 
-int bindListenSocket(const std::string& listen, std::string* error) {
+Outcome bindListenSocket(const std::string& listen, int* fdOut) {
+  std::string error;
   sockaddr_storage addr;
-  if (!parseListenAddress(listen, &addr, error)) return -1;
+  if (!parseListenAddress(listen, &addr, &error)) return Outcome::fail(Code::InvalidArgument, error);
   int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    *error = "cannot listen on " + listen + ": " + uv_strerror(uv_translate_sys_error(errno));
-    return -1;
-  }
+  if (fd < 0) return Outcome::fail(Code::Io, "cannot listen on " + listen + ": " + uv_strerror(uv_translate_sys_error(errno)));
   int on = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);  // as uv_tcp_bind does
   socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
   if (::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) != 0) {
-    *error = "cannot listen on " + listen + ": " + uv_strerror(uv_translate_sys_error(errno));
+    Outcome o = Outcome::fail(Code::Io, "cannot listen on " + listen + ": " + uv_strerror(uv_translate_sys_error(errno)));
     ::close(fd);
-    return -1;
+    return o;
   }
-  return fd;
+  *fdOut = fd;
+  return Outcome::ok();
 }
 
 UvServer::UvServer(uv_loop_t* loop, const Settings& settings, UploadEngine& engine)
@@ -90,10 +89,11 @@ UvServer::~UvServer() {
   std::free(accessLine_);
 }
 
-bool UvServer::start(std::string* url, std::string* error) {
+Outcome UvServer::start(std::string* url) {
+  std::string error;
   if (!settings_.tlsCert.empty()) {
-    tls_ = TlsContext::load(settings_.tlsCert, settings_.tlsKey, error, settings_.tlsRecordBytes);
-    if (!tls_) return false;
+    tls_ = TlsContext::load(settings_.tlsCert, settings_.tlsKey, &error, settings_.tlsRecordBytes);
+    if (!tls_) return Outcome::fail(Code::Io, error);
     logf(LogLevel::Info, "https with %s (TLS 1.2, ECDHE with ChaCha20-Poly1305 or AES-GCM)", tls_->subject().c_str());
   }
   // Pools. calloc'ed so that pages stay out of RSS until a slot is first used.
@@ -112,8 +112,8 @@ bool UvServer::start(std::string* url, std::string* error) {
   slotReserve_ = settings_.requestSlots / 4;
   if (!conns_ || !connUsed_ || !freeConns_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_ ||
       !peekBuf_ || !discardBuf_ || !accessLine_) {
-    *error = "out of memory allocating connection pools (lower max-connections, request-slots or read-buffers)";
-    return false;
+    error = "out of memory allocating connection pools (lower max-connections, request-slots or read-buffers)";
+    return Outcome::fail(Code::Io, error);
   }
   // Free lists hand out low indices first, so a quiet server touches few pages.
   for (uint32_t i = 0; i < connCapacity_; ++i) freeConns_[i] = connCapacity_ - 1 - i;
@@ -130,21 +130,21 @@ bool UvServer::start(std::string* url, std::string* error) {
     listenFd_ = -1;  // the handle owns it now
     if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, onConnectionThunk);
     if (rc != 0) {
-      *error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
+      error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
       uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-      return false;
+      return Outcome::fail(Code::Io, error);
     }
   } else {
     sockaddr_storage addr;
-    if (!parseListenAddress(settings_.listen, &addr, error)) return false;
+    if (!parseListenAddress(settings_.listen, &addr, &error)) return Outcome::fail(Code::Io, error);
     uv_tcp_init(loop_, &listener_);
     listener_.data = this;
     int rc = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&addr), 0);
     if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, onConnectionThunk);
     if (rc != 0) {
-      *error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
+      error = "cannot listen on " + settings_.listen + ": " + uv_strerror(rc);
       uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-      return false;
+      return Outcome::fail(Code::Io, error);
     }
   }
   listening_ = true;
@@ -172,7 +172,7 @@ bool UvServer::start(std::string* url, std::string* error) {
   sweepPeriodMs_ = period;
   uv_timer_init(loop_, &graceTimer_);
   graceTimer_.data = this;
-  return true;
+  return Outcome::ok();
 }
 
 // Session expiry: sweep often enough that expired data goes within a few seconds (§10.1).

@@ -206,7 +206,8 @@ long steadyUploadAllocations(bool withAuth, bool withAccessLog = false, bool wit
     std::fprintf(f, "%s\n", line.c_str());
     std::fclose(f);
     s.allowBasicOverHttp = true;
-    EXPECT_TRUE(auth.load(&loop, s.usersFile, &err)) << err;
+    Outcome loaded = auth.load(&loop, s.usersFile);
+    EXPECT_TRUE(loaded.isOk()) << loaded.message();
     engine.setAuthenticator(&auth, {});
     creds["Authorization"] = "Basic YWxpY2U6d29uZGVyIGxhbmQ=";  // alice:wonder land
   }
@@ -224,11 +225,13 @@ long steadyUploadAllocations(bool withAuth, bool withAccessLog = false, bool wit
   platform::AccessLogWriter accessLog(&loop, 4096);
   std::string logPath = dir.path() + "/access.log";
   if (withAccessLog) {
-    EXPECT_TRUE(accessLog.open(logPath, &err)) << err;
+    Outcome opened = accessLog.open(logPath);
+    EXPECT_TRUE(opened.isOk()) << opened.message();
     server.setAccessLog(&accessLog, AccessLogFormat::Text);
   }
   std::string url;
-  EXPECT_TRUE(server.start(&url, &err)) << err;
+  Outcome started = server.start(&url);
+  EXPECT_TRUE(started.isOk()) << started.message();
   int port = std::atoi(url.c_str() + url.rfind(':') + 1);
   uv_async_t stop;
   uv_async_init(&loop, &stop, [](uv_async_t* h) {

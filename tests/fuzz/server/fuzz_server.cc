@@ -127,7 +127,8 @@ World& world() {
   w->server = new platform::UvServer(&w->loop, s, *w->engine);
   w->server->setJournal(w->journal, w->scheduler);
   std::string url;
-  require(w->server->start(&url, &err), err.c_str());
+  Outcome started = w->server->start(&url);
+  require(started.isOk(), started.message().c_str());
   w->port = std::atoi(url.c_str() + url.rfind(':') + 1);
   gWorld = w;
   return *w;
