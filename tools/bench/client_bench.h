@@ -1,6 +1,6 @@
 // `bitsclient bench URL [options]`: N uploads at once over N connections, optionally with faults
 // (connections cut mid-fragment, stalled requests, the server killed and restarted), then key=value
-// figures. It runs bitsclient's own driver (tools/client/driver.h); bitsbench (tools/bitsbench.cc)
+// figures. It runs bitsclient's own driver (tools/client/driver.h); bitsbench (tools/bench/bitsbench.cc)
 // measures the server's storage path without a network.
 #pragma once
 

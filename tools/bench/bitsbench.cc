@@ -662,7 +662,7 @@ int scanMode(const std::map<std::string, std::string>& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) die("usage: bitsbench upload|raw|idle --key value ... (see the top of tools/bitsbench.cc)");
+  if (argc < 2) die("usage: bitsbench upload|raw|idle --key value ... (see the top of tools/bench/bitsbench.cc)");
   std::string mode = argv[1];
   auto a = parseArgs(argc, argv);
   if (mode == "upload") return upload(a);
