@@ -47,13 +47,16 @@ struct RequestSlot {
   RequestParser parser;
   Exchange exchange;
   Connection* owner = nullptr;
+  // Lent to the owner's stream while it holds the slot (Stream::lend): answers are only written
+  // while a slot is held, so an idle connection carries no write request (issue 18).
+  Stream::WriteReq write;
 };
 
 // An idle keep-alive connection costs this struct and nothing else (no slot, no buffer): keep it
 // small (docs/BENCHMARKS.md measures it; issue 18 asks <= 512 bytes), and put what only a request
 // or a download needs in RequestSlot or on the heap for the download's duration.
 struct Connection final : public ExchangeHost {
-  StreamOf<1> stream;  // the client's socket, TLS or not (stream.h); one answer written at a time
+  LentStream stream;  // the client's socket, TLS or not (stream.h); writes on its slot's request
   uv_timer_t timer;
   UvServer* server = nullptr;
   RequestSlot* slot = nullptr;

@@ -153,6 +153,7 @@ bool UvServer::acquireSlot(Connection* c) {
   c->slotIndex = i;
   c->slot->owner = c;
   c->slot->exchange.setHost(c);
+  c->stream.lend(&c->slot->write);
   c->slot->exchange.setPeer(c->peer);
   c->slot->parser.reset();
   return true;
@@ -160,6 +161,9 @@ bool UvServer::acquireSlot(Connection* c) {
 
 void UvServer::releaseSlot(Connection* c) {
   if (c->slot == nullptr) return;
+  // No answer is in flight (they end before the slot goes, or the close callbacks came first).
+  BITS_CHECK(!c->slot->write.busy);
+  c->stream.lend(nullptr);
   c->slot->exchange.setHost(nullptr);
   c->slot->owner = nullptr;
   c->slot = nullptr;
@@ -245,6 +249,8 @@ void UvServer::evictSlowHead(Connection* v) {
   // Its head is unfinished, so the engine has not seen it and nothing writes from the slot (the 408
   // went out synchronously): the slot is free at once.
   RequestSlot* s = v->slot;
+  BITS_CHECK(!s->write.busy);
+  v->stream.lend(nullptr);
   engine_.finish(s->exchange);
   s->exchange.setHost(nullptr);
   s->owner = nullptr;
