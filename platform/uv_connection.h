@@ -20,6 +20,7 @@
 
 namespace bitsd::platform {
 
+constexpr uint32_t kNotArmed = UINT32_MAX;  // Connection::heapPos of a connection without a timeout
 constexpr int kWaitBuffer = 0;
 constexpr int kWaitSlot = 1;      // a slot, with a whole request head waiting to be read
 constexpr int kWaitSlotSlow = 2;  // a slot, the head not all there yet (or unknown)
@@ -57,7 +58,9 @@ struct RequestSlot {
 // or a download needs in RequestSlot or on the heap for the download's duration.
 struct Connection final : public ExchangeHost {
   LentStream stream;  // the client's socket, TLS or not (stream.h); writes on its slot's request
-  uv_timer_t timer;
+  // Its timeout: when it is due, and its place in the server's timer heap (UvServer::arm).
+  uint64_t deadline = 0;
+  uint32_t heapPos = kNotArmed;
   UvServer* server = nullptr;
   RequestSlot* slot = nullptr;
   uint32_t slotIndex = 0;

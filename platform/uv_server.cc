@@ -51,7 +51,69 @@ void UvServer::startReading(Connection* c) {
 
 void UvServer::stopReading(Connection* c) { c->stream.readStop(); }
 
-void UvServer::arm(Connection* c, uint32_t ms) { uv_timer_start(&c->timer, onTimerThunk, ms, 0); }
+void UvServer::arm(Connection* c, uint32_t ms) {
+  if (c->closing) return;  // its timeouts are over (onTimer would ignore it)
+  // At least 1 ms: a deadline of now re-armed from inside onConnTimer would be due at once again.
+  c->deadline = uv_now(loop_) + (ms > 0 ? ms : 1);
+  if (c->heapPos == kNotArmed) {
+    c->heapPos = timerCount_;
+    timerHeap_[timerCount_++] = c;
+  }
+  heapFix(c->heapPos);
+  scheduleTimer();
+}
+
+void UvServer::disarm(Connection* c) {
+  if (c->heapPos == kNotArmed) return;
+  uint32_t pos = c->heapPos;
+  c->heapPos = kNotArmed;
+  Connection* last = timerHeap_[--timerCount_];
+  if (pos < timerCount_) {
+    timerHeap_[pos] = last;
+    last->heapPos = pos;
+    heapFix(pos);
+  }
+  scheduleTimer();
+}
+
+void UvServer::heapSwap(uint32_t a, uint32_t b) {
+  Connection* t = timerHeap_[a];
+  timerHeap_[a] = timerHeap_[b];
+  timerHeap_[b] = t;
+  timerHeap_[a]->heapPos = a;
+  timerHeap_[b]->heapPos = b;
+}
+
+// Moves the entry at `pos` up or down to where its deadline belongs.
+void UvServer::heapFix(uint32_t pos) {
+  while (pos > 0 && timerHeap_[pos]->deadline < timerHeap_[(pos - 1) / 2]->deadline) {
+    heapSwap(pos, (pos - 1) / 2);
+    pos = (pos - 1) / 2;
+  }
+  for (;;) {
+    uint32_t least = pos;
+    uint32_t l = 2 * pos + 1, r = l + 1;
+    if (l < timerCount_ && timerHeap_[l]->deadline < timerHeap_[least]->deadline) least = l;
+    if (r < timerCount_ && timerHeap_[r]->deadline < timerHeap_[least]->deadline) least = r;
+    if (least == pos) return;
+    heapSwap(pos, least);
+    pos = least;
+  }
+}
+
+void UvServer::scheduleTimer() {
+  if (inTimers_ || handlesClosed_) return;
+  if (timerCount_ == 0) {
+    if (timerDue_ != UINT64_MAX) uv_timer_stop(&connTimer_);
+    timerDue_ = UINT64_MAX;
+    return;
+  }
+  uint64_t due = timerHeap_[0]->deadline;
+  if (due == timerDue_) return;
+  timerDue_ = due;
+  uint64_t now = uv_now(loop_);
+  uv_timer_start(&connTimer_, onTimerThunk, due > now ? due - now : 0, 0);
+}
 
 void UvServer::onAllocThunk(Stream* s, uv_buf_t* buf) {
   Connection* c = static_cast<Connection*>(s->data);
@@ -360,9 +422,19 @@ void UvServer::endFile(Connection* c) {
 // ---------------------------------------------------------------------------------------------------
 // Timeouts and closing
 
-void UvServer::onTimerThunk(uv_timer_t* t) {
-  Connection* c = static_cast<Connection*>(t->data);
-  c->server->onTimer(c);
+void UvServer::onTimerThunk(uv_timer_t* t) { static_cast<UvServer*>(t->data)->onConnTimer(); }
+
+void UvServer::onConnTimer() {
+  timerDue_ = UINT64_MAX;  // it fired
+  inTimers_ = true;
+  uint64_t now = uv_now(loop_);
+  while (timerCount_ > 0 && timerHeap_[0]->deadline <= now) {
+    Connection* c = timerHeap_[0];
+    disarm(c);
+    onTimer(c);  // may arm, disarm or close any connection
+  }
+  inTimers_ = false;
+  scheduleTimer();
 }
 
 void UvServer::onTimer(Connection* c) {
@@ -471,7 +543,7 @@ void UvServer::closeConnection(Connection* c) {
   c->closing = true;
   stopReading(c);
   removeWaiter(c);
-  uv_timer_stop(&c->timer);
+  disarm(c);
   if (c->slot != nullptr && c->slot->exchange.inFlight()) return;  // onExchangeReady finishes it
   finishClose(c);
 }
@@ -481,14 +553,8 @@ void UvServer::finishClose(Connection* c) {
   if (c->slot != nullptr && c->slot->parser.started()) logRequest(c, 0, nullptr);  // cut off: no answer
   if (c->slot != nullptr) engine_.finish(c->slot->exchange);
   releaseBuffer(c);
-  c->pendingCloses = 2;
+  c->pendingCloses = 1;
   c->stream.close(onStreamClosedThunk);
-  uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), onCloseThunk);
-}
-
-void UvServer::onCloseThunk(uv_handle_t* h) {
-  Connection* c = static_cast<Connection*>(h->data);
-  c->server->onHandleClosed(c);
 }
 
 void UvServer::onStreamClosedThunk(Stream* s) {
@@ -519,6 +585,7 @@ void UvServer::onHandleClosed(Connection* c) {
   if (--c->pendingCloses > 0) return;
   // Only now are the stream's writes surely finished with (a cancelled write calls back first).
   releaseSlot(c);
+  disarm(c);
   uint32_t idx = c->index;
   bool wasServing = c->serving;
   c->~Connection();

@@ -52,9 +52,7 @@ void UvServer::acceptPending() {
   c->server = this;
   c->index = idx;
   c->stream.init(loop_, tls_);
-  uv_timer_init(loop_, &c->timer);
   c->stream.data = c;
-  c->timer.data = c;
   c->sinceMs = uv_now(loop_);
   ++stats_.active;
   if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), reinterpret_cast<uv_stream_t*>(c->stream.tcp())) != 0) {
@@ -103,7 +101,7 @@ void UvServer::onAdmitReadThunk(Stream* s, ssize_t nread, const uv_buf_t*) {
 
 void UvServer::decideAdmission(Connection* c) {
   c->admitting = false;
-  uv_timer_stop(&c->timer);
+  disarm(c);
   bool nothingYet = false;
   if (serving_ < settings_.maxConnections || makeRoom(newcomerReady(c, &nothingYet))) return admit(c);
   refuse(c);
