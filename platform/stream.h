@@ -111,7 +111,7 @@ class Stream {
   std::string certificateProblem() const;
 
  protected:
-  Stream(WriteReq* requests, int count) : writes_(requests), writeCount_(count) {}
+  Stream(WriteReq* requests, int count) : writeCount_(count), writes_(requests) {}
 
  private:
   enum class Mode : uint8_t { Plain, TlsPending, Tls, Ended };
@@ -144,6 +144,7 @@ class Stream {
   bool reading_ = false;
   bool closing_ = false;
   bool delivering_ = false;  // inside tlsDeliver: a nested readStart lets the loop go on
+  int writeCount_;           // (here, where it fills the padding after the flags)
   AllocFn alloc_ = nullptr;
   ReadFn read_ = nullptr;
   EventFn event_ = nullptr;
@@ -152,7 +153,6 @@ class Stream {
   std::shared_ptr<TlsContext> ctx_;
   StreamTls* tls_ = nullptr;
   WriteReq* writes_;  // the StreamOf's
-  int writeCount_;
   WriteReq* lent_ = nullptr;  // LentStream: the user's, while it lends one
 };
 

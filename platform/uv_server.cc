@@ -183,7 +183,7 @@ void UvServer::onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf) {
   }
   c->rbuf = buf->base;
   c->rpos = 0;
-  c->rlen = static_cast<size_t>(nread);
+  c->rlen = static_cast<uint32_t>(nread);
   if (c->slot != nullptr && c->slot->parser.headersDone()) self->arm(c, self->settings_.bodyTimeoutMs);
   self->pump(c);
 }
@@ -213,7 +213,7 @@ void UvServer::pump(Connection* c) {
     const char* in = c->rbuf != nullptr ? c->rbuf + c->rpos : kNothing;
     bool inHead = !rs.parser.headersDone();
     ParseEvent ev = rs.parser.execute(in, c->rlen - c->rpos, &used);
-    c->rpos += used;
+    c->rpos += static_cast<uint32_t>(used);
     if (inHead) c->headBytes += static_cast<uint32_t>(used);
     switch (ev) {
       case ParseEvent::NeedMore:
@@ -231,7 +231,7 @@ void UvServer::pump(Connection* c) {
         break;
       case ParseEvent::Body:
         kick = true;
-        c->bodyIn += rs.parser.body().size();
+        rs.bodyIn += rs.parser.body().size();
         if (engine_.onBody(rs.exchange, rs.parser.body()) == Flow::Wait) {
           // The bytes are being written straight from c->rbuf: hold it, read nothing more.
           c->phase = Phase::WaitBody;
@@ -346,8 +346,8 @@ void UvServer::onWrite(Connection* c, int status) {
   }
   Exchange& ex = c->slot->exchange;
   if (ex.sendsFile()) {
-    if (!c->fileStarted) return startFile(c);
-    if (c->fileLeft > 0) return readFileChunk(c);
+    if (!c->slot->fileStarted) return startFile(c);
+    if (c->slot->fileLeft > 0) return readFileChunk(c);
     endFile(c);
   }
   bool close = ex.closeAfterResponse() || shuttingDown_;
@@ -390,33 +390,34 @@ void UvServer::onWrite(Connection* c, int status) {
 // through Storage (UploadEngine::readReply), one part per write.
 void UvServer::startFile(Connection* c) {
   Exchange& ex = c->slot->exchange;
-  c->fileStarted = true;
-  c->fileLeft = ex.fileLength();
-  c->fileBuf = static_cast<char*>(std::malloc(kFileChunkBytes));
-  if (c->fileBuf == nullptr) return closeConnection(c);
+  c->slot->fileStarted = true;
+  c->slot->fileLeft = ex.fileLength();
+  c->slot->fileBuf = static_cast<char*>(std::malloc(kFileChunkBytes));
+  if (c->slot->fileBuf == nullptr) return closeConnection(c);
   readFileChunk(c);
 }
 
 void UvServer::readFileChunk(Connection* c) {
   arm(c, settings_.bodyTimeoutMs);
-  size_t n = c->fileLeft < kFileChunkBytes ? static_cast<size_t>(c->fileLeft) : kFileChunkBytes;
-  (void)engine_.readReply(c->slot->exchange, std::span<char>(c->fileBuf, n));  // Wait: onFileChunk follows
+  size_t n = c->slot->fileLeft < kFileChunkBytes ? static_cast<size_t>(c->slot->fileLeft) : kFileChunkBytes;
+  (void)engine_.readReply(c->slot->exchange, std::span<char>(c->slot->fileBuf, n));  // Wait: onFileChunk follows
 }
 
 // The engine read the next part of the reply (onExchangeReady while Writing): send it.
 void UvServer::onFileChunk(Connection* c) {
   std::span<const char> part = c->slot->exchange.replyChunk();
   if (part.empty()) return closeConnection(c);  // the file is gone or short: the client retries
-  c->fileLeft -= part.size();
+  c->slot->fileLeft -= part.size();
   uv_buf_t b = uv_buf_init(const_cast<char*>(part.data()), static_cast<unsigned>(part.size()));
   if (!c->stream.write(&b, 1, onWriteThunk)) closeConnection(c);
 }
 
 void UvServer::endFile(Connection* c) {
-  std::free(c->fileBuf);
-  c->fileBuf = nullptr;
-  c->fileStarted = false;
-  c->fileLeft = 0;
+  if (c->slot == nullptr) return;  // a download holds its slot until endFile (releaseSlot calls it)
+  std::free(c->slot->fileBuf);
+  c->slot->fileBuf = nullptr;
+  c->slot->fileStarted = false;
+  c->slot->fileLeft = 0;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -488,7 +489,7 @@ void UvServer::send408(Connection* c, const char* reason) {
   (void)c->stream.writeNow(text, len);
   if (c->slot != nullptr) {
     // The Exchange did not format this answer: say what was sent.
-    c->sent408 = len;
+    c->sent408 = static_cast<uint32_t>(len);
     logRequest(c, 408, reason);
   }
 }
@@ -526,10 +527,10 @@ void UvServer::logRequest(Connection* c, int status, const char* reason) {
     r.hasError = ex.hasErrorCode();
     r.errorCode = ex.errorCode();
     r.bytesOut = ex.response().size();
-    if (ex.sendsFile()) r.bytesOut += ex.fileLength() - c->fileLeft;
+    if (ex.sendsFile()) r.bytesOut += ex.fileLength() - c->slot->fileLeft;
   }
-  r.bytesIn = c->bodyIn;
-  r.durationUs = (uv_hrtime() - c->startNs) / 1000;
+  r.bytesIn = c->slot->bodyIn;
+  r.durationUs = (uv_hrtime() - c->slot->startNs) / 1000;
   if (status >= 400) {
     if (reason == nullptr) reason = ex.refusalReason();
     if (reason == nullptr && parser.errorStatus() != 0 && parser.errorText()[0] != '\0') reason = parser.errorText();
@@ -586,7 +587,7 @@ void UvServer::onHandleClosed(Connection* c) {
   // Only now are the stream's writes surely finished with (a cancelled write calls back first).
   releaseSlot(c);
   disarm(c);
-  uint32_t idx = c->index;
+  uint32_t idx = static_cast<uint32_t>(c - conns_);
   bool wasServing = c->serving;
   c->~Connection();
   connUsed_[idx] = false;

@@ -50,7 +50,6 @@ void UvServer::acceptPending() {
   Connection* c = new (&conns_[idx]) Connection();
   connUsed_[idx] = true;
   c->server = this;
-  c->index = idx;
   c->stream.init(loop_, tls_);
   c->stream.data = c;
   c->sinceMs = uv_now(loop_);
@@ -148,7 +147,6 @@ bool UvServer::acquireSlot(Connection* c) {
     slotBuilt_[i] = true;
   }
   c->slot = &slots_[i];
-  c->slotIndex = i;
   c->slot->owner = c;
   c->slot->exchange.setHost(c);
   c->stream.lend(&c->slot->write);
@@ -161,11 +159,12 @@ void UvServer::releaseSlot(Connection* c) {
   if (c->slot == nullptr) return;
   // No answer is in flight (they end before the slot goes, or the close callbacks came first).
   BITS_CHECK(!c->slot->write.busy);
+  endFile(c);  // (done already wherever a download ends)
   c->stream.lend(nullptr);
   c->slot->exchange.setHost(nullptr);
   c->slot->owner = nullptr;
+  freeSlots_[freeSlotCount_++] = static_cast<uint32_t>(c->slot - slots_);
   c->slot = nullptr;
-  freeSlots_[freeSlotCount_++] = c->slotIndex;
   handSlot(false);
 }
 
@@ -194,8 +193,8 @@ void UvServer::handSlot(bool swap) {
 
 void UvServer::startHead(Connection* c) {
   c->headStartMs = uv_now(loop_);
-  c->startNs = uv_hrtime();
-  c->bodyIn = 0;
+  c->slot->startNs = uv_hrtime();
+  c->slot->bodyIn = 0;
   c->logged = false;
   c->headBytes = 0;
   armHead(c);
@@ -253,7 +252,7 @@ void UvServer::evictSlowHead(Connection* v) {
   s->exchange.setHost(nullptr);
   s->owner = nullptr;
   v->slot = nullptr;
-  freeSlots_[freeSlotCount_++] = v->slotIndex;
+  freeSlots_[freeSlotCount_++] = static_cast<uint32_t>(s - slots_);
   lingerClose(v);
 }
 
