@@ -18,7 +18,7 @@ void Stream::init(uv_loop_t* loop, std::shared_ptr<TlsContext> tls) {
   alloc_ = nullptr;
   read_ = nullptr;
   event_ = nullptr;
-  error_.clear();
+  lent_ = nullptr;
   for (int i = 0; i < writeCount_; ++i) {
     WriteReq& w = writes_[i];
     w.stream = this;
@@ -108,7 +108,26 @@ Stream::WriteReq* Stream::freeRequest() {
   for (int i = 0; i < writeCount_; ++i) {
     if (!writes_[i].busy) return &writes_[i];
   }
-  return nullptr;
+  if (writeCount_ > 0) return nullptr;
+  // None of its own: over TLS the TLS state's, else the one lent while the user holds one.
+  WriteReq* w = tls_ != nullptr ? tlsRequest() : lent_;
+  return w != nullptr && !w->busy ? w : nullptr;
+}
+
+void Stream::lend(WriteReq* w) {
+  lent_ = w;
+  if (w == nullptr) return;
+  w->stream = this;
+  w->req.data = w;
+  w->busy = false;
+  w->cb = nullptr;
+}
+
+bool Stream::writing() const {
+  for (int i = 0; i < writeCount_; ++i) {
+    if (writes_[i].busy) return true;
+  }
+  return (lent_ != nullptr && lent_->busy) || tlsWriting();
 }
 
 bool Stream::write(const uv_buf_t* bufs, unsigned n, WriteFn cb, uint64_t tag) {
@@ -139,6 +158,8 @@ void Stream::onUvWrite(uv_write_t* req, int status) {
   w->busy = false;
   w->cb = nullptr;
   w->bytes.clear();  // keeps its capacity for the next record
+  // Shut while the TLS state's own request was in flight: the state waited for it (shutdownWrite).
+  if (s->mode_ == Mode::Ended && !s->tlsWriting()) s->tlsFree();  // `w` may be gone now
   if (s->mode_ == Mode::Tls && !s->closing_) s->tlsAfterWrite();
   if (cb != nullptr) {
     cb(s, status, tag);
@@ -160,8 +181,9 @@ bool Stream::shutdownWrite() {
   if (closing_ || uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) return false;
   if (mode_ == Mode::Tls && tlsDone()) tlsCloseNotify();
   if (::shutdown(fd, SHUT_WR) != 0) return false;
-  // What still comes is thrown away unread: the TLS state can go now.
-  tlsFree();
+  // What still comes is thrown away unread: the TLS state can go now, or once its own write request
+  // is done (onUvWrite).
+  if (!tlsWriting()) tlsFree();
   mode_ = Mode::Ended;
   return true;
 }

@@ -14,7 +14,10 @@
 // Writing: write() queues buffers on one of the stream's preallocated write requests (no allocation
 // per write; over TLS the ciphertext goes to a buffer that keeps its capacity), and calls WriteFn
 // when they are sent. A user declares how many writes it has in flight at once: StreamOf<N> embeds
-// N requests (a server connection 1, the notifier and bitsclient 2). Over TLS, records that find no
+// N requests (the notifier and bitsclient 2). A server connection's stream (LentStream) has none of
+// its own, so that an idle keep-alive connection does not carry one (issue 18): the server lends
+// it the request slot's while the connection holds a slot (lend()), and a TLS stream writes on the
+// one its TLS state holds (handshake records come before any slot). Over TLS, records that find no
 // free request (handshake records, and one user write) wait behind the writes in flight. Without a
 // WriteFn: plain TCP writes at once, all or nothing (uv_try_write); TLS queues the records, and a
 // later failure raises Event::Failed.
@@ -98,12 +101,17 @@ class Stream {
   // Carries plaintext now (plain TCP always; TLS once the handshake is done).
   bool established() const { return mode_ == Mode::Plain || mode_ == Mode::Ended || (mode_ == Mode::Tls && tlsDone()); }
   const char* detail() const;        // the TLS suite, or ""
-  const char* lastError() const { return error_.c_str(); }
+  const char* lastError() const;     // the TLS error or close_notify a read reported, or ""
+  // A stream without requests of its own (LentStream): plain TCP writes with a WriteFn on `w`, the
+  // user's, until lend(nullptr); the user takes it back only while writing() is false.
+  void lend(WriteReq* w);
+  // A write with a WriteFn is in flight on a request of this stream's, or on the lent one.
+  bool writing() const;
   // A TLS client's handshake failed on the server's certificate: why ("" otherwise).
   std::string certificateProblem() const;
 
  protected:
-  Stream(WriteReq* requests, int count) : writes_(requests), writeCount_(count) {}
+  Stream(WriteReq* requests, int count) : writeCount_(count), writes_(requests) {}
 
  private:
   enum class Mode : uint8_t { Plain, TlsPending, Tls, Ended };
@@ -128,12 +136,15 @@ class Stream {
   void tlsCloseNotify();
   Peek tlsPeek(std::string_view* out);
   void tlsAfterWrite();
+  WriteReq* tlsRequest();  // the TLS state's own request (a stream with none of its own), or null
+  bool tlsWriting() const;
 
   uv_tcp_t tcp_;
   Mode mode_ = Mode::Plain;
   bool reading_ = false;
   bool closing_ = false;
   bool delivering_ = false;  // inside tlsDeliver: a nested readStart lets the loop go on
+  int writeCount_;           // (here, where it fills the padding after the flags)
   AllocFn alloc_ = nullptr;
   ReadFn read_ = nullptr;
   EventFn event_ = nullptr;
@@ -142,8 +153,7 @@ class Stream {
   std::shared_ptr<TlsContext> ctx_;
   StreamTls* tls_ = nullptr;
   WriteReq* writes_;  // the StreamOf's
-  int writeCount_;
-  std::string error_;
+  WriteReq* lent_ = nullptr;  // LentStream: the user's, while it lends one
 };
 
 // A Stream with N write requests of its own: N writes (with a WriteFn) in flight at once.
@@ -154,6 +164,12 @@ class StreamOf final : public Stream {
 
  private:
   WriteReq requests_[N];
+};
+
+// A Stream without write requests of its own (a server connection): see lend().
+class LentStream final : public Stream {
+ public:
+  LentStream() : Stream(nullptr, 0) {}
 };
 
 }  // namespace bitsd::platform

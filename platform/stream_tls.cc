@@ -34,9 +34,19 @@ struct StreamTls {
   bool outWaits = false;             // `out` waits for a free write request
   Stream::WriteFn outCb = nullptr;   // ... and the user's callback for it
   uint64_t outTag = 0;
+  std::string error;  // what lastError() says
+  // The write request of a stream with none of its own (a server connection's LentStream): its
+  // handshake records come before it holds a slot to borrow one from.
+  Stream::WriteReq req;
 };
 
 bool Stream::tlsDone() const { return tls_ != nullptr && tls_->handshakeDone; }
+
+const char* Stream::lastError() const { return tls_ != nullptr ? tls_->error.c_str() : ""; }
+
+Stream::WriteReq* Stream::tlsRequest() { return writeCount_ == 0 && tls_ != nullptr ? &tls_->req : nullptr; }
+
+bool Stream::tlsWriting() const { return tls_ != nullptr && tls_->req.busy; }
 
 void Stream::tlsFree() {
   delete tls_;
@@ -45,6 +55,10 @@ void Stream::tlsFree() {
 
 bool Stream::tlsStart(size_t inBytes, const char* hostname) {
   tls_ = new (std::nothrow) StreamTls(inBytes);
+  if (tls_ != nullptr) {
+    tls_->req.stream = this;
+    tls_->req.req.data = &tls_->req;
+  }
   bool ok = tls_ != nullptr && tls_->in != nullptr &&
             tls_->session.setup(
                 ctx_, this,
@@ -134,20 +148,20 @@ void Stream::tlsDeliver() {
     size_t n = 0;
     uv_buf_t b = uv_buf_init(nullptr, 0);
     if (t->end != TlsSession::Result::Done) {
-      error_ = t->end == TlsSession::Result::Closed ? "TLS close_notify" : "TLS read failed: " + t->endWhy;
+      t->error = t->end == TlsSession::Result::Closed ? "TLS close_notify" : "TLS read failed: " + t->endWhy;
       read_(this, t->end == TlsSession::Result::Closed ? UV_EOF : UV_EPROTO, &b);
       break;
     }
     TlsSession::Result pr = t->session.peek(&plain, &n);
     if (pr == TlsSession::Result::Closed) {  // close_notify: a clean end
-      error_ = "TLS close_notify";
+      t->error = "TLS close_notify";
       read_(this, UV_EOF, &b);
       break;
     }
     if (pr == TlsSession::Result::WantMore) {
       // No whole record yet: nothing to read; say so (the user gives back what it took for it).
       if (!tlsFlush(nullptr)) {
-        error_ = "TLS: cannot send";
+        t->error = "TLS: cannot send";
         read_(this, UV_EPROTO, &b);
         break;
       }
@@ -184,8 +198,8 @@ void Stream::tlsDeliver() {
       read_(this, 0, &b);
       break;
     }
-    if (r == TlsSession::Result::Failed) error_ = "TLS read failed: " + why;
-    if (r == TlsSession::Result::Closed) error_ = "TLS close_notify";  // a clean end, not a cut
+    if (r == TlsSession::Result::Failed) t->error = "TLS read failed: " + why;
+    if (r == TlsSession::Result::Closed) t->error = "TLS close_notify";  // a clean end, not a cut
     read_(this, r == TlsSession::Result::Closed ? UV_EOF : UV_EPROTO, &b);
     break;
   }

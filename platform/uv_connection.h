@@ -20,6 +20,7 @@
 
 namespace bitsd::platform {
 
+constexpr uint32_t kNotArmed = UINT32_MAX;  // Connection::heapPos of a connection without a timeout
 constexpr int kWaitBuffer = 0;
 constexpr int kWaitSlot = 1;      // a slot, with a whole request head waiting to be read
 constexpr int kWaitSlotSlow = 2;  // a slot, the head not all there yet (or unknown)
@@ -47,52 +48,56 @@ struct RequestSlot {
   RequestParser parser;
   Exchange exchange;
   Connection* owner = nullptr;
+  // The owner's request, for the access log: when its first byte came (the slot was taken) and
+  // the body bytes read.
+  uint64_t startNs = 0;
+  uint64_t bodyIn = 0;
+  // Reply download in progress (Exchange::sendsFile): the engine reads the reply file through
+  // Storage (UploadEngine::readReply) into fileBuf. Here, not in Connection: only a connection
+  // with a request in progress has one.
+  bool fileStarted = false;
+  uint64_t fileLeft = 0;
+  char* fileBuf = nullptr;
+  // Lent to the owner's stream while it holds the slot (Stream::lend): answers are only written
+  // while a slot is held, so an idle connection carries no write request (issue 18).
+  Stream::WriteReq write;
 };
 
 // An idle keep-alive connection costs this struct and nothing else (no slot, no buffer): keep it
 // small (docs/BENCHMARKS.md measures it; issue 18 asks <= 512 bytes), and put what only a request
 // or a download needs in RequestSlot or on the heap for the download's duration.
 struct Connection final : public ExchangeHost {
-  StreamOf<1> stream;  // the client's socket, TLS or not (stream.h); one answer written at a time
-  uv_timer_t timer;
+  LentStream stream;  // the client's socket, TLS or not (stream.h); writes on its slot's request
+  // Its timeout: when it is due, and its place in the server's timer heap (UvServer::arm).
+  uint64_t deadline = 0;
   UvServer* server = nullptr;
   RequestSlot* slot = nullptr;
-  uint32_t slotIndex = 0;
-  char* rbuf = nullptr;       // read buffer holding unparsed bytes (or bytes being written)
-  uint32_t rbufIndex = 0;
-  size_t rpos = 0;
-  size_t rlen = 0;
+  char* rbuf = nullptr;  // read buffer holding unparsed bytes (or bytes being written)
+  Connection* waitNext = nullptr;
+  // The request head being read: when its slot was taken and how many head bytes came since.
+  uint64_t headStartMs = 0;
+  // Connection cap: since when it waits for its next request (accept, or the end of its last answer),
+  // and whether it had an answer yet (an idle keep-alive connection has).
+  uint64_t sinceMs = 0;
+  uint64_t lingerStartMs = 0;
+  uint64_t lingerBytes = 0;
+  // (The fields are ordered by size, so that no padding is wasted: issue 18.)
+  uint32_t heapPos = kNotArmed;
+  uint32_t rpos = 0;  // within rbuf (read-buffer-bytes is 32-bit)
+  uint32_t rlen = 0;
+  int waitingFor = -1;
+  uint32_t headBytes = 0;
+  uint32_t sent408 = 0;  // bytes of a 408 just sent (not the Exchange's answer)
+  ClientAddress peer;  // the client's address, for max-sessions-per-user without authentication
   Phase phase = Phase::Parsing;
   bool closing = false;
   bool reject = false;
   bool serving = false;  // counted in UvServer::serving_ (accepted and not refused)
   uint8_t pendingCloses = 0;
-  ClientAddress peer;  // the client's address, for max-sessions-per-user without authentication
-  int waitingFor = -1;
-  Connection* waitNext = nullptr;
-  // The request head being read: when its slot was taken and how many head bytes came since.
-  uint64_t headStartMs = 0;
-  uint32_t headBytes = 0;
-  size_t sent408 = 0;      // bytes of a 408 just sent (not the Exchange's answer)
   bool readyHead = false;  // its last try for a slot saw a whole head waiting
-  // The access log: when the request's first byte came (its slot was taken), the body bytes read,
-  // and whether its line is written.
-  uint64_t startNs = 0;
-  uint64_t bodyIn = 0;
-  bool logged = true;
-  uint32_t index = 0;
-  // Connection cap: since when it waits for its next request (accept, or the end of its last answer),
-  // and whether it had an answer yet (an idle keep-alive connection has).
-  uint64_t sinceMs = 0;
+  bool logged = true;  // its request's access log line is written (or it has none)
   bool answered = false;
   bool admitting = false;  // at the cap, waiting for its first bytes (not serving yet)
-  uint64_t lingerStartMs = 0;
-  uint64_t lingerBytes = 0;
-  // Reply download in progress (Exchange::sendsFile).
-  // The engine reads the reply file through Storage (UploadEngine::readReply) into fileBuf.
-  bool fileStarted = false;
-  uint64_t fileLeft = 0;
-  char* fileBuf = nullptr;
   // Password checks (issue 20): failed checks are charged to `peer`; a read buffer kept (body bytes
   // already read) while a slow check runs; not read from until the timer fires, after a throttled
   // check was refused.

@@ -51,7 +51,69 @@ void UvServer::startReading(Connection* c) {
 
 void UvServer::stopReading(Connection* c) { c->stream.readStop(); }
 
-void UvServer::arm(Connection* c, uint32_t ms) { uv_timer_start(&c->timer, onTimerThunk, ms, 0); }
+void UvServer::arm(Connection* c, uint32_t ms) {
+  if (c->closing) return;  // its timeouts are over (onTimer would ignore it)
+  // At least 1 ms: a deadline of now re-armed from inside onConnTimer would be due at once again.
+  c->deadline = uv_now(loop_) + (ms > 0 ? ms : 1);
+  if (c->heapPos == kNotArmed) {
+    c->heapPos = timerCount_;
+    timerHeap_[timerCount_++] = c;
+  }
+  heapFix(c->heapPos);
+  scheduleTimer();
+}
+
+void UvServer::disarm(Connection* c) {
+  if (c->heapPos == kNotArmed) return;
+  uint32_t pos = c->heapPos;
+  c->heapPos = kNotArmed;
+  Connection* last = timerHeap_[--timerCount_];
+  if (pos < timerCount_) {
+    timerHeap_[pos] = last;
+    last->heapPos = pos;
+    heapFix(pos);
+  }
+  scheduleTimer();
+}
+
+void UvServer::heapSwap(uint32_t a, uint32_t b) {
+  Connection* t = timerHeap_[a];
+  timerHeap_[a] = timerHeap_[b];
+  timerHeap_[b] = t;
+  timerHeap_[a]->heapPos = a;
+  timerHeap_[b]->heapPos = b;
+}
+
+// Moves the entry at `pos` up or down to where its deadline belongs.
+void UvServer::heapFix(uint32_t pos) {
+  while (pos > 0 && timerHeap_[pos]->deadline < timerHeap_[(pos - 1) / 2]->deadline) {
+    heapSwap(pos, (pos - 1) / 2);
+    pos = (pos - 1) / 2;
+  }
+  for (;;) {
+    uint32_t least = pos;
+    uint32_t l = 2 * pos + 1, r = l + 1;
+    if (l < timerCount_ && timerHeap_[l]->deadline < timerHeap_[least]->deadline) least = l;
+    if (r < timerCount_ && timerHeap_[r]->deadline < timerHeap_[least]->deadline) least = r;
+    if (least == pos) return;
+    heapSwap(pos, least);
+    pos = least;
+  }
+}
+
+void UvServer::scheduleTimer() {
+  if (inTimers_ || handlesClosed_) return;
+  if (timerCount_ == 0) {
+    if (timerDue_ != UINT64_MAX) uv_timer_stop(&connTimer_);
+    timerDue_ = UINT64_MAX;
+    return;
+  }
+  uint64_t due = timerHeap_[0]->deadline;
+  if (due == timerDue_) return;
+  timerDue_ = due;
+  uint64_t now = uv_now(loop_);
+  uv_timer_start(&connTimer_, onTimerThunk, due > now ? due - now : 0, 0);
+}
 
 void UvServer::onAllocThunk(Stream* s, uv_buf_t* buf) {
   Connection* c = static_cast<Connection*>(s->data);
@@ -121,7 +183,7 @@ void UvServer::onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf) {
   }
   c->rbuf = buf->base;
   c->rpos = 0;
-  c->rlen = static_cast<size_t>(nread);
+  c->rlen = static_cast<uint32_t>(nread);
   if (c->slot != nullptr && c->slot->parser.headersDone()) self->arm(c, self->settings_.bodyTimeoutMs);
   self->pump(c);
 }
@@ -151,7 +213,7 @@ void UvServer::pump(Connection* c) {
     const char* in = c->rbuf != nullptr ? c->rbuf + c->rpos : kNothing;
     bool inHead = !rs.parser.headersDone();
     ParseEvent ev = rs.parser.execute(in, c->rlen - c->rpos, &used);
-    c->rpos += used;
+    c->rpos += static_cast<uint32_t>(used);
     if (inHead) c->headBytes += static_cast<uint32_t>(used);
     switch (ev) {
       case ParseEvent::NeedMore:
@@ -169,7 +231,7 @@ void UvServer::pump(Connection* c) {
         break;
       case ParseEvent::Body:
         kick = true;
-        c->bodyIn += rs.parser.body().size();
+        rs.bodyIn += rs.parser.body().size();
         if (engine_.onBody(rs.exchange, rs.parser.body()) == Flow::Wait) {
           // The bytes are being written straight from c->rbuf: hold it, read nothing more.
           c->phase = Phase::WaitBody;
@@ -284,8 +346,8 @@ void UvServer::onWrite(Connection* c, int status) {
   }
   Exchange& ex = c->slot->exchange;
   if (ex.sendsFile()) {
-    if (!c->fileStarted) return startFile(c);
-    if (c->fileLeft > 0) return readFileChunk(c);
+    if (!c->slot->fileStarted) return startFile(c);
+    if (c->slot->fileLeft > 0) return readFileChunk(c);
     endFile(c);
   }
   bool close = ex.closeAfterResponse() || shuttingDown_;
@@ -328,41 +390,52 @@ void UvServer::onWrite(Connection* c, int status) {
 // through Storage (UploadEngine::readReply), one part per write.
 void UvServer::startFile(Connection* c) {
   Exchange& ex = c->slot->exchange;
-  c->fileStarted = true;
-  c->fileLeft = ex.fileLength();
-  c->fileBuf = static_cast<char*>(std::malloc(kFileChunkBytes));
-  if (c->fileBuf == nullptr) return closeConnection(c);
+  c->slot->fileStarted = true;
+  c->slot->fileLeft = ex.fileLength();
+  c->slot->fileBuf = static_cast<char*>(std::malloc(kFileChunkBytes));
+  if (c->slot->fileBuf == nullptr) return closeConnection(c);
   readFileChunk(c);
 }
 
 void UvServer::readFileChunk(Connection* c) {
   arm(c, settings_.bodyTimeoutMs);
-  size_t n = c->fileLeft < kFileChunkBytes ? static_cast<size_t>(c->fileLeft) : kFileChunkBytes;
-  (void)engine_.readReply(c->slot->exchange, std::span<char>(c->fileBuf, n));  // Wait: onFileChunk follows
+  size_t n = c->slot->fileLeft < kFileChunkBytes ? static_cast<size_t>(c->slot->fileLeft) : kFileChunkBytes;
+  (void)engine_.readReply(c->slot->exchange, std::span<char>(c->slot->fileBuf, n));  // Wait: onFileChunk follows
 }
 
 // The engine read the next part of the reply (onExchangeReady while Writing): send it.
 void UvServer::onFileChunk(Connection* c) {
   std::span<const char> part = c->slot->exchange.replyChunk();
   if (part.empty()) return closeConnection(c);  // the file is gone or short: the client retries
-  c->fileLeft -= part.size();
+  c->slot->fileLeft -= part.size();
   uv_buf_t b = uv_buf_init(const_cast<char*>(part.data()), static_cast<unsigned>(part.size()));
   if (!c->stream.write(&b, 1, onWriteThunk)) closeConnection(c);
 }
 
 void UvServer::endFile(Connection* c) {
-  std::free(c->fileBuf);
-  c->fileBuf = nullptr;
-  c->fileStarted = false;
-  c->fileLeft = 0;
+  if (c->slot == nullptr) return;  // a download holds its slot until endFile (releaseSlot calls it)
+  std::free(c->slot->fileBuf);
+  c->slot->fileBuf = nullptr;
+  c->slot->fileStarted = false;
+  c->slot->fileLeft = 0;
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Timeouts and closing
 
-void UvServer::onTimerThunk(uv_timer_t* t) {
-  Connection* c = static_cast<Connection*>(t->data);
-  c->server->onTimer(c);
+void UvServer::onTimerThunk(uv_timer_t* t) { static_cast<UvServer*>(t->data)->onConnTimer(); }
+
+void UvServer::onConnTimer() {
+  timerDue_ = UINT64_MAX;  // it fired
+  inTimers_ = true;
+  uint64_t now = uv_now(loop_);
+  while (timerCount_ > 0 && timerHeap_[0]->deadline <= now) {
+    Connection* c = timerHeap_[0];
+    disarm(c);
+    onTimer(c);  // may arm, disarm or close any connection
+  }
+  inTimers_ = false;
+  scheduleTimer();
 }
 
 void UvServer::onTimer(Connection* c) {
@@ -416,7 +489,7 @@ void UvServer::send408(Connection* c, const char* reason) {
   (void)c->stream.writeNow(text, len);
   if (c->slot != nullptr) {
     // The Exchange did not format this answer: say what was sent.
-    c->sent408 = len;
+    c->sent408 = static_cast<uint32_t>(len);
     logRequest(c, 408, reason);
   }
 }
@@ -454,10 +527,10 @@ void UvServer::logRequest(Connection* c, int status, const char* reason) {
     r.hasError = ex.hasErrorCode();
     r.errorCode = ex.errorCode();
     r.bytesOut = ex.response().size();
-    if (ex.sendsFile()) r.bytesOut += ex.fileLength() - c->fileLeft;
+    if (ex.sendsFile()) r.bytesOut += ex.fileLength() - c->slot->fileLeft;
   }
-  r.bytesIn = c->bodyIn;
-  r.durationUs = (uv_hrtime() - c->startNs) / 1000;
+  r.bytesIn = c->slot->bodyIn;
+  r.durationUs = (uv_hrtime() - c->slot->startNs) / 1000;
   if (status >= 400) {
     if (reason == nullptr) reason = ex.refusalReason();
     if (reason == nullptr && parser.errorStatus() != 0 && parser.errorText()[0] != '\0') reason = parser.errorText();
@@ -471,7 +544,7 @@ void UvServer::closeConnection(Connection* c) {
   c->closing = true;
   stopReading(c);
   removeWaiter(c);
-  uv_timer_stop(&c->timer);
+  disarm(c);
   if (c->slot != nullptr && c->slot->exchange.inFlight()) return;  // onExchangeReady finishes it
   finishClose(c);
 }
@@ -481,14 +554,8 @@ void UvServer::finishClose(Connection* c) {
   if (c->slot != nullptr && c->slot->parser.started()) logRequest(c, 0, nullptr);  // cut off: no answer
   if (c->slot != nullptr) engine_.finish(c->slot->exchange);
   releaseBuffer(c);
-  c->pendingCloses = 2;
+  c->pendingCloses = 1;
   c->stream.close(onStreamClosedThunk);
-  uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), onCloseThunk);
-}
-
-void UvServer::onCloseThunk(uv_handle_t* h) {
-  Connection* c = static_cast<Connection*>(h->data);
-  c->server->onHandleClosed(c);
 }
 
 void UvServer::onStreamClosedThunk(Stream* s) {
@@ -519,7 +586,8 @@ void UvServer::onHandleClosed(Connection* c) {
   if (--c->pendingCloses > 0) return;
   // Only now are the stream's writes surely finished with (a cancelled write calls back first).
   releaseSlot(c);
-  uint32_t idx = c->index;
+  disarm(c);
+  uint32_t idx = static_cast<uint32_t>(c - conns_);
   bool wasServing = c->serving;
   c->~Connection();
   connUsed_[idx] = false;

@@ -104,7 +104,6 @@ class UvServer {
   // The stream's handshake and background failures (TLS): counted, logged, closed.
   static void onStreamEventThunk(Stream* s, Stream::Event event, const char* why);
   static void onTimerThunk(uv_timer_t* t);
-  static void onCloseThunk(uv_handle_t* h);
   static void onStreamClosedThunk(Stream* s);
   static void onSweepThunk(uv_timer_t* t);
   static void onGraceThunk(uv_timer_t* t);
@@ -127,7 +126,15 @@ class UvServer {
   void onExchangeReady(Connection* c);
   void startReading(Connection* c);
   void stopReading(Connection* c);
+  // Connection timeouts: one timer for all (an idle connection carries no uv_timer_t, issue 18).
+  // Each armed connection has a deadline in a min-heap (timerHeap_); connTimer_ fires for the
+  // earliest, and onTimer runs for every connection due. arm() replaces a pending deadline.
   void arm(Connection* c, uint32_t ms);
+  void disarm(Connection* c);
+  void scheduleTimer();
+  void onConnTimer();
+  void heapSwap(uint32_t a, uint32_t b);
+  void heapFix(uint32_t pos);
   bool acquireSlot(Connection* c);
   // A slot for a request head that is about to be read. `complete`: its whole head is waiting
   // (headComplete); only such heads may take the last slotReserve_ slots. With no slot to take,
@@ -180,6 +187,11 @@ class UvServer {
   uv_tcp_t listener_;
   uv_timer_t sweepTimer_;
   uv_timer_t graceTimer_;
+  uv_timer_t connTimer_;
+  Connection** timerHeap_ = nullptr;  // connCapacity_ long; the armed connections, earliest first
+  uint32_t timerCount_ = 0;
+  uint64_t timerDue_ = UINT64_MAX;  // when connTimer_ fires (UINT64_MAX: stopped)
+  bool inTimers_ = false;           // in onConnTimer: it reschedules once done
   int listenFd_ = -1;
   uint64_t sweepPeriodMs_ = 0;
   bool listening_ = false;

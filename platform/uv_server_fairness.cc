@@ -50,11 +50,8 @@ void UvServer::acceptPending() {
   Connection* c = new (&conns_[idx]) Connection();
   connUsed_[idx] = true;
   c->server = this;
-  c->index = idx;
   c->stream.init(loop_, tls_);
-  uv_timer_init(loop_, &c->timer);
   c->stream.data = c;
-  c->timer.data = c;
   c->sinceMs = uv_now(loop_);
   ++stats_.active;
   if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_), reinterpret_cast<uv_stream_t*>(c->stream.tcp())) != 0) {
@@ -103,7 +100,7 @@ void UvServer::onAdmitReadThunk(Stream* s, ssize_t nread, const uv_buf_t*) {
 
 void UvServer::decideAdmission(Connection* c) {
   c->admitting = false;
-  uv_timer_stop(&c->timer);
+  disarm(c);
   bool nothingYet = false;
   if (serving_ < settings_.maxConnections || makeRoom(newcomerReady(c, &nothingYet))) return admit(c);
   refuse(c);
@@ -150,9 +147,9 @@ bool UvServer::acquireSlot(Connection* c) {
     slotBuilt_[i] = true;
   }
   c->slot = &slots_[i];
-  c->slotIndex = i;
   c->slot->owner = c;
   c->slot->exchange.setHost(c);
+  c->stream.lend(&c->slot->write);
   c->slot->exchange.setPeer(c->peer);
   c->slot->parser.reset();
   return true;
@@ -160,10 +157,14 @@ bool UvServer::acquireSlot(Connection* c) {
 
 void UvServer::releaseSlot(Connection* c) {
   if (c->slot == nullptr) return;
+  // No answer is in flight (they end before the slot goes, or the close callbacks came first).
+  BITS_CHECK(!c->slot->write.busy);
+  endFile(c);  // (done already wherever a download ends)
+  c->stream.lend(nullptr);
   c->slot->exchange.setHost(nullptr);
   c->slot->owner = nullptr;
+  freeSlots_[freeSlotCount_++] = static_cast<uint32_t>(c->slot - slots_);
   c->slot = nullptr;
-  freeSlots_[freeSlotCount_++] = c->slotIndex;
   handSlot(false);
 }
 
@@ -192,8 +193,8 @@ void UvServer::handSlot(bool swap) {
 
 void UvServer::startHead(Connection* c) {
   c->headStartMs = uv_now(loop_);
-  c->startNs = uv_hrtime();
-  c->bodyIn = 0;
+  c->slot->startNs = uv_hrtime();
+  c->slot->bodyIn = 0;
   c->logged = false;
   c->headBytes = 0;
   armHead(c);
@@ -245,11 +246,13 @@ void UvServer::evictSlowHead(Connection* v) {
   // Its head is unfinished, so the engine has not seen it and nothing writes from the slot (the 408
   // went out synchronously): the slot is free at once.
   RequestSlot* s = v->slot;
+  BITS_CHECK(!s->write.busy);
+  v->stream.lend(nullptr);
   engine_.finish(s->exchange);
   s->exchange.setHost(nullptr);
   s->owner = nullptr;
   v->slot = nullptr;
-  freeSlots_[freeSlotCount_++] = v->slotIndex;
+  freeSlots_[freeSlotCount_++] = static_cast<uint32_t>(s - slots_);
   lingerClose(v);
 }
 

@@ -77,6 +77,7 @@ UvServer::~UvServer() {
     }
   }
   std::free(conns_);
+  std::free(timerHeap_);
   std::free(connUsed_);
   std::free(freeConns_);
   std::free(slots_);
@@ -101,6 +102,7 @@ Outcome UvServer::start(std::string* url) {
   conns_ = static_cast<Connection*>(std::calloc(connCapacity_, sizeof(Connection)));
   connUsed_ = static_cast<bool*>(std::calloc(connCapacity_, sizeof(bool)));
   freeConns_ = static_cast<uint32_t*>(std::malloc(connCapacity_ * sizeof(uint32_t)));
+  timerHeap_ = static_cast<Connection**>(std::malloc(connCapacity_ * sizeof(Connection*)));
   slots_ = static_cast<RequestSlot*>(std::calloc(settings_.requestSlots, sizeof(RequestSlot)));
   slotBuilt_ = static_cast<bool*>(std::calloc(settings_.requestSlots, sizeof(bool)));
   freeSlots_ = static_cast<uint32_t*>(std::malloc(settings_.requestSlots * sizeof(uint32_t)));
@@ -110,7 +112,7 @@ Outcome UvServer::start(std::string* url) {
   discardBuf_ = static_cast<char*>(std::malloc(kDiscardBytes));
   accessLine_ = static_cast<char*>(std::malloc(kMaxAccessLineBytes));
   slotReserve_ = settings_.requestSlots / 4;
-  if (!conns_ || !connUsed_ || !freeConns_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_ ||
+  if (!conns_ || !connUsed_ || !freeConns_ || !timerHeap_ || !slots_ || !slotBuilt_ || !freeSlots_ || !buffers_ || !freeBuffers_ ||
       !peekBuf_ || !discardBuf_ || !accessLine_) {
     error = "out of memory allocating connection pools (lower max-connections, request-slots or read-buffers)";
     return Outcome::fail(Code::Io, error);
@@ -172,6 +174,8 @@ Outcome UvServer::start(std::string* url) {
   sweepPeriodMs_ = period;
   uv_timer_init(loop_, &graceTimer_);
   graceTimer_.data = this;
+  uv_timer_init(loop_, &connTimer_);
+  connTimer_.data = this;
   return Outcome::ok();
 }
 
@@ -266,6 +270,7 @@ void UvServer::maybeFinishShutdown() {
   if (scheduler_ != nullptr) scheduler_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&sweepTimer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&graceTimer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&connTimer_), nullptr);
 }
 
 }  // namespace bitsd::platform

@@ -29,6 +29,9 @@ echo "transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled 
 for f in idle hwm mibps conn closed; do : > "$WORK/r_$f"; done
 for r in $(seq "$ROUNDS"); do
   rm -rf "$WORK/root" "$WORK/state"
+  # Emptied here, not only by bitsd's redirection (done in the background child): the wait below
+  # could otherwise see the last round's line and read its port (or none).
+  : > "$WORK/ready"
   "$BIN/bitsd" --listen 127.0.0.1:0 --root "$WORK/root" --state "$WORK/state" --log-level warn \
     > "$WORK/ready" 2> "$WORK/bitsd.err" &
   PID=$!

@@ -117,9 +117,12 @@ TEST(BitsdMemory, IdleKeepAliveConnectionsCostLittleAndClosingThemTouchesNoSlots
   }
   ASSERT_TRUE(waitForFds(server.pid(), fds + kConns));
   long open = rssKiB(server.pid());
-  // An idle connection holds its connection record only (no request slot, no read buffer). It
-  // was 1,080 bytes with a reply download's uv_fs_t in it; 624 without (docs/BENCHMARKS.md).
-  EXPECT_LE((open - before) * 1024 / kConns, 800) << "RSS " << before << " KiB -> " << open << " KiB";
+  // An idle connection holds its connection record only (no request slot, no read buffer, no write
+  // request, no timer of its own). It was 1,080 bytes with a reply download's uv_fs_t in it; 624
+  // without; 1,008 with a write request in its Stream; 480 now (measured ~499 here, with the
+  // pool's page rounding, the timer heap's entry and libuv's per-descriptor slot; issue 18 asks
+  // <= 512; docs/BENCHMARKS.md).
+  EXPECT_LE((open - before) * 1024 / kConns, 512) << "RSS " << before << " KiB -> " << open << " KiB";
   for (auto& c : idle) c->close();
   ASSERT_TRUE(waitForFds(server.pid(), fds));
   long closed = rssKiB(server.pid());
