@@ -8,10 +8,13 @@
 #   peak RSS      bitsd's VmHWM at the end of that upload
 #   tls MiB/s     one SIZE-byte upload in 1 MiB fragments over https (bitsclient bench, ChaCha20)
 #   allocs/frag   every malloc/calloc/realloc of the whole bitsd process (tools/malloc_count.c,
-#                 LD_PRELOAD), counted over an upload of 40 one-MiB fragments minus one of 8, / 32:
+#                 LD_PRELOAD), counted over an upload of 136 one-MiB fragments minus one of 8, / 128:
 #                 the steady per-fragment cost, with start-up, session creation, the handshake and the
 #                 commit cancelled out; plain (bitsbench) and TLS (bitsclient bench)
 # Prints every round and the medians. Usage: tools/bench-rebuild.sh [ROUNDS] [SIZE_BYTES] [BASE]
+# NEW_CMAKE_FLAGS adds CMake flags to the new build (in build-bench-new/ then): e.g.
+# NEW_CMAKE_FLAGS=-DBITSD_SHA256=mbedtls keeps BASE's SHA-256, so that only the rebuild differs.
+# SERVER_FLAGS adds flags to both servers (e.g. "--digest off").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -27,11 +30,14 @@ launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 cmake -S build-bench-base/src -B build-bench-base/build -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF "${launcher[@]}" >/dev/null
 cmake --build build-bench-base/build -j"$(nproc)" --target bitsd bitsbench bitsclient bitsctl >/dev/null
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF "${launcher[@]}" >/dev/null
-cmake --build build-bench -j"$(nproc)" --target bitsd >/dev/null
+NEW=build-bench
+[ -n "${NEW_CMAKE_FLAGS:-}" ] && NEW=build-bench-new
+# shellcheck disable=SC2086
+cmake -S . -B "$NEW" -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF "${launcher[@]}" ${NEW_CMAKE_FLAGS:-} >/dev/null
+cmake --build "$NEW" -j"$(nproc)" --target bitsd >/dev/null
 cc -O2 -shared -fPIC -o "$WORK/malloc_count.so" tools/malloc_count.c
 CLIENT=$PWD/build-bench-base/build/bin
-declare -A SERVER=([base]=$PWD/build-bench-base/build/bin/bitsd [new]=$PWD/build-bench/bin/bitsd)
+declare -A SERVER=([base]=$PWD/build-bench-base/build/bin/bitsd [new]=$PWD/$NEW/bin/bitsd)
 "$CLIENT/bitsctl" gen-cert --cn 127.0.0.1 --cert "$WORK/c.crt" --key "$WORK/c.key" >/dev/null
 CHACHA=TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256
 
@@ -41,9 +47,10 @@ start() {  # side, plain|tls, extra env..., sets PID PORT
   local tls=()
   [ "$mode" = tls ] && tls=(--tls-cert "$WORK/c.crt" --tls-key "$WORK/c.key")
   rm -rf "$WORK/root" "$WORK/state"
+  : > "$WORK/ready"  # empty before the start, so the wait below never reads the last run's port
   mkdir -p "$WORK/root"
   env "$@" "${SERVER[$side]}" --listen 127.0.0.1:0 --root "$WORK/root" --state "$WORK/state" --log-level warn \
-    --fdatasync off "${tls[@]}" > "$WORK/ready" 2> "$WORK/err" &
+    --fdatasync off ${SERVER_FLAGS:-} "${tls[@]}" > "$WORK/ready" 2> "$WORK/err" &
   PID=$!
   for _ in $(seq 200); do grep -q listening "$WORK/ready" 2>/dev/null && break; sleep 0.05; done
   PORT=$(sed -E 's/.*:([0-9]+)$/\1/' "$WORK/ready")
@@ -80,8 +87,8 @@ for r in $(seq "$ROUNDS"); do
     start "$s" tls
     tls=$(tls_up "$SIZE" 1M | sed -n 's/^throughput_mib_s=//p')
     stop
-    ap=$(awk -v a="$(allocs "$s" plain 8)" -v b="$(allocs "$s" plain 40)" 'BEGIN {printf "%.2f", (b-a)/32}')
-    at=$(awk -v a="$(allocs "$s" tls 8)" -v b="$(allocs "$s" tls 40)" 'BEGIN {printf "%.2f", (b-a)/32}')
+    ap=$(awk -v a="$(allocs "$s" plain 8)" -v b="$(allocs "$s" plain 136)" 'BEGIN {printf "%.2f", (b-a)/128}')
+    at=$(awk -v a="$(allocs "$s" tls 8)" -v b="$(allocs "$s" tls 136)" 'BEGIN {printf "%.2f", (b-a)/128}')
     echo "$mib" >> "$WORK/$s.mib"; echo "$hwm" >> "$WORK/$s.hwm"; echo "$tls" >> "$WORK/$s.tls"
     echo "$ap" >> "$WORK/$s.ap"; echo "$at" >> "$WORK/$s.at"
     line="$line | $s: plain $mib MiB/s, RSS $hwm KiB, tls $tls MiB/s, allocs/frag plain $ap tls $at"
@@ -89,7 +96,7 @@ for r in $(seq "$ROUNDS"); do
   echo "$line"
 done
 echo
-echo "medians of $ROUNDS rounds ($(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs), base $BASE vs $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty'):"
+echo "medians of $ROUNDS rounds${NEW_CMAKE_FLAGS:+ (new built with $NEW_CMAKE_FLAGS)}${SERVER_FLAGS:+ (servers run with $SERVER_FLAGS)} ($(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs), base $BASE vs $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty'):"
 printf '%-28s %12s %12s %8s\n' "" "base" "new" "new/base"
 for f in "mib:plain MiB/s (8 MiB frags)" "hwm:peak RSS KiB" "tls:https MiB/s (1 MiB frags)" "ap:allocs per fragment, http" "at:allocs per fragment, https"; do
   k=${f%%:*}; name=${f#*:}
