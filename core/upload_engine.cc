@@ -63,6 +63,12 @@ void Exchange::onNotifyDone(NotifyOp& op) {
   engine_->dispatchNotify(*this);
 }
 
+void Exchange::onFarmDone(FarmOp& op) {
+  (void)op;
+  farm_.busy = false;
+  engine_->dispatchFarm(*this);
+}
+
 void Exchange::onJournalDurable(const Status& status) {
   journalWait_ = false;
   engine_->dispatchJournal(*this, status);
@@ -105,6 +111,9 @@ void UploadEngine::dispatchNotify(Exchange& ex) {
   if (auto* f = std::get_if<DeliveryFlow>(&ex.flow_)) return f->onNotify(*this, ex);
   stray(ex, "notification");
 }
+
+// The farm's completions: no flow takes one yet (the hand-off and forwarding will).
+void UploadEngine::dispatchFarm(Exchange& ex) { stray(ex, "farm"); }
 
 void UploadEngine::ready(Exchange& ex) { ex.host_->onExchangeReady(ex); }
 
@@ -541,7 +550,7 @@ Flow UploadEngine::startCompletion(Exchange& ex) {
 }
 
 void UploadEngine::finish(Exchange& ex) {
-  BITS_CHECK(!ex.op_.busy && !ex.notify_.busy);
+  BITS_CHECK(!ex.op_.busy && !ex.notify_.busy && !ex.farm_.busy);
   if (ex.status_ != 0 && !ex.counted_) {
     ex.counted_ = true;
     auto packet = static_cast<size_t>(ex.type_);

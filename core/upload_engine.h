@@ -34,6 +34,7 @@
 #include "core/admin.h"
 #include "core/auth.h"
 #include "core/delivery_book.h"
+#include "core/farm.h"
 #include "core/flows.h"
 #include "core/journal.h"
 #include "core/notify.h"
@@ -149,7 +150,11 @@ class RecoveryHasher {
 };
 
 // Per-request state, embedded in the connection's request slot. Not copyable.
-class Exchange final : public StorageCallback, public JournalWaiter, public NotifyCallback, public AuthCallback {
+class Exchange final : public StorageCallback,
+                       public JournalWaiter,
+                       public NotifyCallback,
+                       public AuthCallback,
+                       public FarmCallback {
  public:
   static constexpr size_t kPathBufBytes = 4608;
 
@@ -170,7 +175,7 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   // The Ack, valid once the request is over (or respondNow()).
   std::string_view response() const { return std::string_view(response_, responseLen_); }
   bool closeAfterResponse() const { return close_; }
-  bool inFlight() const { return op_.busy || journalWait_ || notify_.busy || auth_.busy; }
+  bool inFlight() const { return op_.busy || journalWait_ || notify_.busy || auth_.busy || farm_.busy; }
   int status() const { return status_; }
   // onHeaders returned Wait for a password check that is not answered from memory (it may take
   // seconds under throttling): the host should hold nothing it can give back meanwhile.
@@ -221,6 +226,7 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   void onJournalDurable(const Status& status) override;
   void onNotifyDone(NotifyOp& op) override;
   void onAuthDone(AuthOp& op) override;
+  void onFarmDone(FarmOp& op) override;
   void clear();
 
   ExchangeHost* host_ = nullptr;
@@ -231,6 +237,7 @@ class Exchange final : public StorageCallback, public JournalWaiter, public Noti
   bool journalWait_ = false;       // a journal record appended with this exchange as its waiter
   NotifyOp notify_;                // hand-off; notify_.result also holds a static reply URL
   AuthOp auth_;                    // credentials check
+  FarmOp farm_;                    // the farm's shared record (farm mode)
   // The flow the request is in (monostate: none, or answered without one, e.g. Ping or an error).
   std::variant<std::monostate, Authenticating, CreateFlow, FragmentFlow, CommitFlow, CloseFlow, DeliveryFlow, ReplyFlow>
       flow_;
@@ -272,6 +279,10 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   ~UploadEngine();
   // The server application's client; required when notify-type is not none.
   void setNotifier(Notifier* notifier) { notifier_ = notifier; }
+  // Farm mode (docs/FARMS.md): the shared record of session owners and delivered transaction ids.
+  // Null: a single node (the default).
+  void setFarm(Farm* farm) { farm_ = farm; }
+  Farm* farm() const { return farm_; }
   // Authentication on: every request needs Basic credentials the authenticator accepts, uploads
   // obey `locations`, and sessions belong to their creator. Null: off (the default).
   // Locations with a directory map their uploads there; the platform hands their directories over
@@ -382,6 +393,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void dispatchStorage(Exchange& ex);
   void dispatchJournal(Exchange& ex, const Status& st);
   void dispatchNotify(Exchange& ex);
+  void dispatchFarm(Exchange& ex);
   void authDone(Exchange& ex);
   void stray(const Exchange& ex, const char* what);
 
@@ -443,6 +455,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   EngineStats stats_;
   bool restoreOverflow_ = false;
   Notifier* notifier_ = nullptr;
+  Farm* farm_ = nullptr;
   Authenticator* authenticator_ = nullptr;
   std::vector<Location> locations_;
   NotifyMode notifyMode_ = NotifyMode::None;
