@@ -222,6 +222,20 @@ bool Client::connect(int port, const char* fromAddress) {
   return ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
 }
 
+bool Client::connectTo(const char* address, int port) {
+  close();
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, address, &a.sin_addr) != 1) return false;
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  timeval tv{10, 0};
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+}
+
 bool Client::sendAll(const std::string& bytes) {
   size_t off = 0;
   while (off < bytes.size()) {

@@ -90,6 +90,8 @@ class Client {
   bool connect(int port);
   // The same from a given local IPv4 address (e.g. "127.0.0.2": Linux loopback answers all of 127/8).
   bool connect(int port, const char* fromAddress);
+  // To another loopback address (farm nodes listen on 127.0.0.2, 127.0.0.3).
+  bool connectTo(const char* address, int port);
   bool sendAll(const std::string& bytes);
   // Reads one response (head, plus a body if it has a Content-Length). False on EOF or timeout.
   // The body goes to out->body; `headRequest`: the answer to a HEAD has no body.
