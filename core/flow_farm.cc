@@ -244,13 +244,13 @@ void FarmHandoff::onStorage(UploadEngine& e, Exchange& ex, DeliveryFlow& d) {
       replyFile_ = static_cast<FileHandle>(ex.op_.result);
       break;
     case Step::ReplyWrite:
-      replyAt_ += static_cast<uint64_t>(ex.op_.result);
       if (ex.op_.result <= 0) {
         e.storage_.closeNow(replyFile_);
         replyFile_ = kNoFile;
         logf(LogLevel::Warn, "writing the reply file %s from the farm's record: nothing written", ex.partial_);
         return d.retryLater(e, ex, 500, hresult::kInternal, ErrorContext::RemoteFile);
       }
+      replyAt_ += static_cast<uint64_t>(ex.op_.result);
       break;
     case Step::ReplySync:
       e.storage_.closeNow(replyFile_);
