@@ -306,6 +306,48 @@ TEST(FarmHandOff, ANodeThatLostItsLeaseIsTakenOverAndItsLateEndLoses) {
   EXPECT_EQ(a.d.engine.stats().farmReplays, 1u);
 }
 
+TEST(FarmHandOff, ATakeoverThatLosesTheRaceIs503AndPostsNothing) {
+  FakeFarmStore store;
+  Node a(&store, "n1");
+  Node b(&store, "n2");
+  std::string ida = a.d.createSession("/in/p.bin");
+  std::string idb = b.d.createSession("/in/p.bin");
+  a.d.notifier.hold = true;
+  ASSERT_TRUE(a.d.start(finalRequest("/in/p.bin", ida, "order", "tx-p")));
+  a.farm.setLive(false);
+  // A third node takes it over between n2's read and n2's takeover (and loses its lease too): n2's
+  // compare fails, and n2 answers 503 rather than trying again at once.
+  b.farm.observer = [&](const std::string& what) {
+    if (what.rfind("takeOver", 0) == 0) {
+      store.tx["tx-p"].node = "n3";
+      store.tx["tx-p"].modRevision = ++store.revision;
+    }
+  };
+  expectRetryLater(finalFragment(b.d, "/in/p.bin", idb, "order", "tx-p"));
+  EXPECT_EQ(b.farm.count("takeOver"), 1u);
+  EXPECT_EQ(b.d.notifier.posts.size(), 0u);
+  EXPECT_EQ(b.d.engine.stats().farmTakeovers, 0u);
+  a.d.notifier.forget();
+}
+
+TEST(FarmHandOff, ALeaseLostDuringTheClaimPostsNothingAndTheRetryKeepsTheClaim) {
+  FakeFarmStore store;
+  Node n(&store, "n1");
+  EngineDriver& d = n.d;
+  std::string id = d.createSession("/in/q.bin");
+  n.farm.observer = [&](const std::string& what) {
+    if (what == "done claim tx-q" && n.farm.count("claim") == 1) n.farm.setLive(false);
+  };
+  expectRetryLater(finalFragment(d, "/in/q.bin", id, "data", "tx-q"));
+  EXPECT_EQ(d.notifier.posts.size(), 0u);
+  EXPECT_EQ(store.find("tx-q")->node, "n1");
+  n.farm.setLive(true);
+  Reply ok = finalFragment(d, "/in/q.bin", id, "data", "tx-q");
+  EXPECT_EQ(ok.status, 200) << ok.raw;
+  EXPECT_EQ(d.notifier.posts.size(), 1u);
+  EXPECT_EQ(n.farm.count("takeOver"), 0u);  // the retry recognised its claim by the token
+}
+
 TEST(FarmHandOff, ALostEndFoundEndedByTheTakeoverIsAnsweredFromTheRecord) {
   FakeFarmStore store;
   Node a(&store, "n1");
