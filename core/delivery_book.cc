@@ -1,6 +1,8 @@
 // The delivered-ID book (see core/delivery_book.h).
 #include "core/delivery_book.h"
 
+#include <iterator>
+
 #include "core/state_files.h"
 
 namespace bitsd {
@@ -22,7 +24,16 @@ void DeliveryBook::ended(const JournalRecord& r) {
   sessionTxid[r.id] = std::string(r.txid);
 }
 
+const FarmPending* DeliveryBook::farmPending(std::string_view txid) const {
+  auto it = farmPending_.find(std::string(txid));
+  return it == farmPending_.end() ? nullptr : &it->second;
+}
+
 void DeliveryBook::expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTable& sessions) {
+  for (auto it = farmPending_.begin(); it != farmPending_.end();) {
+    bool old = it->second.wallSeconds + retentionSeconds <= nowWall && delivering_.count(it->first) == 0;
+    it = old ? farmPending_.erase(it) : std::next(it);
+  }
   if (deliveries.empty()) return;
   for (auto it = deliveries.begin(); it != deliveries.end();) {
     const DeliveryInfo& d = it->second;

@@ -19,6 +19,26 @@
 
 namespace bitsd {
 
+// Farm mode: what this node keeps in memory about a transaction whose farm step was left unanswered
+// (core/flows.h FarmHandoff), until the client's retry of the final fragment finishes it.
+struct FarmPending {
+  enum class Kind : uint8_t {
+    Claim,  // a claim (or takeover) got no answer: it may have been applied with `token`
+    End,    // the POST was answered, "ended" did not reach the farm: the answer below, fenced by `revision`
+  };
+  Kind kind = Kind::Claim;
+  std::string token;     // 32 hex
+  int64_t revision = 0;  // End: our claim's revision
+  uint64_t wallSeconds = 0;
+  // End: the application's answer (as DeliveryOutcome holds it) and its static reply URL.
+  uint16_t status = 0;
+  uint32_t hresult = 0;
+  uint8_t flags = 0;
+  uint64_t replyBytes = 0;
+  SessionId replySession{};
+  std::string staticUrl;
+};
+
 class DeliveryBook {
  public:
   using Deliveries = std::unordered_map<std::string, DeliveryInfo>;
@@ -47,15 +67,23 @@ class DeliveryBook {
   bool beginDelivering(const std::string& txid) { return delivering_.insert(txid).second; }
   void endDelivering(std::string_view txid) { delivering_.erase(std::string(txid)); }
 
+  // Farm mode: unfinished farm steps by transaction id (FarmPending).
+  const FarmPending* farmPending(std::string_view txid) const;
+  void setFarmPending(std::string_view txid, FarmPending p) { farmPending_[std::string(txid)] = std::move(p); }
+  void clearFarmPending(std::string_view txid) { farmPending_.erase(std::string(txid)); }
+  size_t farmPendingCount() const { return farmPending_.size(); }
+
   // Forgets ids delivered more than `retentionSeconds` before `nowWall`, except those still in
   // flight and those whose reply session is alive and keeps its reply (core/state_files.h).
   void expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTable& sessions);
 
+  // (Farm steps left unfinished longer than the retention go too.)
   // Hand-offs that began and did not end, by the session that began them (start-up reconciliation).
   std::unordered_map<SessionId, const std::string*, SessionIdHash> unfinishedBySession() const;
 
  private:
   std::unordered_set<std::string> delivering_;
+  std::unordered_map<std::string, FarmPending> farmPending_;
 };
 
 }  // namespace bitsd

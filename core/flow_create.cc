@@ -12,6 +12,13 @@
 namespace bitsd {
 
 Flow CreateFlow::start(UploadEngine& e, Exchange& ex) {
+  if (e.farm_ != nullptr && !e.farm_->live()) {
+    // Farm mode: a session's owner is recorded in the farm before its Ack; without a live lease
+    // this node cannot, so nothing is created.
+    ++e.stats_.farmUnavailable;
+    ex.reason_ = "this node holds no live farm lease";
+    return e.fail(ex, 503, hresult::kBusy);
+  }
   // max-sessions-per-user: the answer is transient (503 + Retry-After): a client with many jobs
   // gets its session once one of its own ends; an abuser only gets more 503s, which cost nothing.
   ex.party_ = e.partyOf(ex);
@@ -42,7 +49,8 @@ void CreateFlow::onStorage(UploadEngine& e, Exchange& ex) {
     case Wait::CheckDestination: return checked(e, ex);
     case Wait::CreateFile: return created(e, ex);
     case Wait::None:
-    case Wait::Journal: break;
+    case Wait::Journal:
+    case Wait::FarmOwner: break;
   }
   wait_ = w;
   e.stray(ex, "storage");
@@ -155,7 +163,42 @@ void CreateFlow::onJournal(UploadEngine& e, Exchange& ex, const Status& st) {
     e.fail(ex, 500, hresultFor(st));
     return e.ready(ex);
   }
+  if (e.farm_ != nullptr) {
+    // Farm mode: the farm learns that this node owns the session before the client does.
+    wait_ = Wait::FarmOwner;
+    ex.farm_.callback = &ex;
+    ex.farm_.resetResult();
+    ex.farm_.busy = true;
+    e.farm_->recordSession(ex.farm_, ex.sessionId_);
+    return;
+  }
   finishCreate(e, ex);
+  e.ready(ex);
+}
+
+void CreateFlow::onFarm(UploadEngine& e, Exchange& ex) {
+  if (wait_ != Wait::FarmOwner) return e.stray(ex, "farm");
+  wait_ = Wait::None;
+  if (ex.farm_.outcome == FarmOutcome::Done) {
+    finishCreate(e, ex);
+    return e.ready(ex);
+  }
+  // The farm could not record the owner: the session was never acked, so it is undone (as a
+  // Cancel-Session would: Closed journaled, its file removed) and the client retries.
+  ++e.stats_.farmUnavailable;
+  JournalRecord rec;
+  rec.type = RecordType::Closed;
+  rec.id = ex.sessionId_;
+  rec.wallSeconds = e.clock_.wallSeconds();
+  rec.cancelled = true;
+  if (!e.journal_.append(rec, nullptr).isOk()) {
+    // Left to idle-session-timeout after a restart; in memory it never existed.
+    logf(LogLevel::Warn, "create-session undone: the journal cannot take its Closed record");
+  }
+  logf(LogLevel::Warn, "create-session refused: the farm could not record this node as the session's owner");
+  ex.reason_ = "the farm could not record the session's owner";
+  dropFile(e, ex);
+  e.fail(ex, 503, hresult::kBusy);
   e.ready(ex);
 }
 

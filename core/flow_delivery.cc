@@ -14,6 +14,8 @@
 // (the application de-duplicates by it); after 4 nothing is ever posted again for that id.
 // Transient failures (unreachable, timeout, a transient status) journal nothing after 3, so the
 // client's retry of the final fragment posts again, as IIS does.
+// Farm mode adds the farm's shared record around the POST (FarmHandoff, core/flow_farm.cc): after 3
+// the transaction is claimed in the farm, and before 4 "ended" is recorded there.
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -78,9 +80,24 @@ Flow DeliveryFlow::begin(UploadEngine& e, Exchange& ex) {
     delivering_ = true;
     return journalEnded(e, ex) ? Flow::Wait : Flow::Continue;
   }
+  if (e.farm_ != nullptr && !e.farm_->live()) {
+    // No live lease: this node may neither claim nor post. Nothing is journaled.
+    ++e.stats_.farmUnavailable;
+    logf(LogLevel::Warn, "final fragment of transaction %.*s deferred: this node holds no live farm lease",
+         static_cast<int>(tx.size()), tx.data());
+    return e.fail(ex, 503, hresult::kBusy, true);
+  }
   if (e.book_.delivering(key)) {
     // Another request is handing this transaction over right now; the client retries later.
     return e.fail(ex, 503, hresult::kBusy, true);
+  }
+  if (const FarmPending* p = e.farm_ != nullptr ? e.book_.farmPending(key) : nullptr;
+      p != nullptr && p->kind == FarmPending::Kind::End) {
+    // The application answered an earlier attempt; only the farm's "ended" is missing. No POST.
+    e.book_.beginDelivering(key);
+    delivering_ = true;
+    farm_.endPending(e, ex, *this, *p);
+    return Flow::Wait;
   }
   if (e.book_.deliveringCount() >= e.settings_.maxNotifications) {
     ++e.stats_.notificationsRefused;
@@ -127,6 +144,7 @@ void DeliveryFlow::onJournal(UploadEngine& e, Exchange& ex, const Status& st) {
     rec.wallSeconds = e.clock_.wallSeconds();
     rec.txid = txid();
     e.book_.apply(rec);
+    if (e.farm_ != nullptr) return farm_.claim(e, ex, *this);  // then the POST, or an answer from the farm
     return beginNotify(e, ex);
   }
   Session& s = *ex.session_;
@@ -207,6 +225,10 @@ void DeliveryFlow::transient(UploadEngine& e, Exchange& ex, int status, uint32_t
   ++e.stats_.notifyFailures;
   logf(LogLevel::Warn, "hand-off of transaction %.*s: %s; the client will retry", static_cast<int>(txidLen_), txid_,
        why);
+  retryLater(e, ex, status, code, ctx);
+}
+
+void DeliveryFlow::retryLater(UploadEngine& e, Exchange& ex, int status, uint32_t code, ErrorContext ctx) {
   release(e);
   e.fail(ex, status, code, true);
   ex.status_ = status;
@@ -269,7 +291,18 @@ void DeliveryFlow::onNotify(UploadEngine& e, Exchange& ex) {
                              e.settings_.allowOverwrites);
     return;
   }
+  answered(e, ex);
+}
+
+void DeliveryFlow::answered(UploadEngine& e, Exchange& ex) {
+  if (e.farm_ != nullptr) return farm_.end(e, ex, *this);  // "ended" in the farm first, then the journal
   if (!journalEnded(e, ex)) e.ready(ex);
+}
+
+void DeliveryFlow::onFarm(UploadEngine& e, Exchange& ex) {
+  if (wait_ != Wait::Farm) return e.stray(ex, "farm");
+  wait_ = Wait::None;
+  farm_.onFarm(e, ex, *this);
 }
 
 void DeliveryFlow::onStorage(UploadEngine& e, Exchange& ex) {
@@ -278,6 +311,7 @@ void DeliveryFlow::onStorage(UploadEngine& e, Exchange& ex) {
   wait_ = Wait::None;
   switch (w) {
     case Wait::CopyLink: return copied(e, ex, st);
+    case Wait::FarmStorage: return farm_.onStorage(e, ex, *this);
     case Wait::RemoveRequest:
       // NotFound: the copy to the destination renamed it (allow-overwrites).
       if (!st.isOk() && st.code() != Code::NotFound) {
@@ -288,7 +322,8 @@ void DeliveryFlow::onStorage(UploadEngine& e, Exchange& ex) {
     case Wait::None:
     case Wait::JournalBegan:
     case Wait::Notify:
-    case Wait::JournalEnded: break;
+    case Wait::JournalEnded:
+    case Wait::Farm: break;
   }
   wait_ = w;
   e.stray(ex, "storage");
@@ -314,15 +349,14 @@ void DeliveryFlow::copied(UploadEngine& e, Exchange& ex, const Status& st) {
       outcome_.status = 500;
       outcome_.hresult = hresultFor(st);
     }
-    if (!journalEnded(e, ex)) e.ready(ex);
-    return;
+    return answered(e, ex);
   }
   ex.session_->committed = true;
   if (!ex.op_.syncStatus.isOk()) {
     logf(LogLevel::Warn, "directory sync after copy: %s", ex.op_.syncStatus.message());
   }
   logf(LogLevel::Info, "copied the upload to %s as the application asked", ex.dest_);
-  if (!journalEnded(e, ex)) e.ready(ex);
+  answered(e, ex);
 }
 
 bool DeliveryFlow::journalEnded(UploadEngine& e, Exchange& ex) {
@@ -358,7 +392,9 @@ std::string_view UploadEngine::requestHost(const Exchange& ex) const {
 
 size_t UploadEngine::formatReplyUrl(const Exchange& ex, const SessionId& replySession, char* out, size_t cap) {
   // http://<host-id or Host>/<upload directory>/BITS-Sessions/Replies/%7B...%7D/responsefile.bin
-  std::string_view host = settings_.hostId.empty() ? requestHost(ex) : std::string_view(settings_.hostId);
+  // In a farm the request's Host (the farm forwards the download to the node that holds the reply).
+  std::string_view host =
+      settings_.hostId.empty() || farm_ != nullptr ? requestHost(ex) : std::string_view(settings_.hostId);
   std::string_view target = ex.head_ != nullptr ? ex.head_->target : std::string_view("/");
   std::string_view path = target.substr(0, target.find('?'));
   if (path.substr(0, 7) == "http://") {

@@ -9,7 +9,7 @@
 // replaces itself in the variant and returns at once: after that call it touches nothing of its own.
 //
 // Implementations: core/flow_create.cc, flow_fragment.cc, flow_commit.cc (Commit and Close),
-// flow_delivery.cc, flow_reply.cc. The engine (core/upload_engine.cc) admits the request, resolves
+// flow_delivery.cc, flow_farm.cc (the farm's part of a delivery, FarmHandoff), flow_reply.cc. The engine (core/upload_engine.cc) admits the request, resolves
 // its destination and starts the flow.
 #pragma once
 
@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <span>
 
+#include "core/delivery_book.h"
 #include "core/journal_format.h"
 #include "core/ports.h"
 #include "core/request_parser.h"
@@ -38,13 +39,15 @@ struct Authenticating {};
 
 class CreateFlow {
  public:
-  // Checks the destination, then creates the in-progress file, then journals the session.
+  // Checks the destination, then creates the in-progress file, then journals the session (farm
+  // mode: then records this node as its owner in the farm).
   static Flow start(UploadEngine& e, Exchange& ex);
   void onStorage(UploadEngine& e, Exchange& ex);
   void onJournal(UploadEngine& e, Exchange& ex, const Status& st);
+  void onFarm(UploadEngine& e, Exchange& ex);
 
  private:
-  enum class Wait : uint8_t { None, CheckDestination, CreateFile, Journal };
+  enum class Wait : uint8_t { None, CheckDestination, CreateFile, Journal, FarmOwner };
   void checked(UploadEngine& e, Exchange& ex);
   void created(UploadEngine& e, Exchange& ex);
   void finishCreate(UploadEngine& e, Exchange& ex);
@@ -131,6 +134,46 @@ struct DeliveryOutcome {
   SessionId replySession{};
 };
 
+class DeliveryFlow;
+
+// The farm's part of a hand-off (farm mode, UploadEngine::farm() set; core/flow_farm.cc): the
+// delivered-transaction record in the farm's shared store, around the local one. DeliveryFlow
+// calls it at two points: once DeliveryBegan is durable (claim, then the POST or an answer from
+// the shared record), and once the application's answer (and copy) is in hand (record "ended",
+// fenced by the claim's revision, then DeliveryEnded). See docs/DESIGN.md, "The farm hand-off".
+class FarmHandoff {
+ public:
+  static constexpr size_t kTokenBytes = 32;  // 16 random bytes as hex
+  // DeliveryBegan is durable: claim the transaction in the farm (or reuse the token of a claim
+  // whose answer was lost). Wait: a farm operation is in flight; the flow waits for it.
+  void claim(UploadEngine& e, Exchange& ex, DeliveryFlow& d);
+  // A retry of a final fragment whose POST was answered but whose "ended" did not reach the farm:
+  // record it now, with the answer and the fence kept in the book (no POST).
+  void endPending(UploadEngine& e, Exchange& ex, DeliveryFlow& d, const FarmPending& p);
+  // The application's answer (and copy) is in hand: record "ended" in the farm.
+  void end(UploadEngine& e, Exchange& ex, DeliveryFlow& d);
+  void onFarm(UploadEngine& e, Exchange& ex, DeliveryFlow& d);
+  void onStorage(UploadEngine& e, Exchange& ex, DeliveryFlow& d);
+
+ private:
+  enum class Step : uint8_t { None, Claim, TakeOver, End, ReplyCreate, ReplyWrite, ReplySync };
+  void claimed(UploadEngine& e, Exchange& ex, DeliveryFlow& d);
+  void ended(UploadEngine& e, Exchange& ex, DeliveryFlow& d);
+  void takeOver(UploadEngine& e, Exchange& ex, DeliveryFlow& d, const char* why);
+  void answerFromRecord(UploadEngine& e, Exchange& ex, DeliveryFlow& d);
+  void replyWritten(UploadEngine& e, Exchange& ex, DeliveryFlow& d);
+  void unavailable(UploadEngine& e, Exchange& ex, DeliveryFlow& d, const char* why);
+  void busy(UploadEngine& e, Exchange& ex, DeliveryFlow& d, const char* why);
+  void issue(Exchange& ex, DeliveryFlow& d, Step step);
+  std::string_view token() const { return std::string_view(token_, kTokenBytes); }
+
+  Step step_ = Step::None;
+  int64_t revision_ = 0;        // the revision our claim (or takeover) was put at: end()'s fence
+  FileHandle replyFile_ = kNoFile;  // the inline reply being written to this session's reply file
+  uint64_t replyAt_ = 0;            // ... and how much of it is written
+  char token_[kTokenBytes] = {};
+};
+
 class DeliveryFlow {
  public:
   // The upload is complete and notify-type is set (BITS-UPLOAD.md §5, §8).
@@ -138,21 +181,28 @@ class DeliveryFlow {
   void onJournal(UploadEngine& e, Exchange& ex, const Status& st);
   void onNotify(UploadEngine& e, Exchange& ex);
   void onStorage(UploadEngine& e, Exchange& ex);
+  void onFarm(UploadEngine& e, Exchange& ex);
   // The request ends: the transaction id is no longer being delivered.
   void release(UploadEngine& e);
 
  private:
-  enum class Wait : uint8_t { None, JournalBegan, Notify, CopyLink, JournalEnded, RemoveRequest };
+  friend class FarmHandoff;
+  enum class Wait : uint8_t { None, JournalBegan, Notify, CopyLink, JournalEnded, RemoveRequest, Farm, FarmStorage };
   Flow begin(UploadEngine& e, Exchange& ex);
   void beginNotify(UploadEngine& e, Exchange& ex);
   void copied(UploadEngine& e, Exchange& ex, const Status& st);
+  // The answer is in hand: record it in the farm first (farm mode), then journal DeliveryEnded.
+  void answered(UploadEngine& e, Exchange& ex);
   bool journalEnded(UploadEngine& e, Exchange& ex);  // false: refused, the answer is formatted
   void transient(UploadEngine& e, Exchange& ex, int status, uint32_t code, ErrorContext ctx, const char* why);
+  // The retryable answer (503 + Retry-After, ...) without counting a notification failure.
+  void retryLater(UploadEngine& e, Exchange& ex, int status, uint32_t code, ErrorContext ctx);
   std::string_view txid() const { return std::string_view(txid_, txidLen_); }
 
   Wait wait_ = Wait::None;
   bool delivering_ = false;  // txid_ is in the delivered-ID book's in-flight set
   DeliveryOutcome outcome_;
+  FarmHandoff farm_;
   uint16_t txidLen_ = 0;
   char txid_[kMaxTxidBytes];
 };

@@ -49,6 +49,16 @@ const Field kFields[] = {
     BITSD_FIELD("transaction-header", Str, transactionHeader, "request header that carries the transaction id"),
     BITSD_FIELD("delivered-retention", U64, deliveredRetentionSeconds,
                 "seconds a delivered transaction id is remembered (0: session-timeout)"),
+    BITSD_FIELD("farm-etcd", Str, farmEtcd,
+                "farm mode: etcd client URLs, comma-separated (http:// or https://); needs host-id"),
+    BITSD_FIELD("farm-etcd-cacert", Str, farmEtcdCacert, "farm: PEM CA certificate for https etcd URLs and https peers"),
+    BITSD_FIELD("farm-etcd-cert", Str, farmEtcdCert, "farm: PEM client certificate for etcd (with farm-etcd-key)"),
+    BITSD_FIELD("farm-etcd-key", Str, farmEtcdKey, "farm: PEM private key of farm-etcd-cert"),
+    BITSD_FIELD("farm-name", Str, farmName, "farm: key prefix in etcd (several farms can share one etcd)"),
+    BITSD_FIELD("farm-peer-url", Str, farmPeerUrl,
+                "farm: URL other nodes reach this one at (default: listen's scheme and port, host-id as host)"),
+    BITSD_FIELD("farm-lease-seconds", U64, farmLeaseSeconds,
+                "farm: TTL of the node's liveness lease (2..3600); without it the node neither claims nor posts"),
     BITSD_FIELD("tls-cert", Str, tlsCert, "PEM certificate (chain): serve https (with tls-key)"),
     BITSD_FIELD("tls-key", Str, tlsKey, "PEM private key of tls-cert (RSA or ECDSA, unencrypted)"),
     BITSD_FIELD("tls-handshake-timeout-ms", U32, tlsHandshakeTimeoutMs, "time a client has to finish the TLS handshake"),
@@ -286,6 +296,97 @@ bool applySettingsText(Settings* s, std::string_view text, std::string_view orig
   return true;
 }
 
+namespace {
+
+bool hasSpaceOrControl(std::string_view v) {
+  for (char c : v) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+// "http://HOST[:PORT][/...]" or "https://...", with a host and nothing that could break a header.
+bool isHttpUrl(std::string_view u, bool* https) {
+  size_t prefix = u.substr(0, 7) == "http://" ? 7 : u.substr(0, 8) == "https://" ? 8 : 0;
+  if (prefix == 0 || u.size() <= prefix || u[prefix] == '/' || u[prefix] == ':') return false;
+  if (u.size() > 2048 || hasSpaceOrControl(u)) return false;
+  *https = prefix == 8;
+  return true;
+}
+
+bool validateFarm(const Settings& s, std::string* error) {
+  auto fail = [&](const char* msg) {
+    *error = msg;
+    return false;
+  };
+  if (s.farmName.empty() || s.farmName.size() > 64) return fail("farm-name must be 1..64 of A-Z a-z 0-9 . _ -");
+  for (char c : s.farmName) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+              c == '_';
+    if (!ok) return fail("farm-name must be 1..64 of A-Z a-z 0-9 . _ -");
+  }
+  if (s.farmLeaseSeconds < 2 || s.farmLeaseSeconds > 3600) return fail("farm-lease-seconds must be 2..3600");
+  if (s.farmEtcdCert.empty() != s.farmEtcdKey.empty()) {
+    return fail("farm-etcd-cert and farm-etcd-key go together (a client certificate needs both)");
+  }
+  if (s.farmEtcd.empty()) {
+    if (!s.farmEtcdCacert.empty() || !s.farmEtcdCert.empty() || !s.farmPeerUrl.empty()) {
+      return fail("farm-etcd-cacert, farm-etcd-cert, farm-etcd-key and farm-peer-url need farm-etcd (farm mode)");
+    }
+    return true;
+  }
+  if (s.hostId.empty()) return fail("farm-etcd needs host-id: the node's name in the farm");
+  std::vector<std::string> urls = farmEtcdEndpoints(s);
+  if (urls.empty()) return fail("farm-etcd must name at least one etcd URL (http:// or https://, comma-separated)");
+  for (const std::string& u : urls) {
+    bool https = false;
+    if (!isHttpUrl(u, &https)) {
+      *error = "farm-etcd: '" + u.substr(0, 80) + "' is not an http:// or https:// URL with a host";
+      return false;
+    }
+    if (https && s.farmEtcdCacert.empty()) {
+      return fail("farm-etcd with an https:// URL needs farm-etcd-cacert (the CA that signed etcd's certificate)");
+    }
+  }
+  if (!s.farmPeerUrl.empty()) {
+    bool https = false;
+    if (!isHttpUrl(s.farmPeerUrl, &https)) return fail("farm-peer-url must be an http:// or https:// URL with a host");
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<std::string> farmEtcdEndpoints(const Settings& s) {
+  std::vector<std::string> out;
+  std::string_view rest = s.farmEtcd;
+  while (!rest.empty()) {
+    size_t comma = rest.find(',');
+    std::string_view one = trimOws(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    while (!one.empty() && one.back() == '/') one.remove_suffix(1);
+    if (!one.empty()) out.emplace_back(one);
+  }
+  return out;
+}
+
+std::string farmPeerUrl(const Settings& s, uint16_t boundPort) {
+  if (!s.farmPeerUrl.empty()) return s.farmPeerUrl;
+  std::string url = s.tlsCert.empty() ? "http://" : "https://";
+  std::string_view host = s.hostId;
+  size_t bracket = host.rfind(']');
+  size_t colon = host.rfind(':');
+  bool hostHasPort = colon != std::string_view::npos && (bracket == std::string_view::npos || colon > bracket) &&
+                     (host.front() == '[' || host.find(':') == colon);
+  url += host;
+  if (hostHasPort) return url;
+  std::string_view listen = s.listen;
+  size_t lc = listen.rfind(':');
+  std::string port = lc == std::string_view::npos ? std::string(listen) : std::string(listen.substr(lc + 1));
+  if (boundPort != 0) port = std::to_string(boundPort);
+  return url + ":" + port;
+}
+
 bool validateSettings(const Settings& s, std::string* error) {
   auto fail = [&](const char* msg) {
     *error = msg;
@@ -384,6 +485,7 @@ bool validateSettings(const Settings& s, std::string* error) {
       }
     }
   }
+  if (!validateFarm(s, error)) return false;
   if (s.logLevel != "debug" && s.logLevel != "info" && s.logLevel != "warn" && s.logLevel != "error") {
     return fail("log-level must be debug, info, warn or error");
   }

@@ -45,6 +45,17 @@ struct Settings {
   uint64_t notifyTimeoutSeconds = 120;        // the final Ack must beat the client's 5-minute timer
   std::string transactionHeader = "BITS-Transaction-Id";  // request header carrying the transaction id
   uint64_t deliveredRetentionSeconds = 0;     // how long delivered ids are kept; 0 = session-timeout
+  // A farm of nodes on etcd (docs/FARMS.md): farmEtcd (comma-separated http(s):// client URLs) turns
+  // farm mode on; the node's name is hostId. https to etcd needs farmEtcdCacert (and, for a client
+  // certificate, farmEtcdCert with farmEtcdKey). farmPeerUrl: where other nodes reach this one
+  // (empty: farmPeerUrl() below). The node's liveness lease lasts farmLeaseSeconds.
+  std::string farmEtcd;
+  std::string farmEtcdCacert;
+  std::string farmEtcdCert;
+  std::string farmEtcdKey;
+  std::string farmName = "default";
+  std::string farmPeerUrl;
+  uint64_t farmLeaseSeconds = 10;
 
   // Board limits.
   uint32_t maxConnections = 1024;       // beyond: 503, then close
@@ -87,6 +98,17 @@ struct Settings {
 
 // The admin listener's ADDR:PORT ("127.0.0.1:PORT" for a bare port), "" when it is off.
 std::string adminListenAddress(const Settings& s);
+
+// Farm mode is on (farm-etcd is set).
+inline bool farmMode(const Settings& s) { return !s.farmEtcd.empty(); }
+
+// The etcd client URLs of farm-etcd, in order (empty entries dropped).
+std::vector<std::string> farmEtcdEndpoints(const Settings& s);
+
+// Where other nodes reach this one: farm-peer-url when set, else the scheme of the listener (https
+// with tls-cert) and the port of `listen` (or `boundPort` when not 0: the port actually bound, for
+// `listen` port 0) with host-id as host. A host-id that carries its own port keeps it.
+std::string farmPeerUrl(const Settings& s, uint16_t boundPort = 0);
 
 // Applies one `key`/`value` pair. On failure returns false and writes a one-line reason (naming the
 // key and the problem) into `error`.

@@ -112,8 +112,14 @@ void UploadEngine::dispatchNotify(Exchange& ex) {
   stray(ex, "notification");
 }
 
-// The farm's completions: no flow takes one yet (the hand-off and forwarding will).
-void UploadEngine::dispatchFarm(Exchange& ex) { stray(ex, "farm"); }
+// The farm's completions: Create-Session's owner record, the hand-off's claim and end
+// (FarmHandoff, inside DeliveryFlow).
+void UploadEngine::dispatchFarm(Exchange& ex) {
+  if (auto* f = std::get_if<CreateFlow>(&ex.flow_)) return f->onFarm(*this, ex);
+  if (auto* f = std::get_if<DeliveryFlow>(&ex.flow_)) return f->onFarm(*this, ex);
+  // Forwarding's session lookups (ForwardFlow, core/flow_forward.cc) go here.
+  stray(ex, "farm");
+}
 
 void UploadEngine::ready(Exchange& ex) { ex.host_->onExchangeReady(ex); }
 

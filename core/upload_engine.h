@@ -131,6 +131,11 @@ struct EngineStats {
   uint64_t quotaRefusals = 0;    // Create-Session answered 503: its party holds max-sessions-per-user
   uint64_t sessionsEvicted = 0;  // open sessions expired to make room for another party's (table full)
   uint64_t bytesReceived = 0;    // Fragment body bytes received (before overlap is skipped)
+  // Farm mode (core/flow_farm.cc).
+  uint64_t farmClaims = 0;       // claims of a transaction id in the farm
+  uint64_t farmReplays = 0;      // final fragments answered from the farm's "ended" record (no POST)
+  uint64_t farmTakeovers = 0;    // hand-offs taken over from a node that lost its lease (or an earlier life)
+  uint64_t farmUnavailable = 0;  // 503: no live lease, or the farm could not be asked
   // Requests answered, by packet type (PacketType's value) and status (core/admin.h statusIndex),
   // counted once per request when finish() releases it.
   uint64_t requests[kPacketKinds][kStatusKinds] = {};
@@ -219,6 +224,7 @@ class Exchange final : public StorageCallback,
   friend class CommitFlow;
   friend class CloseFlow;
   friend class DeliveryFlow;
+  friend class FarmHandoff;
   friend class ReplyFlow;
 
   // The completions of the operations below go to the flow in flow_ (UploadEngine::dispatch*).
@@ -376,6 +382,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   friend class CommitFlow;
   friend class CloseFlow;
   friend class DeliveryFlow;
+  friend class FarmHandoff;
   friend class ReplyFlow;
   static constexpr int kBackgroundOps = 8;
 

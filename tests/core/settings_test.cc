@@ -126,6 +126,111 @@ TEST(Settings, HostIdMustBeAHostAndTheFallbackPositive) {
   EXPECT_EQ(err, "host-id-fallback-timeout must be 1..4294967295 seconds");
 }
 
+TEST(Settings, FarmModeIsOffByDefaultAndNeedsAHostId) {
+  Settings s;
+  std::string err;
+  EXPECT_FALSE(farmMode(s));
+  EXPECT_EQ(s.farmName, "default");
+  EXPECT_EQ(s.farmLeaseSeconds, 10u);
+  ASSERT_TRUE(applySettingsText(&s,
+                                "farm-etcd = http://10.0.0.1:2379, http://10.0.0.2:2379/\n"
+                                "farm-name = site-a.1\nfarm-lease-seconds = 4\n",
+                                "t", &err))
+      << err;
+  EXPECT_TRUE(farmMode(s));
+  EXPECT_EQ(farmEtcdEndpoints(s), (std::vector<std::string>{"http://10.0.0.1:2379", "http://10.0.0.2:2379"}));
+  EXPECT_FALSE(validateSettings(s, &err));
+  EXPECT_EQ(err, "farm-etcd needs host-id: the node's name in the farm");
+  s.hostId = "n2";
+  EXPECT_TRUE(validateSettings(s, &err)) << err;
+  // None of them changes on SIGHUP: a node's place in the farm is fixed while it runs.
+  for (const char* key : {"farm-etcd", "farm-etcd-cacert", "farm-etcd-cert", "farm-etcd-key", "farm-name",
+                          "farm-peer-url", "farm-lease-seconds"}) {
+    EXPECT_FALSE(isLiveSetting(key)) << key;
+    bool isBool = true;
+    EXPECT_TRUE(isSettingKey(key, &isBool)) << key;
+    EXPECT_FALSE(isBool) << key;
+    EXPECT_NE(std::string(settingsHelp()).find(std::string("--") + key + " "), std::string::npos) << key;
+  }
+  Settings next = s;
+  next.farmName = "other";
+  next.farmLeaseSeconds = 30;
+  SettingsDiff d = diffSettings(s, next);
+  EXPECT_TRUE(d.live.empty());
+  EXPECT_EQ(d.restart.size(), 2u);
+  copyLiveSettings(next, &s);
+  EXPECT_EQ(s.farmName, "site-a.1");
+}
+
+TEST(Settings, FarmValuesAreCheckedWithOneLineEach) {
+  Settings base;
+  base.hostId = "n1";
+  base.farmEtcd = "http://127.0.0.1:2379";
+  std::string err;
+  ASSERT_TRUE(validateSettings(base, &err)) << err;
+  struct Case {
+    void (*set)(Settings&);
+    const char* error;
+  } cases[] = {
+      {[](Settings& s) { s.farmEtcd = "127.0.0.1:2379"; },
+       "farm-etcd: '127.0.0.1:2379' is not an http:// or https:// URL with a host"},
+      {[](Settings& s) { s.farmEtcd = "http://a:1,ftp://b"; },
+       "farm-etcd: 'ftp://b' is not an http:// or https:// URL with a host"},
+      {[](Settings& s) { s.farmEtcd = "http://"; }, "farm-etcd: 'http:' is not an http:// or https:// URL with a host"},
+      {[](Settings& s) { s.farmEtcd = ","; },
+       "farm-etcd must name at least one etcd URL (http:// or https://, comma-separated)"},
+      {[](Settings& s) { s.farmEtcd = "http://a:1,https://b:2"; },
+       "farm-etcd with an https:// URL needs farm-etcd-cacert (the CA that signed etcd's certificate)"},
+      {[](Settings& s) { s.farmEtcdCert = "c.pem"; },
+       "farm-etcd-cert and farm-etcd-key go together (a client certificate needs both)"},
+      {[](Settings& s) { s.farmName = "a/b"; }, "farm-name must be 1..64 of A-Z a-z 0-9 . _ -"},
+      {[](Settings& s) { s.farmName = std::string(65, 'a'); }, "farm-name must be 1..64 of A-Z a-z 0-9 . _ -"},
+      {[](Settings& s) { s.farmLeaseSeconds = 1; }, "farm-lease-seconds must be 2..3600"},
+      {[](Settings& s) { s.farmLeaseSeconds = 3601; }, "farm-lease-seconds must be 2..3600"},
+      {[](Settings& s) { s.farmPeerUrl = "node1:8080"; }, "farm-peer-url must be an http:// or https:// URL with a host"},
+      {[](Settings& s) { s.farmPeerUrl = "http://n1:80/\r\nX: y"; },
+       "farm-peer-url must be an http:// or https:// URL with a host"},
+      {[](Settings& s) {
+         s.farmEtcd.clear();
+         s.farmPeerUrl = "http://n1:8080";
+       },
+       "farm-etcd-cacert, farm-etcd-cert, farm-etcd-key and farm-peer-url need farm-etcd (farm mode)"},
+  };
+  for (const Case& c : cases) {
+    Settings s = base;
+    c.set(s);
+    err.clear();
+    EXPECT_FALSE(validateSettings(s, &err)) << c.error;
+    EXPECT_EQ(err, c.error);
+  }
+  Settings tls = base;
+  tls.farmEtcd = "https://a:2379,https://b:2379";
+  tls.farmEtcdCacert = "ca.pem";
+  tls.farmEtcdCert = "c.pem";
+  tls.farmEtcdKey = "k.pem";
+  EXPECT_TRUE(validateSettings(tls, &err)) << err;
+  EXPECT_FALSE(applyFlag(&tls, "farm-lease-seconds", "ten", &err));
+  EXPECT_EQ(err, "--farm-lease-seconds: expected a whole number, got 'ten'");
+}
+
+TEST(Settings, FarmPeerUrlDefaultsToTheListenersSchemeAndPortWithTheHostId) {
+  Settings s;
+  s.listen = "0.0.0.0:8080";
+  s.hostId = "127.0.0.2";
+  EXPECT_EQ(farmPeerUrl(s), "http://127.0.0.2:8080");
+  EXPECT_EQ(farmPeerUrl(s, 39001), "http://127.0.0.2:39001");  // listen port 0: the port bound
+  s.tlsCert = "c.pem";
+  s.tlsKey = "k.pem";
+  EXPECT_EQ(farmPeerUrl(s), "https://127.0.0.2:8080");
+  s.hostId = "node2:8443";  // a host-id with its own port keeps it
+  EXPECT_EQ(farmPeerUrl(s), "https://node2:8443");
+  s.hostId = "[fe80::2]";
+  s.listen = "[::]:8443";
+  EXPECT_EQ(farmPeerUrl(s), "https://[fe80::2]:8443");
+  s.farmPeerUrl = "http://10.1.1.2:9000";
+  EXPECT_EQ(farmPeerUrl(s), "http://10.1.1.2:9000");
+}
+
 TEST(Settings, TlsBufferAndRecordSizesAreTheOnesTlsCanUse) {
   Settings s;
   std::string err;

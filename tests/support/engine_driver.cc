@@ -82,20 +82,27 @@ EngineDriver::EngineDriver(Settings settings)
 
 EngineDriver::~EngineDriver() { settle(); }
 
+bool EngineDriver::runOneThing() {
+  if (scheduler.requested) {
+    scheduler.requested = false;
+    journal.flush();
+  } else if (storage.pending() > 0) {
+    storage.runOne();
+  } else if (notifier.pending() > 0) {
+    notifier.runOne();
+  } else if (auth.pending() > 0) {
+    auth.runOne();
+  } else if (farm != nullptr && farm->pending() > 0) {
+    farm->runOne();
+  } else {
+    return false;
+  }
+  return true;
+}
+
 void EngineDriver::settle() {
   for (int i = 0; i < 100000; ++i) {
-    if (scheduler.requested) {
-      scheduler.requested = false;
-      journal.flush();
-    } else if (storage.pending() > 0) {
-      storage.runOne();
-    } else if (notifier.pending() > 0) {
-      notifier.runOne();
-    } else if (auth.pending() > 0) {
-      auth.runOne();
-    } else {
-      return;
-    }
+    if (!runOneThing()) return;
   }
   ADD_FAILURE() << "storage and journal never settled";
 }
@@ -153,21 +160,55 @@ void EngineDriver::waitFor(Flow f) {
   if (f == Flow::Continue) return;
   int before = readyCalls;
   // Storage and the journal complete only when we run them: exactly one ready call must follow.
-  while (readyCalls == before) {
-    if (scheduler.requested) {
-      scheduler.requested = false;
-      journal.flush();
-    } else if (storage.pending() > 0) {
-      storage.runOne();
-    } else if (notifier.pending() > 0) {
-      notifier.runOne();
-    } else if (auth.pending() > 0) {
-      auth.runOne();
-    } else {
-      break;
-    }
+  while (readyCalls == before && runOneThing()) {
   }
   ASSERT_EQ(readyCalls, before + 1) << "engine returned Wait but never became ready";
+}
+
+bool EngineDriver::start(const std::string& request) {
+  parser_.reset();
+  startedReady_ = readyCalls;
+  startedWaiting_ = false;
+  size_t pos = 0;
+  bool kick = false;
+  while (pos < request.size() || kick) {
+    kick = false;
+    size_t used = 0;
+    ParseEvent ev = parser_.execute(request.data() + pos, request.size() - pos, &used);
+    pos += used;
+    if (ev == ParseEvent::HeadersComplete) {
+      kick = true;
+      waitFor(engine.onHeaders(ex_, parser_.head()));
+      if (ex_.respondNow()) return false;
+    } else if (ev == ParseEvent::Body) {
+      kick = true;
+      waitFor(engine.onBody(ex_, parser_.body()));
+    } else if (ev == ParseEvent::MessageComplete) {
+      startedReady_ = readyCalls;
+      if (engine.onMessageComplete(ex_) == Flow::Continue) return false;
+      startedWaiting_ = true;
+      while (readyCalls == startedReady_ && runOneThing()) {
+      }
+      return readyCalls == startedReady_;
+    } else if (ev != ParseEvent::NeedMore) {
+      ADD_FAILURE() << "the request failed to parse";
+      return false;
+    }
+  }
+  ADD_FAILURE() << "the request ended before the parser finished it";
+  return false;
+}
+
+Reply EngineDriver::complete() {
+  if (startedWaiting_) {
+    while (readyCalls == startedReady_ && runOneThing()) {
+    }
+    EXPECT_EQ(readyCalls, startedReady_ + 1) << "the request never finished";
+  }
+  startedWaiting_ = false;
+  Reply r = parseReply(std::string(ex_.response()));
+  engine.finish(ex_);
+  return r;
 }
 
 Reply EngineDriver::send(const std::string& request, size_t chunk) {

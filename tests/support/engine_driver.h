@@ -40,6 +40,18 @@ class EngineDriver final : public ExchangeHost {
 
   // Sends one whole request, delivered `chunk` bytes at a time, and returns the Ack.
   Reply send(const std::string& request, size_t chunk = SIZE_MAX);
+  // Sends one whole request but returns once nothing the driver may run is left (e.g. its POST is
+  // held: notifier.hold), so that other requests or nodes can run meanwhile. True if it is still in
+  // flight; complete() then finishes it (after the test released what it waits for).
+  bool start(const std::string& request);
+  Reply complete();
+
+  // Farm mode: the engine uses `f` (its operations are run like the other fakes').
+  void useFarm(FakeFarm* f) {
+    farm = f;
+    engine.setFarm(f);
+  }
+  FakeFarm* farm = nullptr;
 
   // Delivers only the first `bytes` bytes of a request, then drops it as a dead connection would.
   void sendCut(const std::string& request, size_t bytes);
@@ -90,9 +102,12 @@ class EngineDriver final : public ExchangeHost {
   void onExchangeReady(Exchange&) override { ++readyCalls; }
   void abandonExchange(Exchange& ex) override { engine.finish(ex); }
   void waitFor(Flow f);
+  bool runOneThing();  // runs one pending flush or completion; false if none is runnable
 
   RequestParser parser_;
   Exchange ex_;
+  int startedReady_ = 0;         // start(): readyCalls before the message's end
+  bool startedWaiting_ = false;  // start(): the engine returned Wait at the message's end
 };
 
 }  // namespace bitsd::testing

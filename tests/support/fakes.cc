@@ -298,4 +298,147 @@ void FakeStorage::syncDir(StorageOp& op, const char*) {
   enqueue(op, [](StorageOp&) {});
 }
 
+// ---------------------------------------------------------------------------------------------------
+// FakeFarm
+
+namespace {
+std::string idText(const SessionId& id) {
+  char t[kSessionIdTextBytes];
+  formatSessionId(id, t);
+  return std::string(t, kSessionIdTextBytes);
+}
+}  // namespace
+
+FakeFarm::FakeFarm(FakeFarmStore* store, std::string node, FakeStorage* disk)
+    : store_(store), node_(std::move(node)), disk_(disk) {
+  store_->setLive(node_, true);
+}
+
+size_t FakeFarm::count(const std::string& prefix) const {
+  size_t n = 0;
+  for (const std::string& c : calls) n += c.rfind(prefix, 0) == 0;
+  return n;
+}
+
+void FakeFarm::enqueue(FarmOp& op, std::string call, std::function<void(FarmOp&)> apply) {
+  calls.push_back(call);
+  if (observer) observer(call);
+  queue_.push_back(Pending{&op, std::move(call), std::move(apply)});
+}
+
+void FakeFarm::runOne() {
+  Pending p = std::move(queue_.front());
+  queue_.pop_front();
+  FarmOp& op = *p.op;
+  op.resetResult();
+  if (down || !live()) {
+    op.outcome = FarmOutcome::Unavailable;
+    store_->log.push_back(p.call + " " + node_ + " unavailable");
+  } else if (unavailableNext > 0) {
+    --unavailableNext;
+    op.outcome = FarmOutcome::Unavailable;
+    store_->log.push_back(p.call + " " + node_ + " unavailable");
+  } else {
+    op.outcome = FarmOutcome::Done;
+    p.apply(op);
+    store_->log.push_back(p.call + " " + node_ + (op.won ? " won" : ""));
+    if (ambiguousNext > 0) {  // applied, but the answer is lost
+      --ambiguousNext;
+      op.resetResult();
+      op.outcome = FarmOutcome::Unavailable;
+    }
+  }
+  if (observer) observer("done " + p.call);
+  op.callback->onFarmDone(op);
+}
+
+void FakeFarm::readRecord(const std::string& txid, FarmOp& op) const {
+  const FarmTxRecord* r = store_->find(txid);
+  if (r == nullptr) return;
+  op.record = *r;
+  op.record.nodeLive = store_->isLive(r->node);
+}
+
+void FakeFarm::recordSession(FarmOp& op, const SessionId& id) {
+  std::string sid = idText(id);
+  enqueue(op, "recordSession " + sid, [this, sid](FarmOp&) { store_->sessions[sid] = node_; });
+}
+
+void FakeFarm::claim(FarmOp& op, std::string_view txid, std::string_view token, const SessionId& session) {
+  std::string t(txid), tok(token);
+  enqueue(op, "claim " + t, [this, t, tok, session](FarmOp& o) {
+    if (store_->find(t) != nullptr) return readRecord(t, o);
+    FarmTxRecord r;
+    r.state = FarmTxRecord::State::Began;
+    r.node = node_;
+    r.token = tok;
+    r.session = session;
+    r.modRevision = ++store_->revision;
+    store_->tx[t] = r;
+    o.won = true;
+    o.revision = r.modRevision;
+  });
+}
+
+void FakeFarm::takeOver(FarmOp& op, std::string_view txid, std::string_view token, const SessionId& session,
+                        int64_t expectRevision) {
+  std::string t(txid), tok(token);
+  enqueue(op, "takeOver " + t + " @" + std::to_string(expectRevision),
+          [this, t, tok, session, expectRevision](FarmOp& o) {
+            const FarmTxRecord* cur = store_->find(t);
+            if (cur == nullptr || cur->modRevision != expectRevision) return readRecord(t, o);
+            FarmTxRecord r;
+            r.state = FarmTxRecord::State::Began;
+            r.node = node_;
+            r.token = tok;
+            r.session = session;
+            r.modRevision = ++store_->revision;
+            store_->tx[t] = r;
+            o.won = true;
+            o.revision = r.modRevision;
+          });
+}
+
+void FakeFarm::end(FarmOp& op, std::string_view txid, int64_t ourRevision, const FarmEnded& ended) {
+  std::string t(txid);
+  FarmTxRecord r;
+  r.state = FarmTxRecord::State::Ended;
+  r.node = node_;
+  r.session = ended.session;
+  r.status = ended.status;
+  r.hresult = ended.hresult;
+  r.flags = ended.flags;
+  r.replyBytes = ended.replyBytes;
+  r.replySession = ended.replySession;
+  r.staticUrl = std::string(ended.staticUrl);
+  const char* replyFile = ended.replyFile;  // read when the operation runs, as the platform does
+  enqueue(op, "end " + t + " @" + std::to_string(ourRevision), [this, t, r, replyFile, ourRevision](FarmOp& o) {
+    const FarmTxRecord* cur = store_->find(t);
+    if (cur == nullptr || cur->modRevision != ourRevision) return readRecord(t, o);
+    FarmTxRecord e = r;
+    if (replyFile != nullptr && disk_ != nullptr && disk_->exists(replyFile)) {
+      e.replyInline = true;
+      e.reply = disk_->contents(replyFile);
+    }
+    e.modRevision = ++store_->revision;
+    store_->tx[t] = e;
+    o.won = true;
+    o.revision = e.modRevision;
+  });
+}
+
+void FakeFarm::lookupSession(FarmOp& op, const SessionId& id) {
+  std::string sid = idText(id);
+  enqueue(op, "lookupSession " + sid, [this, sid](FarmOp& o) {
+    auto it = store_->sessions.find(sid);
+    if (it == store_->sessions.end()) return;
+    o.owner.found = true;
+    o.owner.node = it->second;
+    o.owner.self = it->second == node_;
+    auto n = store_->liveNodes.find(it->second);
+    o.owner.live = n != store_->liveNodes.end();
+    if (o.owner.live) o.owner.peerUrl = n->second;
+  });
+}
+
 }  // namespace bitsd::testing

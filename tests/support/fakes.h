@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/auth.h"
+#include "core/farm.h"
 #include "core/journal.h"
 #include "core/notify.h"
 #include "core/ports.h"
@@ -246,7 +247,11 @@ class FakeNotifier final : public Notifier {
     posts.push_back(p);
     queue_.push_back({&op, p});
   }
-  size_t pending() const { return queue_.size(); }
+  // hold: POSTs stay unanswered (pending() says 0) until the test clears it, so that another
+  // request (or another node) can run while this one waits for the application.
+  bool hold = false;
+  size_t pending() const { return hold ? 0 : queue_.size(); }
+  size_t held() const { return queue_.size(); }
   void runOne() {
     auto [op, p] = queue_.front();
     queue_.pop_front();
@@ -272,6 +277,80 @@ class FakeNotifier final : public Notifier {
  private:
   FakeStorage* storage_;
   std::deque<std::pair<NotifyOp*, Post>> queue_;
+};
+
+// etcd, faked: one farm's shared records (docs/FARMS.md "Key layout"), seen by every FakeFarm (node)
+// on it. Revisions grow with every put, as etcd's do.
+struct FakeFarmStore {
+  std::map<std::string, FarmTxRecord> tx;         // by transaction id (nodeLive is filled when read)
+  std::map<std::string, std::string> sessions;    // session id text -> owner node
+  std::map<std::string, std::string> liveNodes;   // nodes whose liveness key exists -> peer URL
+  int64_t revision = 100;
+  std::vector<std::string> log;                   // every operation as applied, in order ("claim n1 tx won")
+  void setLive(const std::string& node, bool live, const std::string& peerUrl = "") {
+    if (live) {
+      liveNodes[node] = peerUrl.empty() ? "http://" + node + ":8080" : peerUrl;
+    } else {
+      liveNodes.erase(node);
+    }
+  }
+  bool isLive(const std::string& node) const { return liveNodes.count(node) != 0; }
+  const FarmTxRecord* find(const std::string& txid) const {
+    auto it = tx.find(txid);
+    return it == tx.end() ? nullptr : &it->second;
+  }
+};
+
+// One node's view of the farm (the Farm port), over a FakeFarmStore. Operations are applied to the
+// store and completed only when the test (or EngineDriver) runs them, never inside the call. A new
+// FakeFarm's node is live (its liveness key is put).
+class FakeFarm final : public Farm {
+ public:
+  FakeFarm(FakeFarmStore* store, std::string node, FakeStorage* disk = nullptr);
+  bool live() const override { return store_->isLive(node_); }
+  std::string_view node() const override { return node_; }
+  void recordSession(FarmOp& op, const SessionId& id) override;
+  void claim(FarmOp& op, std::string_view txid, std::string_view token, const SessionId& session) override;
+  void takeOver(FarmOp& op, std::string_view txid, std::string_view token, const SessionId& session,
+                int64_t expectRevision) override;
+  void end(FarmOp& op, std::string_view txid, int64_t ourRevision, const FarmEnded& ended) override;
+  void lookupSession(FarmOp& op, const SessionId& id) override;
+
+  size_t pending() const { return queue_.size(); }
+  void runOne();
+  void runAll() {
+    while (!queue_.empty()) runOne();
+  }
+  // The lease: not live, this node neither claims nor posts, and the others may take over.
+  void setLive(bool live) { store_->setLive(node_, live); }
+  void setDisk(FakeStorage* disk) { disk_ = disk; }
+
+  // Faults. down: every operation answers Unavailable, unapplied. unavailableNext: the next N
+  // operations do. ambiguousNext: the next N operations are applied, then answered Unavailable (a
+  // timeout after etcd committed it).
+  bool down = false;
+  int unavailableNext = 0;
+  int ambiguousNext = 0;
+  // Every call as made, in order ("claim tx-1", "takeOver tx-1 @105", "end tx-1 @105",
+  // "recordSession {...}", "lookupSession {...}").
+  std::vector<std::string> calls;
+  size_t count(const std::string& prefix) const;
+  // Called with "<call>" when an operation is issued and "done <call>" when it completes.
+  std::function<void(const std::string&)> observer;
+
+ private:
+  void enqueue(FarmOp& op, std::string call, std::function<void(FarmOp&)> apply);
+  void readRecord(const std::string& txid, FarmOp& op) const;
+
+  FakeFarmStore* store_;
+  std::string node_;
+  FakeStorage* disk_;  // where end() reads the reply file for the inline copy
+  struct Pending {
+    FarmOp* op;
+    std::string call;
+    std::function<void(FarmOp&)> apply;
+  };
+  std::deque<Pending> queue_;
 };
 
 }  // namespace bitsd::testing
