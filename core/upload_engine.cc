@@ -112,8 +112,11 @@ void UploadEngine::dispatchNotify(Exchange& ex) {
   stray(ex, "notification");
 }
 
-// The farm's completions: no flow takes one yet (the hand-off and forwarding will).
-void UploadEngine::dispatchFarm(Exchange& ex) { stray(ex, "farm"); }
+// The farm's completions.
+void UploadEngine::dispatchFarm(Exchange& ex) {
+  if (auto* f = std::get_if<ForwardFlow>(&ex.flow_)) return f->onFarm(*this, ex);
+  stray(ex, "farm");
+}
 
 void UploadEngine::ready(Exchange& ex) { ex.host_->onExchangeReady(ex); }
 
@@ -354,6 +357,13 @@ void UploadEngine::formatProtocolError(Exchange& ex, int status) {
   (void)fail(ex, status, code);
 }
 
+void UploadEngine::formatForwardFailure(Exchange& ex) {
+  ex.flow_.emplace<std::monostate>();  // no longer forwarded: this answer is ours
+  ex.close_ = true;
+  ex.reason_ = "the session's owner node did not answer the forwarded request";
+  (void)fail(ex, 503, hresult::kBusy);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Admission
 
@@ -511,6 +521,9 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   Session* s = ex.hasSessionId_ ? sessions_.find(ex.sessionId_) : nullptr;
   std::string_view rel(ex.dest_ + ex.relOffset_, ex.relLen_);
   // Another user's session is answered like an unknown one.
+  if (s == nullptr && ex.hasSessionId_ && ForwardFlow::applies(*this, head)) {
+    return ForwardFlow::start(*this, ex, ex.sessionId_, false);  // another node's, perhaps
+  }
   if (s == nullptr || sessions_.path(*s) != rel || (authenticator_ != nullptr && s->owner != ex.user_)) {
     return fail(ex, 500, hresult::kSessionNotFound);
   }
