@@ -273,6 +273,33 @@ TEST(FarmForward, AnUnknownSessionIsNotFoundOnTheForwardingNode) {
   EXPECT_EQ(f.b->server->stats().forwarded, 0u);
 }
 
+// `Expect: 100-continue` is answered by the forwarding node; the owner gets the body without it.
+TEST(FarmForward, Expect100ContinueIsAnsweredByTheForwardingNode) {
+  Farm2 f;
+  Client toA, toB;
+  ASSERT_TRUE(toA.connect(f.a->port));
+  ASSERT_TRUE(toB.connect(f.b->port));
+  std::string id = create(toA, "/e.bin");
+  ASSERT_FALSE(id.empty());
+  f.owners.set(id, "A", f.a->peerUrl);
+  std::string req = bitsRequest("/e.bin", "Fragment",
+                                {{"BITS-Session-Id", id}, {"Content-Range", "bytes 0-4/10"}, {"Expect", "100-continue"}},
+                                "hello");
+  size_t headEnd = req.find("\r\n\r\n") + 4;
+  ASSERT_TRUE(toB.sendAll(req.substr(0, headEnd)));
+  Reply cont;
+  ASSERT_TRUE(toB.readResponse(&cont, 5000));
+  EXPECT_EQ(cont.status, 100) << cont.raw;
+  ASSERT_TRUE(toB.sendAll(req.substr(headEnd)));
+  Reply r;
+  ASSERT_TRUE(toB.readResponse(&r, 5000));
+  EXPECT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.get("BITS-Received-Content-Range"), "5") << r.raw;
+  toA.close();
+  toB.close();
+  EXPECT_TRUE(f.idle());
+}
+
 // One 64 MiB fragment through B: B's heap must not grow with the body (it streams from its pool
 // buffers). The heap of the whole process is sampled while the bytes flow; the client's copy of
 // the request is made before the baseline.
