@@ -10,7 +10,9 @@
 namespace bitsd {
 
 bool ForwardFlow::applies(const UploadEngine& e, const RequestHead& head) {
-  return e.farm_ != nullptr && !head.has(HeaderId::FarmForwarded);
+  // (A chunked body is never forwarded: BITS_POST refuses one before, and a GET has no business
+  // with one. Only Content-Length bodies are streamed through, as they came.)
+  return e.farm_ != nullptr && !head.has(HeaderId::FarmForwarded) && !head.has(HeaderId::TransferEncoding);
 }
 
 Flow ForwardFlow::start(UploadEngine& e, Exchange& ex, const SessionId& id, bool reply) {

@@ -112,9 +112,12 @@ bool parsePeerUrl(std::string_view url, ForwardLink* l) {
     port = rest.substr(colon + 1);
   }
   if (host.empty() || host.size() >= sizeof l->host || port.empty() || port.size() >= sizeof l->port) return false;
+  unsigned long number = 0;
   for (char ch : port) {
     if (ch < '0' || ch > '9') return false;
+    number = number * 10 + static_cast<unsigned long>(ch - '0');
   }
+  if (number == 0 || number > 65535) return false;
   std::memcpy(l->host, host.data(), host.size());
   l->host[host.size()] = '\0';
   std::memcpy(l->port, port.data(), port.size());
