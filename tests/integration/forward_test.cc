@@ -11,6 +11,7 @@
 // compared byte for byte), B buffering a whole body (its heap is sampled during a 64 MiB fragment),
 // a dead or silent owner not turned into 503 + Retry-After, a reply download not streamed through,
 // pools not given back (slots and buffers are checked after every scenario).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <netinet/in.h>
@@ -32,6 +33,7 @@
 #include "platform/recovery.h"
 #include "platform/sha256.h"
 #include "platform/system.h"
+#include "platform/tls.h"
 #include "platform/uv_notifier.h"
 #include "platform/uv_server.h"
 #include "platform/uv_storage.h"
@@ -110,9 +112,13 @@ class MapFarm final : public Farm {
 // One node: the parts bitsd_main wires, on the shared loop.
 struct Node {
   Node(uv_loop_t* loop, const std::string& dir, const std::string& name, Owners* owners, Settings s,
-       const std::string& notifyUrl = "")
+       const std::string& notifyUrl = "", const std::string& certBase = "")
       : farm(loop, owners, name) {
     s.listen = "127.0.0.1:0";
+    if (!certBase.empty()) {  // https
+      s.tlsCert = certBase + ".crt";
+      s.tlsKey = certBase + ".key";
+    }
     s.root = dir + "/root";
     s.state = dir + "/state";
     if (!notifyUrl.empty()) {
@@ -147,7 +153,7 @@ struct Node {
     Outcome started = server->start(&url);
     EXPECT_TRUE(started.isOk()) << started.message();
     port = std::atoi(url.c_str() + url.rfind(':') + 1);
-    peerUrl = "http://127.0.0.1:" + std::to_string(port);
+    peerUrl = (certBase.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") + std::to_string(port);
     root = rootReal;
     settings = s;
   }
@@ -171,10 +177,13 @@ struct Node {
 // Two nodes on one loop thread; A owns the sessions the test registers.
 class Farm2 {
  public:
-  explicit Farm2(Settings s = Settings(), const std::string& notifyUrl = "") {
+  // `aCertBase`: A serves https with <aCertBase>.crt and .key.
+  explicit Farm2(Settings s = Settings(), const std::string& notifyUrl = "", const std::string& aCertBase = "",
+                 std::shared_ptr<platform::TlsContext> bPeerTls = nullptr) {
     uv_loop_init(&loop_);
-    a = std::make_unique<Node>(&loop_, dirA_.path(), "A", &owners, s, notifyUrl);
+    a = std::make_unique<Node>(&loop_, dirA_.path(), "A", &owners, s, notifyUrl, aCertBase);
     b = std::make_unique<Node>(&loop_, dirB_.path(), "B", &owners, s, notifyUrl);
+    b->server->setFarmPeerTls(std::move(bPeerTls));
     uv_async_init(&loop_, &stop_, [](uv_async_t* h) {
       Farm2* f = static_cast<Farm2*>(h->data);
       for (Node* n : {f->a.get(), f->b.get()}) {
@@ -447,6 +456,57 @@ TEST(FarmForward, AReplyDownloadIsStreamedThroughAnotherNode) {
   toB.close();
   EXPECT_TRUE(f.idle());
 }
+
+#ifndef BITSD_BUILT_WITHOUT_TLS
+bool genCert(const std::string& base, const std::string& cn) {
+  std::vector<std::string> args = {"gen-cert", "--cn", cn, "--cert", base + ".crt", "--key", base + ".key"};
+  int out = ::open("/dev/null", O_WRONLY);
+  pid_t pid = spawnProgram(BITSCTL_BINARY, args, out, out);
+  ::close(out);
+  return pid > 0 && waitProcess(pid, 60000) == 0;
+}
+
+// An https owner: B speaks TLS to it, verifying its certificate with the CA file it was given. A
+// does not have the session (the client cannot speak TLS here): its own BG_E_SESSION_NOT_FOUND
+// comes back through B unchanged, after a TLS handshake on A. Without a client configuration, or
+// with one that does not trust A's certificate, A counts as unreachable: 503.
+TEST(FarmForward, AnHttpsOwnerIsReachedOverVerifiedTls) {
+  TempDir certs;
+  ASSERT_TRUE(genCert(certs.path() + "/a", "127.0.0.1"));
+  ASSERT_TRUE(genCert(certs.path() + "/other", "127.0.0.1"));
+  std::string err;
+  bool caUnreadable = false;
+  auto trustA = platform::TlsContext::client(certs.path() + "/a.crt", false, 0, &err, &caUnreadable);
+  ASSERT_NE(trustA, nullptr) << err;
+  auto trustOther = platform::TlsContext::client(certs.path() + "/other.crt", false, 0, &err, &caUnreadable);
+  ASSERT_NE(trustOther, nullptr) << err;
+  const std::string id = "{00000000-0000-4000-8000-0000000000DD}";
+  auto ask = [&](Farm2& f) {
+    f.owners.set(id, "A", f.a->peerUrl);
+    Client toB;
+    EXPECT_TRUE(toB.connect(f.b->port));
+    return toB.roundTrip(fragmentRequest("/t.bin", id, 0, "abc", 3));
+  };
+  {
+    Farm2 f(Settings(), "", certs.path() + "/a", trustA);
+    Reply r = ask(f);
+    EXPECT_EQ(r.status, 500) << r.raw;
+    EXPECT_EQ(r.get("BITS-Error-Code"), "0x8020001F") << r.raw;
+    EXPECT_EQ(f.b->server->stats().forwarded, 1u);
+    EXPECT_EQ(f.b->server->stats().forwardFailures, 0u);
+    EXPECT_TRUE(waitUntil([&] { return f.a->server->stats().tlsHandshakes == 1; }));
+    EXPECT_TRUE(f.idle());
+  }
+  for (auto tls : {std::shared_ptr<platform::TlsContext>(), trustOther}) {
+    Farm2 f(Settings(), "", certs.path() + "/a", tls);
+    Reply r = ask(f);
+    EXPECT_EQ(r.status, 503) << r.raw;
+    EXPECT_EQ(r.get("BITS-Error-Code"), "0x800700AA") << r.raw;
+    EXPECT_EQ(f.b->server->stats().forwardFailures, 1u);
+    EXPECT_TRUE(f.idle());
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace bitsd::testing
