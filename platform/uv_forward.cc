@@ -33,6 +33,7 @@
 
 #include "core/http_head.h"
 #include "core/log.h"
+#include "core/response.h"
 #include "core/response_parser.h"
 #include "platform/tls.h"
 #include "platform/uv_connection.h"
@@ -46,7 +47,7 @@ struct ForwardLink {
   StreamOf<1> peer;            // one write in flight at a time: the head, or one body piece
   uv_connect_t connectReq;
   uv_getaddrinfo_t gai;
-  ResponseParser answer;
+  ResponseParser answer{kMaxAckBytes + 1024};  // the owner's heads are Acks (kMaxAckBytes) or reply heads
   char* head = nullptr;        // the rebuilt request head (made on first use, kept)
   size_t headCap = 0;
   size_t headLen = 0;
