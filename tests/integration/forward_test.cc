@@ -309,6 +309,89 @@ TEST(FarmForward, Expect100ContinueIsAnsweredByTheForwardingNode) {
   EXPECT_TRUE(f.idle());
 }
 
+// The owner answers before the body is all there (413: larger than its max-fragment-bytes; it
+// answers at once and closes): B sends that answer and closes the client connection, with a write
+// of the body to A possibly still in flight from B's read buffer. Nothing leaks.
+TEST(FarmForward, AnOwnerThatAnswersBeforeTheBodyEndsClosesTheClientConnection) {
+  Settings s;
+  s.maxFragmentBytes = 65536;
+  s.readBufferBytes = 16384;
+  Farm2 f(s);
+  Client toA, toB;
+  ASSERT_TRUE(toA.connect(f.a->port));
+  ASSERT_TRUE(toB.connect(f.b->port));
+  std::string id = create(toA, "/big413.bin");
+  ASSERT_FALSE(id.empty());
+  f.owners.set(id, "A", f.a->peerUrl);
+  Reply r = toB.roundTrip(fragmentRequest("/big413.bin", id, 0, randomBytes(4u << 20, 3), 4u << 20));
+  EXPECT_EQ(r.status, 413) << r.raw;
+  EXPECT_TRUE(toB.waitClosed(10000));
+  toA.close();
+  toB.close();
+  EXPECT_TRUE(f.idle());
+  EXPECT_EQ(f.b->server->stats().forwardFailures, 0u);
+}
+
+// The client goes away in the middle of a forwarded body: B drops its link to A, and both nodes
+// give every slot and buffer back; A keeps the bytes it had acknowledged before (none here) and
+// the session goes on through B afterwards.
+TEST(FarmForward, AClientThatLeavesMidBodyLeavesNothingBehind) {
+  Farm2 f;
+  Client toA, toB;
+  ASSERT_TRUE(toA.connect(f.a->port));
+  std::string id = create(toA, "/cut.bin");
+  ASSERT_FALSE(id.empty());
+  f.owners.set(id, "A", f.a->peerUrl);
+  const std::string data = randomBytes(1u << 20, 8);
+  std::string req = fragmentRequest("/cut.bin", id, 0, data, data.size());
+  ASSERT_TRUE(toB.connect(f.b->port));
+  ASSERT_TRUE(toB.sendAll(req.substr(0, req.size() / 2)));
+  EXPECT_TRUE(waitUntil([&] { return f.a->server->slotsInUse() > 0; }));  // the forward reached A
+  toB.close();
+  EXPECT_TRUE(f.idle());
+  ASSERT_TRUE(toB.connect(f.b->port));
+  Reply r = toB.roundTrip(req);
+  EXPECT_EQ(r.status, 200) << r.raw;
+  std::string got;
+  ASSERT_TRUE(readFile(f.a->root + "/cut.bin", &got));
+  EXPECT_TRUE(got == data);
+  toA.close();
+  toB.close();
+  EXPECT_TRUE(f.idle());
+}
+
+// Pipelined requests on one connection to B: each is forwarded in turn and answered in order.
+TEST(FarmForward, PipelinedRequestsAreForwardedInOrder) {
+  Farm2 f;
+  Client toA, toB;
+  ASSERT_TRUE(toA.connect(f.a->port));
+  std::string id = create(toA, "/pipe.bin");
+  ASSERT_FALSE(id.empty());
+  f.owners.set(id, "A", f.a->peerUrl);
+  const std::string data = randomBytes(3000, 2);
+  ASSERT_TRUE(toB.connect(f.b->port));
+  ASSERT_TRUE(toB.sendAll(fragmentRequest("/pipe.bin", id, 0, data.substr(0, 1000), 3000) +
+                          fragmentRequest("/pipe.bin", id, 1000, data.substr(1000, 1000), 3000) +
+                          bitsRequest("/", "Ping") +
+                          fragmentRequest("/pipe.bin", id, 2000, data.substr(2000), 3000)));
+  const char* want[] = {"1000", "2000", nullptr, "3000"};
+  for (const char* w : want) {
+    Reply r;
+    ASSERT_TRUE(toB.readResponse(&r, 10000));
+    EXPECT_EQ(r.status, 200) << r.raw;
+    if (w != nullptr) {
+      EXPECT_EQ(r.get("BITS-Received-Content-Range"), w) << r.raw;
+    }
+  }
+  std::string got;
+  ASSERT_TRUE(readFile(f.a->root + "/pipe.bin", &got));
+  EXPECT_TRUE(got == data);
+  EXPECT_EQ(f.b->server->stats().forwarded, 3u);
+  toA.close();
+  toB.close();
+  EXPECT_TRUE(f.idle());
+}
+
 // One 64 MiB fragment through B: B's heap must not grow with the body (it streams from its pool
 // buffers). The heap of the whole process is sampled while the bytes flow; the client's copy of
 // the request is made before the baseline.
