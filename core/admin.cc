@@ -208,6 +208,10 @@ bool formatMetrics(const MetricsSnapshot& m, AdminWriter& w) {
   l.metric("bitsd_tls_handshakes_total", "counter", "TLS handshakes completed.", m.tlsHandshakes);
   l.metric("bitsd_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.",
            m.tlsFailures);
+  l.metric("bitsd_forwarded_requests_total", "counter",
+           "Farm mode: requests forwarded to the node that owns their session.", m.forwarded);
+  l.metric("bitsd_forward_failures_total", "counter",
+           "Farm mode: forwarded requests whose owner could not be reached or broke off.", m.forwardFailures);
   l.metric("bitsd_uptime_seconds", "gauge", "Seconds since bitsd started.", m.uptimeSeconds);
   return w.ok();
 }

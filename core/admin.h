@@ -88,6 +88,7 @@ struct MetricsSnapshot {
            protocolErrors = 0;
   uint64_t slotsUsed = 0, slotsTotal = 0, buffersUsed = 0, buffersTotal = 0, openFiles = 0, openFilesMax = 0;
   uint64_t tlsHandshakes = 0, tlsFailures = 0;
+  uint64_t forwarded = 0, forwardFailures = 0;  // farm mode: requests streamed to their session's owner
   uint64_t uptimeSeconds = 0;
 };
 // Writes the Prometheus text exposition (format 0.0.4). Needs about 12 KiB plus 60 bytes per

@@ -57,6 +57,11 @@ Flow ReplyFlow::start(UploadEngine& e, Exchange& ex, const RequestHead& head) {
   }
   SessionId id;
   if (n != kSessionIdTextBytes || !parseSessionId(std::string_view(idText, n), &id)) return answer(404);
+  if (e.sessions_.find(id) == nullptr && ForwardFlow::applies(e, head)) {
+    --e.stats_.replies;  // not answered here
+    ex.failed_ = false;
+    return ForwardFlow::start(e, ex, id, true);  // `f` is gone: the exchange holds a ForwardFlow now
+  }
   // The reply belongs to the session that posted it; a later session that was answered from the
   // same delivery points at it too.
   auto known = [&](const SessionId& sid) -> const DeliveryInfo* {

@@ -9,7 +9,8 @@
 // replaces itself in the variant and returns at once: after that call it touches nothing of its own.
 //
 // Implementations: core/flow_create.cc, flow_fragment.cc, flow_commit.cc (Commit and Close),
-// flow_delivery.cc, flow_farm.cc (the farm's part of a delivery, FarmHandoff), flow_reply.cc. The engine (core/upload_engine.cc) admits the request, resolves
+// flow_delivery.cc, flow_farm.cc (the farm's part of a delivery, FarmHandoff), flow_reply.cc,
+// flow_forward.cc (ForwardFlow: farm mode, a session another node owns). The engine (core/upload_engine.cc) admits the request, resolves
 // its destination and starts the flow.
 #pragma once
 
@@ -233,6 +234,31 @@ class ReplyFlow {
   uint64_t readAt_ = 0;           // file offset of the next byte to read
   std::span<char> buf_;           // the host's buffer for the read in flight
   std::span<const char> chunk_;   // the bytes the last read brought (empty: failed or short)
+};
+
+// Farm mode (docs/FARMS.md, "Forwarding"): a Fragment, Close/Cancel-Session or reply download for a
+// session this node's table does not have. It asks the farm who owns the session: another node that
+// is live -> the host proxies the request there (Exchange::forwardTo(), the owner's peer URL); no
+// record, its node gone, or this node -> the answer as today (500 BG_E_SESSION_NOT_FOUND, 404 for a
+// reply download); the farm unavailable, or this node not live -> 503 + Retry-After (BG_E busy).
+class ForwardFlow {
+ public:
+  // The request may be forwarded: farm mode, and not itself forwarded by another node (a forwarded
+  // request is never forwarded again, so two nodes that disagree cannot bounce it).
+  static bool applies(const UploadEngine& e, const RequestHead& head);
+  // `reply`: a GET/HEAD of a reply URL (its misses are 404).
+  static Flow start(UploadEngine& e, Exchange& ex, const SessionId& id, bool reply);
+  void onFarm(UploadEngine& e, Exchange& ex);
+  // The decision was to forward: the peer URL is in the exchange (Exchange::forwardTo()).
+  bool forwarding() const { return urlLen_ > 0; }
+  uint32_t urlLength() const { return urlLen_; }
+
+ private:
+  void notFound(UploadEngine& e, Exchange& ex);
+
+  bool waiting_ = false;  // lookupSession in flight
+  bool reply_ = false;
+  uint32_t urlLen_ = 0;   // forwarding: the peer URL's length (in Exchange::partial_)
 };
 
 }  // namespace bitsd

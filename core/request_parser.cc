@@ -13,7 +13,7 @@ constexpr std::string_view kHeaderNames[] = {
     "BITS-Packet-Type", "BITS-Session-Id", "Content-Range", "BITS-Supported-Protocols",
     "Content-Encoding", "Host",            "Expect",        "Transfer-Encoding",
     "",  // TransactionId: the configured name (RequestParser::txHeader_)
-    "Range",            "If-Unmodified-Since", "Authorization",
+    "Range",            "If-Unmodified-Since", "Authorization", "BITS-Farm-Forwarded",
 };
 static_assert(std::size(kHeaderNames) == static_cast<size_t>(HeaderId::kCount));
 
@@ -168,6 +168,11 @@ Http1Action RequestParser::onHeaderField(const char* at, size_t len) {
     fieldLen_ += len;
   }
   return Http1Action::Continue;
+}
+
+std::string_view RequestParser::headerName(HeaderId id) const {
+  if (id == HeaderId::TransactionId) return std::string_view(txHeader_, txHeaderLen_);
+  return kHeaderNames[static_cast<size_t>(id)];
 }
 
 Http1Action RequestParser::onHeaderFieldComplete() {

@@ -38,6 +38,7 @@ enum class HeaderId : uint8_t {
   Range,              // reply downloads (GET/HEAD)
   IfUnmodifiedSince,  // reply downloads
   Authorization,      // Basic credentials (authentication on)
+  FarmForwarded,      // BITS-Farm-Forwarded: another node of the farm forwarded this request (its name)
   kCount
 };
 
@@ -89,6 +90,8 @@ class RequestParser : private Http1Handler {
   ParseEvent execute(const char* data, size_t len, size_t* consumed);
 
   const RequestHead& head() const { return head_; }
+  // The name of a kept header as this parser matches it (TransactionId: the configured name).
+  std::string_view headerName(HeaderId id) const;
   std::span<const char> body() const { return body_; }
   // HTTP status for an Error event: 400, 405, 414 or 431.
   int errorStatus() const { return errorStatus_; }

@@ -113,11 +113,11 @@ void UploadEngine::dispatchNotify(Exchange& ex) {
 }
 
 // The farm's completions: Create-Session's owner record, the hand-off's claim and end
-// (FarmHandoff, inside DeliveryFlow).
+// (FarmHandoff, inside DeliveryFlow), and forwarding's session lookups (ForwardFlow).
 void UploadEngine::dispatchFarm(Exchange& ex) {
   if (auto* f = std::get_if<CreateFlow>(&ex.flow_)) return f->onFarm(*this, ex);
   if (auto* f = std::get_if<DeliveryFlow>(&ex.flow_)) return f->onFarm(*this, ex);
-  // Forwarding's session lookups (ForwardFlow, core/flow_forward.cc) go here.
+  if (auto* f = std::get_if<ForwardFlow>(&ex.flow_)) return f->onFarm(*this, ex);
   stray(ex, "farm");
 }
 
@@ -360,6 +360,13 @@ void UploadEngine::formatProtocolError(Exchange& ex, int status) {
   (void)fail(ex, status, code);
 }
 
+void UploadEngine::formatForwardFailure(Exchange& ex) {
+  ex.flow_.emplace<std::monostate>();  // no longer forwarded: this answer is ours
+  ex.close_ = true;
+  ex.reason_ = "the session's owner node did not answer the forwarded request";
+  (void)fail(ex, 503, hresult::kBusy);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Admission
 
@@ -517,6 +524,9 @@ Flow UploadEngine::afterAuth(Exchange& ex, const RequestHead& head) {
   Session* s = ex.hasSessionId_ ? sessions_.find(ex.sessionId_) : nullptr;
   std::string_view rel(ex.dest_ + ex.relOffset_, ex.relLen_);
   // Another user's session is answered like an unknown one.
+  if (s == nullptr && ex.hasSessionId_ && ForwardFlow::applies(*this, head)) {
+    return ForwardFlow::start(*this, ex, ex.sessionId_, false);  // another node's, perhaps
+  }
   if (s == nullptr || sessions_.path(*s) != rel || (authenticator_ != nullptr && s->owner != ex.user_)) {
     return fail(ex, 500, hresult::kSessionNotFound);
   }

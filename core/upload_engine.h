@@ -136,6 +136,7 @@ struct EngineStats {
   uint64_t farmReplays = 0;      // final fragments answered from the farm's "ended" record (no POST)
   uint64_t farmTakeovers = 0;    // hand-offs taken over from a node that lost its lease (or an earlier life)
   uint64_t farmUnavailable = 0;  // 503: no live lease, or the farm could not be asked
+  uint64_t forwarded = 0;        // farm mode: requests handed to the owner of their session (ForwardFlow)
   // Requests answered, by packet type (PacketType's value) and status (core/admin.h statusIndex),
   // counted once per request when finish() releases it.
   uint64_t requests[kPacketKinds][kStatusKinds] = {};
@@ -216,6 +217,14 @@ class Exchange final : public StorageCallback,
     const ReplyFlow* r = std::get_if<ReplyFlow>(&flow_);
     return r != nullptr ? r->chunk() : std::span<const char>();
   }
+  // Farm mode, after onHeaders returned Continue (or onExchangeReady): not empty when the request
+  // goes to the node that owns its session, at this URL (http:// or https://). The host then streams
+  // the request and the answer through itself, calls neither onBody nor onMessageComplete, and
+  // finish()es the exchange when both are over. Valid until finish().
+  std::string_view forwardTo() const {
+    const ForwardFlow* f = std::get_if<ForwardFlow>(&flow_);
+    return f != nullptr && f->forwarding() ? std::string_view(partial_, f->urlLength()) : std::string_view();
+  }
 
  private:
   friend class UploadEngine;
@@ -226,6 +235,7 @@ class Exchange final : public StorageCallback,
   friend class DeliveryFlow;
   friend class FarmHandoff;
   friend class ReplyFlow;
+  friend class ForwardFlow;
 
   // The completions of the operations below go to the flow in flow_ (UploadEngine::dispatch*).
   void onStorageDone(StorageOp& op) override;
@@ -245,7 +255,8 @@ class Exchange final : public StorageCallback,
   AuthOp auth_;                    // credentials check
   FarmOp farm_;                    // the farm's shared record (farm mode)
   // The flow the request is in (monostate: none, or answered without one, e.g. Ping or an error).
-  std::variant<std::monostate, Authenticating, CreateFlow, FragmentFlow, CommitFlow, CloseFlow, DeliveryFlow, ReplyFlow>
+  std::variant<std::monostate, Authenticating, CreateFlow, FragmentFlow, CommitFlow, CloseFlow, DeliveryFlow, ReplyFlow,
+               ForwardFlow>
       flow_;
 
   // The request and its answer, whatever the flow.
@@ -326,6 +337,10 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
 
   // An answer for a request the parser could not even read (400/405/414/431/505), or a timeout (408).
   void formatProtocolError(Exchange& ex, int status);
+  // Farm mode: the request's forward (ex.forwardTo()) failed before any byte of the owner's answer
+  // reached the client (unreachable, reset, timed out): 503 + Retry-After, BG_E busy, and close
+  // (the rest of the body is not read). ex.response() is then the answer to send.
+  void formatForwardFailure(Exchange& ex);
 
   // Expires sessions idle for longer than the session timeout and deletes their data. Cheap to call
   // often; the platform calls it from a timer.
@@ -384,6 +399,7 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   friend class DeliveryFlow;
   friend class FarmHandoff;
   friend class ReplyFlow;
+  friend class ForwardFlow;
   static constexpr int kBackgroundOps = 8;
 
   // Where a root-relative upload path goes: the root, or the directory of the location it falls

@@ -355,6 +355,8 @@ void AdminServer::fillMetrics(MetricsSnapshot* m, uint64_t* requestsTotal) {
     m->protocolErrors = ss.protocolErrors;
     m->tlsHandshakes = ss.tlsHandshakes;
     m->tlsFailures = ss.tlsFailures;
+    m->forwarded = ss.forwarded;
+    m->forwardFailures = ss.forwardFailures;
     m->slotsUsed = src_.server->slotsInUse();
     m->buffersUsed = src_.server->buffersInUse();
   }

@@ -41,6 +41,7 @@ enum class Phase : uint8_t {
   WaitComplete,  // engine syncs/commits before the Ack
   Writing,       // the Ack is being written
   Lingering,     // answered and shut for writing: discarding what the client still sends
+  Forwarding,    // farm mode: the request streams to its session's owner, the answer back (uv_forward.cc)
 };
 
 struct RequestSlot {
@@ -58,6 +59,8 @@ struct RequestSlot {
   bool fileStarted = false;
   uint64_t fileLeft = 0;
   char* fileBuf = nullptr;
+  // Farm mode: the link to the session's owner while this request is forwarded (uv_forward.cc).
+  ForwardLink* forward = nullptr;
   // Lent to the owner's stream while it holds the slot (Stream::lend): answers are only written
   // while a slot is held, so an idle connection carries no write request (issue 18).
   Stream::WriteReq write;

@@ -190,6 +190,7 @@ void UvServer::onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf) {
 
 void UvServer::pump(Connection* c) {
   static const char kNothing[1] = {0};
+  if (c->phase == Phase::Forwarding) return forwardPump(c);  // the body goes to the session's owner
   // After HeadersComplete and Body events llhttp must run once more, even on no input, to report
   // the end of a request whose body is already complete.
   bool kick = c->slot != nullptr && c->slot->parser.headersDone();
@@ -287,8 +288,9 @@ void UvServer::afterHeaders(Connection* c) {
   }
   if (ex.expectContinue()) {
     uv_buf_t b = uv_buf_init(const_cast<char*>(kContinue), sizeof kContinue - 1);
-    if (!c->stream.write(&b, 1, nullptr)) closeConnection(c);
+    if (!c->stream.write(&b, 1, nullptr)) return closeConnection(c);
   }
+  if (!ex.forwardTo().empty()) startForward(c);  // farm mode: the session's owner answers (uv_forward.cc)
 }
 
 void UvServer::onExchangeReady(Connection* c) {
@@ -340,6 +342,7 @@ void UvServer::onWriteThunk(Stream* s, int status, uint64_t) {
 
 void UvServer::onWrite(Connection* c, int status) {
   if (c->closing || c->phase == Phase::Lingering) return;  // cancelled by uv_close; the close callback cleans up
+  if (c->phase == Phase::Forwarding) return forwardClientWritten(c, status);
   if (status < 0) {
     closeConnection(c);
     return;
@@ -354,6 +357,11 @@ void UvServer::onWrite(Connection* c, int status) {
   uint32_t holdOff = ex.holdOffMs();
   logRequest(c, ex.status(), nullptr);
   engine_.finish(ex);
+  nextRequest(c, close, holdOff);
+}
+
+// The answer is out and the exchange finished: close, or wait for (or parse) the next request.
+void UvServer::nextRequest(Connection* c, bool close, uint32_t holdOff) {
   if (close) {
     releaseSlot(c);
     lingerClose(c);
@@ -457,6 +465,7 @@ void UvServer::onTimer(Connection* c) {
     closeConnection(c);
     return;
   }
+  if (c->phase == Phase::Forwarding) return forwardTimeout(c);
   if (c->phase == Phase::WaitHeaders || c->phase == Phase::WaitBody || c->phase == Phase::WaitComplete) {
     arm(c, settings_.bodyTimeoutMs);  // our own disk is slow; the client is not to blame
     return;
@@ -550,6 +559,8 @@ void UvServer::closeConnection(Connection* c) {
 }
 
 void UvServer::finishClose(Connection* c) {
+  // First: closing the peer's socket ends any write of ours from c->rbuf (released below).
+  endForward(c);
   endFile(c);
   if (c->slot != nullptr && c->slot->parser.started()) logRequest(c, 0, nullptr);  // cut off: no answer
   if (c->slot != nullptr) engine_.finish(c->slot->exchange);

@@ -29,6 +29,7 @@ namespace bitsd::platform {
 
 struct Connection;
 struct RequestSlot;
+struct ForwardLink;
 class TlsContext;
 class AccessLogWriter;
 
@@ -39,6 +40,8 @@ struct ServerStats {
   uint64_t protocolErrors = 0;
   uint64_t tlsHandshakes = 0;
   uint64_t tlsFailures = 0;   // handshakes that failed or timed out
+  uint64_t forwarded = 0;     // farm mode: requests streamed to their session's owner node
+  uint64_t forwardFailures = 0;  // ... of which the owner could not be reached (503) or broke off
   uint32_t active = 0;
 };
 
@@ -88,6 +91,11 @@ class UvServer {
   }
   // The application client: aborted when the shutdown grace period ends, closed with the loop.
   void setNotifier(UvNotifier* notifier) { notifier_ = notifier; }
+  // Farm mode: the client configuration for https peers (verifying their certificates with the
+  // farm's CA file). Null: an https peer is treated as unreachable (503).
+  void setFarmPeerTls(std::shared_ptr<TlsContext> tls) { peerTls_ = std::move(tls); }
+  // The name this node sends in BITS-Farm-Forwarded (default: the engine's farm's node()).
+  void setNodeName(std::string name) { nodeName_ = std::move(name); }
   // The access log (null: off). Refusals go to the error log either way.
   void setAccessLog(AccessLogWriter* log, AccessLogFormat format) {
     accessLog_ = log;
@@ -114,6 +122,25 @@ class UvServer {
   void holdForPasswordCheck(Connection* c);
   void sendResponse(Connection* c);
   void onWrite(Connection* c, int status);
+  void nextRequest(Connection* c, bool close, uint32_t holdOff);
+  // Farm mode (uv_forward.cc): a request whose session another node owns (Exchange::forwardTo())
+  // streams there through a ForwardLink, and the owner's answer streams back unchanged.
+  void startForward(Connection* c);
+  void forwardPump(Connection* c);                    // client body bytes -> the peer
+  void forwardClientWritten(Connection* c, int status);  // answer bytes reached the client
+  void forwardTimeout(Connection* c);
+  void forwardFail(Connection* c, const char* why);   // 503 before any answer byte, else close
+  void forwardMaybeDone(Connection* c);
+  void endForward(Connection* c);                     // detaches and closes the link, if any
+  void peerConnected(ForwardLink* l, int status);
+  void peerReady(ForwardLink* l);
+  void peerWritten(ForwardLink* l, int status);
+  void peerRead(ForwardLink* l, ssize_t nread);
+  void readPeer(ForwardLink* l);
+  void linkClosed(ForwardLink* l);
+  ForwardLink* takeLink();
+  void freeLinks();
+  void giveBackBuffer(char* b);
   // Reply downloads: the file body after the response head, 64 KiB at a time.
   void onFileChunk(Connection* c);
   void startFile(Connection* c);
@@ -208,6 +235,12 @@ class UvServer {
   char* accessLine_ = nullptr;  // kMaxAccessLineBytes, formatted into for every request
   std::shared_ptr<TlsContext> tls_;
   ServerStats stats_;
+  // Farm mode: forward links, request-slots of them made on the first forward; the free ones.
+  std::shared_ptr<TlsContext> peerTls_;
+  std::string nodeName_;
+  ForwardLink* links_ = nullptr;
+  uint32_t* freeLinks_ = nullptr;
+  uint32_t freeLinkCount_ = 0;
 
   Connection* conns_ = nullptr;
   bool* connUsed_ = nullptr;

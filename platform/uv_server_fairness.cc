@@ -160,6 +160,7 @@ void UvServer::releaseSlot(Connection* c) {
   // No answer is in flight (they end before the slot goes, or the close callbacks came first).
   BITS_CHECK(!c->slot->write.busy);
   endFile(c);  // (done already wherever a download ends)
+  endForward(c);  // (likewise, wherever a forward ends)
   c->stream.lend(nullptr);
   c->slot->exchange.setHost(nullptr);
   c->slot->owner = nullptr;
@@ -373,6 +374,7 @@ void UvServer::lingerClose(Connection* c) {
   }
   stopReading(c);
   removeWaiter(c);
+  endForward(c);  // before releaseBuffer: a write to the peer may be reading c->rbuf
   endFile(c);
   if (c->slot != nullptr) {
     engine_.finish(c->slot->exchange);

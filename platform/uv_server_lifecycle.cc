@@ -71,6 +71,7 @@ UvServer::UvServer(uv_loop_t* loop, const Settings& settings, UploadEngine& engi
 
 UvServer::~UvServer() {
   if (listenFd_ >= 0) ::close(listenFd_);
+  freeLinks();
   if (slots_ != nullptr) {
     for (uint32_t i = 0; i < settings_.requestSlots; ++i) {
       if (slotBuilt_[i]) slots_[i].~RequestSlot();

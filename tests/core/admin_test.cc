@@ -20,6 +20,8 @@ TEST(Admin, MetricsTextHasHelpTypeAndTheRequestTable) {
   m.requests = requests;
   m.syncs = &h;
   m.bytesReceived = 12345;
+  m.forwarded = 41;
+  m.forwardFailures = 2;
   char buf[32768];
   AdminWriter w(buf, sizeof buf);
   ASSERT_TRUE(formatMetrics(m, w));
@@ -28,6 +30,8 @@ TEST(Admin, MetricsTextHasHelpTypeAndTheRequestTable) {
   EXPECT_NE(t.find("bitsd_requests_total{packet=\"Fragment\",status=\"200\"} 7\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_requests_total{packet=\"none\",status=\"other\"} 1\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_received_bytes_total 12345\n"), std::string::npos);
+  EXPECT_NE(t.find("bitsd_forwarded_requests_total 41\n"), std::string::npos);
+  EXPECT_NE(t.find("bitsd_forward_failures_total 2\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_fsync_seconds_bucket{le=\"0.0001\"} 1\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_fsync_seconds_bucket{le=\"0.0050\"} 2\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_fsync_seconds_bucket{le=\"5.0000\"} 2\n"), std::string::npos);
