@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <string>
 
 #include "core/journal_format.h"
+#include "core/log.h"
 #include "tests/platform/scratch_dir.h"
 #include "tests/support/etcd_cluster.h"
 
@@ -62,8 +64,10 @@ class FarmTest : public ::testing::Test {
     return pred();
   }
 
-  UvFarm* makeFarm(const std::string& node, const std::vector<std::string>& urls, uint64_t leaseSeconds = 10) {
+  UvFarm* makeFarm(const std::string& node, const std::vector<std::string>& urls, uint64_t leaseSeconds = 10,
+                   uint64_t callTimeoutMs = 3000) {
     UvFarmConfig c;
+    c.callTimeoutMs = callTimeoutMs;
     c.endpoints = urls;
     c.farmName = farmName_;
     c.node = node;
@@ -320,13 +324,16 @@ TEST_F(FarmTest, LostLeaseIsReplaced) {
 // SIGKILL of etcd's leader: operations still succeed, on the members that remain.
 TEST_F(FarmTest, LeaderKilledOperationsGoOn) {
   ASSERT_TRUE(startCluster());
-  UvFarm* a = liveFarm("a");
-  ASSERT_TRUE(a);
-  // Warm connections to every member first, so failover from a kept-alive connection is exercised.
-  FarmOp& warm = run([&](FarmOp& op) { a->claim(op, "tx-warm", kTokA, sid(1)); });
-  ASSERT_TRUE(warm.won);
   int leader = etcd_.waitLeader(5000);
   ASSERT_GE(leader, 0);
+  // The leader first in the node's list: its kept-alive connection goes there, and the calls after
+  // the kill must fail over.
+  std::vector<std::string> urls = etcd_.clientUrls();
+  std::rotate(urls.begin(), urls.begin() + leader, urls.end());
+  UvFarm* a = makeFarm("a", urls);
+  ASSERT_TRUE(a && runUntil([&] { return a->live(); }, 10000));
+  FarmOp& warm = run([&](FarmOp& op) { a->claim(op, "tx-warm", kTokA, sid(1)); });
+  ASSERT_TRUE(warm.won);
   etcd_.kill(leader);
   for (int i = 0; i < 3; ++i) {
     std::string txid = "tx-after-kill-" + std::to_string(i);
@@ -335,6 +342,9 @@ TEST_F(FarmTest, LeaderKilledOperationsGoOn) {
     EXPECT_TRUE(op.won);
   }
   EXPECT_TRUE(a->live());
+  // The killed member rejoins on its data dir.
+  ASSERT_TRUE(etcd_.startMember(leader));
+  EXPECT_TRUE(etcd_.waitHealthy(leader, 10000)) << "the old leader did not rejoin";
 }
 
 // Two of three members stopped: no quorum; a claim ends Unavailable within its deadline, and the
@@ -358,14 +368,28 @@ TEST_F(FarmTest, NoQuorumIsUnavailableWithinTheDeadline) {
 }
 
 // Start-up while etcd is down: not live (the loop keeps running); once etcd is up, live.
+std::vector<std::string> gLines;
+
 TEST_F(FarmTest, StartsBeforeEtcdAndBecomesLive) {
-  UvFarm* a = makeFarm("a", etcd_.clientUrls(), 3);
+  gLines.clear();
+  setLogSink([](LogLevel, const char* line) { gLines.emplace_back(line); });
+  // Calls of 500 ms: several grants fail before etcd is up (one line is logged for all of them).
+  UvFarm* a = makeFarm("a", etcd_.clientUrls(), 3, 500);
   ASSERT_TRUE(a);
-  EXPECT_FALSE(runUntil([&] { return a->live(); }, 1000));
+  EXPECT_FALSE(runUntil([&] { return a->live(); }, 1500));
   FarmOp& op = run([&](FarmOp& o) { a->claim(o, "tx-early", kTokA, sid(1)); });
   EXPECT_EQ(op.outcome, FarmOutcome::Unavailable);
   ASSERT_TRUE(startCluster());
   EXPECT_TRUE(runUntil([&] { return a->live(); }, 10000)) << "never became live after etcd came up";
+  setLogSink(nullptr);
+  // One line while etcd is away (however many retries), one when the node is live.
+  int unreachable = 0, live = 0;
+  for (const std::string& l : gLines) {
+    if (l.find("unreachable") != std::string::npos && l.find("serving Ping meanwhile") != std::string::npos) ++unreachable;
+    if (l.find("node a live") != std::string::npos) ++live;
+  }
+  EXPECT_EQ(unreachable, 1);
+  EXPECT_EQ(live, 1);
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ class EtcdCluster {
   static bool installed();
 
   explicit EtcdCluster(int members = 3);
-  ~EtcdCluster();  // stops every member by PID, removes the data
+  ~EtcdCluster();  // kills every member by PID (SIGKILL), removes the data
   EtcdCluster(const EtcdCluster&) = delete;
   EtcdCluster& operator=(const EtcdCluster&) = delete;
 
