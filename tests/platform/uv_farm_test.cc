@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
 
@@ -18,6 +19,7 @@
 #include "core/log.h"
 #include "tests/platform/scratch_dir.h"
 #include "tests/support/etcd_cluster.h"
+#include "tools/gencert.h"
 
 namespace bitsd::platform {
 namespace {
@@ -140,6 +142,8 @@ class FarmTest : public ::testing::Test {
   std::vector<std::unique_ptr<FarmOp>> ops_;
   std::vector<std::unique_ptr<Waiter>> waiters_;
 };
+
+std::vector<std::string> gLines;  // log lines, while a test captures them
 
 const char kTokA[] = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const char kTokB[] = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -368,8 +372,6 @@ TEST_F(FarmTest, NoQuorumIsUnavailableWithinTheDeadline) {
 }
 
 // Start-up while etcd is down: not live (the loop keeps running); once etcd is up, live.
-std::vector<std::string> gLines;
-
 TEST_F(FarmTest, StartsBeforeEtcdAndBecomesLive) {
   gLines.clear();
   setLogSink([](LogLevel, const char* line) { gLines.emplace_back(line); });
@@ -390,6 +392,72 @@ TEST_F(FarmTest, StartsBeforeEtcdAndBecomesLive) {
   }
   EXPECT_EQ(unreachable, 1);
   EXPECT_EQ(live, 1);
+}
+
+// https to etcd: the members' certificates verified against the CA file; a CA that did not sign
+// them leaves the node not live, and says why.
+TEST_F(FarmTest, HttpsVerifiedAgainstTheCaFile) {
+  testing::ScratchDir certs;
+  std::vector<std::string> crt, key;
+  std::string ca;
+  for (int i = 0; i < 3; ++i) {
+    tools::GenCertOptions g;
+    g.cn = "127.0.0." + std::to_string(i + 1);
+    g.certPath = certs.path() + "/m" + std::to_string(i) + ".crt";
+    g.keyPath = certs.path() + "/m" + std::to_string(i) + ".key";
+    std::string err;
+    ASSERT_TRUE(tools::genCert(g, &err)) << err;
+    crt.push_back(g.certPath);
+    key.push_back(g.keyPath);
+    std::ifstream in(g.certPath);
+    ca += std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  std::ofstream(certs.path() + "/ca.pem") << ca;
+  tools::GenCertOptions other;
+  other.cn = "127.0.0.1";
+  other.certPath = certs.path() + "/other.crt";
+  other.keyPath = certs.path() + "/other.key";
+  std::string err;
+  ASSERT_TRUE(tools::genCert(other, &err)) << err;
+  etcd_.useTls(crt, key);
+  ASSERT_TRUE(startCluster());
+
+  UvFarmConfig c;
+  c.endpoints = etcd_.clientUrls();
+  c.farmName = farmName_;
+  c.node = "a";
+  c.peerUrl = "https://a:8443";
+  c.caFile = certs.path() + "/ca.pem";
+  std::unique_ptr<UvFarm> a = UvFarm::create(&loop_, c, &err);
+  ASSERT_TRUE(a) << err;
+  a->start();
+  farms_.push_back(std::move(a));
+  UvFarm* fa = farms_.back().get();
+  ASSERT_TRUE(runUntil([&] { return fa->live(); }, 10000)) << "no lease over https";
+  FarmOp& op = run([&](FarmOp& o) { fa->claim(o, "tx-tls", kTokA, sid(1)); });
+  EXPECT_EQ(op.outcome, FarmOutcome::Done);
+  EXPECT_TRUE(op.won);
+
+  gLines.clear();
+  setLogSink([](LogLevel, const char* line) { gLines.emplace_back(line); });
+  c.node = "b";
+  c.caFile = other.certPath;  // not the members' CA
+  c.callTimeoutMs = 500;
+  std::unique_ptr<UvFarm> b = UvFarm::create(&loop_, c, &err);
+  ASSERT_TRUE(b) << err;
+  b->start();
+  farms_.push_back(std::move(b));
+  UvFarm* fb = farms_.back().get();
+  EXPECT_FALSE(runUntil([&] { return fb->live(); }, 1500)) << "live through an untrusted certificate";
+  setLogSink(nullptr);
+  bool said = false;
+  for (const std::string& l : gLines) said = said || l.find("not trusted") != std::string::npos;
+  EXPECT_TRUE(said) << "no line says the certificate is not trusted";
+
+  c.certFile = certs.path() + "/missing.crt";
+  c.keyFile = certs.path() + "/missing.key";
+  EXPECT_FALSE(UvFarm::create(&loop_, c, &err));
+  EXPECT_NE(err.find("missing.crt"), std::string::npos) << err;
 }
 
 }  // namespace

@@ -28,6 +28,10 @@ class EtcdCluster {
   EtcdCluster(const EtcdCluster&) = delete;
   EtcdCluster& operator=(const EtcdCluster&) = delete;
 
+  // Before start(): https on the client ports, member i serving certFiles[i] with keyFiles[i] (peers
+  // stay on http).
+  void useTls(std::vector<std::string> certFiles, std::vector<std::string> keyFiles);
+
   // Starts every member at once and waits (at most `waitMs`) until each says healthy.
   bool start(int waitMs = 20000);
   const std::string& error() const { return error_; }
@@ -50,7 +54,7 @@ class EtcdCluster {
   const std::string& dir() const { return dir_; }
 
   // A blocking HTTP/1.1 POST (GET when body is null) to a member's client port: the body, or ""
-  // on any failure within timeoutMs.
+  // on any failure within timeoutMs. Plain http only (with TLS, the health checks use etcdctl).
   std::string request(int i, const char* path, const char* body, int timeoutMs = 1000) const;
 
  private:
@@ -64,6 +68,7 @@ class EtcdCluster {
   void signalAndWait(int i, int sig);
 
   std::vector<Member> members_;
+  std::vector<std::string> certFiles_, keyFiles_;
   std::string dir_;
   std::string error_;
 };
