@@ -17,6 +17,7 @@
 
 #include "core/journal_format.h"
 #include "core/log.h"
+#include "platform/tls.h"
 #include "tests/platform/scratch_dir.h"
 #include "tests/support/etcd_cluster.h"
 #include "tools/gencert.h"
@@ -397,6 +398,7 @@ TEST_F(FarmTest, StartsBeforeEtcdAndBecomesLive) {
 // https to etcd: the members' certificates verified against the CA file; a CA that did not sign
 // them leaves the node not live, and says why.
 TEST_F(FarmTest, HttpsVerifiedAgainstTheCaFile) {
+  if (!kTlsBuilt) GTEST_SKIP() << "built without TLS (BITSD_TLS=OFF)";
   testing::ScratchDir certs;
   std::vector<std::string> crt, key;
   std::string ca;
