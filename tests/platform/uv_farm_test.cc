@@ -233,12 +233,15 @@ TEST_F(FarmTest, TakeOverAfterTheClaimersLeaseExpires) {
   ASSERT_TRUE(a && b);
   FarmOp& claimed = run([&](FarmOp& op) { a->claim(op, "tx-take", kTokA, sid(1)); });
   ASSERT_TRUE(claimed.won);
+  auto t0 = Clock::now();
   stopFarm(a, /*revoke=*/false);  // as SIGKILL would: the lease lapses on its own
 
   FarmOp& busy = run([&](FarmOp& op) { b->claim(op, "tx-take", kTokB, sid(2)); });
   ASSERT_EQ(busy.outcome, FarmOutcome::Done);
   EXPECT_FALSE(busy.won);
-  EXPECT_TRUE(busy.record.nodeLive) << "A's lease cannot have lapsed yet";
+  if (msSince(t0) < 1500) {
+    EXPECT_TRUE(busy.record.nodeLive) << "A's lease cannot have lapsed yet";
+  }
   int64_t rev = 0;
   ASSERT_TRUE(runUntil(
       [&] {
