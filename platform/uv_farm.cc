@@ -13,6 +13,8 @@
 
 namespace bitsd::platform {
 
+extern const bool kFarmBuilt = true;
+
 namespace {
 constexpr uint64_t kRetentionReuseMs = 3600 * 1000;
 constexpr uint64_t kNodeListMaxAgeMs = 1000;

@@ -43,6 +43,10 @@
 
 namespace bitsd::platform {
 
+// Whether this build has farm mode (cmake -DBITSD_FARM): true in uv_farm.cc, false in uv_farm_off.cc
+// (where create() fails with a line saying so).
+extern const bool kFarmBuilt;
+
 struct UvFarmConfig {
   std::vector<std::string> endpoints;
   std::string caFile, certFile, keyFile;
