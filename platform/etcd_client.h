@@ -74,7 +74,8 @@ class EtcdClient {
   // POSTs the JSON `body` to `path` ("/v3/kv/txn"). `timeoutMs` 0: the configured deadline.
   void call(const char* path, std::string body, DoneFn done, void* user, uint64_t timeoutMs = 0);
   // Ends every call (Unavailable, later on the loop) and closes every connection and handle;
-  // `closed` runs once all are closed. Calls made after close() end Unavailable.
+  // `closed` runs once all are closed. A call made after close() and before `closed` ends
+  // Unavailable; none may be made after `closed` (the client's timer is gone).
   void close(void (*closed)(void* arg), void* arg);
 
   // "url1,url2": for log lines.
