@@ -39,12 +39,14 @@ TlsContext::TlsContext() {
   mbedtls_ctr_drbg_init(&drbg_);
   mbedtls_x509_crt_init(&cert_);
   mbedtls_pk_init(&key_);
+  mbedtls_x509_crt_init(&own_);
   mbedtls_ssl_config_init(&conf_);
 }
 
 TlsContext::~TlsContext() {
   mbedtls_ssl_config_free(&conf_);
   mbedtls_pk_free(&key_);
+  mbedtls_x509_crt_free(&own_);
   mbedtls_x509_crt_free(&cert_);
   mbedtls_ctr_drbg_free(&drbg_);
   mbedtls_entropy_free(&entropy_);
@@ -151,6 +153,29 @@ std::shared_ptr<TlsContext> TlsContext::client(const std::string& caPath, bool i
   mbedtls_ssl_conf_ca_chain(&t->conf_, &t->cert_, nullptr);
   mbedtls_ssl_conf_authmode(&t->conf_, MBEDTLS_SSL_VERIFY_REQUIRED);
   return t;
+}
+
+bool TlsContext::setClientCertificate(const std::string& certPath, const std::string& keyPath, std::string* error) {
+  int rc = mbedtls_x509_crt_parse_file(&own_, certPath.c_str());
+  if (rc != 0) {
+    *error = certPath + ": not a readable PEM certificate (" + tlsErrorText(rc) + ")";
+    return false;
+  }
+  rc = mbedtls_pk_parse_keyfile(&key_, keyPath.c_str(), nullptr);
+  if (rc != 0) {
+    *error = keyPath + ": not a readable, unencrypted PEM private key (" + tlsErrorText(rc) + ")";
+    return false;
+  }
+  if (mbedtls_pk_check_pair(&own_.pk, &key_) != 0) {
+    *error = keyPath + " does not belong to the certificate in " + certPath;
+    return false;
+  }
+  rc = mbedtls_ssl_conf_own_cert(&conf_, &own_, &key_);
+  if (rc != 0) {
+    *error = certPath + ": " + tlsErrorText(rc);
+    return false;
+  }
+  return true;
 }
 
 struct TlsSession::Impl {

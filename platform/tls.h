@@ -32,6 +32,9 @@ class TlsContext {
   static std::shared_ptr<TlsContext> client(const std::string& caPath, bool insecure, int suite, std::string* error,
                                             bool* caUnreadable);
   bool isClient() const { return client_; }
+  // A client's own certificate (PEM chain) and unencrypted key, for a server that asks for one (etcd
+  // with client-cert-auth). False with *error naming the file.
+  bool setClientCertificate(const std::string& certPath, const std::string& keyPath, std::string* error);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -45,6 +48,7 @@ class TlsContext {
   mbedtls_ctr_drbg_context drbg_;
   mbedtls_x509_crt cert_;
   mbedtls_pk_context key_;
+  mbedtls_x509_crt own_;  // a client's own certificate (setClientCertificate)
   mbedtls_ssl_config conf_;
   std::string subject_;
   bool client_ = false;

@@ -28,6 +28,11 @@ std::shared_ptr<TlsContext> TlsContext::client(const std::string&, bool, int, st
   return nullptr;
 }
 
+bool TlsContext::setClientCertificate(const std::string&, const std::string&, std::string* error) {
+  *error = "this build has no TLS (cmake -DBITSD_TLS=OFF)";
+  return false;
+}
+
 struct TlsSession::Impl {};
 
 TlsSession::TlsSession() : impl_(nullptr) {}
