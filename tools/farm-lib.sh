@@ -130,3 +130,18 @@ farm_stop() {
   done
   rm -f "$FARM_DIR/pids"
 }
+
+# farm_wait_nodes COUNT: waits (at most 30 s) until COUNT nodes of farm $FARM_NAME have their
+# liveness key in etcd (P node/<host-id>), i.e. hold a lease and take uploads.
+farm_wait_nodes() {
+  local deadline=$((SECONDS + 30)) have
+  while :; do
+    have=$(etcdctl --endpoints "$FARM_ETCD" get --prefix --keys-only "/bitsd/${FARM_NAME:-default}/node/" 2>/dev/null | grep -c . || true)
+    [ "$have" -ge "$1" ] && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "farm: only $have of $1 nodes of farm ${FARM_NAME:-default} are live in etcd after 30 s" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
