@@ -9,6 +9,9 @@
 //       Each client repeats whole BITS uploads of --size bytes: Create-Session (a new file name
 //       each time: PATH/c<client>-<n>.bin), one Fragment with the whole body, Close-Session.
 //       An upload counts when its Close-Session is answered 200.
+//   bitsload bits ... --hosts 127.0.0.1,127.0.0.2,127.0.0.3
+//       Client i connects to the (i mod n)-th address instead of 127.0.0.1 (every request of its
+//       uploads goes there): load spread over the nodes of a farm on one machine (tools/bench-farm.sh).
 //   bitsload put --port P [--clients 50] [--threads 2] [--seconds 10] [--size 65536] [--path /dav]
 //       Each client repeats HTTP PUTs of --size bytes, a new file each time (PATH/c<client>-<n>.bin),
 //       e.g. against nginx's WebDAV module. A PUT counts when it is answered 201 or 204.
@@ -69,19 +72,20 @@ struct Options {
   double seconds = 10;
   size_t size = 64 * 1024;
   std::string path;
+  std::vector<std::string> hosts{"127.0.0.1"};  // IPv4 addresses; client i uses hosts[i % n]
 };
 
 std::vector<char> gBody;
 Options gOpt;
 std::atomic<uint64_t> gUploads{0}, gRequests{0};
 
-int connectTo(int port) {
+int connectTo(int port, const std::string& host) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   if (fd < 0) die("socket");
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) die("not an IPv4 address: " + host);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS) {
     die("connect: " + std::string(std::strerror(errno)));
   }
@@ -185,7 +189,7 @@ void advance(Client& c, int status) {
 }
 
 Options parse(int argc, char** argv) {
-  if (argc < 2) die("usage: bitsload bits|put --port P [--clients N] [--seconds S] [--size BYTES] [--path P]");
+  if (argc < 2) die("usage: bitsload bits|put --port P [--clients N] [--seconds S] [--size BYTES] [--path P] [--hosts A,B]");
   Options o;
   std::string mode = argv[1];
   if (mode == "bits") {
@@ -209,6 +213,17 @@ Options parse(int argc, char** argv) {
   if (a.count("seconds")) o.seconds = std::atof(a["seconds"].c_str());
   if (a.count("size")) o.size = std::strtoull(a["size"].c_str(), nullptr, 10);
   if (a.count("path")) o.path = a["path"];
+  if (a.count("hosts")) {
+    o.hosts.clear();
+    std::string list = a["hosts"];
+    for (size_t at = 0; at <= list.size();) {
+      size_t comma = list.find(',', at);
+      if (comma == std::string::npos) comma = list.size();
+      if (comma > at) o.hosts.push_back(list.substr(at, comma - at));
+      at = comma + 1;
+    }
+    if (o.hosts.empty()) die("--hosts needs at least one address");
+  }
   if (o.clients <= 0 || o.threads <= 0 || o.seconds <= 0 || o.size == 0) {
     die("--clients, --threads, --seconds and --size must be positive");
   }
@@ -222,7 +237,7 @@ void runClients(Client* first, size_t count, Clock::time_point deadline) {
   if (ep < 0) die("epoll_create1");
   for (size_t i = 0; i < count; ++i) {
     Client& c = first[i];
-    c.fd = connectTo(gOpt.port);
+    c.fd = connectTo(gOpt.port, gOpt.hosts[static_cast<size_t>(c.id) % gOpt.hosts.size()]);
     c.step = gOpt.mode == Mode::Put ? Step::Put : Step::Create;
     prepare(c);
     epoll_event ev{};

@@ -1,8 +1,11 @@
 // bitsbench: the benchmark client for docs/BENCHMARKS.md (libuv's benchmark-*.c style: one scenario
 // per mode, each printing key=value figures). It is a plain blocking client; tools/bench.sh drives it.
 //
-//   bitsbench upload --port P --size BYTES --fragment BYTES [--path /f]
-//       One BITS upload (Create-Session, Fragments, Close-Session) over one keep-alive connection.
+//   bitsbench upload --port P --size BYTES --fragment BYTES [--path /f] [--host A] [--fragment-host B]
+//       One BITS upload (Create-Session, Fragments, Close-Session) over one keep-alive connection,
+//       to IPv4 address A (default 127.0.0.1). With --fragment-host, Create-Session goes to A and
+//       the Fragments and Close-Session go over a second connection to B (a farm node that forwards
+//       them to A, the session's owner: tools/bench-farm.sh).
 //   bitsbench raw --size BYTES --out FILE [--buffer BYTES]
 //       The baseline: an in-process receiver reads a raw TCP stream on 127.0.0.1 into a buffer of
 //       --buffer bytes (give it bitsd's read-buffer-bytes) and write()s it to FILE; the same size is
@@ -79,12 +82,12 @@ using Clock = std::chrono::steady_clock;
   std::exit(1);
 }
 
-int connectTo(int port) {
+int connectTo(int port, const std::string& host = "127.0.0.1") {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) die("not an IPv4 address: " + host);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) die("connect: " + std::string(strerror(errno)));
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -156,8 +159,9 @@ int upload(const std::map<std::string, std::string>& a) {
   int port = static_cast<int>(num(a, "port"));
   uint64_t size = num(a, "size"), frag = num(a, "fragment");
   std::string path = a.count("path") ? a.at("path") : "/bench.bin";
+  std::string host = a.count("host") ? a.at("host") : "127.0.0.1";
   std::vector<char> body = pattern(frag);
-  int fd = connectTo(port);
+  int fd = connectTo(port, host);
   auto t0 = Clock::now();
   std::string create =
       head(path, "Create-Session", "BITS-Supported-Protocols: " + std::string(bitsd::kUploadProtocolGuid) + "\r\n", 0);
@@ -165,6 +169,10 @@ int upload(const std::map<std::string, std::string>& a) {
   std::map<std::string, std::string> h;
   if (readAck(fd, &h) != 200) die("Create-Session failed");
   std::string id = h["BITS-Session-Id"];
+  if (a.count("fragment-host")) {
+    ::close(fd);
+    fd = connectTo(port, a.at("fragment-host"));
+  }
   for (uint64_t off = 0; off < size; off += frag) {
     uint64_t n = std::min<uint64_t>(frag, size - off);
     std::string hd = head(path, "Fragment",
