@@ -69,6 +69,8 @@ void ForwardFlow::onFarm(UploadEngine& e, Exchange& ex) {
     ex.partial_[o.peerUrl.size()] = '\0';
     urlLen_ = static_cast<uint32_t>(o.peerUrl.size());
     ++e.stats_.forwarded;
+    logf(LogLevel::Debug, "forwarding a %s to node %.*s at %s, the owner of its session", packetTypeName(ex.type_),
+         static_cast<int>(o.node.size() > 64 ? 64 : o.node.size()), o.node.data(), ex.partial_);
     // `Expect: 100-continue` is answered here, by this node (the owner never sees the Expect header).
     if (ex.respondNow_) {
       ex.respondNow_ = false;

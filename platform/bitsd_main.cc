@@ -17,6 +17,7 @@
 #include "platform/sha256.h"
 #include "platform/system.h"
 #include "platform/tls.h"
+#include "platform/uv_farm.h"
 #include "platform/uv_notifier.h"
 #include "platform/uv_server.h"
 #include "platform/users.h"
@@ -34,6 +35,7 @@ struct Signals {
   bitsd::platform::AdminServer* admin = nullptr;  // when admin-listen is set
   bitsd::UploadEngine* engine = nullptr;
   bitsd::platform::UvAuthenticator* users = nullptr;  // when users-file is set
+  bitsd::platform::UvFarm* farm = nullptr;            // farm mode (farm-etcd set)
   bool tls = false;
   // SIGHUP parses the same command line again (board defaults, --config FILE, flags).
   int argc = 0;
@@ -132,6 +134,8 @@ void onSignal(uv_signal_t* h, int signum) {
   if (sig->users != nullptr) sig->users->stopWaiting();  // no throttle delay outlasts the grace period
   sig->server->shutdown();
   if (sig->admin != nullptr) sig->admin->shutdown();
+  // The farm's lease is revoked: the other nodes see this one gone at once, not after its TTL.
+  if (sig->farm != nullptr) sig->farm->stop([](void*) {}, nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->term), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->intr), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sig->hup), nullptr);
@@ -231,6 +235,42 @@ int main(int argc, char** argv) {
   std::string url;
   if (Outcome o = server.start(&url); !o.isOk()) return refuseToStart(o);
 
+  // Farm mode (docs/FARMS.md): the shared record in etcd. The node starts serving at once; until
+  // etcd grants its lease it answers Ping and local packets, and 503 to what needs the farm.
+  std::unique_ptr<platform::UvFarm> farm;
+  if (!settings.farmEtcd.empty()) {
+    platform::UvFarmConfig fc;
+    fc.endpoints = farmEtcdEndpoints(settings);
+    fc.caFile = settings.farmEtcdCacert;
+    fc.certFile = settings.farmEtcdCert;
+    fc.keyFile = settings.farmEtcdKey;
+    fc.farmName = settings.farmName;
+    fc.node = settings.hostId;
+    size_t colon = url.rfind(':');
+    uint16_t boundPort = colon == std::string::npos ? 0 : static_cast<uint16_t>(std::atoi(url.c_str() + colon + 1));
+    fc.peerUrl = farmPeerUrl(settings, boundPort);
+    fc.leaseSeconds = settings.farmLeaseSeconds;
+    fc.retentionSeconds =
+        settings.deliveredRetentionSeconds != 0 ? settings.deliveredRetentionSeconds : settings.sessionTimeoutSeconds;
+    farm = platform::UvFarm::create(loop, fc, &error);
+    if (!farm) return refuseToStart(configError(error));
+    if (fc.peerUrl.rfind("https://", 0) == 0) {
+      // Forwarded requests to https peers are verified against the farm's CA.
+      std::shared_ptr<platform::TlsContext> peerTls;
+      if (!settings.farmEtcdCacert.empty()) {
+        bool caUnreadable = false;
+        peerTls = platform::TlsContext::client(settings.farmEtcdCacert, false, 0, &error, &caUnreadable);
+        if (!peerTls) return refuseToStart(configError("farm-etcd-cacert: " + error));
+      }
+      server.setFarmPeerTls(std::move(peerTls));
+    }
+    server.setNodeName(settings.hostId);
+    engine.setFarm(farm.get());
+    farm->start();
+    logf(LogLevel::Info, "farm %s: node %s, reached at %s, etcd %s", settings.farmName.c_str(),
+         settings.hostId.c_str(), fc.peerUrl.c_str(), settings.farmEtcd.c_str());
+  }
+
   platform::AdminServer admin(loop, settings,
                               {&engine, &server, &journal, &storage, settings.usersFile.empty() ? nullptr : &authenticator});
   std::string adminUrl;
@@ -265,6 +305,7 @@ int main(int argc, char** argv) {
   sig.running = settings;
   sig.tls = !settings.tlsCert.empty();
   if (!settings.usersFile.empty()) sig.users = &authenticator;
+  sig.farm = farm.get();
   uv_signal_init(loop, &sig.term);
   uv_signal_init(loop, &sig.intr);
   sig.term.data = sig.intr.data = &sig;

@@ -18,10 +18,24 @@ struct Reply {
   std::map<std::string, std::string> headers;  // names as sent
   std::string raw;
   std::string body;  // a reply download's body
-  bool has(const std::string& name) const { return headers.count(name) != 0; }
+  // Header names match case-insensitively (RFC 9110 §5.1; a proxy such as haproxy lower-cases them).
+  bool has(const std::string& name) const { return find(name) != headers.end(); }
   std::string get(const std::string& name) const {
-    auto it = headers.find(name);
+    auto it = find(name);
     return it == headers.end() ? std::string() : it->second;
+  }
+  std::map<std::string, std::string>::const_iterator find(const std::string& name) const {
+    auto it = headers.find(name);
+    if (it != headers.end()) return it;
+    for (it = headers.begin(); it != headers.end(); ++it) {
+      if (it->first.size() != name.size()) continue;
+      bool same = true;
+      for (size_t i = 0; i < name.size() && same; ++i) {
+        same = (it->first[i] | 0x20) == (name[i] | 0x20);
+      }
+      if (same) return it;
+    }
+    return headers.end();
   }
 };
 
