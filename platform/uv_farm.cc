@@ -175,6 +175,7 @@ void UvFarm::leaseTick() {
     path = "/v3/kv/put";
     cJSON_Delete(o);
     o = putOf(key("node", cfg_.node), farmEncodeNode(cfg_.peerUrl, startedUnix_), leaseId_);
+    cJSON_AddBoolToObject(o, "prev_kv", 1);  // an earlier life's key names its lease (below)
   } else {
     c->step = kKeepAlive;
     path = "/v3/lease/keepalive";
@@ -230,13 +231,28 @@ void UvFarm::onLeaseAnswer(int step, uint64_t sentAt, const EtcdReply& r) {
       nodeKeyPut_ = false;
       return scheduleLease(0);
     }
-    case kPutNode:
+    case kPutNode: {
       nodeKeyPut_ = true;
+      // The key was there on another lease: an earlier life of this node (killed, or restarted
+      // within its TTL). That lease is revoked now, so "the node that was delivering has lost its
+      // lease" is true before this life takes over its unfinished hand-offs (docs/FARMS.md), and
+      // the earlier life's keys go at once. The answer does not matter: a lease that is already
+      // gone is what we want.
+      const cJSON* prev = cJSON_GetObjectItemCaseSensitive(r.json, "prev_kv");
+      int64_t old = prev != nullptr ? farmJsonInt(prev, "lease") : 0;
+      if (old != 0 && old != leaseId_) {
+        logf(LogLevel::Info, "farm: revoking lease %llx of an earlier life of node %s",
+             static_cast<unsigned long long>(old), cfg_.node.c_str());
+        cJSON* b = cJSON_CreateObject();
+        cJSON_AddStringToObject(b, "ID", std::to_string(old).c_str());
+        etcd_->call("/v3/lease/revoke", printed(b), [](void*, const EtcdReply&) {}, nullptr, 1000);
+      }
       logf(LogLevel::Info, "farm: node %s live in farm %s through etcd at %s (lease %llx, %llu s)", cfg_.node.c_str(),
            cfg_.farmName.c_str(), etcd_->endpointList().c_str(), static_cast<unsigned long long>(leaseId_),
            static_cast<unsigned long long>(cfg_.leaseSeconds));
       everLive_ = true;
       return scheduleLease(ttlMs / 3);
+    }
     case kKeepAlive: {
       const cJSON* res = cJSON_GetObjectItemCaseSensitive(r.json, "result");
       if (res == nullptr) res = r.json;

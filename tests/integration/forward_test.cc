@@ -55,8 +55,8 @@ struct Owners {
   }
 };
 
-// The Farm port's lookup from the map; every other operation completes Unavailable. Completions
-// run from a zero-delay timer on the loop.
+// The Farm port's lookup from the map; recordSession, claims and ends succeed (the test fills the
+// map itself). Completions run from a zero-delay timer on the loop.
 class MapFarm final : public Farm {
  public:
   MapFarm(uv_loop_t* loop, Owners* owners, std::string node) : owners_(owners), node_(std::move(node)) {
@@ -66,10 +66,15 @@ class MapFarm final : public Farm {
   void close() { uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr); }
   bool live() const override { return true; }
   std::string_view node() const override { return node_; }
-  void recordSession(FarmOp& op, const SessionId&) override { later(op); }
-  void claim(FarmOp& op, std::string_view, std::string_view, const SessionId&) override { later(op); }
-  void takeOver(FarmOp& op, std::string_view, std::string_view, const SessionId&, int64_t) override { later(op); }
-  void end(FarmOp& op, std::string_view, int64_t, const FarmEnded&) override { later(op); }
+  void recordSession(FarmOp& op, const SessionId&) override {
+    op.resetResult();
+    later(op);
+    op.outcome = FarmOutcome::Done;
+  }
+  // Every claim and end is won: these tests are about forwarding, not about the hand-off.
+  void claim(FarmOp& op, std::string_view, std::string_view, const SessionId&) override { won(op); }
+  void takeOver(FarmOp& op, std::string_view, std::string_view, const SessionId&, int64_t) override { won(op); }
+  void end(FarmOp& op, std::string_view, int64_t, const FarmEnded&) override { won(op); }
   void lookupSession(FarmOp& op, const SessionId& id) override {
     ++owners_->lookups;
     op.resetResult();
@@ -91,6 +96,13 @@ class MapFarm final : public Farm {
   }
 
  private:
+  void won(FarmOp& op) {
+    op.resetResult();
+    later(op);
+    op.outcome = FarmOutcome::Done;
+    op.won = true;
+    op.revision = 1;
+  }
   void later(FarmOp& op) {
     op.outcome = FarmOutcome::Unavailable;
     queue_.push_back(&op);
