@@ -212,6 +212,18 @@ bool formatMetrics(const MetricsSnapshot& m, AdminWriter& w) {
            "Farm mode: requests forwarded to the node that owns their session.", m.forwarded);
   l.metric("bitsd_forward_failures_total", "counter",
            "Farm mode: forwarded requests whose owner could not be reached or broke off.", m.forwardFailures);
+  l.metric("bitsd_farm_live", "gauge", "Farm mode: 1 while this node holds a lease etcd confirmed, else 0.",
+           m.farmLive);
+  l.metric("bitsd_farm_claims_total", "counter", "Farm mode: transaction ids claimed in etcd before a POST.",
+           m.farmClaims);
+  l.metric("bitsd_farm_replays_total", "counter",
+           "Farm mode: final fragments answered from an ended record in etcd (no POST).", m.farmReplays);
+  l.metric("bitsd_farm_takeovers_total", "counter",
+           "Farm mode: hand-offs taken over from a node that lost its lease (each is a repeat POST).",
+           m.farmTakeovers);
+  l.metric("bitsd_farm_unavailable_total", "counter",
+           "Farm mode: requests answered 503 because etcd could not be asked or the lease was gone.",
+           m.farmUnavailable);
   l.metric("bitsd_uptime_seconds", "gauge", "Seconds since bitsd started.", m.uptimeSeconds);
   return w.ok();
 }

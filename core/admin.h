@@ -89,6 +89,8 @@ struct MetricsSnapshot {
   uint64_t slotsUsed = 0, slotsTotal = 0, buffersUsed = 0, buffersTotal = 0, openFiles = 0, openFilesMax = 0;
   uint64_t tlsHandshakes = 0, tlsFailures = 0;
   uint64_t forwarded = 0, forwardFailures = 0;  // farm mode: requests streamed to their session's owner
+  // Farm mode: whether this node holds its lease (1/0), and the hand-off's farm steps (EngineStats).
+  uint64_t farmLive = 0, farmClaims = 0, farmReplays = 0, farmTakeovers = 0, farmUnavailable = 0;
   uint64_t uptimeSeconds = 0;
 };
 // Writes the Prometheus text exposition (format 0.0.4). Needs about 12 KiB plus 60 bytes per

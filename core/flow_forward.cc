@@ -22,6 +22,7 @@ Flow ForwardFlow::start(UploadEngine& e, Exchange& ex, const SessionId& id, bool
     // This node's view of the farm cannot be trusted (its lease is not confirmed): whether the
     // session lives elsewhere is unknown, so "not found" would be a lie. The client retries.
     ex.reason_ = "farm mode: this node holds no live lease (cannot look the session up)";
+    ++e.stats_.farmUnavailable;
     return e.fail(ex, 503, hresult::kBusy);
   }
   f.waiting_ = true;
@@ -52,6 +53,7 @@ void ForwardFlow::onFarm(UploadEngine& e, Exchange& ex) {
   const FarmSessionOwner& o = op.owner;
   if (op.outcome != FarmOutcome::Done) {
     ex.reason_ = "farm mode: the session's owner could not be looked up (farm unavailable)";
+    ++e.stats_.farmUnavailable;
     (void)e.fail(ex, 503, hresult::kBusy);
   } else if (!o.found || !o.live || o.self) {
     // No record: nobody created it (or it expired). Its node's lease is gone: so is the session,

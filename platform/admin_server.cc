@@ -345,6 +345,11 @@ void AdminServer::fillMetrics(MetricsSnapshot* m, uint64_t* requestsTotal) {
   m->diskFull = es.diskFull;
   m->quotaRefusals = es.quotaRefusals;
   m->takeovers = es.takeovers;
+  m->farmLive = src_.engine->farm() != nullptr && src_.engine->farm()->live() ? 1 : 0;
+  m->farmClaims = es.farmClaims;
+  m->farmReplays = es.farmReplays;
+  m->farmTakeovers = es.farmTakeovers;
+  m->farmUnavailable = es.farmUnavailable;
   if (src_.storage != nullptr) m->syncs = &src_.storage->syncHistogram();
   if (src_.server != nullptr) {
     const ServerStats& ss = src_.server->stats();
