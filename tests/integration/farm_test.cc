@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -97,16 +98,17 @@ class FarmTest : public ::testing::Test {
             "--notify-type", "value", "--notify-url", app.url("/app"), "--log-level", "debug"};
   }
   // Starts node i (its directories kept across restarts) and waits until it holds its lease.
+  void makeNode(int i) {
+    node[i] = std::make_unique<BitsdProcess>();
+    node[i]->args() = nodeArgs(i);
+    std::vector<std::string>& a = node[i]->args();
+    a.push_back("--root");
+    a.push_back(node[i]->root());
+    a.push_back("--state");
+    a.push_back(node[i]->state());
+  }
   bool startNode(int i) {
-    if (!node[i]) {
-      node[i] = std::make_unique<BitsdProcess>();
-      node[i]->args() = nodeArgs(i);
-      std::vector<std::string>& a = node[i]->args();
-      a.push_back("--root");
-      a.push_back(node[i]->root());
-      a.push_back("--state");
-      a.push_back(node[i]->state());
-    }
+    if (!node[i]) makeNode(i);
     if (!node[i]->start()) return false;
     return waitUntil([&] { return nodeLive(i); }, 15000, 50);
   }
@@ -366,6 +368,45 @@ TEST_F(FarmTest, BehindHaproxyRoundRobinWithoutStickiness) {
   EXPECT_GE(forwardedBy, 1) << logs();
   ::kill(lb, SIGTERM);
   EXPECT_GE(waitProcess(lb, 5000), 0);
+}
+
+// Start-up with etcd unreachable: the node serves (Ping answers), says so in one line, refuses what
+// needs the farm with 503 + Retry-After, and joins once etcd is there. /metrics shows the lease.
+TEST_F(FarmTest, ANodeStartedWithoutEtcdServesPingAndJoinsWhenEtcdComes) {
+  for (int i = 0; i < 3; ++i) etcd.stop(i);
+  makeNode(0);
+  node[0]->args().push_back("--admin-listen");
+  node[0]->args().push_back("127.0.0.1:0");
+  ASSERT_TRUE(node[0]->start()) << logs();
+  EXPECT_EQ(sendTo(0, bitsRequest("/x", "Ping")).status, 200);
+  Reply refused = sendTo(0, bitsRequest("/x.bin", "Create-Session",
+                                        {{"BITS-Supported-Protocols", "{7df0354d-249b-430f-820d-3d2a9bef4931}"}}));
+  EXPECT_EQ(refused.status, 503) << refused.raw;
+  EXPECT_FALSE(refused.get("Retry-After").empty()) << refused.raw;
+  EXPECT_FALSE(refused.get("BITS-Error-Code").empty()) << refused.raw;
+  auto metric = [&](const std::string& name) -> std::string {
+    std::string err = node[0]->stderrText();
+    size_t at = err.find("admin listener on http://");
+    if (at == std::string::npos) return "";
+    size_t colon = err.find(':', at + std::strlen("admin listener on http://"));
+    Client c;
+    if (!c.connect(std::atoi(err.c_str() + colon + 1))) return "";
+    Reply r = c.roundTrip(EngineDriver::httpRequest("GET", "/metrics", {}));
+    size_t m = r.body.find("\n" + name + " ");
+    if (m == std::string::npos) return "";
+    return r.body.substr(m + name.size() + 2, r.body.find('\n', m + 1) - (m + name.size() + 2));
+  };
+  EXPECT_EQ(metric("bitsd_farm_live"), "0");
+  // A few retries later there is still one line about it, not one per retry.
+  ASSERT_TRUE(waitUntil([&] { return node[0]->stderrText().find("unreachable") != std::string::npos; }, 5000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  std::string err = node[0]->stderrText();
+  size_t first = err.find("unreachable");
+  EXPECT_EQ(err.find("unreachable", first + 1), std::string::npos) << err;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(etcd.startMember(i));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(etcd.waitHealthy(i, 20000)) << etcd.error();
+  ASSERT_TRUE(waitUntil([&] { return nodeLive(0); }, 20000, 100)) << logs();
+  EXPECT_EQ(metric("bitsd_farm_live"), "1");
 }
 
 // A bounded random run of faults: nodes SIGKILLed and restarted, etcd members SIGKILLed and
