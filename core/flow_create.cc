@@ -227,7 +227,7 @@ void CreateFlow::finishCreate(UploadEngine& e, Exchange& ex) {
   AckSpec spec;
   spec.status = 200;
   spec.createSession = true;
-  spec.hostId = e.settings_.hostId;
+  if (e.settings_.sendHostId) spec.hostId = e.settings_.hostId;
   spec.hostIdFallbackSeconds = e.settings_.hostIdFallbackTimeoutSeconds;
   spec.sessionId = &ex.sessionId_;
   spec.close = ex.close_;

@@ -37,6 +37,9 @@ struct Settings {
   // BITS-Host-Id-Fallback-Timeout seconds of failed connects.
   std::string hostId;
   uint64_t hostIdFallbackTimeoutSeconds = 86400;  // IIS BITSHostIdFallbackTimeout default
+  // Off: Acks carry no BITS-Host-Id even with host-id set (a farm behind a balancer whose nodes the
+  // clients cannot reach by their host-id; host-id still names the node in the farm).
+  bool sendHostId = true;
   // The server application (BITS-UPLOAD.md §5): "none" (plain upload, the file is committed to its
   // destination), "reference" (a POST naming the uploaded file and the reply file) or "value" (the
   // uploaded file is the POST body, the response body is the reply).

@@ -116,3 +116,28 @@ TEST(Response, HresultIsEightUpperCaseHexDigits) {
 
 }  // namespace
 }  // namespace bitsd
+
+namespace bitsd::testing {
+namespace {
+
+Reply createSessionWith(const Settings& s) {
+  EngineDriver d(s);
+  return d.send(bitsRequest("/up.bin", "Create-Session",
+                            {{"BITS-Supported-Protocols", "{7df0354d-249b-430f-820d-3d2a9bef4931}"}}));
+}
+
+TEST(HostId, SendHostIdOffKeepsTheHeaderOutOfCreateSessionAcks) {
+  Settings s = EngineDriver::defaultSettings();
+  s.hostId = "node-1.farm.example";
+  Reply on = createSessionWith(s);
+  ASSERT_EQ(on.status, 200) << on.raw;
+  EXPECT_EQ(on.get("BITS-Host-Id"), "node-1.farm.example");
+  s.sendHostId = false;
+  Reply off = createSessionWith(s);
+  ASSERT_EQ(off.status, 200) << off.raw;
+  EXPECT_FALSE(off.has("BITS-Host-Id")) << off.raw;
+  EXPECT_FALSE(off.has("BITS-Host-Id-Fallback-Timeout")) << off.raw;
+}
+
+}  // namespace
+}  // namespace bitsd::testing
