@@ -12,10 +12,7 @@
 
 namespace bitsd::platform {
 
-namespace {
-
-// Prints and frees `o` (unformatted).
-std::string printed(cJSON* o) {
+std::string farmPrinted(cJSON* o) {
   std::string s;
   if (char* p = cJSON_PrintUnformatted(o)) {
     s = p;
@@ -24,6 +21,8 @@ std::string printed(cJSON* o) {
   cJSON_Delete(o);
   return s;
 }
+
+namespace {
 
 std::string sessionText(const SessionId& id) {
   char t[kSessionIdTextBytes];
@@ -90,7 +89,7 @@ std::string farmEncodeNode(std::string_view peerUrl, uint64_t startedUnix) {
   cJSON* o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "peer", std::string(peerUrl).c_str());
   cJSON_AddNumberToObject(o, "started", static_cast<double>(startedUnix));
-  return printed(o);
+  return farmPrinted(o);
 }
 
 bool farmDecodeNode(std::string_view json, std::string* peerUrl) {
@@ -104,7 +103,7 @@ bool farmDecodeNode(std::string_view json, std::string* peerUrl) {
 std::string farmEncodeSession(std::string_view node) {
   cJSON* o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "node", std::string(node).c_str());
-  return printed(o);
+  return farmPrinted(o);
 }
 
 bool farmDecodeSession(std::string_view json, std::string* node) {
@@ -122,7 +121,7 @@ std::string farmEncodeBegan(std::string_view node, std::string_view token, const
   cJSON_AddStringToObject(o, "token", std::string(token).c_str());
   cJSON_AddStringToObject(o, "session", sessionText(session).c_str());
   cJSON_AddNumberToObject(o, "at", static_cast<double>(atUnix));
-  return printed(o);
+  return farmPrinted(o);
 }
 
 std::string farmEncodeEnded(std::string_view node, const FarmEnded& e, const std::string* reply, uint64_t atUnix) {
@@ -138,7 +137,7 @@ std::string farmEncodeEnded(std::string_view node, const FarmEnded& e, const std
   cJSON_AddStringToObject(o, "staticUrl", std::string(e.staticUrl).c_str());
   if (reply != nullptr) cJSON_AddStringToObject(o, "reply", farmB64(*reply).c_str());
   cJSON_AddNumberToObject(o, "at", static_cast<double>(atUnix));
-  return printed(o);
+  return farmPrinted(o);
 }
 
 bool farmDecodeTx(std::string_view json, FarmTxRecord* out) {

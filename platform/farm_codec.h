@@ -20,6 +20,8 @@ bool farmUnB64(std::string_view text, std::string* out);
 // An int64 field as etcd's gateway writes it (a string of digits; a number is taken too); 0 when
 // absent or malformed.
 int64_t farmJsonInt(const cJSON* obj, const char* name);
+// The JSON text of `o` (unformatted); frees `o`.
+std::string farmPrinted(cJSON* o);
 
 // Values.
 std::string farmEncodeNode(std::string_view peerUrl, uint64_t startedUnix);

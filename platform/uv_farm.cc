@@ -48,15 +48,7 @@ cJSON* putOf(const std::string& key, const std::string& value, int64_t lease) {
   return r;
 }
 
-std::string printed(cJSON* o) {
-  std::string s;
-  if (char* p = cJSON_PrintUnformatted(o)) {
-    s = p;
-    cJSON_free(p);
-  }
-  cJSON_Delete(o);
-  return s;
-}
+std::string printed(cJSON* o) { return farmPrinted(o); }
 
 bool leaseNotFound(const EtcdReply& r) {
   return r.kind == EtcdReply::Kind::Refused && r.error.find("lease not found") != std::string::npos;

@@ -300,10 +300,12 @@ std::string createSession(Client& c, const std::string& path) {
 }
 
 std::string fragmentRequest(const std::string& path, const std::string& id, uint64_t first, const std::string& bytes,
-                            uint64_t total) {
+                            uint64_t total, const std::string& txid) {
   std::string range = "bytes " + std::to_string(first) + "-" + std::to_string(first + bytes.size() - 1) + "/" +
                       std::to_string(total);
-  return bitsRequest(path, "Fragment", {{"BITS-Session-Id", id}, {"Content-Range", range}}, bytes);
+  std::map<std::string, std::string> h = {{"BITS-Session-Id", id}, {"Content-Range", range}};
+  if (!txid.empty()) h["BITS-Transaction-Id"] = txid;
+  return bitsRequest(path, "Fragment", h, bytes);
 }
 
 std::string randomBytes(size_t n, uint32_t seed) {

@@ -110,8 +110,9 @@ class Client {
 
 // Create-Session over `c`; returns the session id or "".
 std::string createSession(Client& c, const std::string& path);
+// With `txid`: a BITS-Transaction-Id header too (hand-offs).
 std::string fragmentRequest(const std::string& path, const std::string& id, uint64_t first, const std::string& bytes,
-                            uint64_t total);
+                            uint64_t total, const std::string& txid = "");
 std::string randomBytes(size_t n, uint32_t seed);
 bool readFile(const std::string& path, std::string* out);
 bool fileExists(const std::string& path);

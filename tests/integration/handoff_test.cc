@@ -30,11 +30,7 @@ std::string reprDigest(const std::string& bytes) {
 
 std::string finalRequest(const std::string& path, const std::string& id, uint64_t first, const std::string& bytes,
                          uint64_t total, const std::string& txid) {
-  std::string range = "bytes " + std::to_string(first) + "-" + std::to_string(first + bytes.size() - 1) + "/" +
-                      std::to_string(total);
-  std::map<std::string, std::string> h = {{"BITS-Session-Id", id}, {"Content-Range", range}};
-  if (!txid.empty()) h["BITS-Transaction-Id"] = txid;
-  return bitsRequest(path, "Fragment", h, bytes);
+  return fragmentRequest(path, id, first, bytes, total, txid);
 }
 
 // Uploads `data` in fragments of `fragment` bytes (the transaction id on every packet, as
