@@ -315,6 +315,32 @@ TEST_F(FarmTest, EtcdLosingItsLeaderAndThenQuorum) {
   EXPECT_TRUE(app.seen().back().content == data);
 }
 
+// A reply over 64 KiB is not copied into etcd: a node that answers from the "ended" record points
+// the client at the session that holds the reply, and its download is forwarded to that session's
+// owner, whichever node the client asks.
+TEST_F(FarmTest, ABigReplyIsDownloadedFromTheNodeThatHoldsItThroughAnyNode) {
+  ASSERT_TRUE(startAll()) << logs();
+  TestApp::Behaviour b;
+  b.reply = randomBytes(100000, 77);
+  app.set(b);
+  std::string data = randomBytes(10000, 6);
+  std::string first = createOn(0, "/big-reply.bin");
+  Reply ack = sendTo(0, finalRequest("/big-reply.bin", first, 0, data, data.size(), "tx-big"));
+  ASSERT_EQ(ack.status, 200) << ack.raw << logs();
+  std::string second = createOn(2, "/big-reply.bin");
+  Reply replay = sendTo(2, finalRequest("/big-reply.bin", second, 0, data, data.size(), "tx-big"));
+  ASSERT_EQ(replay.status, 200) << replay.raw << logs();
+  EXPECT_EQ(app.countFor("tx-big"), 1u);
+  std::string target = replyTarget(replay);
+  ASSERT_FALSE(target.empty()) << replay.raw;
+  for (int i = 0; i < 3; ++i) {
+    Reply got = sendTo(i, EngineDriver::httpRequest("GET", target, {}));
+    EXPECT_EQ(got.status, 200) << "through node " << i + 1 << ": " << got.raw;
+    EXPECT_TRUE(got.body == b.reply) << "through node " << i + 1 << ": the reply differs (" << got.body.size()
+                                     << " bytes)";
+  }
+}
+
 // A real round-robin load balancer in front (Debian's haproxy, per-request balancing, no stickiness,
 // no Host-Id followed): one keep-alive client connection whose packets land on every node in turn.
 TEST_F(FarmTest, BehindHaproxyRoundRobinWithoutStickiness) {
