@@ -29,6 +29,13 @@ const FarmPending* DeliveryBook::farmPending(std::string_view txid) const {
   return it == farmPending_.end() ? nullptr : &it->second;
 }
 
+const std::string* DeliveryBook::firstFarmPending(FarmPending::Kind kind) const {
+  for (const auto& [txid, p] : farmPending_) {
+    if (p.kind == kind) return &txid;
+  }
+  return nullptr;
+}
+
 void DeliveryBook::expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTable& sessions) {
   for (auto it = farmPending_.begin(); it != farmPending_.end();) {
     bool old = it->second.wallSeconds + retentionSeconds <= nowWall && delivering_.count(it->first) == 0;

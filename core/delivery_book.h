@@ -25,6 +25,7 @@ struct FarmPending {
   enum class Kind : uint8_t {
     Claim,  // a claim (or takeover) got no answer: it may have been applied with `token`
     End,    // the POST was answered, "ended" did not reach the farm: the answer below, fenced by `revision`
+    Publish,  // start-up proved the delivery ended (a copy) but the farm still says "began": the answer below
   };
   Kind kind = Kind::Claim;
   std::string token;     // 32 hex
@@ -72,6 +73,8 @@ class DeliveryBook {
   void setFarmPending(std::string_view txid, FarmPending p) { farmPending_[std::string(txid)] = std::move(p); }
   void clearFarmPending(std::string_view txid) { farmPending_.erase(std::string(txid)); }
   size_t farmPendingCount() const { return farmPending_.size(); }
+  // The transaction id of some unfinished farm step of `kind` (nullptr if none).
+  const std::string* firstFarmPending(FarmPending::Kind kind) const;
 
   // Forgets ids delivered more than `retentionSeconds` before `nowWall`, except those still in
   // flight and those whose reply session is alive and keeps its reply (core/state_files.h).

@@ -290,7 +290,7 @@ class Exchange final : public StorageCallback,
   char partial_[kPathBufBytes];    // the session's in-progress (or reply) file
 };
 
-class UploadEngine final : public StorageCallback, public SnapshotSource, public ReplaySink {
+class UploadEngine final : public StorageCallback, public SnapshotSource, public ReplaySink, public FarmCallback {
  public:
   UploadEngine(Storage& storage, Clock& clock, Random& random, Sha256& sha, Journal& journal);
   ~UploadEngine();
@@ -413,6 +413,12 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
 
   // Completions, each to the flow of `ex` that waits for it (a stray one is logged and dropped).
   void onStorageDone(StorageOp& op) override;  // the background deletions
+  // Farm mode: deliveries that start-up proved ended (the copy was at its destination) while the
+  // farm still holds this node's "began" are recorded as "ended" there, one at a time, from sweep():
+  // claim (or take over this node's earlier life's claim), then end. Other nodes answer such an id
+  // 503 until then.
+  void publishEnded();
+  void onFarmDone(FarmOp& op) override;
   void dispatchStorage(Exchange& ex);
   void dispatchJournal(Exchange& ex, const Status& st);
   void dispatchNotify(Exchange& ex);
@@ -488,6 +494,12 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   DeliveryBook book_;
   StorageOp background_[kBackgroundOps];
   char backgroundPath_[kBackgroundOps][Exchange::kPathBufBytes];
+  enum class PublishStep : uint8_t { None, Claim, TakeOver, End };
+  FarmOp publishOp_;
+  PublishStep publishStep_ = PublishStep::None;
+  std::string publishTxid_;
+  char publishToken_[FarmHandoff::kTokenBytes] = {};
+  char publishReplyPath_[Exchange::kPathBufBytes] = {};
 };
 
 }  // namespace bitsd

@@ -218,8 +218,85 @@ void UploadEngine::concludeCopiedDelivery(ReplayTarget& facts, Session& s, const
   }
   facts.prove(rec);  // the delivery ended; the session handed off, committed and complete
   ++stats_.deliveriesEnded;
+  if (farm_ != nullptr) {
+    // The farm still holds this node's "began" (other nodes answer that id 503 meanwhile): the
+    // client's repeat of its final fragment records "ended" there (FarmHandoff::publish).
+    FarmPending p;
+    p.kind = FarmPending::Kind::Publish;
+    p.wallSeconds = rec.wallSeconds;
+    p.status = rec.status;
+    p.flags = rec.flags;
+    p.replyBytes = rec.replyBytes;
+    p.replySession = rec.replySession;
+    book_.setFarmPending(key, std::move(p));
+  }
   logf(LogLevel::Info, "recovery: transaction %s was copied to its destination before the crash; its delivery is ended",
        key.c_str());
+}
+
+void UploadEngine::publishEnded() {
+  if (farm_ == nullptr || publishOp_.busy || !farm_->live()) return;
+  const std::string* tx = book_.firstFarmPending(FarmPending::Kind::Publish);
+  if (tx == nullptr) return;
+  uint8_t rnd[FarmHandoff::kTokenBytes / 2];
+  if (!random_.fill(rnd, sizeof rnd)) return;  // the next sweep tries again
+  static const char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < sizeof rnd; ++i) {
+    publishToken_[2 * i] = kHex[rnd[i] >> 4];
+    publishToken_[2 * i + 1] = kHex[rnd[i] & 15];
+  }
+  publishTxid_ = *tx;
+  publishStep_ = PublishStep::Claim;
+  publishOp_.callback = this;
+  publishOp_.resetResult();
+  publishOp_.busy = true;
+  farm_->claim(publishOp_, publishTxid_, std::string_view(publishToken_, sizeof publishToken_),
+               book_.farmPending(publishTxid_)->replySession);
+}
+
+void UploadEngine::onFarmDone(FarmOp& op) {
+  op.busy = false;
+  const PublishStep step = publishStep_;
+  publishStep_ = PublishStep::None;
+  const FarmPending* p = book_.farmPending(publishTxid_);
+  if (p == nullptr || p->kind != FarmPending::Kind::Publish) return publishEnded();  // expired meanwhile
+  if (op.outcome != FarmOutcome::Done) return;  // the next sweep tries again
+  const FarmTxRecord& r = op.record;
+  const std::string_view token(publishToken_, sizeof publishToken_);
+  const bool ours = op.won || (r.state == FarmTxRecord::State::Began && r.node == farm_->node() && r.token == token);
+  if (step != PublishStep::End && ours) {
+    FarmEnded en;
+    en.session = p->replySession;
+    en.status = p->status;
+    en.hresult = p->hresult;
+    en.flags = p->flags;
+    en.replyBytes = p->replyBytes;
+    en.replySession = p->replySession;
+    if ((p->flags & kDeliveryHasReplyFile) != 0 && p->replyBytes <= kFarmInlineReplyBytes) {
+      formatReplyPath(p->replySession, publishReplyPath_);
+      en.replyFile = publishReplyPath_;
+    }
+    const int64_t revision = op.won ? op.revision : r.modRevision;
+    publishStep_ = PublishStep::End;
+    publishOp_.resetResult();
+    publishOp_.busy = true;
+    return farm_->end(publishOp_, publishTxid_, revision, en);
+  }
+  if (step == PublishStep::Claim && r.state == FarmTxRecord::State::Began &&
+      (r.node == farm_->node() || !r.nodeLive)) {
+    // This node's earlier life (the one that crashed), or a node that lost its lease.
+    const int64_t expect = r.modRevision;
+    publishStep_ = PublishStep::TakeOver;
+    publishOp_.resetResult();
+    publishOp_.busy = true;
+    return farm_->takeOver(publishOp_, publishTxid_, token, p->replySession, expect);
+  }
+  // Recorded (won, or "ended" by someone), gone, or another live node has it: nothing more to do.
+  logf(LogLevel::Info, "farm: transaction %s, ended before a crash, %s", publishTxid_.c_str(),
+       step == PublishStep::End && op.won ? "is now recorded as ended in the farm"
+                                          : "needs no record from this node (the farm has moved on)");
+  book_.clearFarmPending(publishTxid_);
+  publishEnded();
 }
 
 void UploadEngine::rehashOpenSessions(RecoveryHasher& hasher) {

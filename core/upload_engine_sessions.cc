@@ -194,6 +194,7 @@ void UploadEngine::sweep() {
     ++stats_.sessionsExpired;
   }
   expireDeliveries();
+  publishEnded();
 }
 
 void UploadEngine::expireDeliveries() { book_.expire(clock_.wallSeconds(), retentionSeconds_, sessions_); }

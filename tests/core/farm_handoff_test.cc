@@ -428,6 +428,51 @@ TEST(FarmHandOff, ARestartedNodeTakesItsEarlierLifesClaimOverAndPostsAgain) {
   }
 }
 
+// A crash after the application's copy to the destination and before DeliveryEnded: start-up finds
+// the upload at its destination and ends the delivery locally (as on a single node), but the farm
+// still holds this node's "began", so other nodes answer that id 503. The node's next sweep records
+// "ended" in the farm (no POST), and the other nodes then answer from it.
+TEST(FarmHandOff, ACopyFoundAtStartUpIsRecordedAsEndedInTheFarmByTheNextSweep) {
+  FakeFarmStore store;
+  Node before(&store, "n1");
+  std::string id = before.d.createSession("/in/c.bin");
+  before.d.notifier.hold = true;
+  ASSERT_TRUE(before.d.start(finalRequest("/in/c.bin", id, "order", "tx-c")));
+  ASSERT_EQ(store.find("tx-c")->state, FarmTxRecord::State::Began);
+  before.d.notifier.forget();  // killed after the copy (below, the inspector finds it done)
+  Node after(&store, "n1");
+  after.d.restartFrom(before.d);
+  struct CopiedInspector final : RecoveryInspector {
+    RecoveryDecision inspect(const RecoveryItem& item) override {
+      RecoveryDecision d;
+      if (item.replyPath != nullptr) d.action = RecoveryAction::Committed;
+      return d;
+    }
+  } inspector;
+  after.d.engine.reconcile(inspector);
+  Node other(&store, "n2");
+  std::string o = other.d.createSession("/in/c.bin");
+  expectRetryLater(finalFragment(other.d, "/in/c.bin", o, "order", "tx-c"));
+  // The next sweep records it: a claim finds the earlier life's "began", takes it over, ends it.
+  after.d.engine.sweep();
+  after.d.settle();
+  ASSERT_NE(store.find("tx-c"), nullptr);
+  EXPECT_EQ(store.find("tx-c")->state, FarmTxRecord::State::Ended);
+  EXPECT_EQ(after.farm.count("claim"), 1u);
+  EXPECT_EQ(after.farm.count("takeOver"), 1u);
+  EXPECT_EQ(after.farm.count("end"), 1u);
+  after.d.engine.sweep();  // nothing left to record
+  after.d.settle();
+  EXPECT_EQ(after.farm.count("claim"), 1u);
+  Reply ok = finalFragment(after.d, "/in/c.bin", id, "order", "tx-c");
+  EXPECT_EQ(ok.status, 200) << ok.raw;
+  EXPECT_EQ(after.d.notifier.posts.size(), 0u);
+  Reply replay = finalFragment(other.d, "/in/c.bin", o, "order", "tx-c");
+  EXPECT_EQ(replay.status, 200) << replay.raw;
+  EXPECT_EQ(other.d.notifier.posts.size(), 0u);
+  EXPECT_EQ(before.d.notifier.posts.size(), 1u);  // the one POST, before the crash
+}
+
 TEST(FarmHandOff, CreateSessionRecordsItsOwnerBeforeTheAck) {
   FakeFarmStore store;
   Node n(&store, "n1");
