@@ -85,6 +85,10 @@ APP_URL=$(sed -n 's/^app listening on //p' "$FARM_DIR/app.ready")
 
 farm_etcd_start
 ETCD=$FARM_ETCD
+ETCD_PIDS=()
+while read -r pid _ label; do
+  if [[ $label == etcd-* ]]; then ETCD_PIDS+=("$pid"); fi
+done < "$FARM_DIR/pids"
 read -r PORT <<< "$(farm_ports 1)"
 RUN=0
 
@@ -130,6 +134,19 @@ big() {  # big BITSBENCH-ARGS...: MiB/s of one upload of BIG bytes
   fi
   sed -E 's/.*MiBps=([0-9.]+).*/\1/' <<< "$out"
 }
+cpu_ticks() {  # cpu_ticks PID...: user+system clock ticks those processes have used so far
+  local pid t=0 st
+  for pid in "$@"; do
+    st=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    st=${st##*) }
+    read -r -a f <<< "$st"
+    t=$((t + f[11] + f[12]))
+  done
+  echo "$t"
+}
+per_upload_ms() {  # per_upload_ms TICKS UPLOADS_PER_S: CPU milliseconds per upload over one run
+  awk -v t="$1" -v r="$2" -v s="$SECONDS_EACH" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", 1000 * t / hz / (r * s)}'
+}
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 
@@ -137,13 +154,18 @@ NOTIFY=(--notify-type value --notify-url "$APP_URL" --max-notifications 256 --ma
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$(etcd --version | head -n 1), 3 members on 127.0.0.1-3, data in ${BENCH_DIR:-/var/tmp}; lease $LEASE s"
 echo "(a) $CLIENTS clients, $((SIZE / 1024)) KiB uploads with a reply, $SECONDS_EACH s per run; (b) $((BIG / 1048576)) MiB in $((FRAG / 1048576)) MiB fragments, bitsd ${FWD[*]}"
-for f in single farm1 farm3 r1 r3 direct fwd rf hwm; do : > "$FARM_DIR/r_$f"; done
+for f in single farm1 farm3 r1 r3 direct fwd rf hwm c_single c_farm c_etcd; do : > "$FARM_DIR/r_$f"; done
 for r in $(seq "$ROUNDS"); do
   start_nodes 1 "${NOTIFY[@]}"
+  b0=$(cpu_ticks "${FARM_PIDS[1]}")
   single=$(small 127.0.0.1)
+  c_single=$(per_upload_ms $(($(cpu_ticks "${FARM_PIDS[1]}") - b0)) "$single")
   stop_nodes
   start_nodes 3 "${NOTIFY[@]}"
+  b0=$(cpu_ticks "${FARM_PIDS[@]}"); e0=$(cpu_ticks "${ETCD_PIDS[@]}")
   farm1=$(small 127.0.0.1)
+  c_farm=$(per_upload_ms $(($(cpu_ticks "${FARM_PIDS[@]}") - b0)) "$farm1")
+  c_etcd=$(per_upload_ms $(($(cpu_ticks "${ETCD_PIDS[@]}") - e0)) "$farm1")
   farm3=$(small 127.0.0.1,127.0.0.2,127.0.0.3)
   stop_nodes
   start_nodes 3 "${FWD[@]}"
@@ -155,9 +177,10 @@ for r in $(seq "$ROUNDS"); do
   echo "$single" >> "$FARM_DIR/r_single"; echo "$farm1" >> "$FARM_DIR/r_farm1"; echo "$farm3" >> "$FARM_DIR/r_farm3"
   ratio "$farm1" "$single" >> "$FARM_DIR/r_r1"; echo >> "$FARM_DIR/r_r1"
   ratio "$farm3" "$single" >> "$FARM_DIR/r_r3"; echo >> "$FARM_DIR/r_r3"
+  echo "$c_single" >> "$FARM_DIR/r_c_single"; echo "$c_farm" >> "$FARM_DIR/r_c_farm"; echo "$c_etcd" >> "$FARM_DIR/r_c_etcd"
   echo "$direct" >> "$FARM_DIR/r_direct"; echo "$fwd" >> "$FARM_DIR/r_fwd"; echo "$hwm" >> "$FARM_DIR/r_hwm"
   ratio "$fwd" "$direct" >> "$FARM_DIR/r_rf"; echo >> "$FARM_DIR/r_rf"
-  echo "round $r: single $single uploads/s | farm, node 1 $farm1 (x$(ratio "$farm1" "$single")) | farm, 3 nodes $farm3 (x$(ratio "$farm3" "$single")) | direct $direct MiB/s | forwarded $fwd MiB/s (x$(ratio "$fwd" "$direct"), forwarder peak RSS $hwm KiB)"
+  echo "round $r: single $single uploads/s | farm, node 1 $farm1 (x$(ratio "$farm1" "$single")) | farm, 3 nodes $farm3 (x$(ratio "$farm3" "$single")) | CPU ms per upload: single bitsd $c_single, farm (node 1) bitsd nodes $c_farm + etcd $c_etcd | direct $direct MiB/s | forwarded $fwd MiB/s (x$(ratio "$fwd" "$direct"), forwarder peak RSS $hwm KiB)"
 done
 
 echo
@@ -167,9 +190,20 @@ echo "|---|---|---|"
 echo "| single node (no farm) | $(median < "$FARM_DIR/r_single") | 1.00 |"
 echo "| farm of 3, all clients on one node | $(median < "$FARM_DIR/r_farm1") | $(median < "$FARM_DIR/r_r1") |"
 echo "| farm of 3, clients spread over the nodes | $(median < "$FARM_DIR/r_farm3") | $(median < "$FARM_DIR/r_r3") |"
+echo "CPU milliseconds per upload (all clients on node 1): single bitsd $(median < "$FARM_DIR/r_c_single");" \
+     "farm: the three bitsd nodes $(median < "$FARM_DIR/r_c_farm"), the three etcd members $(median < "$FARM_DIR/r_c_etcd")"
 echo
 echo "| $((BIG / 1048576)) MiB upload, $((FRAG / 1048576)) MiB fragments | MiB/s | ratio to direct |"
 echo "|---|---|---|"
 echo "| fragments to the owner node (direct) | $(median < "$FARM_DIR/r_direct") | 1.00 |"
 echo "| fragments to another node (forwarded) | $(median < "$FARM_DIR/r_fwd") | $(median < "$FARM_DIR/r_rf") |"
 echo "forwarding node's peak RSS (VmHWM): $(median < "$FARM_DIR/r_hwm") KiB"
+# What one etcd write costs on this machine's disk: each member's WAL fsyncs and backend commits
+# over the whole run (the etcd round trips of (a) wait for a majority of these).
+for u in ${ETCD//,/ }; do
+  curl -fsS --max-time 2 "$u/metrics" 2>/dev/null | awk -v u="$u" '
+    /^etcd_disk_wal_fsync_duration_seconds_sum/ {ws = $2} /^etcd_disk_wal_fsync_duration_seconds_count/ {wc = $2}
+    /^etcd_disk_backend_commit_duration_seconds_sum/ {bs = $2} /^etcd_disk_backend_commit_duration_seconds_count/ {bc = $2}
+    /^etcd_server_is_leader/ {l = $2}
+    END {if (wc > 0) printf "etcd %s%s: %d WAL fsyncs, mean %.2f ms; %d backend commits, mean %.2f ms\n", u, (l == 1 ? " (leader)" : ""), wc, 1000 * ws / wc, bc, (bc > 0 ? 1000 * bs / bc : 0)}' || true
+done

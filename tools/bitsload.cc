@@ -177,7 +177,8 @@ void advance(Client& c, int status) {
   if (!ok) {
     std::fprintf(stderr, "bitsload: client %d: %s answered %d\n", c.id, c.path.c_str(), status);
     std::printf("errors=1\n");
-    std::exit(1);
+    std::fflush(nullptr);
+    std::_Exit(1);  // not exit(): the other client threads are still running (and may fail at once too)
   }
   switch (c.step) {
     case Step::Create: c.step = Step::Fragment; break;
