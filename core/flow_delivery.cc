@@ -66,6 +66,15 @@ Flow DeliveryFlow::begin(UploadEngine& e, Exchange& ex) {
   txidLen_ = static_cast<uint16_t>(tx.size());
   std::string key(tx);
   const DeliveryInfo* d = e.book_.find(key);
+  if (d != nullptr && d->ended && e.farm_ != nullptr && (d->flags & kDeliveryHasReplyFile) != 0 &&
+      !(d->replySession == s.id)) {
+    // Farm mode: the reply file belongs to an earlier session of this transaction. Once that session
+    // is closed its reply is gone, and a replay here would name a URL that answers 404. The farm's
+    // "ended" record carries a small reply inline: ask the farm instead (no POST; the claim finds
+    // "ended" and the reply is written to this session's own reply file).
+    const Session* earlier = e.sessions_.find(d->replySession);
+    if (earlier == nullptr || !keepsReply(*earlier)) d = nullptr;
+  }
   if (d != nullptr && d->ended) {
     // Delivered before, by this server: answer as the application did then. Journal that this
     // session has its answer, so its repeats and restarts answer the same.

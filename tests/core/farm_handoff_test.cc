@@ -239,6 +239,29 @@ TEST(FarmHandOff, AnotherNodeReplaysAnEndedTransactionWithItsInlineReply) {
   EXPECT_EQ(b.d.engine.findDelivery("order-77")->status, 200);
 }
 
+// The node that delivered a transaction gets it again in a new session after the first one was
+// closed (its reply file went with it): the answer comes from the farm's record, whose inline reply
+// becomes the new session's reply file, so the reply URL works. No second POST.
+TEST(FarmHandOff, ARepeatOnTheDeliveringNodeAfterItsSessionClosedGetsTheReplyFromTheRecord) {
+  FakeFarmStore store;
+  Node a(&store, "n1");
+  a.d.notifier.answer.writeReply = true;
+  a.d.notifier.answer.replyBody = "receipt-88";
+  std::string first = a.d.createSession("/in/g.bin");
+  ASSERT_EQ(finalFragment(a.d, "/in/g.bin", first, "order", "order-88").status, 200);
+  ASSERT_EQ(a.d.send(bitsRequest("/in/g.bin", "Close-Session", {{"BITS-Session-Id", first}})).status, 200);
+  a.d.settle();
+  std::string second = a.d.createSession("/in/g.bin");
+  Reply ack = finalFragment(a.d, "/in/g.bin", second, "order", "order-88");
+  ASSERT_EQ(ack.status, 200) << ack.raw;
+  EXPECT_EQ(a.d.notifier.posts.size(), 1u);
+  EXPECT_EQ(ack.get("BITS-Reply-URL"), replyUrlFor("appliance", second));
+  std::string target = ack.get("BITS-Reply-URL").substr(std::string("http://appliance").size());
+  Reply get = a.d.send(EngineDriver::httpRequest("GET", target));
+  EXPECT_EQ(get.status, 200) << get.raw;
+  EXPECT_EQ(get.body, "receipt-88");
+}
+
 TEST(FarmHandOff, ALargeReplyStaysWithItsSessionAndTheReplayNamesIt) {
   FakeFarmStore store;
   Node a(&store, "n1");
