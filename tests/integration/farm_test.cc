@@ -366,6 +366,17 @@ TEST_F(FarmTest, BehindHaproxyRoundRobinWithoutStickiness) {
   pid_t lb = spawnProgram("/usr/sbin/haproxy", {"-db", "-f", cfg}, logFd, logFd, {}, -1, false);
   ::close(logFd);
   ASSERT_GT(lb, 0);
+  // Stopped by PID however the test ends (a failed assertion returns early).
+  struct StopByPid {
+    pid_t pid;
+    ~StopByPid() {
+      ::kill(pid, SIGTERM);
+      if (waitProcess(pid, 5000) < 0) {
+        ::kill(pid, SIGKILL);
+        waitProcess(pid, 5000);
+      }
+    }
+  } stopLb{lb};
   Client c;
   ASSERT_TRUE(waitUntil([&] { return c.connect(lbPort); }, 5000, 50));
   std::string data = randomBytes(500000, 9);
@@ -388,8 +399,6 @@ TEST_F(FarmTest, BehindHaproxyRoundRobinWithoutStickiness) {
     if (node[i]->stderrText().find("forward") != std::string::npos) ++forwardedBy;
   }
   EXPECT_GE(forwardedBy, 1) << logs();
-  ::kill(lb, SIGTERM);
-  EXPECT_GE(waitProcess(lb, 5000), 0);
 }
 
 // Start-up with etcd unreachable: the node serves (Ping answers), says so in one line, refuses what
