@@ -75,7 +75,7 @@ void CommitFlow::linked(UploadEngine& e, Exchange& ex) {
   // the file in place even if the Committed record does not make it to the journal).
   ex.session_->state = SessionState::Complete;
   ex.session_->committed = true;
-  if (e.settings_.allowOverwrites) return commitDone(e, ex);
+  if (e.settings_.allowOverwrites || ex.op_.result == 1) return commitDone(e, ex);  // renamed: nothing left
   wait_ = Wait::Unlink;
   ex.op_.busy = true;
   e.storage_.remove(ex.op_, ex.partial_);

@@ -85,8 +85,8 @@ class Storage {
   virtual void openWrite(StorageOp& op, const char* path) = 0;
   // Writes `data` at `offsetBytes` straight from the caller's buffer (no copy). result = bytes
   // written, which may be fewer than asked. With `hash`, the whole of `data` is also fed to that
-  // running SHA-256 off the loop (in parallel with the write, both only read the buffer); the
-  // operation completes when both are done. `hash` must not be touched until then.
+  // running SHA-256 off the loop (beside the write, or after it in the same work item for a
+  // span of 64 KiB or less; both only read the buffer); the operation completes when both are done. `hash` must not be touched until then.
   virtual void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
                      Sha256State* hash = nullptr) = 0;
   // Creates a file for writing, or empties the one there (a reply file written again after a
@@ -114,9 +114,10 @@ class Storage {
   // of the destination itself, without following a final symlink (a symlink is FileKind::Other).
   virtual void checkDestination(StorageOp& op, const char* base, const char* below) = 0;
   // Commits `from` (a file in the state directory) as base/below: opens the parent as above, then
-  // links it there (replace false: AlreadyExists if the name exists in any form, a symlink
-  // included; the caller removes `from` afterwards) or renames it over the name (replace true), and
-  // fsyncs that same directory (op.syncStatus).
+  // moves it there without replacing anything (replace false: AlreadyExists if the name exists in
+  // any form, a symlink included) or renames it over the name (replace true), and fsyncs that same
+  // directory (op.syncStatus). result = 1 when `from` is gone (renamed), 0 when it was linked (a
+  // file system that cannot rename without replacing): the caller removes `from` afterwards.
   virtual void commitBeneath(StorageOp& op, const char* from, const char* base, const char* below, bool replace) = 0;
   // Renames `from` over `to` (the journal's compaction, inside the state directory). Atomic on POSIX
   // file systems.

@@ -11,9 +11,11 @@
 #include <cerrno>
 #include <cstring>
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 #if defined(__linux__) && __has_include(<linux/openat2.h>)
 #include <linux/openat2.h>
-#include <sys/syscall.h>
 #if defined(SYS_openat2)
 #define BITSD_HAVE_OPENAT2 1
 #endif
@@ -147,9 +149,25 @@ int openDirBeneath(const char* base, std::string_view dir, BeneathMode mode) {
   return walkBeneath(base, dir);
 }
 
+namespace {
+// renameat2(RENAME_NOREPLACE) through syscall(2): glibc has had a wrapper only since 2.28 and musl
+// since 1.2.4, and the number is all that is needed. -1 with ENOSYS where there is none.
+int renameNoReplace(int fromDir, const char* from, int toDir, const char* to) {
+#if defined(__linux__) && defined(SYS_renameat2)
+  constexpr unsigned kRenameNoReplace = 1u << 0;  // RENAME_NOREPLACE, <linux/fs.h>
+  return static_cast<int>(::syscall(SYS_renameat2, fromDir, from, toDir, to, kRenameNoReplace));
+#else
+  (void)fromDir, (void)from, (void)toDir, (void)to;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+}  // namespace
+
 int commitBelow(const char* from, const char* base, const char* below, bool replace, bool* dirOpened, int* syncErr,
-                BeneathMode mode) {
+                BeneathMode mode, bool* moved) {
   *dirOpened = false;
+  if (moved != nullptr) *moved = false;
   if (syncErr != nullptr) *syncErr = 0;
   std::string_view parent, name;
   splitBelow(below, &parent, &name);
@@ -159,7 +177,15 @@ int commitBelow(const char* from, const char* base, const char* below, bool repl
   // `name` ends the NUL-terminated `below`, so it can be passed on as it is.
   const char* leaf = name.data();
   int err = 0;
-  int r = replace ? ::renameat(AT_FDCWD, from, dir, leaf) : ::linkat(AT_FDCWD, from, dir, leaf, 0);
+  int r;
+  if (replace) {
+    r = ::renameat(AT_FDCWD, from, dir, leaf);
+  } else {
+    r = moved != nullptr ? renameNoReplace(AT_FDCWD, from, dir, leaf) : -1;
+    if (r != 0 && (moved == nullptr || errno == EINVAL || errno == ENOSYS)) r = ::linkat(AT_FDCWD, from, dir, leaf, 0);
+    else if (r == 0) *moved = true;
+  }
+  if (r == 0 && replace && moved != nullptr) *moved = true;
   if (r != 0) {
     err = errno;
   } else if (syncErr != nullptr && ::fsync(dir) != 0) {

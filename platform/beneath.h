@@ -30,8 +30,14 @@ int openDirBeneath(const char* base, std::string_view dir, BeneathMode mode = Be
 // parent could not be opened (openDirBeneath's errno), true that the link or rename failed (EEXIST,
 // EISDIR, ENOENT, ...). *syncErr is the directory fsync's errno after a commit that worked (or 0);
 // a null syncErr skips the fsync (bitsd with fdatasync off).
+//
+// With `moved` (not null) and without `replace`, the commit first tries one renameat2 with
+// RENAME_NOREPLACE: the same never-replace guarantee as the link, and `from` is gone at once (one
+// directory operation, and no unlink for the caller to make). File systems that cannot (EINVAL)
+// and kernels without renameat2 (ENOSYS) get the link. *moved says whether `from` is gone: true
+// after any rename that worked, false after a link (the caller removes `from`).
 int commitBelow(const char* from, const char* base, const char* below, bool replace, bool* dirOpened, int* syncErr,
-                BeneathMode mode = BeneathMode::Auto);
+                BeneathMode mode = BeneathMode::Auto, bool* moved = nullptr);
 
 // Splits a path below a base into its parent directory ("a/b") and final name ("x.bin").
 inline void splitBelow(std::string_view below, std::string_view* parent, std::string_view* name) {

@@ -33,6 +33,10 @@ enum Kind {
   kOpenRead,
   kOpenStat,
 };
+
+// A write of at most this many bytes that carries a digest is hashed in its own work item, after
+// the write (uv_storage.h); a larger one is hashed by a second item running beside it.
+constexpr size_t kSerialHashBytes = 64 * 1024;
 }  // namespace
 
 struct UvStorage::UvOp {
@@ -42,6 +46,7 @@ struct UvStorage::UvOp {
   };
   uv_work_t hashWork;  // the digest of a write; or the whole of checkDestination / commitBeneath
   Sha256State* hash;
+  bool hashAfterWrite;  // a small write: its digest runs in the write's own work item, after it
   std::span<const char> hashData;
   int pending;  // parts still running: the write, and the hash if any
   UvStorage* self;
@@ -126,7 +131,13 @@ void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std:
                       Sha256State* hash) {
   UvOp* u = prepare(op, kWrite);
   u->pending = 1;
-  if (hash != nullptr) {
+  if (hash != nullptr && data.size() <= kSerialHashBytes) {
+    // A small span (a small upload's whole body): one work item writes it and then hashes it. Two
+    // items side by side would cost a second thread wake-up and completion for a few microseconds
+    // of hashing.
+    u->hash = hash;
+    u->hashAfterWrite = true;
+  } else if (hash != nullptr) {
     // The digest runs on another thread-pool thread at the same time as the write: both only read
     // the buffer, and the loop thread does neither.
     u->pending = 2;
@@ -135,7 +146,7 @@ void UvStorage::write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std:
     u->hashWork.data = u;
     uv_queue_work(loop_, &u->hashWork, hashWorkThunk, hashDoneThunk);
   }
-  if (writebackBytes_ > 0) {
+  if (writebackBytes_ > 0 || u->hashAfterWrite) {
     u->file = file;
     u->writeOffset = offsetBytes;
     u->hashData = data;
@@ -160,6 +171,8 @@ void UvStorage::writeWorkThunk(uv_work_t* w) {
   do {
     n = ::pwrite(u->file, u->hashData.data(), u->hashData.size(), static_cast<off_t>(u->writeOffset));
   } while (n < 0 && errno == EINTR);
+  // Like the parallel digest: the whole span is hashed, however much was written.
+  if (u->hashAfterWrite) u->self->sha_.update(*u->hash, u->hashData);
   if (n < 0) {
     u->err = errno;
     return;
@@ -168,6 +181,7 @@ void UvStorage::writeWorkThunk(uv_work_t* w) {
   u->op->result = n;
 #ifdef SYNC_FILE_RANGE_WRITE
   const uint64_t unit = u->self->writebackBytes_;
+  if (unit == 0) return;
   const uint64_t from = u->writeOffset / unit * unit, to = (u->writeOffset + static_cast<uint64_t>(n)) / unit * unit;
   // Advice only: an error here (EIO included) comes back from the fdatasync that follows.
   if (to > from) ::sync_file_range(u->file, static_cast<off_t>(from), static_cast<off_t>(to - from), SYNC_FILE_RANGE_WRITE);
@@ -242,7 +256,10 @@ void UvStorage::beneathWorkThunk(uv_work_t* w) {
   if (u->kind == kCommit) {
     u->syncErr = 0;
     int* syncErr = u->self->syncDirs_ ? &u->syncErr : nullptr;
-    u->err = commitBelow(u->path, u->base, u->below, u->replace, &u->dirOpened, syncErr);
+    bool moved = false;
+    u->err = commitBelow(u->path, u->base, u->below, u->replace, &u->dirOpened, syncErr, BeneathMode::Auto, &moved);
+    // The StorageOp is the caller's until completion, and read only after it.
+    u->op->result = moved ? 1 : 0;
     return;
   }
   std::string_view parent, name;

@@ -279,6 +279,30 @@ TEST(UploadEngine, RepeatedFinalFragmentGetsTheSameFinalAckAndNoSecondCommit) {
   expectError(d.fragment("/f", id, 0, body, 999), 400, "0x80070057");  // a different total
 }
 
+// The commit moves the partial file in one directory operation (renameat2 RENAME_NOREPLACE), so
+// nothing is left to remove afterwards; where the file system can only link, the partial name is
+// removed after the link. Either way the destination holds the upload and the partial is gone.
+TEST(UploadEngine, ACommitThatRenamedLeavesNothingToRemove) {
+  EngineDriver d;
+  std::string id = d.createSession("/f.bin");
+  uint64_t removesBefore = d.storage.removeCalls;
+  expectAck(d.fragment("/f.bin", id, 0, data(5000), 5000));
+  EXPECT_EQ(d.storage.contents("/root/f.bin"), data(5000));
+  EXPECT_FALSE(d.storage.exists(d.partialPath(id)));
+  EXPECT_EQ(d.storage.removeCalls, removesBefore);
+}
+
+TEST(UploadEngine, ACommitThatLinkedRemovesThePartialName) {
+  EngineDriver d;
+  d.storage.linkCommits = true;
+  std::string id = d.createSession("/f.bin");
+  uint64_t removesBefore = d.storage.removeCalls;
+  expectAck(d.fragment("/f.bin", id, 0, data(5000), 5000));
+  EXPECT_EQ(d.storage.contents("/root/f.bin"), data(5000));
+  EXPECT_FALSE(d.storage.exists(d.partialPath(id)));
+  EXPECT_EQ(d.storage.removeCalls, removesBefore + 1);
+}
+
 TEST(UploadEngine, DestinationThatAppearsBeforeCommitIsNotOverwritten) {
   EngineDriver d;
   std::string id = d.createSession("/f");

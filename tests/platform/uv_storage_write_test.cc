@@ -1,7 +1,8 @@
 // Tests of UvStorage::write on a real libuv loop and a real file, both ways it runs: uv_fs_write
 // (writeback off) and pwrite + sync_file_range on the thread pool (setWritebackBytes, what bitsd
-// uses with fdatasync on). Same bytes on disk, same results, the digest fed alongside, and a failed
-// write reported as a Status.
+// uses with fdatasync on). Same bytes on disk, same results, the digest fed alongside (by a second
+// work item beside a large span, after the write in the same item for a span of 64 KiB or less),
+// and a failed write reported as a Status.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -100,14 +101,16 @@ TEST_P(UvStorageWrite, AFailedWriteIsAStatusWithNoBytes) {
   storage.setWritebackBytes(GetParam());
   int fd = ::open(path_.c_str(), O_CREAT | O_RDONLY | O_CLOEXEC, 0644);  // not open for writing: EBADF
   ASSERT_GE(fd, 0);
-  std::string data(200000, 'x');
-  Sha256State st;
-  sha.start(st);
-  StorageOp op;
-  write(storage, fd, 0, data, &st, op);
-  EXPECT_FALSE(op.status.isOk());
-  EXPECT_EQ(op.status.code(), Code::Io);
-  EXPECT_EQ(op.result, 0);
+  for (size_t n : {size_t{200000}, size_t{1000}}) {  // the digest beside the write, and after it
+    std::string data(n, 'x');
+    Sha256State st;
+    sha.start(st);
+    StorageOp op;
+    write(storage, fd, 0, data, &st, op);
+    EXPECT_FALSE(op.status.isOk());
+    EXPECT_EQ(op.status.code(), Code::Io);
+    EXPECT_EQ(op.result, 0);
+  }
   ::close(fd);
 }
 

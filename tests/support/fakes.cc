@@ -252,7 +252,8 @@ void FakeStorage::commitBeneath(StorageOp& op, const char* from, const char* bas
     } else {
       unsynced_.erase(t);
     }
-    if (!replace) return;  // a link: the caller removes `from`
+    if (!replace && linkCommits) return;  // a link (result 0): the caller removes `from`
+    o.result = 1;  // renamed (without replacing, as renameat2 RENAME_NOREPLACE, unless `replace`)
     files_.erase(f);
     durable_.erase(f);
     unsynced_.erase(f);
@@ -286,6 +287,7 @@ void FakeStorage::rename(StorageOp& op, const char* from, const char* to) {
 }
 
 void FakeStorage::remove(StorageOp& op, const char* path) {
+  ++removeCalls;
   std::string p = path;
   enqueue(op, [this, p](StorageOp&) {
     files_.erase(p);

@@ -74,6 +74,10 @@ class FakeStorage final : public Storage {
     symlinks_.insert(other.symlinks_.begin(), other.symlinks_.end());
   }
   uint64_t commitCalls = 0;
+  // A commit that may not replace links the file and leaves `from` to the caller (a file system
+  // without renameat2's RENAME_NOREPLACE), instead of renaming it.
+  bool linkCommits = false;
+  uint64_t removeCalls = 0;
   void addFile(const std::string& path, std::string contents = "") {
     durable_[path] = contents;
     files_[path] = std::move(contents);
