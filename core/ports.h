@@ -85,8 +85,9 @@ class Storage {
   virtual void openWrite(StorageOp& op, const char* path) = 0;
   // Writes `data` at `offsetBytes` straight from the caller's buffer (no copy). result = bytes
   // written, which may be fewer than asked. With `hash`, the whole of `data` is also fed to that
-  // running SHA-256 off the loop (beside the write, or after it in the same work item for a
-  // span of 64 KiB or less; both only read the buffer); the operation completes when both are done. `hash` must not be touched until then.
+  // running SHA-256 off the loop (beside the write, or after it in the same work item for a span
+  // of 64 KiB or less; both only read the buffer); the operation completes when both are done.
+  // `hash` must not be touched until then.
   virtual void write(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<const char> data,
                      Sha256State* hash = nullptr) = 0;
   // Creates a file for writing, or empties the one there (a reply file written again after a

@@ -180,12 +180,17 @@ int commitBelow(const char* from, const char* base, const char* below, bool repl
   int r;
   if (replace) {
     r = ::renameat(AT_FDCWD, from, dir, leaf);
+    if (r == 0 && moved != nullptr) *moved = true;
   } else {
-    r = moved != nullptr ? renameNoReplace(AT_FDCWD, from, dir, leaf) : -1;
-    if (r != 0 && (moved == nullptr || errno == EINVAL || errno == ENOSYS)) r = ::linkat(AT_FDCWD, from, dir, leaf, 0);
-    else if (r == 0) *moved = true;
+    bool link = true;
+    r = -1;
+    if (moved != nullptr) {
+      r = renameNoReplace(AT_FDCWD, from, dir, leaf);
+      if (r == 0) *moved = true;
+      link = r != 0 && (errno == EINVAL || errno == ENOSYS);  // EEXIST and the rest stand
+    }
+    if (link) r = ::linkat(AT_FDCWD, from, dir, leaf, 0);
   }
-  if (r == 0 && replace && moved != nullptr) *moved = true;
   if (r != 0) {
     err = errno;
   } else if (syncErr != nullptr && ::fsync(dir) != 0) {

@@ -35,14 +35,15 @@ enum Kind {
 };
 
 // A write of at most this many bytes that carries a digest is hashed in its own work item, after
-// the write (uv_storage.h); a larger one is hashed by a second item running beside it.
+// the write; a larger one is hashed by a second work item running beside it.
 constexpr size_t kSerialHashBytes = 64 * 1024;
 }  // namespace
 
 struct UvStorage::UvOp {
   union {
     uv_fs_t req;
-    uv_work_t writeWork;  // a write with early writeback (setWritebackBytes): pwrite + sync_file_range
+    uv_work_t writeWork;  // a write with early writeback (setWritebackBytes): pwrite + sync_file_range;
+                          // or a small write with its digest: pwrite, then the hash
   };
   uv_work_t hashWork;  // the digest of a write; or the whole of checkDestination / commitBeneath
   Sha256State* hash;
@@ -171,10 +172,11 @@ void UvStorage::writeWorkThunk(uv_work_t* w) {
   do {
     n = ::pwrite(u->file, u->hashData.data(), u->hashData.size(), static_cast<off_t>(u->writeOffset));
   } while (n < 0 && errno == EINTR);
+  const int writeErr = n < 0 ? errno : 0;
   // Like the parallel digest: the whole span is hashed, however much was written.
   if (u->hashAfterWrite) u->self->sha_.update(*u->hash, u->hashData);
   if (n < 0) {
-    u->err = errno;
+    u->err = writeErr;
     return;
   }
   // The StorageOp is the caller's until completion and read only after it (as in checkDestination).
