@@ -1,7 +1,8 @@
 // CreateFlow: Create-Session (BITS-UPLOAD.md §2.2, §10.1). max-sessions-per-user, then the
-// destination is checked (its directory exists below the base, it is not a directory, overwrites),
-// a session id is drawn and a table slot made free, the in-progress file is created exclusively,
-// and SessionCreated (with its owner) is made durable before the Ack.
+// destination is checked (its directory exists below the base, it is not a directory, overwrites)
+// and, in the same thread-pool step, the in-progress file created exclusively under a freshly drawn
+// session id; then a table slot is made free, and SessionCreated (with its owner) is made durable
+// before the Ack. A refusal after the check removes the file it created.
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -33,12 +34,22 @@ Flow CreateFlow::start(UploadEngine& e, Exchange& ex) {
       return e.fail(ex, 503, hresult::kNoSystemResources);
     }
   }
+  uint8_t rnd[16];
+  if (!e.random_.fill(rnd, sizeof rnd)) {
+    logf(LogLevel::Error, "create-session: random generator failed");
+    return e.fail(ex, 500, hresult::kInternal);
+  }
+  // The id names the in-progress file, which the destination check creates in the same step when
+  // the destination can take the upload; it is the session's only once everything below passed.
+  ex.sessionId_ = sessionIdFromRandom(rnd);
   e.creating_.push_back(&ex);
   ex.creating_ = true;
   CreateFlow& f = ex.flow_.emplace<CreateFlow>();
+  e.makeRoomForOpenFile();
+  e.formatPartialPath(ex.sessionId_, ex.partial_);
   f.wait_ = Wait::CheckDestination;
   ex.op_.busy = true;
-  e.storage_.checkDestination(ex.op_, ex.destBase_, UploadEngine::destBelow(ex));
+  e.storage_.checkDestination(ex.op_, ex.destBase_, UploadEngine::destBelow(ex), ex.partial_, e.settings_.allowOverwrites);
   return Flow::Wait;
 }
 
@@ -47,7 +58,6 @@ void CreateFlow::onStorage(UploadEngine& e, Exchange& ex) {
   wait_ = Wait::None;
   switch (w) {
     case Wait::CheckDestination: return checked(e, ex);
-    case Wait::CreateFile: return created(e, ex);
     case Wait::None:
     case Wait::Journal:
     case Wait::FarmOwner: break;
@@ -58,6 +68,17 @@ void CreateFlow::onStorage(UploadEngine& e, Exchange& ex) {
 
 void CreateFlow::checked(UploadEngine& e, Exchange& ex) {
   const Status st = ex.op_.status;
+  if (ex.op_.result >= 0) newFile_ = static_cast<FileHandle>(ex.op_.result);
+  // Every refusal below removes the in-progress file the check created (if it did).
+  if (refused(e, ex, st)) {
+    if (newFile_ != kNoFile) dropFile(e, ex);
+    return e.ready(ex);
+  }
+  ex.hasSessionId_ = true;
+  created(e, ex);
+}
+
+bool CreateFlow::refused(UploadEngine& e, Exchange& ex, const Status& st) {
   if (!st.isOk()) {
     if (st.code() == Code::NotFound) {
       ex.reason_ = "the destination's directory does not exist";
@@ -69,54 +90,42 @@ void CreateFlow::checked(UploadEngine& e, Exchange& ex) {
       logf(LogLevel::Warn, "create-session: checking %s failed: %s (%d)", ex.dest_, st.message(), st.sysCode());
       e.fail(ex, 500, hresult::kInternal);
     }
-    return e.ready(ex);
+    return true;
   }
   if (ex.op_.kind == FileKind::Directory) {
     ex.reason_ = "the destination is a directory";
     e.fail(ex, 400, hresult::kInvalidArg);
-    return e.ready(ex);
+    return true;
   }
   if (ex.op_.kind != FileKind::Missing && !e.settings_.allowOverwrites) {
     ex.reason_ = "the file exists and allow-overwrites is off";
     e.fail(ex, 403, hresult::kAccessDenied);
-    return e.ready(ex);
+    return true;
   }
   if (e.journal_.nearlyFull()) {
     ++e.stats_.journalRefusals;
     logf(LogLevel::Warn, "create-session refused: the journal is near its size cap even when compacted");
     e.fail(ex, 503, hresult::kNoSystemResources);
-    return e.ready(ex);
+    return true;
   }
-  uint8_t rnd[16];
-  if (!e.random_.fill(rnd, sizeof rnd)) {
-    logf(LogLevel::Error, "create-session: random generator failed");
-    e.fail(ex, 500, hresult::kInternal);
-    return e.ready(ex);
-  }
-  ex.sessionId_ = sessionIdFromRandom(rnd);
-  ex.hasSessionId_ = true;
   if (e.sessions_.find(ex.sessionId_) != nullptr || !e.makeRoomForNewSession(ex)) {
-    ex.hasSessionId_ = false;
     logf(LogLevel::Warn, "create-session refused: session table full (%u sessions)", e.sessions_.size());
     e.fail(ex, 503, hresult::kNoSystemResources);
-    return e.ready(ex);
+    return true;
   }
-  e.makeRoomForOpenFile();
-  e.formatPartialPath(ex.sessionId_, ex.partial_);
-  wait_ = Wait::CreateFile;
-  ex.op_.busy = true;
-  e.storage_.createExclusive(ex.op_, ex.partial_);
+  if (newFile_ == kNoFile) {
+    const Status& cs = ex.op_.createStatus.isOk() ? Status(Code::Io, "the in-progress file was not created")
+                                                  : ex.op_.createStatus;
+    logf(LogLevel::Warn, "create-session: cannot create %s: %s (%d)", ex.partial_, cs.message(), cs.sysCode());
+    e.fail(ex, 500, hresultFor(cs));
+    return true;
+  }
+  return false;
 }
 
+// The destination can take the upload and the in-progress file exists (newFile_): journal the
+// session.
 void CreateFlow::created(UploadEngine& e, Exchange& ex) {
-  const Status st = ex.op_.status;
-  if (!st.isOk()) {
-    ex.hasSessionId_ = false;
-    logf(LogLevel::Warn, "create-session: cannot create %s: %s (%d)", ex.partial_, st.message(), st.sysCode());
-    e.fail(ex, 500, hresultFor(st));
-    return e.ready(ex);
-  }
-  newFile_ = static_cast<FileHandle>(ex.op_.result);
   JournalRecord rec;
   rec.type = RecordType::SessionCreated;
   rec.id = ex.sessionId_;

@@ -40,16 +40,19 @@ struct Authenticating {};
 
 class CreateFlow {
  public:
-  // Checks the destination, then creates the in-progress file, then journals the session (farm
-  // mode: then records this node as its owner in the farm).
+  // Checks the destination and creates the in-progress file (one storage step), then journals the
+  // session (farm mode: then records this node as its owner in the farm).
   static Flow start(UploadEngine& e, Exchange& ex);
   void onStorage(UploadEngine& e, Exchange& ex);
   void onJournal(UploadEngine& e, Exchange& ex, const Status& st);
   void onFarm(UploadEngine& e, Exchange& ex);
 
  private:
-  enum class Wait : uint8_t { None, CheckDestination, CreateFile, Journal, FarmOwner };
+  enum class Wait : uint8_t { None, CheckDestination, Journal, FarmOwner };
   void checked(UploadEngine& e, Exchange& ex);
+  // True (and the answer formatted) when the checked destination, the journal or the table refuses
+  // the session, or the in-progress file could not be created.
+  bool refused(UploadEngine& e, Exchange& ex, const Status& st);
   void created(UploadEngine& e, Exchange& ex);
   void finishCreate(UploadEngine& e, Exchange& ex);
   void dropFile(UploadEngine& e, Exchange& ex);

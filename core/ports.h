@@ -67,6 +67,8 @@ class StorageOp {
   // commitBeneath: the fsync of the destination's directory after the link or rename succeeded.
   // The commit stands whatever it says (status is ok); a failure is only worth a log line.
   Status syncStatus;
+  // checkDestination with `create`: the in-progress file's creation (ok when none was tried).
+  Status createStatus;
 
   alignas(16) unsigned char impl[kImplBytes];
 };
@@ -113,7 +115,12 @@ class Storage {
   //
   // Checks the destination (Create-Session): its parent as above, then sets `kind` and `sizeBytes`
   // of the destination itself, without following a final symlink (a symlink is FileKind::Other).
-  virtual void checkDestination(StorageOp& op, const char* base, const char* below) = 0;
+  // With `create` (not null), in the same step (one thread-pool round trip for Create-Session): if
+  // the check found nothing there, or a regular file and `mayReplace`, creates the file `create`
+  // as createExclusive does. result = its handle, or -1 when none was created; createStatus says
+  // why when the creation was tried and failed.
+  virtual void checkDestination(StorageOp& op, const char* base, const char* below, const char* create,
+                                bool mayReplace) = 0;
   // Commits `from` (a file in the state directory) as base/below: opens the parent as above, then
   // moves it there without replacing anything (replace false: AlreadyExists if the name exists in
   // any form, a symlink included) or renames it over the name (replace true), and fsyncs that same

@@ -59,7 +59,10 @@ struct UvStorage::UvOp {
   bool replace;       // commitBeneath: rename over the name (else link, never replacing)
   bool dirOpened;     // ... the destination's directory was opened (else `err` is the open's)
   int err;            // on the thread pool: 0, or the errno of the step that failed
-  int syncErr;        // commitBeneath: errno of the directory fsync after the commit
+  union {
+    int syncErr;    // commitBeneath: errno of the directory fsync after the commit
+    int createErr;  // checkDestination with a file to create: errno of its creation
+  };
   uv_file file;
   union {
     uint64_t syncStartNs;  // kSync, kDirSync: when the sync was issued (the fsync histogram)
@@ -232,10 +235,15 @@ void UvStorage::truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) {
   uv_fs_ftruncate(loop_, &u->req, file, static_cast<int64_t>(sizeBytes), onFsThunk);
 }
 
-void UvStorage::checkDestination(StorageOp& op, const char* base, const char* below) {
+void UvStorage::checkDestination(StorageOp& op, const char* base, const char* below, const char* create,
+                                 bool mayReplace) {
   UvOp* u = prepare(op, kCheck);
   u->base = base;
   u->below = below;
+  u->path = create;
+  u->replace = mayReplace;
+  op.result = -1;
+  op.createStatus = Status::ok();
   u->hashWork.data = u;
   uv_queue_work(loop_, &u->hashWork, beneathWorkThunk, beneathDoneThunk);
 }
@@ -286,6 +294,16 @@ void UvStorage::beneathWorkThunk(uv_work_t* w) {
     op.kind = S_ISREG(st.st_mode) ? FileKind::File : S_ISDIR(st.st_mode) ? FileKind::Directory : FileKind::Other;
   }
   ::close(dir);
+  // Create-Session's in-progress file, when the destination can take the upload (createExclusive's
+  // flags: the journal's files are opened the same way).
+  if (u->path != nullptr && u->err == 0 && (op.kind == FileKind::Missing || (op.kind == FileKind::File && u->replace))) {
+    int fd = ::open(u->path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      u->createErr = errno;
+    } else {
+      op.result = fd;
+    }
+  }
 }
 
 void UvStorage::beneathDoneThunk(uv_work_t* w, int status) {
@@ -302,7 +320,11 @@ void UvStorage::beneathDoneThunk(uv_work_t* w, int status) {
                                            : "link into place failed";
     op.status = statusFromUv(uv_translate_sys_error(u->err), what);
   }
-  op.syncStatus = u->syncErr == 0 ? Status::ok() : statusFromUv(uv_translate_sys_error(u->syncErr), "directory fsync failed");
+  if (u->kind == kCommit) {
+    op.syncStatus = u->syncErr == 0 ? Status::ok() : statusFromUv(uv_translate_sys_error(u->syncErr), "directory fsync failed");
+  } else if (u->createErr != 0) {
+    op.createStatus = statusFromUv(uv_translate_sys_error(u->createErr), "cannot create the in-progress file");
+  }
   u->~UvOp();
   op.callback->onStorageDone(op);
 }

@@ -27,7 +27,8 @@ class UvStorage final : public Storage {
   void read(StorageOp& op, FileHandle file, uint64_t offsetBytes, std::span<char> data) override;
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
-  void checkDestination(StorageOp& op, const char* base, const char* below) override;
+  void checkDestination(StorageOp& op, const char* base, const char* below, const char* create,
+                        bool mayReplace) override;
   void commitBeneath(StorageOp& op, const char* from, const char* base, const char* below, bool replace) override;
   void rename(StorageOp& op, const char* from, const char* to) override;
   void remove(StorageOp& op, const char* path) override;

@@ -435,6 +435,49 @@ TEST(UploadEngine, FullTableEvictsTombstonesThenAnswers503) {
   EXPECT_EQ(d.engine.findSessionForTest([&] { SessionId x; parseSessionId(a, &x); return x; }()), nullptr);
 }
 
+size_t partialFiles(const EngineDriver& d) {
+  size_t n = 0;
+  for (const auto& [path, bytes] : d.storage.files()) n += path.rfind("/state/partial/", 0) == 0;
+  return n;
+}
+
+// Create-Session checks the destination and creates the in-progress file in one storage step; a
+// refusal that comes after that step (here: the table is full) removes the file it created, and
+// the refused request holds no handle.
+TEST(UploadEngine, ARefusedCreateSessionLeavesNoInProgressFile) {
+  Settings s = EngineDriver::defaultSettings();
+  s.maxSessions = 2;
+  EngineDriver d(s);
+  ASSERT_FALSE(d.createSession("/a").empty());
+  ASSERT_FALSE(d.createSession("/b").empty());
+  EXPECT_EQ(partialFiles(d), 2u);
+  expectError(d.send(bitsRequest("/c", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 503, "0x800705AA");
+  d.settle();  // the removal runs in the background
+  EXPECT_EQ(partialFiles(d), 2u);
+  EXPECT_EQ(d.storage.openHandles(), 2);
+  // A destination that may not be replaced: refused by the check itself, nothing created.
+  EngineDriver d2;
+  d2.storage.addFile("/root/exists.bin", "old");
+  expectError(d2.send(bitsRequest("/exists.bin", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 403,
+              "0x80070005");
+  EXPECT_EQ(partialFiles(d2), 0u);
+  EXPECT_EQ(d2.storage.openHandles(), 0);
+}
+
+// The in-progress file cannot be created (the state directory's disk is full): 500 with the
+// error, no session.
+TEST(UploadEngine, AnInProgressFileThatCannotBeCreatedIsA500) {
+  EngineDriver d;
+  d.storage.failCreate = true;
+  Reply r = d.send(bitsRequest("/f.bin", "Create-Session", {{"BITS-Supported-Protocols", kProto}}));
+  expectError(r, 500, "0x80070112");  // ERROR_DISK_FULL
+  EXPECT_EQ(r.get("BITS-Session-Id"), "");
+  EXPECT_EQ(d.engine.sessionCount(), 0u);
+  EXPECT_EQ(partialFiles(d), 0u);
+  d.storage.failCreate = false;
+  EXPECT_FALSE(d.createSession("/f.bin").empty());
+}
+
 TEST(UploadEngine, MoreSessionsThanOpenFilesStillInterleave) {
   Settings s = EngineDriver::defaultSettings();
   s.maxOpenFiles = 2;

@@ -211,9 +211,12 @@ Status FakeStorage::walkBeneath(const std::string& base, const std::string& belo
   return Status::ok();
 }
 
-void FakeStorage::checkDestination(StorageOp& op, const char* base, const char* below) {
-  std::string b = base, rel = below;
-  enqueue(op, [this, b, rel](StorageOp& o) {
+void FakeStorage::checkDestination(StorageOp& op, const char* base, const char* below, const char* create,
+                                   bool mayReplace) {
+  std::string b = base, rel = below, c = create != nullptr ? create : "";
+  enqueue(op, [this, b, rel, c, mayReplace](StorageOp& o) {
+    o.result = -1;
+    o.createStatus = Status::ok();
     o.status = walkBeneath(b, rel);
     if (!o.status.isOk()) return;
     std::string p = b + "/" + rel;
@@ -221,6 +224,20 @@ void FakeStorage::checkDestination(StorageOp& op, const char* base, const char* 
              : files_.count(p)    ? FileKind::File
              : symlinks_.count(p) ? FileKind::Other
                                   : FileKind::Missing;
+    if (c.empty() || !(o.kind == FileKind::Missing || (o.kind == FileKind::File && mayReplace))) return;
+    if (failCreate) {
+      o.createStatus = Status(Code::NoSpace, "no space", 28);
+      return;
+    }
+    if (files_.count(c)) {
+      o.createStatus = Status(Code::AlreadyExists, "exists");
+      return;
+    }
+    files_[c] = "";
+    durable_[c] = "";
+    unsynced_.erase(c);
+    handles_[nextHandle_] = c;
+    o.result = nextHandle_++;
   });
 }
 

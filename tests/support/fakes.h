@@ -77,6 +77,8 @@ class FakeStorage final : public Storage {
   // A commit that may not replace links the file and leaves `from` to the caller (a file system
   // without renameat2's RENAME_NOREPLACE), instead of renaming it.
   bool linkCommits = false;
+  // Create-Session's in-progress file cannot be created (checkDestination with `create`): NoSpace.
+  bool failCreate = false;
   uint64_t removeCalls = 0;
   void addFile(const std::string& path, std::string contents = "") {
     durable_[path] = contents;
@@ -142,7 +144,8 @@ class FakeStorage final : public Storage {
   uint64_t readCalls = 0;
   void syncData(StorageOp& op, FileHandle file) override;
   void truncate(StorageOp& op, FileHandle file, uint64_t sizeBytes) override;
-  void checkDestination(StorageOp& op, const char* base, const char* below) override;
+  void checkDestination(StorageOp& op, const char* base, const char* below, const char* create,
+                        bool mayReplace) override;
   void commitBeneath(StorageOp& op, const char* from, const char* base, const char* below, bool replace) override;
   void rename(StorageOp& op, const char* from, const char* to) override;
   void remove(StorageOp& op, const char* path) override;
