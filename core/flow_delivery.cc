@@ -322,7 +322,8 @@ void DeliveryFlow::onStorage(UploadEngine& e, Exchange& ex) {
     case Wait::CopyLink: return copied(e, ex, st);
     case Wait::FarmStorage: return farm_.onStorage(e, ex, *this);
     case Wait::RemoveRequest:
-      // NotFound: the copy to the destination renamed it (allow-overwrites).
+      // NotFound: the copy to the destination renamed it (always, unless the file system could only
+      // link it there).
       if (!st.isOk() && st.code() != Code::NotFound) {
         logf(LogLevel::Warn, "removing the request file %s: %s", ex.partial_, st.message());
       }
