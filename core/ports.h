@@ -116,8 +116,8 @@ class Storage {
   // Checks the destination (Create-Session): its parent as above, then sets `kind` and `sizeBytes`
   // of the destination itself, without following a final symlink (a symlink is FileKind::Other).
   // With `create` (not null), in the same step (one thread-pool round trip for Create-Session): if
-  // the check found nothing there, or a regular file and `mayReplace`, creates the file `create`
-  // as createExclusive does. result = its handle, or -1 when none was created; createStatus says
+  // the check found nothing there, or anything but a directory and `mayReplace`, creates the file
+  // `create` as createExclusive does. result = its handle, or -1 when none was created; createStatus says
   // why when the creation was tried and failed.
   virtual void checkDestination(StorageOp& op, const char* base, const char* below, const char* create,
                                 bool mayReplace) = 0;

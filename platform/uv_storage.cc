@@ -296,7 +296,10 @@ void UvStorage::beneathWorkThunk(uv_work_t* w) {
   ::close(dir);
   // Create-Session's in-progress file, when the destination can take the upload (createExclusive's
   // flags: the journal's files are opened the same way).
-  if (u->path != nullptr && u->err == 0 && (op.kind == FileKind::Missing || (op.kind == FileKind::File && u->replace))) {
+  // With overwrites on, whatever is there and is not a directory may be replaced (a symlink itself:
+  // the commit's rename replaces the link, never its target).
+  if (u->path != nullptr && u->err == 0 &&
+      (op.kind == FileKind::Missing || (op.kind != FileKind::Directory && u->replace))) {
     int fd = ::open(u->path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
     if (fd < 0) {
       u->createErr = errno;

@@ -324,6 +324,23 @@ TEST(UploadEngine, OverwritesAllowedReplaceAtomically) {
   EXPECT_FALSE(d.storage.exists(d.partialPath(id)));
 }
 
+// With overwrites on, a symlink at the destination's name is replaced itself by the commit (never
+// its target), so Create-Session takes it, as it takes a regular file; a directory is still 400.
+TEST(UploadEngine, OverwritesAllowedReplaceASymlinkItselfNotADirectory) {
+  Settings s = EngineDriver::defaultSettings();
+  s.allowOverwrites = true;
+  EngineDriver d(s);
+  d.storage.addSymlink("/root/link");
+  std::string id = d.createSession("/link");
+  ASSERT_FALSE(id.empty());
+  EXPECT_EQ(d.fragment("/link", id, 0, "new!", 4).status, 200);
+  EXPECT_EQ(d.storage.contents("/root/link"), "new!");
+  EXPECT_FALSE(d.storage.isSymlink("/root/link"));
+  d.storage.addDir("/root/dir");
+  expectError(d.send(bitsRequest("/dir", "Create-Session", {{"BITS-Supported-Protocols", kProto}})), 400,
+              "0x80070057");
+}
+
 TEST(UploadEngine, CloseBeforeCompletionDiscardsThePartialAndIsIdempotent) {
   EngineDriver d;
   std::string id = d.createSession("/f");

@@ -141,6 +141,24 @@ TEST_P(CommitRace, SymlinkAtTheFinalNameIsNotFollowed) {
     expectError(last, 403, "0x80070005");
     EXPECT_TRUE(S_ISLNK(st.st_mode));
   }
+  // A symlink already there at Create-Session: with overwrites on it is an existing name like any
+  // other (the session is created with its in-progress file, and the commit replaces the link
+  // itself); with them off, 403 at once.
+  ASSERT_TRUE(symlinkTo(target, root + "/z.bin"));
+  Reply created = c.roundTrip(bitsRequest("/z.bin", "Create-Session", {{"BITS-Supported-Protocols", "{7df0354d-249b-430f-820d-3d2a9bef4931}"}}));
+  if (GetParam()) {
+    ASSERT_EQ(created.status, 200) << created.raw;
+    const std::string zid = created.get("BITS-Session-Id");
+    Reply done = c.roundTrip(bitsRequest("/z.bin", "Fragment",
+                                         {{"BITS-Session-Id", zid}, {"Content-Range", "bytes 0-7/8"}}, "payload!"));
+    EXPECT_EQ(done.status, 200) << done.raw;
+    ASSERT_EQ(::lstat((root + "/z.bin").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+  } else {
+    expectError(created, 403, "0x80070005");
+  }
+  ASSERT_TRUE(readFile(target, &got));
+  EXPECT_EQ(got, "precious");
 }
 
 INSTANTIATE_TEST_SUITE_P(Overwrites, CommitRace, ::testing::Bool(),

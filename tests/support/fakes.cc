@@ -224,7 +224,7 @@ void FakeStorage::checkDestination(StorageOp& op, const char* base, const char* 
              : files_.count(p)    ? FileKind::File
              : symlinks_.count(p) ? FileKind::Other
                                   : FileKind::Missing;
-    if (c.empty() || !(o.kind == FileKind::Missing || (o.kind == FileKind::File && mayReplace))) return;
+    if (c.empty() || !(o.kind == FileKind::Missing || (o.kind != FileKind::Directory && mayReplace))) return;
     if (failCreate) {
       o.createStatus = Status(Code::NoSpace, "no space", 28);
       return;
