@@ -262,7 +262,10 @@ TEST_F(Tls, BadCertificateOrKeyFilesAreOneLineStartupErrors) {
       {{"--tls-cert", crt()}, "tls-cert and tls-key go together"},
   };
   for (const Case& k : cases) {
-    RunResult r = runBitsd(k.args);
+    // On a port of its own: what is listening on the default one must not decide the answer.
+    std::vector<std::string> args = k.args;
+    args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    RunResult r = runBitsd(args);
     EXPECT_EQ(r.exitCode, 2) << r.err;
     EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
@@ -541,7 +544,10 @@ TEST_F(Auth, ALocationsDirectoryTakesItsUploadsAndSymlinksCannotLeaveIt) {
       {{"--users-file", users, "--allow-basic-over-http", "--locations", "/r=" + crt() + " alice"}, "not a directory"},
   };
   for (const Case& k : cases) {
-    RunResult r = runBitsd(k.args);
+    // On a port of its own: what is listening on the default one must not decide the answer.
+    std::vector<std::string> args = k.args;
+    args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    RunResult r = runBitsd(args);
     EXPECT_EQ(r.exitCode, 2) << r.err;
     EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
@@ -766,7 +772,10 @@ TEST_F(Auth, BadUsersFilesAreOneLineStartupErrors) {
       {{"--locations", "/a alice"}, "locations needs users-file"},
   };
   for (const Case& k : cases) {
-    RunResult r = runBitsd(k.args);
+    // On a port of its own: what is listening on the default one must not decide the answer.
+    std::vector<std::string> args = k.args;
+    args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    RunResult r = runBitsd(args);
     EXPECT_EQ(r.exitCode, 2) << r.err;
     EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
