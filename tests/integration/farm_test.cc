@@ -279,15 +279,22 @@ TEST_F(FarmTest, EtcdLosingItsLeaderAndThenQuorum) {
   int leader = etcd.leader();
   ASSERT_GE(leader, 0) << etcd.error();
   etcd.kill(leader);
-  std::string id = createOn(1, "/quorum.bin");
-  ASSERT_FALSE(id.empty()) << logs();
+  // Until the election ends (seconds; more on a loaded machine) the farm may answer 503.
+  std::string id;
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        id = createOn(1, "/quorum.bin");
+        return !id.empty();
+      },
+      45000, 300))
+      << logs();
   Reply ack;
   ASSERT_TRUE(waitUntil(
       [&] {
         ack = sendTo(1, finalRequest("/quorum.bin", id, 0, data, data.size(), "tx-q1"));
         return ack.status != 503;
       },
-      20000, 300))
+      45000, 300))
       << ack.raw << logs();
   EXPECT_EQ(ack.status, 200) << ack.raw;
   EXPECT_EQ(app.countFor("tx-q1"), 1u);
@@ -309,7 +316,7 @@ TEST_F(FarmTest, EtcdLosingItsLeaderAndThenQuorum) {
         ack = sendTo(2, rest);
         return ack.status == 200;
       },
-      30000, 300))
+      45000, 300))
       << ack.raw << logs();
   EXPECT_EQ(app.countFor("tx-q2"), 1u);
   EXPECT_TRUE(app.seen().back().content == data);
