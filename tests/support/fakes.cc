@@ -47,19 +47,20 @@ std::map<std::string, std::string> FakeStorage::rebootImage(uint32_t seed, int m
   return image;
 }
 
+// A new empty file, open (createExclusive, and Create-Session's checkDestination).
+Status FakeStorage::createNew(const std::string& p, int64_t* handle) {
+  if (files_.count(p)) return Status(Code::AlreadyExists, "exists");
+  files_[p] = "";
+  durable_[p] = "";
+  unsynced_.erase(p);
+  handles_[nextHandle_] = p;
+  *handle = nextHandle_++;
+  return Status::ok();
+}
+
 void FakeStorage::createExclusive(StorageOp& op, const char* path) {
   std::string p = path;
-  enqueue(op, [this, p](StorageOp& o) {
-    if (files_.count(p)) {
-      o.status = Status(Code::AlreadyExists, "exists");
-      return;
-    }
-    files_[p] = "";
-    durable_[p] = "";
-    unsynced_.erase(p);
-    handles_[nextHandle_] = p;
-    o.result = nextHandle_++;
-  });
+  enqueue(op, [this, p](StorageOp& o) { o.status = createNew(p, &o.result); });
 }
 
 void FakeStorage::openWrite(StorageOp& op, const char* path) {
@@ -225,19 +226,7 @@ void FakeStorage::checkDestination(StorageOp& op, const char* base, const char* 
              : symlinks_.count(p) ? FileKind::Other
                                   : FileKind::Missing;
     if (c.empty() || !(o.kind == FileKind::Missing || (o.kind != FileKind::Directory && mayReplace))) return;
-    if (failCreate) {
-      o.createStatus = Status(Code::NoSpace, "no space", 28);
-      return;
-    }
-    if (files_.count(c)) {
-      o.createStatus = Status(Code::AlreadyExists, "exists");
-      return;
-    }
-    files_[c] = "";
-    durable_[c] = "";
-    unsynced_.erase(c);
-    handles_[nextHandle_] = c;
-    o.result = nextHandle_++;
+    o.createStatus = failCreate ? Status(Code::NoSpace, "no space", 28) : createNew(c, &o.result);
   });
 }
 

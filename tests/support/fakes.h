@@ -162,6 +162,7 @@ class FakeStorage final : public Storage {
 
  private:
   void enqueue(StorageOp& op, std::function<void(StorageOp&)> work);
+  Status createNew(const std::string& path, int64_t* handle);
   // The destination's parent walked from `base`: Ok, NotFound or AccessDenied (a symlink).
   Status walkBeneath(const std::string& base, const std::string& below) const;
 
