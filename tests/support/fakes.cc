@@ -372,19 +372,24 @@ void FakeFarm::recordSession(FarmOp& op, const SessionId& id) {
   enqueue(op, "recordSession " + sid, [this, sid](FarmOp&) { store_->sessions[sid] = node_; });
 }
 
+// claim and takeOver, when they win: this node's "began" record under a new revision.
+void FakeFarm::writeBegan(const std::string& txid, const std::string& token, const SessionId& session, FarmOp& o) {
+  FarmTxRecord r;
+  r.state = FarmTxRecord::State::Began;
+  r.node = node_;
+  r.token = token;
+  r.session = session;
+  r.modRevision = ++store_->revision;
+  store_->tx[txid] = r;
+  o.won = true;
+  o.revision = r.modRevision;
+}
+
 void FakeFarm::claim(FarmOp& op, std::string_view txid, std::string_view token, const SessionId& session) {
   std::string t(txid), tok(token);
   enqueue(op, "claim " + t, [this, t, tok, session](FarmOp& o) {
     if (store_->find(t) != nullptr) return readRecord(t, o);
-    FarmTxRecord r;
-    r.state = FarmTxRecord::State::Began;
-    r.node = node_;
-    r.token = tok;
-    r.session = session;
-    r.modRevision = ++store_->revision;
-    store_->tx[t] = r;
-    o.won = true;
-    o.revision = r.modRevision;
+    writeBegan(t, tok, session, o);
   });
 }
 
@@ -395,15 +400,7 @@ void FakeFarm::takeOver(FarmOp& op, std::string_view txid, std::string_view toke
           [this, t, tok, session, expectRevision](FarmOp& o) {
             const FarmTxRecord* cur = store_->find(t);
             if (cur == nullptr || cur->modRevision != expectRevision) return readRecord(t, o);
-            FarmTxRecord r;
-            r.state = FarmTxRecord::State::Began;
-            r.node = node_;
-            r.token = tok;
-            r.session = session;
-            r.modRevision = ++store_->revision;
-            store_->tx[t] = r;
-            o.won = true;
-            o.revision = r.modRevision;
+            writeBegan(t, tok, session, o);
           });
 }
 

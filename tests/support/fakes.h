@@ -349,6 +349,7 @@ class FakeFarm final : public Farm {
  private:
   void enqueue(FarmOp& op, std::string call, std::function<void(FarmOp&)> apply);
   void readRecord(const std::string& txid, FarmOp& op) const;
+  void writeBegan(const std::string& txid, const std::string& token, const SessionId& session, FarmOp& o);
 
   FakeFarmStore* store_;
   std::string node_;
