@@ -203,6 +203,8 @@ bool formatMetrics(const MetricsSnapshot& m, AdminWriter& w) {
   l.metric("bitsd_request_slots", "gauge", "Request slots (request-slots).", m.slotsTotal);
   l.metric("bitsd_read_buffers_used", "gauge", "Read buffers in use.", m.buffersUsed);
   l.metric("bitsd_read_buffers", "gauge", "Read buffers (read-buffers).", m.buffersTotal);
+  l.metric("bitsd_read_ahead_bytes_total", "counter",
+           "Body bytes read into a second buffer while the write before them ran.", m.readAheadBytes);
   l.metric("bitsd_open_files", "gauge", "In-progress files open.", m.openFiles);
   l.metric("bitsd_open_files_max", "gauge", "In-progress files kept open at most (max-open-files).", m.openFilesMax);
   l.metric("bitsd_tls_handshakes_total", "counter", "TLS handshakes completed.", m.tlsHandshakes);

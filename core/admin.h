@@ -88,6 +88,7 @@ struct MetricsSnapshot {
            protocolErrors = 0;
   uint64_t slotsUsed = 0, slotsTotal = 0, buffersUsed = 0, buffersTotal = 0, openFiles = 0, openFilesMax = 0;
   uint64_t tlsHandshakes = 0, tlsFailures = 0;
+  uint64_t readAheadBytes = 0;  // body bytes read into a second buffer while a write ran (read-ahead)
   uint64_t forwarded = 0, forwardFailures = 0;  // farm mode: requests streamed to their session's owner
   // Farm mode: whether this node holds its lease (1/0), and the hand-off's farm steps (EngineStats).
   uint64_t farmLive = 0, farmClaims = 0, farmReplays = 0, farmTakeovers = 0, farmUnavailable = 0;

@@ -360,6 +360,7 @@ void AdminServer::fillMetrics(MetricsSnapshot* m, uint64_t* requestsTotal) {
     m->protocolErrors = ss.protocolErrors;
     m->tlsHandshakes = ss.tlsHandshakes;
     m->tlsFailures = ss.tlsFailures;
+    m->readAheadBytes = ss.readAheadBytes;
     m->forwarded = ss.forwarded;
     m->forwardFailures = ss.forwardFailures;
     m->slotsUsed = src_.server->slotsInUse();

@@ -61,6 +61,14 @@ struct RequestSlot {
   char* fileBuf = nullptr;
   // Farm mode: the link to the session's owner while this request is forwarded (uv_forward.cc).
   ForwardLink* forward = nullptr;
+  // Read-ahead (issue 18): while a write of body bytes runs from the connection's rbuf (WaitBody),
+  // the next body bytes are read into this second pool buffer, so that the socket read overlaps
+  // the write and its hash. It only ever holds bytes of this request's body (at most what
+  // Content-Length still has to bring), so it is parsed before the request can end; pump() makes
+  // it the rbuf once the rbuf is used up (UvServer::readAhead, takeAhead).
+  char* ahead = nullptr;
+  uint32_t aheadLen = 0;
+  uint32_t aheadCap = 0;
   // Lent to the owner's stream while it holds the slot (Stream::lend): answers are only written
   // while a slot is held, so an idle connection carries no write request (issue 18).
   Stream::WriteReq write;

@@ -36,11 +36,82 @@ char* UvServer::takeBuffer() {
 
 void UvServer::releaseBuffer(Connection* c) {
   if (c->rbuf == nullptr) return;
-  freeBuffers_[freeBufferCount_++] =
-      static_cast<uint32_t>((c->rbuf - buffers_) / settings_.readBufferBytes);
+  char* b = c->rbuf;
   c->rbuf = nullptr;
   c->rpos = c->rlen = 0;
-  wakeWaiter(kWaitBuffer);
+  giveBackBuffer(b);
+}
+
+// A body write runs from c->rbuf (WaitBody). Without read-ahead the connection would read nothing
+// until it completes, so the socket, the write and the hash would take turns; with it, the next
+// body bytes arrive meanwhile. Only body bytes of this request that are still to come from the
+// socket (Content-Length less what was parsed and what waits unparsed in rbuf), at most one
+// buffer, and only when no connection waits for a buffer and more than a quarter of the pool is
+// free: a second buffer per upload must never keep another connection from reading at all.
+bool UvServer::readAhead(Connection* c) {
+  RequestSlot& rs = *c->slot;
+  if (rs.ahead == nullptr) {
+    const RequestHead& h = rs.parser.head();
+    if (!h.hasContentLength || h.contentLength <= rs.bodyIn) return false;
+    uint64_t unparsed = c->rlen - c->rpos;
+    uint64_t toCome = h.contentLength - rs.bodyIn;
+    if (toCome <= unparsed) return false;
+    toCome -= unparsed;
+    if (waitHead_[kWaitBuffer] != nullptr || freeBufferCount_ <= settings_.readBuffers / 4) return false;
+    rs.ahead = takeBuffer();
+    rs.aheadLen = 0;
+    rs.aheadCap = static_cast<uint32_t>(toCome < settings_.readBufferBytes ? toCome : settings_.readBufferBytes);
+  }
+  if (rs.aheadLen == rs.aheadCap) return false;
+  startReading(c);  // (no-op when the read that brought these bytes is still on)
+  return !c->closing;
+}
+
+// The rbuf is used up: the bytes read ahead become the rbuf. Reading stops first, because
+// onAllocThunk only gives a connection in Parsing a buffer when it holds none.
+bool UvServer::takeAhead(Connection* c) {
+  if (c->slot == nullptr || c->slot->ahead == nullptr) return false;
+  RequestSlot& rs = *c->slot;
+  stopReading(c);
+  if (rs.aheadLen == 0) {
+    releaseAhead(c);
+    return false;
+  }
+  c->rbuf = rs.ahead;
+  c->rpos = 0;
+  c->rlen = rs.aheadLen;
+  rs.ahead = nullptr;
+  rs.aheadLen = rs.aheadCap = 0;
+  return true;
+}
+
+void UvServer::releaseAhead(Connection* c) {
+  if (c->slot == nullptr || c->slot->ahead == nullptr) return;
+  char* b = c->slot->ahead;
+  c->slot->ahead = nullptr;
+  c->slot->aheadLen = c->slot->aheadCap = 0;
+  giveBackBuffer(b);
+}
+
+// A read while the body write runs: it went into the read-ahead buffer.
+void UvServer::onReadAhead(Connection* c, ssize_t nread) {
+  RequestSlot& rs = *c->slot;
+  if (nread == UV_ENOBUFS || nread == 0) {  // (full: not asked for; 0: nothing after all)
+    if (nread == UV_ENOBUFS) stopReading(c);
+    return;
+  }
+  if (nread < 0) {
+    // The client went away (or TLS failed) in the middle of the body: the fragment cannot be
+    // completed, as when this is found after the write (onReadThunk).
+    if (nread != UV_EOF && c->stream.lastError()[0] != '\0') {
+      logLimited(LogLevel::Info, "stream read failed", "%s", c->stream.lastError());
+    }
+    closeConnection(c);
+    return;
+  }
+  rs.aheadLen += static_cast<uint32_t>(nread);
+  stats_.readAheadBytes += static_cast<uint64_t>(nread);
+  if (rs.aheadLen == rs.aheadCap) stopReading(c);
 }
 
 // Over TLS the stream may hand over records it already holds from inside readStart.
@@ -122,6 +193,12 @@ void UvServer::onAllocThunk(Stream* s, uv_buf_t* buf) {
   // while it waits for a slot; otherwise, with more requests than slots, the buffers could all sit
   // with connections waiting for slots while every slot holder waits for a buffer, and nothing
   // would move again (found by 100 uploads against 64 slots and 16 buffers).
+  if (c->phase == Phase::WaitBody) {  // reading ahead (readAhead): the rest of the second buffer
+    RequestSlot* rs = c->slot;
+    bool room = rs != nullptr && rs->ahead != nullptr && rs->aheadLen < rs->aheadCap;
+    *buf = room ? uv_buf_init(rs->ahead + rs->aheadLen, rs->aheadCap - rs->aheadLen) : uv_buf_init(nullptr, 0);
+    return;
+  }
   char* b = nullptr;
   if (c->rbuf == nullptr && (c->slot != nullptr || self->acquireSlotForRead(c))) b = self->takeBuffer();
   // No buffer: libuv reports UV_ENOBUFS to the read callback, which parks the connection.
@@ -150,6 +227,7 @@ bool UvServer::acquireSlotForRead(Connection* c, bool complete) {
 void UvServer::onReadThunk(Stream* s, ssize_t nread, const uv_buf_t* buf) {
   Connection* c = static_cast<Connection*>(s->data);
   UvServer* self = c->server;
+  if (c->phase == Phase::WaitBody) return self->onReadAhead(c, nread);
   if (nread == UV_ENOBUFS) {
     self->stopReading(c);
     self->enqueueWaiter(c, c->slot != nullptr ? kWaitBuffer : c->readyHead ? kWaitSlot : kWaitSlotSlow);
@@ -197,6 +275,7 @@ void UvServer::pump(Connection* c) {
   while (!c->closing && c->phase == Phase::Parsing) {
     if (c->rpos == c->rlen && !kick) {
       releaseBuffer(c);
+      if (takeAhead(c)) continue;
       startReading(c);
       return;
     }
@@ -234,9 +313,10 @@ void UvServer::pump(Connection* c) {
         kick = true;
         rs.bodyIn += rs.parser.body().size();
         if (engine_.onBody(rs.exchange, rs.parser.body()) == Flow::Wait) {
-          // The bytes are being written straight from c->rbuf: hold it, read nothing more.
+          // The bytes are being written straight from c->rbuf: hold it; read what comes next
+          // into a second buffer meanwhile, or nothing.
           c->phase = Phase::WaitBody;
-          stopReading(c);
+          if (!readAhead(c)) stopReading(c);
           return;
         }
         break;
@@ -564,6 +644,7 @@ void UvServer::finishClose(Connection* c) {
   endFile(c);
   if (c->slot != nullptr && c->slot->parser.started()) logRequest(c, 0, nullptr);  // cut off: no answer
   if (c->slot != nullptr) engine_.finish(c->slot->exchange);
+  releaseAhead(c);
   releaseBuffer(c);
   c->pendingCloses = 1;
   c->stream.close(onStreamClosedThunk);

@@ -40,6 +40,7 @@ struct ServerStats {
   uint64_t protocolErrors = 0;
   uint64_t tlsHandshakes = 0;
   uint64_t tlsFailures = 0;   // handshakes that failed or timed out
+  uint64_t readAheadBytes = 0;  // body bytes read while the write before them ran (readAhead)
   uint64_t forwarded = 0;     // farm mode: requests streamed to their session's owner node
   uint64_t forwardFailures = 0;  // ... of which the owner could not be reached (503) or broke off
   uint32_t active = 0;
@@ -203,6 +204,12 @@ class UvServer {
   void handSlot(bool swap);
   char* takeBuffer();
   void releaseBuffer(Connection* c);
+  // Read-ahead while a body write runs (RequestSlot::ahead): readAhead takes the second buffer
+  // and keeps reading into it; takeAhead makes it the rbuf; releaseAhead gives it back unused.
+  bool readAhead(Connection* c);
+  bool takeAhead(Connection* c);
+  void releaseAhead(Connection* c);
+  void onReadAhead(Connection* c, ssize_t nread);
   void enqueueWaiter(Connection* c, int kind);
   void removeWaiter(Connection* c);
   void wakeWaiter(int kind);

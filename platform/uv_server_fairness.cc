@@ -161,6 +161,7 @@ void UvServer::releaseSlot(Connection* c) {
   BITS_CHECK(!c->slot->write.busy);
   endFile(c);  // (done already wherever a download ends)
   endForward(c);  // (likewise, wherever a forward ends)
+  releaseAhead(c);  // (parsed before any request ends; this only covers a close)
   c->stream.lend(nullptr);
   c->slot->exchange.setHost(nullptr);
   c->slot->owner = nullptr;

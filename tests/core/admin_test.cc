@@ -21,6 +21,7 @@ TEST(Admin, MetricsTextHasHelpTypeAndTheRequestTable) {
   m.syncs = &h;
   m.bytesReceived = 12345;
   m.forwarded = 41;
+  m.readAheadBytes = 65536;
   m.forwardFailures = 2;
   char buf[32768];
   AdminWriter w(buf, sizeof buf);
@@ -31,6 +32,7 @@ TEST(Admin, MetricsTextHasHelpTypeAndTheRequestTable) {
   EXPECT_NE(t.find("bitsd_requests_total{packet=\"none\",status=\"other\"} 1\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_received_bytes_total 12345\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_forwarded_requests_total 41\n"), std::string::npos);
+  EXPECT_NE(t.find("bitsd_read_ahead_bytes_total 65536\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_forward_failures_total 2\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_fsync_seconds_bucket{le=\"0.0001\"} 1\n"), std::string::npos);
   EXPECT_NE(t.find("bitsd_fsync_seconds_bucket{le=\"0.0050\"} 2\n"), std::string::npos);

@@ -1,5 +1,6 @@
 // The admin listener (--admin-listen, issue 19): /metrics, /status.json, the status page in a real
-// headless browser, Basic authentication, and bitsctl status. Real bitsd, real sockets.
+// headless browser, Basic authentication, and bitsctl status. Real bitsd, real sockets. Also the
+// read-ahead of upload bodies (issue 18), which its counter in /metrics makes visible.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -21,6 +22,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <mbedtls/sha256.h>
 
 #include "tests/integration/bitsd_process.h"
 
@@ -362,6 +364,126 @@ TEST(AdminListener, StatusPageRendersInAHeadlessBrowser) {
     runChromium(dir.path(), {"--virtual-time-budget=5000", "--hide-scrollbars", "--window-size=900,500",
                              std::string("--screenshot=") + shot, "http://127.0.0.1:" + std::to_string(port) + "/"});
   }
+}
+
+// Read-ahead (issue 18): while a part of a fragment's body is written (and hashed) from one read
+// buffer, the next part is read into a second one. Small read buffers make every fragment many
+// writes, each with body bytes already waiting in the socket, so the second buffer is used; its
+// counter in /metrics shows that it was.
+
+// `bitsctl journal dump` of `state` (the journal may be in use).
+std::string journalDump(const std::string& state) {
+  TempDir d;
+  int out = ::open((d.path() + "/out").c_str(), O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  pid_t pid = spawnProgram(BITSCTL_BINARY, {"journal", "dump", "--state", state}, out, out);
+  ::close(out);
+  if (waitProcess(pid, 20000) != 0) return "";
+  std::string text;
+  readFile(d.path() + "/out", &text);
+  return text;
+}
+
+// bitsd_read_ahead_bytes_total, or 0 when /metrics lacks it.
+uint64_t readAheadBytes(int admin) {
+  uint64_t v = metricValue(get(admin, "/metrics").body, "bitsd_read_ahead_bytes_total");
+  return v == UINT64_MAX ? 0 : v;
+}
+
+std::string sha256Hex(const std::string& bytes) {
+  uint8_t sum[32];
+  mbedtls_sha256_ret(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), sum, 0);
+  char hex[65];
+  for (int i = 0; i < 32; ++i) std::snprintf(hex + 2 * i, 3, "%02x", sum[i]);
+  return std::string(hex, 64);
+}
+
+TEST(ReadAhead, AFragmentReadAheadIsStoredWholeInOrderAndItsDigestIsRight) {
+  BitsdProcess server({"--admin-listen", "127.0.0.1:0", "--read-buffer-bytes", "16K"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  int admin = adminPort(server);
+  ASSERT_GT(admin, 0);
+  std::string body = randomBytes(3 * 1024 * 1024 + 5, 181);
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string id = createSession(c, "/ahead.bin");
+  ASSERT_FALSE(id.empty());
+  for (size_t off = 0; off < body.size(); off += 1 << 20) {
+    Reply r = c.roundTrip(fragmentRequest("/ahead.bin", id, off, body.substr(off, 1 << 20), body.size()));
+    ASSERT_EQ(r.status, 200) << r.raw;
+  }
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/ahead.bin", &got));
+  EXPECT_TRUE(got == body) << "the stored file differs from what was sent (" << got.size() << " bytes)";
+  std::string dump = journalDump(server.state());
+  EXPECT_NE(dump.find("sha256=" + sha256Hex(body)), std::string::npos) << dump;
+  HttpAnswer m = get(admin, "/metrics");
+  ASSERT_EQ(m.status, 200);
+  uint64_t ahead = metricValue(m.body, "bitsd_read_ahead_bytes_total");
+  EXPECT_GT(ahead, 0u) << "no body byte was read ahead";
+  EXPECT_LE(ahead, body.size());
+  EXPECT_EQ(metricValue(m.body, "bitsd_read_buffers_used"), 0u);
+}
+
+TEST(ReadAhead, AClientThatLeavesMidBodyGivesBothBuffersBackAndTheSessionResumes) {
+  BitsdProcess server({"--admin-listen", "127.0.0.1:0", "--read-buffer-bytes", "16K", "--read-buffers", "8"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  int admin = adminPort(server);
+  ASSERT_GT(admin, 0);
+  std::string body = randomBytes(2 * 1024 * 1024, 182);
+  std::string id;
+  {
+    Client c;
+    ASSERT_TRUE(c.connect(server.port()));
+    id = createSession(c, "/left.bin");
+    ASSERT_FALSE(id.empty());
+    std::string req = fragmentRequest("/left.bin", id, 0, body, body.size());
+    // All but the last 100 KiB of the body, then a reset (SO_LINGER 0): the server is reading
+    // ahead or writing when the connection goes.
+    ASSERT_TRUE(c.sendAll(req.substr(0, req.size() - 100 * 1024)));
+    ASSERT_TRUE(waitUntil([&] { return readAheadBytes(admin) > 0; })) << "no read-ahead while the body came";
+    linger l{1, 0};
+    ASSERT_EQ(::setsockopt(c.fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l), 0);
+  }
+  EXPECT_TRUE(waitUntil([&] {
+    std::string m = get(admin, "/metrics").body;
+    return metricValue(m, "bitsd_read_buffers_used") == 0 && metricValue(m, "bitsd_connections_active") == 0;
+  })) << get(admin, "/metrics").body;
+  // Nothing of the cut-off fragment was acked; the client's retry from 0 completes the upload.
+  Client again;
+  ASSERT_TRUE(again.connect(server.port()));
+  Reply r = again.roundTrip(fragmentRequest("/left.bin", id, 0, body, body.size()));
+  ASSERT_EQ(r.status, 200) << r.raw;
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/left.bin", &got));
+  EXPECT_TRUE(got == body);
+  EXPECT_NE(journalDump(server.state()).find("sha256=" + sha256Hex(body)), std::string::npos);
+}
+
+TEST(ReadAhead, ARequestPipelinedBehindAReadAheadBodyIsAnsweredInTurn) {
+  // Read-ahead takes only bytes of the body it belongs to: the Ping sent right behind the
+  // fragment, in the same write, is parsed as the next request and answered after the Ack.
+  BitsdProcess server({"--admin-listen", "127.0.0.1:0", "--read-buffer-bytes", "16K"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  int admin = adminPort(server);
+  ASSERT_GT(admin, 0);
+  std::string body = randomBytes(512 * 1024 + 3, 183);
+  Client c;
+  ASSERT_TRUE(c.connect(server.port()));
+  std::string id = createSession(c, "/piped.bin");
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(c.sendAll(fragmentRequest("/piped.bin", id, 0, body, body.size()) + bitsRequest("/piped.bin", "Ping")));
+  Reply ack, pong;
+  ASSERT_TRUE(c.readResponse(&ack));
+  ASSERT_TRUE(c.readResponse(&pong));
+  EXPECT_EQ(ack.status, 200) << ack.raw;
+  EXPECT_EQ(ack.get("BITS-Packet-Type"), "Ack");
+  EXPECT_EQ(ack.get("BITS-Received-Content-Range"), std::to_string(body.size()));
+  EXPECT_EQ(pong.status, 200) << pong.raw;
+  EXPECT_EQ(pong.get("BITS-Received-Content-Range"), "") << "the Ping got a fragment's answer";
+  std::string got;
+  ASSERT_TRUE(readFile(server.root() + "/piped.bin", &got));
+  EXPECT_TRUE(got == body);
+  EXPECT_GT(readAheadBytes(admin), 0u);
 }
 
 }  // namespace
