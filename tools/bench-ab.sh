@@ -27,6 +27,8 @@ trap '[ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 one() {  # BINARY FLAGS ENV: one run, prints MiB/s (or uploads/s)
   rm -rf "$WORK/root" "$WORK/state" "$WORK/ready"
+  sync  # untimed: no run pays for the writeback of what the one before left dirty, nor for the
+        # discards of its deleted files (a file system mounted with `discard`, as this machine's is)
   mkdir -p "$WORK/root/small"
   # shellcheck disable=SC2086 # FLAGS and ENV are word lists
   env $3 "$1" --listen 127.0.0.1:0 --root "$WORK/root" --state "$WORK/state" --log-level warn $2 \

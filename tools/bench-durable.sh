@@ -52,6 +52,10 @@ start_bitsd() {  # BINARY args...: sets PID and PORT
   PORT=$(sed -E 's/.*:([0-9]+)$/\1/' "$WORK/ready")
 }
 stop_bitsd() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
+# Before every run, untimed: delete the last run's files and write back what it left dirty (a run
+# with fdatasync off leaves up to GiBs), so that no run pays for another's writeback, nor (on a
+# file system mounted with `discard`, as this machine's is) for the discards of its deleted files.
+settle() { rm -rf "$WORK/root" "$WORK/state"; sync; }
 field() { sed -E "s/.*$1=([0-9.]+).*/\1/"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 upload() {  # BINARY args...: one upload, prints MiB/s
@@ -60,6 +64,7 @@ upload() {  # BINARY args...: one upload, prints MiB/s
   stop_bitsd
 }
 run() {  # VARIANT: prints MiB/s
+  settle
   case $1 in
     limit) "$BIN/durable_limit" --dir "$WORK" --size "$SIZE" --fragment "$FRAG" --buffer "$RBUF" | field MiBps ;;
     limitwb) "$BIN/durable_limit" --dir "$WORK" --size "$SIZE" --fragment "$FRAG" --buffer "$RBUF" --writeback 1048576 | field MiBps ;;

@@ -37,6 +37,11 @@ start_bitsd() {  # sets PID and PORT
 }
 stop_bitsd() { kill -TERM "$PID"; wait "$PID" || true; PID=""; rm -rf "$WORK/root" "$WORK/state"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# bitsclient bench first writes the data it sends to a temporary file: in RAM (as the limit's
+# senders hold theirs), not on the disk under test, where its writeback would compete with the
+# uploads it measures (a 1 GiB file cost one upload half its throughput on this machine).
+SENDTMP=/tmp
+[ -d /dev/shm ] && [ -w /dev/shm ] && SENDTMP=/dev/shm
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -44,10 +49,15 @@ for n in 1 8 32; do : > "$WORK/limit$n"; : > "$WORK/bitsd$n"; : > "$WORK/rl$n"; 
 for r in $(seq "$ROUNDS"); do
   line="round $r:"
   for n in 1 8 32; do
+    # Untimed, before every run: the last run's files go and what it left dirty is written back, so
+    # that no run pays for another's writeback or (a file system mounted with `discard`) discards.
+    rm -rf "$WORK/root" "$WORK/state"
+    sync
     lim=$("$BIN/durable_limit" --dir "$WORK" --conns "$n" --size $((TOTAL / n)) --fragment "$FRAG" --buffer "$RBUF" |
           sed -E 's/.*MiBps=([0-9.]+).*/\1/')
+    sync  # (durable_limit removed its files)
     start_bitsd
-    out=$("$BIN/bitsclient" bench "http://127.0.0.1:$PORT/" --sessions "$n" --size $((TOTAL / n)) \
+    out=$(TMPDIR=$SENDTMP "$BIN/bitsclient" bench "http://127.0.0.1:$PORT/" --sessions "$n" --size $((TOTAL / n)) \
           --fragment-size "$FRAG" --verify-root "$WORK/root")
     stop_bitsd
     got=$(echo "$out" | sed -n 's/^throughput_mib_s=//p')
