@@ -190,6 +190,22 @@ int BitsdProcess::stop(int sig, int timeoutMs) {
 
 std::string BitsdProcess::stderrText() const { return slurp(errPath_); }
 
+std::string BitsdProcess::metric(const std::string& name) const {
+  static const char kLogged[] = "admin listener on http://";
+  std::string err = stderrText();
+  size_t at = err.find(kLogged);
+  if (at == std::string::npos) return "";
+  size_t colon = err.find(':', at + sizeof kLogged - 1);
+  if (colon == std::string::npos) return "";
+  Client c;
+  if (!c.connect(std::atoi(err.c_str() + colon + 1))) return "";
+  Reply r = c.roundTrip(EngineDriver::httpRequest("GET", "/metrics", {}));
+  size_t m = r.body.find("\n" + name + " ");
+  if (m == std::string::npos) return "";
+  size_t from = m + name.size() + 2;
+  return r.body.substr(from, r.body.find('\n', from) - from);
+}
+
 Client::~Client() { close(); }
 
 void Client::close() {

@@ -58,6 +58,9 @@ class BitsdProcess {
   int stop(int sig = 15, int timeoutMs = 5000);
   // Everything bitsd wrote to stderr so far.
   std::string stderrText() const;
+  // With --admin-listen: the value of a /metrics line (`name` with its labels, if any, as printed),
+  // fetched from the admin port bitsd logged; "" when there is no admin port or no such line.
+  std::string metric(const std::string& name) const;
 
   int port() const { return port_; }
   pid_t pid() const { return pid_; }

@@ -422,18 +422,7 @@ TEST_F(FarmTest, ANodeStartedWithoutEtcdServesPingAndJoinsWhenEtcdComes) {
   EXPECT_EQ(refused.status, 503) << refused.raw;
   EXPECT_FALSE(refused.get("Retry-After").empty()) << refused.raw;
   EXPECT_FALSE(refused.get("BITS-Error-Code").empty()) << refused.raw;
-  auto metric = [&](const std::string& name) -> std::string {
-    std::string err = node[0]->stderrText();
-    size_t at = err.find("admin listener on http://");
-    if (at == std::string::npos) return "";
-    size_t colon = err.find(':', at + std::strlen("admin listener on http://"));
-    Client c;
-    if (!c.connect(std::atoi(err.c_str() + colon + 1))) return "";
-    Reply r = c.roundTrip(EngineDriver::httpRequest("GET", "/metrics", {}));
-    size_t m = r.body.find("\n" + name + " ");
-    if (m == std::string::npos) return "";
-    return r.body.substr(m + name.size() + 2, r.body.find('\n', m + 1) - (m + name.size() + 2));
-  };
+  auto metric = [&](const std::string& name) { return node[0]->metric(name); };
   EXPECT_EQ(metric("bitsd_farm_live"), "0");
   // A few retries later there is still one line about it, not one per retry.
   ASSERT_TRUE(waitUntil([&] { return node[0]->stderrText().find("unreachable") != std::string::npos; }, 5000));
