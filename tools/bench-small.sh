@@ -12,7 +12,8 @@
 # rename or link. Prints every round, then medians, uploads per second and the ratio to nginx.
 #   tools/bench-small.sh [ROUNDS] [SECONDS] [CLIENTS]     (default 3 rounds, 10 s, 50 clients)
 # Needs nginx-light (and optionally wrk): apt-get install nginx-light wrk. Environment: BENCH_DIR;
-# BENCH_BEFORE=/path/to/bitsd adds that binary with --fdatasync off to every round (a before/after).
+# BENCH_BEFORE=/path/to/bitsd adds that binary with --fdatasync off to every round (a before/after);
+# BENCH_TUNED="FLAGS" adds bitsd --fdatasync off FLAGS (e.g. "--thread-pool 4") to every round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -88,7 +89,7 @@ command -v wrk >/dev/null && HAVE_WRK=1
 
 echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$(nginx -v 2>&1); $CLIENTS clients, $((SIZE / 1024)) KiB per upload, $SECONDS_EACH s per run"
-for f in nginx wrk off on roff ron before; do : > "$WORK/r_$f"; done
+for f in nginx wrk off on roff ron before tuned; do : > "$WORK/r_$f"; done
 for r in $(seq "$ROUNDS"); do
   start_nginx
   ngx=$("$BIN/bitsload" put --port "$PORT" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --size "$SIZE" | ups)
@@ -110,12 +111,20 @@ for r in $(seq "$ROUNDS"); do
     stop
     echo "$b" >> "$WORK/r_before"
   fi
+  t="-"
+  if [ -n "${BENCH_TUNED:-}" ]; then
+    # shellcheck disable=SC2086 # BENCH_TUNED is a word list
+    start_bitsd --fdatasync off $BENCH_TUNED
+    t=$("$BIN/bitsload" bits --port "$PORT" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --size "$SIZE" | ups)
+    stop
+    echo "$t" >> "$WORK/r_tuned"
+  fi
   start_bitsd
   on=$("$BIN/bitsload" bits --port "$PORT" --clients "$CLIENTS" --seconds "$SECONDS_EACH" --size "$SIZE" | ups)
   stop
   echo "$ngx" >> "$WORK/r_nginx"; echo "$off" >> "$WORK/r_off"; echo "$on" >> "$WORK/r_on"
   echo "$(ratio "$off" "$ngx")" >> "$WORK/r_roff"; echo "$(ratio "$on" "$ngx")" >> "$WORK/r_ron"
-  echo "round $r: nginx PUT $ngx/s (wrk: $w/s) | bitsd --fdatasync off $off uploads/s (x$(ratio "$off" "$ngx")) | bitsd defaults $on uploads/s (x$(ratio "$on" "$ngx")) | before, --fdatasync off $b uploads/s"
+  echo "round $r: nginx PUT $ngx/s (wrk: $w/s) | bitsd --fdatasync off $off uploads/s (x$(ratio "$off" "$ngx")) | bitsd defaults $on uploads/s (x$(ratio "$on" "$ngx")) | before, --fdatasync off $b uploads/s | --fdatasync off ${BENCH_TUNED:-(no BENCH_TUNED)} $t uploads/s"
 done
 
 echo
@@ -126,4 +135,5 @@ echo "| nginx WebDAV PUT (bitsload) | $(median < "$WORK/r_nginx") | $(median < "
 [ "$HAVE_WRK" = 1 ] && echo "| nginx WebDAV PUT (wrk) | $(median < "$WORK/r_wrk") | $(median < "$WORK/r_wrk") | |"
 echo "| bitsd --fdatasync off | $(median < "$WORK/r_off") | $(awk -v a="$(median < "$WORK/r_off")" 'BEGIN {print 3*a}') | $(median < "$WORK/r_roff") |"
 [ -n "${BENCH_BEFORE:-}" ] && echo "| $BENCH_BEFORE --fdatasync off | $(median < "$WORK/r_before") | $(awk -v a="$(median < "$WORK/r_before")" 'BEGIN {print 3*a}') | $(ratio "$(median < "$WORK/r_before")" "$(median < "$WORK/r_nginx")") |"
+[ -n "${BENCH_TUNED:-}" ] && echo "| bitsd --fdatasync off $BENCH_TUNED | $(median < "$WORK/r_tuned") | $(awk -v a="$(median < "$WORK/r_tuned")" 'BEGIN {print 3*a}') | $(ratio "$(median < "$WORK/r_tuned")" "$(median < "$WORK/r_nginx")") |"
 echo "| bitsd defaults (durable) | $(median < "$WORK/r_on") | $(awk -v a="$(median < "$WORK/r_on")" 'BEGIN {print 3*a}') | $(median < "$WORK/r_ron") |"
