@@ -12,19 +12,22 @@
 #   before           the same with --writeback-bytes 0: bitsd as it was before issue 18
 #   nosync           bitsd --fdatasync off                  (digest cost, issue 18 item 3: this ...
 #   nosync digest off bitsd --fdatasync off --digest off    ... against this)
+#   raw no sync      durable_limit --sync off: the raw receiver, no fdatasync, no hash
+#   raw no sync hash durable_limit --sync off --hash thread: the same with a SHA-256 of the upload on
+#                    a thread of its own, back to back: the ceiling for item 3 (printed last)
 # The sender for bitsd is tools/bitsbench upload. Builds Release trees in build-bench/ and
 # build-bench-mbedsha/ (bitsd only). Prints bench-sha's comparison of the SHA-256 libraries first,
 # then every round, then a table of medians and ratios.
 #   tools/bench-durable.sh [ROUNDS] [SIZE_BYTES]
 # Environment: BENCH_DIR (scratch directory, default /var/tmp: it must be on the disk measured),
 # BENCH_VARIANTS (space-separated subset of: limit limitwb before defaults nowriteback digestoff mbedsha
-# nosync nosyncnodigest; the default is all of them).
+# nosync nosyncnodigest rawnosync rawnosynchash; the default is all of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SIZE=${2:-536870912}
 FRAG=$((8 * 1024 * 1024))
-VARIANTS=${BENCH_VARIANTS:-"limit limitwb before defaults nowriteback digestoff mbedsha nosync nosyncnodigest"}
+VARIANTS=${BENCH_VARIANTS:-"limit limitwb before defaults nowriteback digestoff mbedsha nosync nosyncnodigest rawnosync rawnosynchash"}
 has() { [[ " $VARIANTS " == *" $1 "* ]]; }
 tools/install-deps
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBITSD_TESTS=OFF >/dev/null
@@ -68,6 +71,8 @@ run() {  # VARIANT: prints MiB/s
   case $1 in
     limit) "$BIN/durable_limit" --dir "$WORK" --size "$SIZE" --fragment "$FRAG" --buffer "$RBUF" | field MiBps ;;
     limitwb) "$BIN/durable_limit" --dir "$WORK" --size "$SIZE" --fragment "$FRAG" --buffer "$RBUF" --writeback 1048576 | field MiBps ;;
+    rawnosync) "$BIN/durable_limit" --dir "$WORK" --size "$SIZE" --fragment "$FRAG" --buffer "$RBUF" --sync off | field MiBps ;;
+    rawnosynchash) "$BIN/durable_limit" --dir "$WORK" --size "$SIZE" --fragment "$FRAG" --buffer "$RBUF" --sync off --hash thread | field MiBps ;;
     defaults) upload "$BIN/bitsd" ;;
     nowriteback) upload "$BIN/bitsd" --writeback-bytes 0 ;;
     digestoff) upload "$BIN/bitsd" --digest off ;;
@@ -81,6 +86,8 @@ label() {
   case $1 in
     limit) echo "durable limit (raw: write, fdatasync per fragment, 1-byte answer)" ;;
     limitwb) echo "durable limit + writeback of every 1 MiB (sync_file_range)" ;;
+    rawnosync) echo "raw receiver, no fdatasync, no hash" ;;
+    rawnosynchash) echo "raw receiver, no fdatasync, SHA-256 on a thread of its own" ;;
     defaults) echo "bitsd defaults (fdatasync on, digest on: $("$BIN/bitsd" --version | sed -n 's/^sha256: //p'))" ;;
     digestoff) echo "bitsd --digest off" ;;
     nowriteback) echo "bitsd --writeback-bytes 0" ;;
@@ -117,9 +124,17 @@ for v in $VARIANTS; do
   ratio="-"
   case $v in
     limit) ratio="1.00" ;;
+    rawnosynchash) has rawnosync && ratio=$(awk -v a="$m" -v b="$(median < "$WORK/rawnosync.res")" 'BEGIN {printf "%.2f of raw no hash", a/b}') ;;
+    rawnosync) ratio="-" ;;
     nosync | nosyncnodigest) [ -n "$nosyncnodig" ] && ratio=$(awk -v a="$m" -v b="$nosyncnodig" 'BEGIN {printf "%.2f of digest off", a/b}') ;;
     *) [ -n "$lim" ] && ratio=$(awk -v a="$m" -v b="$lim" 'BEGIN {printf "%.2f", a/b}') ;;
   esac
   printf '| %-66s | %s | %s | %s |\n' "$(label "$v")" "$m" "$rounds" "$ratio"
 done
+# Item 3's ceiling: the raw hashed receiver against bitsd without the digest. A server's digest cost
+# cannot be lower than 1 - this (the hash alone cannot go faster than the raw hashed receiver).
+if has rawnosynchash && [ -n "$nosyncnodig" ]; then
+  awk -v a="$(median < "$WORK/rawnosynchash.res")" -v b="$nosyncnodig" \
+    'BEGIN {printf "item 3 ceiling: the raw hashed receiver is %.2f of bitsd --fdatasync off --digest off\n", a/b}'
+fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
