@@ -9,6 +9,7 @@
 
 #include "core/access_log.h"
 #include "core/log.h"
+#include "core/state_files.h"
 #include "platform/access_log_writer.h"
 #include "core/upload_engine.h"
 #include "platform/admin_server.h"
@@ -250,8 +251,11 @@ int main(int argc, char** argv) {
     uint16_t boundPort = colon == std::string::npos ? 0 : static_cast<uint16_t>(std::atoi(url.c_str() + colon + 1));
     fc.peerUrl = farmPeerUrl(settings, boundPort);
     fc.leaseSeconds = settings.farmLeaseSeconds;
-    fc.retentionSeconds =
-        settings.deliveredRetentionSeconds != 0 ? settings.deliveredRetentionSeconds : settings.sessionTimeoutSeconds;
+    // One lease holds both the delivered records and the session owners, so it lasts for the longer
+    // of the two: a delivered-retention shorter than session-timeout must not take a live session's
+    // owner record (and with it forwarding to its node) away from the other nodes.
+    fc.retentionSeconds = std::max(deliveredRetentionSeconds(settings.deliveredRetentionSeconds, settings.sessionTimeoutSeconds),
+                                   settings.sessionTimeoutSeconds);
     farm = platform::UvFarm::create(loop, fc, &error);
     if (!farm) return refuseToStart(configError(error));
     if (fc.peerUrl.rfind("https://", 0) == 0) {

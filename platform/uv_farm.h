@@ -54,7 +54,8 @@ struct UvFarmConfig {
   std::string node;     // this node's host-id
   std::string peerUrl;  // where other nodes reach this one
   uint64_t leaseSeconds = 10;
-  uint64_t retentionSeconds = 0;  // how long delivered records must be kept (the lease adds an hour)
+  uint64_t retentionSeconds = 0;  // how long delivered records and session owners must be kept: the longer
+                                  // of delivered-retention and session-timeout (the lease adds an hour)
   uint64_t callTimeoutMs = 3000;  // per etcd call, over all endpoints
 };
 

@@ -4,6 +4,7 @@
 // counts the POSTs per transaction id and compares what the application received byte for byte.
 // Skipped (with a message) only when etcd is not installed.
 #include <gtest/gtest.h>
+#include <mbedtls/base64.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -346,6 +347,47 @@ TEST_F(FarmTest, ABigReplyIsDownloadedFromTheNodeThatHoldsItThroughAnyNode) {
     EXPECT_TRUE(got.body == b.reply) << "through node " << i + 1 << ": the reply differs (" << got.body.size()
                                      << " bytes)";
   }
+}
+
+// The etcd lease a key of this farm is on, and that lease's granted TTL in seconds (-1 if etcd does
+// not say), read through member 0's JSON gateway.
+long long grantedTtlOf(const EtcdCluster& etcd, const std::string& key) {
+  unsigned char b64[512];
+  size_t n = 0;
+  if (mbedtls_base64_encode(b64, sizeof b64, &n, reinterpret_cast<const unsigned char*>(key.data()), key.size()) != 0) {
+    return -1;
+  }
+  auto field = [](const std::string& json, const std::string& name) -> std::string {
+    std::string tag = "\"" + name + "\":\"";
+    size_t at = json.find(tag);
+    if (at == std::string::npos) return "";
+    size_t end = json.find('"', at + tag.size());
+    return end == std::string::npos ? "" : json.substr(at + tag.size(), end - at - tag.size());
+  };
+  std::string range = etcd.request(0, "/v3/kv/range",
+                                   ("{\"key\":\"" + std::string(reinterpret_cast<char*>(b64), n) + "\"}").c_str(), 3000);
+  std::string lease = field(range, "lease");
+  if (lease.empty()) return -1;
+  std::string ttl = etcd.request(0, "/v3/lease/timetolive", ("{\"ID\":" + lease + "}").c_str(), 3000);
+  std::string granted = field(ttl, "grantedTTL");
+  return granted.empty() ? -1 : std::atoll(granted.c_str());
+}
+
+// A delivered-retention shorter than session-timeout: the session's owner record must still last as
+// long as the session may, or other nodes could no longer forward to a session idle for a day.
+TEST_F(FarmTest, SessionOwnerRecordsOutliveAShortDeliveredRetention) {
+  makeNode(0);
+  for (const char* a : {"--delivered-retention", "60", "--session-timeout", "86400"}) node[0]->args().push_back(a);
+  ASSERT_TRUE(startNode(0)) << logs();
+  std::string id = createOn(0, "/owner.bin");
+  ASSERT_FALSE(id.empty()) << logs();
+  long long ttl = grantedTtlOf(etcd, "/bitsd/" + farmName + "/session/" + id);
+  EXPECT_EQ(ttl, 86400 + 3600) << "the session key's lease (session-timeout 86400 s, delivered-retention 60 s)";
+  // The delivered records share it, so they are kept at least as long as asked.
+  std::string data = randomBytes(5000, 8);
+  Reply ack = sendTo(0, finalRequest("/owner.bin", id, 0, data, data.size(), "tx-owner"));
+  ASSERT_EQ(ack.status, 200) << ack.raw << logs();
+  EXPECT_GE(grantedTtlOf(etcd, "/bitsd/" + farmName + "/tx/tx-owner"), 60 + 3600);
 }
 
 // A real round-robin load balancer in front (Debian's haproxy, per-request balancing, no stickiness,
