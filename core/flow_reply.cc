@@ -3,6 +3,9 @@
 // reply file; anything else is 404, which reveals nothing. Ranges and If-Unmodified-Since are
 // honoured; the body is the reply file's bytes, read through Storage part by part as the host sends
 // them (UploadEngine::readReply).
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 
 #include "core/content_range.h"
@@ -11,6 +14,18 @@
 #include "core/upload_engine.h"
 
 namespace bitsd {
+
+namespace {
+constexpr std::string_view kMarker = "/BITS-Sessions/Replies/";
+constexpr std::string_view kFile = "/responsefile.bin";
+}  // namespace
+
+bool isReplyTarget(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  size_t at = target.find(kMarker);
+  return at != std::string_view::npos && target.size() >= at + kMarker.size() + kFile.size() &&
+         target.substr(target.size() - kFile.size()) == kFile;
+}
 
 // The session id in the URL must name a session whose application answer left a reply file;
 // anything else is 404, which reveals nothing.
@@ -27,15 +42,12 @@ Flow ReplyFlow::start(UploadEngine& e, Exchange& ex, const RequestHead& head) {
     return Flow::Continue;
   };
   std::string_view target = head.target.substr(0, head.target.find('?'));
-  constexpr std::string_view kMarker = "/BITS-Sessions/Replies/";
-  constexpr std::string_view kFile = "/responsefile.bin";
-  size_t at = target.find(kMarker);
-  if (at == std::string_view::npos || target.size() < kFile.size() ||
-      target.substr(target.size() - kFile.size()) != kFile) {
+  if (!isReplyTarget(target)) {
     --e.stats_.replies;
     ex.failed_ = false;
     return e.fail(ex, 405, hresult::kInvalidArg);  // not a reply URL: uploads take BITS_POST only
   }
+  const size_t at = target.find(kMarker);
   std::string_view idPart = target.substr(at + kMarker.size(), target.size() - kFile.size() - at - kMarker.size());
   // The id as IIS clients send it: braces percent-encoded (or not).
   char idText[kSessionIdTextBytes];
@@ -86,9 +98,37 @@ Flow ReplyFlow::start(UploadEngine& e, Exchange& ex, const RequestHead& head) {
   uint64_t begin = 0, end = size;
   int status = 200;
   if (head.has(HeaderId::Range)) {
-    switch (interpretRange(head.value(HeaderId::Range), size, &begin, &end)) {
-      case RangeAnswer::Whole: break;
-      case RangeAnswer::Partial: status = 206; break;
+    ReplyRange ranges[kMaxReplyRanges];
+    size_t count = 0;
+    switch (interpretRanges(head.value(HeaderId::Range), size, ranges, &count)) {
+      case RangeAnswer::Partial:
+        status = 206;
+        begin = ranges[0].begin;
+        end = ranges[0].end;
+        break;
+      case RangeAnswer::Multipart: {
+        // 206 multipart/byteranges (§10.1): each part is a delimiter and part head, then its bytes.
+        std::copy(ranges, ranges + count, f.ranges_);
+        f.rangeCount_ = static_cast<uint8_t>(count);
+        f.totalBytes_ = size;
+        f.makeBoundary(d->replySession);
+        uint64_t body = 0;
+        char text[kPartTextBytes];
+        for (size_t i = 0; i <= count; ++i) body += f.partText(i, text);
+        for (size_t i = 0; i < count; ++i) body += ranges[i].end - ranges[i].begin;
+        spec.status = 206;
+        spec.contentLength = body;
+        spec.multipartBoundary = std::string_view(f.boundary_, f.boundaryLen_);
+        if (head.method == HttpMethod::Get) {
+          e.formatReplyPath(d->replySession, ex.partial_);
+          f.sendFile_ = true;
+          f.fileOffset_ = ranges[0].begin;
+          f.fileLength_ = body;
+          f.readAt_ = ranges[0].begin;
+          f.inText_ = true;
+        }
+        return answer(206);
+      }
       case RangeAnswer::Unsatisfiable: return answer(416);
     }
   }
@@ -105,11 +145,54 @@ Flow ReplyFlow::start(UploadEngine& e, Exchange& ex, const RequestHead& head) {
   return answer(status);
 }
 
+// The boundary: "bitsd-" and the reply session's id without its braces. Part bodies are the
+// application's bytes, so any boundary could occur in them; one of 42 characters that names a
+// random 128-bit id practically never does.
+void ReplyFlow::makeBoundary(const SessionId& sid) {
+  char id[kSessionIdTextBytes];
+  formatSessionId(sid, id);
+  constexpr std::string_view kPrefix = "bitsd-";
+  std::memcpy(boundary_, kPrefix.data(), kPrefix.size());
+  std::memcpy(boundary_ + kPrefix.size(), id + 1, kSessionIdTextBytes - 2);
+  boundaryLen_ = static_cast<uint8_t>(kPrefix.size() + kSessionIdTextBytes - 2);
+}
+
+// Part i's delimiter and head (RFC 9110 §14.6), or for i == rangeCount_ the closing delimiter.
+size_t ReplyFlow::partText(size_t i, char (&out)[kPartTextBytes]) const {
+  const std::string_view b(boundary_, boundaryLen_);
+  int n;
+  if (i < rangeCount_) {
+    n = std::snprintf(out, sizeof out,
+                      "%s--%.*s\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes %" PRIu64 "-%" PRIu64
+                      "/%" PRIu64 "\r\n\r\n",
+                      i == 0 ? "" : "\r\n", static_cast<int>(b.size()), b.data(), ranges_[i].begin, ranges_[i].end - 1,
+                      totalBytes_);
+  } else {
+    n = std::snprintf(out, sizeof out, "\r\n--%.*s--\r\n", static_cast<int>(b.size()), b.data());
+  }
+  return n > 0 ? static_cast<size_t>(n) : 0;
+}
+
 Flow ReplyFlow::read(UploadEngine& e, Exchange& ex, std::span<char> buf) {
-  uint64_t left = fileOffset_ + fileLength_ - readAt_;
+  chunk_ = {};
+  if (rangeCount_ > 1 && inText_) {
+    // A part's delimiter and head (or the closing delimiter): no storage involved.
+    char text[kPartTextBytes];
+    const size_t n = partText(part_, text);
+    const size_t k = std::min(n - textPos_, buf.size());
+    std::memcpy(buf.data(), text + textPos_, k);
+    textPos_ = static_cast<uint16_t>(textPos_ + k);
+    if (textPos_ == n) {
+      textPos_ = 0;
+      inText_ = false;
+      if (part_ < rangeCount_) readAt_ = ranges_[part_].begin;
+    }
+    chunk_ = std::span<const char>(buf.data(), k);
+    return Flow::Continue;
+  }
+  const uint64_t left = rangeCount_ > 1 ? ranges_[part_].end - readAt_ : fileOffset_ + fileLength_ - readAt_;
   if (buf.size() > left) buf = buf.first(static_cast<size_t>(left));
   buf_ = buf;
-  chunk_ = {};
   if (file_ != kNoFile) {
     issueRead(e, ex);
     return Flow::Wait;
@@ -146,7 +229,15 @@ void ReplyFlow::onStorage(UploadEngine& e, Exchange& ex) {
       }
       readAt_ += static_cast<uint64_t>(ex.op_.result);
       chunk_ = std::span<const char>(buf_.data(), static_cast<size_t>(ex.op_.result));
-      if (readAt_ == fileOffset_ + fileLength_) release(e);  // all read: the file is not needed any more
+      if (rangeCount_ > 1) {
+        if (readAt_ == ranges_[part_].end) {  // this part's bytes are all read: the next delimiter
+          ++part_;
+          inText_ = true;
+          if (part_ == rangeCount_) release(e);
+        }
+      } else if (readAt_ == fileOffset_ + fileLength_) {
+        release(e);  // all read: the file is not needed any more
+      }
       return e.ready(ex);
     case Wait::None: break;
   }

@@ -19,6 +19,7 @@
 #include <span>
 
 #include "core/delivery_book.h"
+#include "core/http_reply.h"
 #include "core/journal_format.h"
 #include "core/ports.h"
 #include "core/request_parser.h"
@@ -211,6 +212,9 @@ class DeliveryFlow {
   char txid_[kMaxTxidBytes];
 };
 
+// A reply URL's path: ".../BITS-Sessions/Replies/<id>/responsefile.bin" (query ignored).
+bool isReplyTarget(std::string_view target);
+
 class ReplyFlow {
  public:
   // GET and HEAD on a reply URL (§5.4, §10.1): the head.
@@ -222,12 +226,27 @@ class ReplyFlow {
   void release(UploadEngine& e);
   bool sendsFile() const { return sendFile_; }
   uint64_t fileOffset() const { return fileOffset_; }
+  // The body's length: the range's bytes, or with several ranges the whole multipart body.
   uint64_t fileLength() const { return fileLength_; }
   std::span<const char> chunk() const { return chunk_; }
 
  private:
   enum class Wait : uint8_t { None, Open, Read };
+  static constexpr size_t kPartTextBytes = 256;
   void issueRead(UploadEngine& e, Exchange& ex);
+  void makeBoundary(const SessionId& sid);
+  size_t partText(size_t i, char (&out)[kPartTextBytes]) const;
+
+  // Several ranges (multipart/byteranges): the parts in order, the one being sent, and whether its
+  // delimiter and head (textPos_ bytes of it sent) or its bytes are next.
+  ReplyRange ranges_[kMaxReplyRanges];
+  uint8_t rangeCount_ = 0;
+  uint8_t part_ = 0;
+  uint8_t boundaryLen_ = 0;
+  bool inText_ = false;
+  uint16_t textPos_ = 0;
+  uint64_t totalBytes_ = 0;
+  char boundary_[48];
 
   Wait wait_ = Wait::None;
   bool sendFile_ = false;

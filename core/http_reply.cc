@@ -1,7 +1,9 @@
 // Owns the heads of reply downloads (GET/HEAD of a BITS-Reply-URL) (core/http_reply.h).
 #include "core/http_reply.h"
 
+#include <algorithm>
 #include <chrono>
+#include <utility>
 #include <cstring>
 
 #include "core/content_range.h"
@@ -72,44 +74,72 @@ bool parseHttpDate(std::string_view t, uint64_t* unixSeconds) {
   return true;
 }
 
-RangeAnswer interpretRange(std::string_view header, uint64_t size, uint64_t* begin, uint64_t* end) {
+RangeAnswer interpretRanges(std::string_view header, uint64_t size, ReplyRange* out, size_t* count) {
+  *count = 0;
   header = trimOws(header);
-  if (header.size() < 6 || !equalsIgnoreCase(header.substr(0, 6), "bytes=")) return RangeAnswer::Whole;
+  if (header.size() < 6 || !equalsIgnoreCase(header.substr(0, 6), "bytes=")) return RangeAnswer::Unsatisfiable;
   std::string_view specs = header.substr(6);
+  ReplyRange found[kMaxReplyRanges];
+  size_t n = 0;
+  bool spilled = false;  // more than kMaxReplyRanges before merging: found[0] spans them all
+  auto add = [&](ReplyRange r) {
+    if (!spilled && n < kMaxReplyRanges) {
+      found[n++] = r;
+      return;
+    }
+    if (!spilled) {
+      for (size_t i = 1; i < n; ++i) {
+        found[0].begin = std::min(found[0].begin, found[i].begin);
+        found[0].end = std::max(found[0].end, found[i].end);
+      }
+      n = 1;
+      spilled = true;
+    }
+    found[0].begin = std::min(found[0].begin, r.begin);
+    found[0].end = std::max(found[0].end, r.end);
+  };
   bool any = false;
-  uint64_t lo = UINT64_MAX, hi = 0;
   while (!specs.empty()) {
     size_t comma = specs.find(',');
     std::string_view spec = trimOws(specs.substr(0, comma));
     specs = comma == std::string_view::npos ? std::string_view() : specs.substr(comma + 1);
     if (spec.empty()) continue;
+    any = true;
     size_t dash = spec.find('-');
-    if (dash == std::string_view::npos) return RangeAnswer::Whole;  // not a byte range: ignore the header
+    if (dash == std::string_view::npos) return RangeAnswer::Unsatisfiable;
     std::string_view a = spec.substr(0, dash), b = spec.substr(dash + 1);
     uint64_t first = 0, last = 0;
     if (a.empty()) {  // suffix: the last N bytes
-      if (!digits(b, &last)) return RangeAnswer::Whole;
+      if (!digits(b, &last)) return RangeAnswer::Unsatisfiable;
       if (last == 0 || size == 0) continue;
       first = last >= size ? 0 : size - last;
       last = size - 1;
     } else {
-      if (!digits(a, &first)) return RangeAnswer::Whole;
+      if (!digits(a, &first)) return RangeAnswer::Unsatisfiable;
       if (b.empty()) {
         last = size == 0 ? 0 : size - 1;
       } else if (!digits(b, &last) || last < first) {
-        return RangeAnswer::Whole;
+        return RangeAnswer::Unsatisfiable;
       }
       if (first >= size) continue;  // this one is unsatisfiable; others may not be
       if (last >= size) last = size - 1;
     }
-    any = true;
-    if (first < lo) lo = first;
-    if (last + 1 > hi) hi = last + 1;
+    add(ReplyRange{first, last + 1});
   }
-  if (!any) return RangeAnswer::Unsatisfiable;
-  *begin = lo;
-  *end = hi;
-  return RangeAnswer::Partial;
+  if (!any || n == 0) return RangeAnswer::Unsatisfiable;
+  for (size_t i = 1; i < n; ++i) {  // at most kMaxReplyRanges: an insertion sort by begin
+    for (size_t j = i; j > 0 && found[j].begin < found[j - 1].begin; --j) std::swap(found[j], found[j - 1]);
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (m > 0 && found[i].begin <= out[m - 1].end) {
+      out[m - 1].end = std::max(out[m - 1].end, found[i].end);
+    } else {
+      out[m++] = found[i];
+    }
+  }
+  *count = m;
+  return m == 1 ? RangeAnswer::Partial : RangeAnswer::Multipart;
 }
 
 }  // namespace bitsd

@@ -16,14 +16,24 @@ void formatHttpDate(uint64_t unixSeconds, char out[kHttpDateBytes]);
 bool parseHttpDate(std::string_view text, uint64_t* unixSeconds);
 
 enum class RangeAnswer : uint8_t {
-  Whole,          // no usable Range header: 200 with the whole body
-  Partial,        // 206 with [begin, end)
+  Partial,        // 206 with one range
+  Multipart,      // 206 multipart/byteranges with several ranges
   Unsatisfiable,  // 416 with Content-Range: bytes */size
 };
 
-// Interprets a Range header against a body of `size` bytes. Several ranges are coalesced into the
-// one range that spans them all (RFC 9110 §14.2 lets a server coalesce), so the answer is always a
-// single part. A header that is not a bytes range is ignored (RFC 9110: Whole).
-RangeAnswer interpretRange(std::string_view header, uint64_t size, uint64_t* begin, uint64_t* end);
+struct ReplyRange {
+  uint64_t begin = 0;
+  uint64_t end = 0;  // exclusive
+};
+// The most parts a multipart/byteranges answer has; more ranges are coalesced into one.
+inline constexpr size_t kMaxReplyRanges = 8;
+
+// Interprets a Range header against a body of `size` bytes into `out` (room for kMaxReplyRanges),
+// in ascending order, overlapping and adjacent ranges merged (RFC 9110 §14.2 lets a server
+// coalesce). Ranges that start past the end are dropped. BITS-UPLOAD.md §10.1: a Range request is
+// never answered 200 (the client treats that as an error), so a header that is not a valid bytes
+// range set, or has no satisfiable range, is Unsatisfiable (416). More than kMaxReplyRanges
+// ranges left after merging become the one range that spans them all.
+RangeAnswer interpretRanges(std::string_view header, uint64_t size, ReplyRange* out, size_t* count);
 
 }  // namespace bitsd

@@ -69,7 +69,7 @@ size_t formatAck(const AckSpec& spec, char* out) {
     w.header("BITS-Error-Code", code).header("BITS-Error-Context", context);
   }
   if (!spec.replyUrl.empty()) w.header("BITS-Reply-URL", spec.replyUrl);
-  if (spec.allowHeader) w.header("Allow", "BITS_POST");
+  if (spec.allowHeader) w.header("Allow", spec.allowReplyMethods ? "BITS_POST, GET, HEAD" : "BITS_POST");
   if (spec.retryAfterSeconds != 0) w.headerNumber("Retry-After", spec.retryAfterSeconds);
   if (spec.authenticate) w.header("WWW-Authenticate", "Basic realm=\"bitsd\", charset=\"UTF-8\"");
   if (spec.close) w.header("Connection", "close");
@@ -98,14 +98,21 @@ size_t formatServerBusy(char* out, uint32_t retryAfterSeconds) {
 size_t formatReplyHead(const ReplyHeadSpec& spec, char* out) {
   HeadWriter w(out, kMaxAckBytes - 1);
   w.statusLine(spec.status).headerNumber("Content-Length", spec.contentLength).header("Accept-Ranges", "bytes");
-  if (spec.status == 200 || spec.status == 206) w.header("Content-Type", "application/octet-stream");
+  char type[96];
+  if (!spec.multipartBoundary.empty()) {
+    std::snprintf(type, sizeof type, "multipart/byteranges; boundary=%.*s", static_cast<int>(spec.multipartBoundary.size()),
+                  spec.multipartBoundary.data());
+    w.header("Content-Type", type);
+  } else if (spec.status == 200 || spec.status == 206) {
+    w.header("Content-Type", "application/octet-stream");
+  }
   if (spec.lastModified != 0) {
     char date[kHttpDateBytes];
     formatHttpDate(spec.lastModified, date);
     w.header("Last-Modified", std::string_view(date, kHttpDateBytes));
   }
   char range[80];
-  if (spec.status == 206) {
+  if (spec.status == 206 && spec.multipartBoundary.empty()) {
     std::snprintf(range, sizeof range, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, spec.rangeBegin, spec.rangeEnd - 1,
                   spec.totalBytes);
     w.header("Content-Range", range);

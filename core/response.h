@@ -21,6 +21,7 @@ struct AckSpec {
   uint32_t errorCode = 0;                // BITS-Error-Code, as 0x + 8 upper-case hex digits
   ErrorContext context = ErrorContext::RemoteFile;
   bool allowHeader = false;              // Allow: BITS_POST (405)
+  bool allowReplyMethods = false;        // ... on a reply URL: Allow: BITS_POST, GET, HEAD (§10.1)
   bool close = false;                    // Connection: close
   uint32_t retryAfterSeconds = 0;        // Retry-After when non-zero (503)
   std::string_view hostId;               // with createSession: BITS-Host-Id (at most 200 bytes)
@@ -43,6 +44,7 @@ struct ReplyHeadSpec {
   uint64_t totalBytes = 0;
   uint64_t lastModified = 0;  // Unix seconds; sent when non-zero
   bool allowHeader = false;   // 405: Allow: GET, HEAD, BITS_POST
+  std::string_view multipartBoundary;  // 206 with several ranges: multipart/byteranges, no Content-Range
   bool close = false;
 };
 size_t formatReplyHead(const ReplyHeadSpec& spec, char* out);

@@ -318,6 +318,8 @@ Flow UploadEngine::fail(Exchange& ex, int status, uint32_t code, bool withRange)
   spec.errorCode = code;
   spec.context = ErrorContext::RemoteFile;
   spec.allowHeader = status == 405;
+  // A reply URL also takes GET and HEAD (§10.1, "Other methods on an upload path").
+  spec.allowReplyMethods = status == 405 && ex.head_ != nullptr && isReplyTarget(ex.head_->target);
   spec.authenticate = status == 401;
   if (status == 503) spec.retryAfterSeconds = ex.holdOffMs_ > 0 ? (ex.holdOffMs_ + 999) / 1000 : 5;
   if (withRange && ex.session_ != nullptr) {

@@ -488,7 +488,9 @@ void UvServer::startFile(Connection* c) {
 void UvServer::readFileChunk(Connection* c) {
   arm(c, settings_.bodyTimeoutMs);
   size_t n = c->slot->fileLeft < kFileChunkBytes ? static_cast<size_t>(c->slot->fileLeft) : kFileChunkBytes;
-  (void)engine_.readReply(c->slot->exchange, std::span<char>(c->slot->fileBuf, n));  // Wait: onFileChunk follows
+  // Wait: the read runs through Storage and onFileChunk follows. Continue: the engine filled the
+  // buffer itself (a multipart delimiter and part head).
+  if (engine_.readReply(c->slot->exchange, std::span<char>(c->slot->fileBuf, n)) == Flow::Continue) onFileChunk(c);
 }
 
 // The engine read the next part of the reply (onExchangeReady while Writing): send it.

@@ -335,6 +335,42 @@ TEST(HandOff, ReplyDownloadsSupportHeadRangesAndIfUnmodifiedSince) {
   Reply beyond = d.send(EngineDriver::httpRequest("GET", target, {{"Range", "bytes=10-20"}}));
   EXPECT_EQ(beyond.status, 416);
   EXPECT_EQ(beyond.get("Content-Range"), "bytes */10");
+  // Never 200 to a Range request (§10.1): a range that is not a bytes range set is 416 too.
+  for (const char* bad : {"bytes=5-2", "items=0-1", "bytes=x-"}) {
+    Reply r = d.send(EngineDriver::httpRequest("GET", target, {{"Range", bad}}));
+    EXPECT_EQ(r.status, 416) << bad << "\n" << r.raw;
+    EXPECT_EQ(r.get("Content-Range"), "bytes */10") << bad;
+    EXPECT_TRUE(r.body.empty()) << bad;
+  }
+
+  // Several ranges: 206 multipart/byteranges, in ascending order, each part with its Content-Range.
+  Reply multi = d.send(EngineDriver::httpRequest("GET", target, {{"Range", "bytes=7-8, 0-1"}}));
+  ASSERT_EQ(multi.status, 206) << multi.raw;
+  const std::string type = multi.get("Content-Type");
+  const std::string prefix = "multipart/byteranges; boundary=";
+  ASSERT_EQ(type.substr(0, prefix.size()), prefix) << multi.raw;
+  const std::string boundary = type.substr(prefix.size());
+  EXPECT_FALSE(boundary.empty());
+  EXPECT_EQ(multi.get("Content-Range"), "");
+  const std::string expected = "--" + boundary +
+                               "\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 0-1/10\r\n\r\n01"
+                               "\r\n--" + boundary +
+                               "\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 7-8/10\r\n\r\n78"
+                               "\r\n--" + boundary + "--\r\n";
+  EXPECT_EQ(multi.body, expected);
+  EXPECT_EQ(multi.get("Content-Length"), std::to_string(expected.size()));
+  Reply multiHead = d.send(EngineDriver::httpRequest("HEAD", target, {{"Range", "bytes=7-8, 0-1"}}));
+  EXPECT_EQ(multiHead.status, 206);
+  EXPECT_EQ(multiHead.get("Content-Length"), std::to_string(expected.size()));
+  EXPECT_EQ(multiHead.get("Content-Type"), type);
+  EXPECT_TRUE(multiHead.body.empty());
+
+  // Other methods on a reply URL: 405, and Allow names GET and HEAD too (§10.1).
+  for (const char* method : {"PUT", "DELETE", "POST"}) {
+    Reply r = d.send(EngineDriver::httpRequest(method, target));
+    EXPECT_EQ(r.status, 405) << method;
+    EXPECT_EQ(r.get("Allow"), "BITS_POST, GET, HEAD") << method;
+  }
 
   Reply same = d.send(EngineDriver::httpRequest("GET", target, {{"If-Unmodified-Since", lastModified}}));
   EXPECT_EQ(same.status, 200);
@@ -480,16 +516,39 @@ TEST(HttpReply, DatesAndRanges) {
   EXPECT_EQ(t, 784111777u);
   EXPECT_FALSE(parseHttpDate("Sunday, 06-Nov-94 08:49:37 GMT", &t));
   EXPECT_FALSE(parseHttpDate("Sun, 31 Feb 1994 08:49:37 GMT", &t));
-  uint64_t b = 0, e = 0;
-  EXPECT_EQ(interpretRange("bytes=0-0", 5, &b, &e), RangeAnswer::Partial);
-  EXPECT_EQ(e - b, 1u);
-  EXPECT_EQ(interpretRange("bytes=1-2, 4-", 5, &b, &e), RangeAnswer::Partial);  // coalesced
-  EXPECT_EQ(b, 1u);
-  EXPECT_EQ(e, 5u);
-  EXPECT_EQ(interpretRange("bytes=9-", 5, &b, &e), RangeAnswer::Unsatisfiable);
-  EXPECT_EQ(interpretRange("items=1-2", 5, &b, &e), RangeAnswer::Whole);
-  EXPECT_EQ(interpretRange("bytes=3-1", 5, &b, &e), RangeAnswer::Whole);
-  EXPECT_EQ(interpretRange("bytes=0-", 0, &b, &e), RangeAnswer::Unsatisfiable);
+  ReplyRange r[kMaxReplyRanges];
+  size_t n = 0;
+  EXPECT_EQ(interpretRanges("bytes=0-0", 5, r, &n), RangeAnswer::Partial);
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(r[0].end - r[0].begin, 1u);
+  // Several ranges: ascending, overlapping and adjacent ones merged, the ones past the end dropped.
+  EXPECT_EQ(interpretRanges("bytes=4-, 1-2", 5, r, &n), RangeAnswer::Multipart);
+  ASSERT_EQ(n, 2u);
+  EXPECT_EQ(r[0].begin, 1u);
+  EXPECT_EQ(r[0].end, 3u);
+  EXPECT_EQ(r[1].begin, 4u);
+  EXPECT_EQ(r[1].end, 5u);
+  EXPECT_EQ(interpretRanges("bytes=0-1,1-2, 3-3 ,9-", 5, r, &n), RangeAnswer::Partial);
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(r[0].begin, 0u);
+  EXPECT_EQ(r[0].end, 4u);
+  EXPECT_EQ(interpretRanges("bytes=-2,0-0", 5, r, &n), RangeAnswer::Multipart);
+  ASSERT_EQ(n, 2u);
+  EXPECT_EQ(r[1].begin, 3u);
+  // More parts than a multipart answer has: the one range that spans them all.
+  EXPECT_EQ(interpretRanges("bytes=0-0,2-2,4-4,6-6,8-8,10-10,12-12,14-14,16-16,18-18", 20, r, &n), RangeAnswer::Partial);
+  ASSERT_EQ(n, 1u);
+  EXPECT_EQ(r[0].begin, 0u);
+  EXPECT_EQ(r[0].end, 19u);
+  EXPECT_EQ(interpretRanges("bytes=0-0,2-2,4-4,6-6,8-8,10-10,12-12,14-14", 20, r, &n), RangeAnswer::Multipart);
+  EXPECT_EQ(n, 8u);
+  // Never 200 to a Range request (§10.1): anything that is not a satisfiable bytes range is 416.
+  EXPECT_EQ(interpretRanges("bytes=9-", 5, r, &n), RangeAnswer::Unsatisfiable);
+  EXPECT_EQ(interpretRanges("items=1-2", 5, r, &n), RangeAnswer::Unsatisfiable);
+  EXPECT_EQ(interpretRanges("bytes=3-1", 5, r, &n), RangeAnswer::Unsatisfiable);
+  EXPECT_EQ(interpretRanges("bytes=1-2,x", 5, r, &n), RangeAnswer::Unsatisfiable);
+  EXPECT_EQ(interpretRanges("bytes=", 5, r, &n), RangeAnswer::Unsatisfiable);
+  EXPECT_EQ(interpretRanges("bytes=0-", 0, r, &n), RangeAnswer::Unsatisfiable);
 }
 
 }  // namespace

@@ -110,6 +110,26 @@ TEST_F(HandOff, ByValueStreamsTheFileAndTheReplyComesBackWithRanges) {
   EXPECT_EQ(part.status, 206) << part.raw;
   EXPECT_EQ(part.get("Content-Range"), "bytes 70000-139999/150000");
   EXPECT_TRUE(part.body == b.reply.substr(70000, 70000));
+  // Several ranges, across the server's 64 KiB read chunks: multipart/byteranges in ascending order.
+  Reply multi = get(bitsd->port(), "GET", target, {{"Range", "bytes=140000-149999, 10-20,60000-80000"}});
+  ASSERT_EQ(multi.status, 206) << multi.raw.substr(0, 400);
+  const std::string type = multi.get("Content-Type"), prefix = "multipart/byteranges; boundary=";
+  ASSERT_EQ(type.substr(0, prefix.size()), prefix);
+  const std::string boundary = type.substr(prefix.size());
+  std::string expected;
+  for (auto [first, last] : {std::pair<size_t, size_t>{10, 20}, {60000, 80000}, {140000, 149999}}) {
+    expected += (expected.empty() ? "--" : "\r\n--") + boundary +
+                "\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes " + std::to_string(first) + "-" +
+                std::to_string(last) + "/150000\r\n\r\n" + b.reply.substr(first, last - first + 1);
+  }
+  expected += "\r\n--" + boundary + "--\r\n";
+  EXPECT_EQ(multi.get("Content-Length"), std::to_string(expected.size()));
+  EXPECT_TRUE(multi.body == expected) << "multipart body differs (" << multi.body.size() << " bytes, expected "
+                                      << expected.size() << ")";
+  EXPECT_EQ(get(bitsd->port(), "GET", target, {{"Range", "bytes=9-3"}}).status, 416);
+  Reply put = get(bitsd->port(), "PUT", target);
+  EXPECT_EQ(put.status, 405);
+  EXPECT_EQ(put.get("Allow"), "BITS_POST, GET, HEAD");
   Reply stale = get(bitsd->port(), "GET", target, {{"If-Unmodified-Since", "Sun, 06 Nov 1994 08:49:37 GMT"}});
   EXPECT_EQ(stale.status, 412);
 
