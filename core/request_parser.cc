@@ -50,6 +50,7 @@ void RequestParser::reset() {
   fieldTooLong_ = false;
   currentHeader_ = -1;
   valueStart_ = 0;
+  valueLen_ = 0;
   urlStart_ = 0;
   inUrl_ = false;
   body_ = {};
@@ -193,15 +194,15 @@ Http1Action RequestParser::onHeaderFieldComplete() {
   fieldLen_ = 0;
   fieldTooLong_ = false;
   valueStart_ = arenaLen_;
+  valueLen_ = 0;
   return Http1Action::Continue;
 }
 
 Http1Action RequestParser::onHeaderValue(const char* at, size_t len) {
-  if (currentHeader_ < 0) return Http1Action::Continue;
-  if (arenaLen_ - valueStart_ + len > kMaxValueBytes) {
-    head_.oversizedValue = true;
-    return Http1Action::Continue;
-  }
+  // Every header value counts, kept or not: over 4 KB is 400 (BITS-UPLOAD.md §1, §7.1).
+  valueLen_ += len;
+  if (valueLen_ > kMaxValueBytes) head_.oversizedValue = true;
+  if (currentHeader_ < 0 || head_.oversizedValue) return Http1Action::Continue;
   if (!appendArena(at, len)) {
     fail(431, "request header too large");
     return Http1Action::Fail;

@@ -50,7 +50,7 @@ struct RequestHead {
   uint64_t contentLength = 0;
   bool keepAlive = true;
   bool duplicateHeader = false;  // a header from HeaderId appeared twice
-  bool oversizedValue = false;   // a kept header value exceeded kMaxValueBytes
+  bool oversizedValue = false;   // a header value (any header) exceeded kMaxValueBytes
   std::string_view target;       // request-target as sent (views into the parser's arena)
   std::string_view values[static_cast<size_t>(HeaderId::kCount)];
   bool present[static_cast<size_t>(HeaderId::kCount)] = {};
@@ -135,6 +135,7 @@ class RequestParser : private Http1Handler {
   bool fieldTooLong_ = false;
   int currentHeader_ = -1;   // HeaderId being collected, or -1 for ignored
   size_t valueStart_ = 0;
+  size_t valueLen_ = 0;  // bytes of the current header value so far, kept or not
   size_t urlStart_ = 0;
   bool inUrl_ = false;
 

@@ -388,9 +388,13 @@ Flow UploadEngine::onHeaders(Exchange& ex, const RequestHead& head) {
     ex.close_ = true;
     return fail(ex, 505, hresult::kInsufficientHttp);
   }
-  // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400, whatever it asks for (an empty
-  // Host is allowed; the reply URL then names the listen address).
-  if (!head.has(HeaderId::Host)) return fail(ex, 400, hresult::kInvalidArg);
+  // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with an invalid one, is answered 400,
+  // whatever it asks for (an empty Host is allowed; the reply URL then names the listen address).
+  // A valid Host is what keeps BITS-Reply-URL a well-formed URL on this server.
+  if (!head.has(HeaderId::Host) || !isValidHostHeader(head.value(HeaderId::Host))) {
+    ex.reason_ = "the Host header is missing or not a valid host";
+    return fail(ex, 400, hresult::kInvalidArg);
+  }
   if (authenticator_ != nullptr) {
     // Every request proves who sends it (Windows sends the credentials again on each one after the
     // first 401). The check runs on the thread pool: PBKDF2 is slow on purpose.

@@ -98,4 +98,42 @@ PathError resolveUploadPath(std::string_view target, size_t maxPathBytes, char* 
   return PathError::None;
 }
 
+bool isValidHostHeader(std::string_view host) {
+  if (host.empty()) return true;
+  std::string_view rest;
+  if (host.front() == '[') {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos || close < 3) return false;  // "[::]" is the shortest
+    for (char c : host.substr(1, close - 1)) {
+      bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' || c == '.';
+      if (!ok) return false;
+    }
+    rest = host.substr(close + 1);
+  } else {
+    size_t colon = host.find(':');
+    std::string_view name = host.substr(0, colon);
+    if (name.empty()) return false;
+    for (size_t i = 0; i < name.size(); ++i) {
+      char c = name[i];
+      bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                        c == '.' || c == '_' || c == '~';
+      bool subDelim = std::string_view("!$&'()*+,;=").find(c) != std::string_view::npos;
+      auto hex = [](char h) { return (h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F'); };
+      if (c == '%') {
+        if (i + 2 >= name.size() || !hex(name[i + 1]) || !hex(name[i + 2])) return false;
+        i += 2;
+        continue;
+      }
+      if (!unreserved && !subDelim) return false;
+    }
+    rest = colon == std::string_view::npos ? std::string_view() : host.substr(colon);
+  }
+  if (rest.empty()) return true;
+  if (rest.front() != ':' || rest.size() > 6) return false;
+  for (char c : rest.substr(1)) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
 }  // namespace bitsd

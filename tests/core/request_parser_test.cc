@@ -137,6 +137,23 @@ TEST(RequestParser, OversizedKeptValueIsFlagged) {
   EXPECT_TRUE(r.head.oversizedValue);
 }
 
+// BITS-UPLOAD.md §1 and §7.1: any header value over 4 KB is refused, not only the ones bitsd keeps;
+// 4 KB itself is fine. The value arrives in small reads, so the length is counted across them.
+TEST(RequestParser, AnyHeaderValueOver4KBIsFlagged) {
+  for (const char* name : {"X-Unknown", "Content-Name", "User-Agent", "BITS-Packet-Type"}) {
+    std::string over = "BITS_POST /x HTTP/1.1\r\n" + std::string(name) + ": " + std::string(4097, 'a') +
+                       "\r\nContent-Length: 0\r\n\r\n";
+    Parsed r = parse(over, 7, 16384);
+    ASSERT_TRUE(r.headers) << name;
+    EXPECT_TRUE(r.head.oversizedValue) << name;
+    std::string at = "BITS_POST /x HTTP/1.1\r\n" + std::string(name) + ": " + std::string(4096, 'a') +
+                     "\r\nContent-Length: 0\r\n\r\n";
+    Parsed ok = parse(at, 7, 16384);
+    ASSERT_TRUE(ok.headers) << name;
+    EXPECT_FALSE(ok.head.oversizedValue) << name;
+  }
+}
+
 TEST(RequestParser, DuplicateKeptHeaderIsFlagged) {
   Parsed r = parse("BITS_POST /x HTTP/1.1\r\nBITS-Packet-Type: Ping\r\nbits-packet-type: Fragment\r\n"
                    "Content-Length: 0\r\n\r\n", 5);

@@ -603,6 +603,48 @@ TEST(UploadEngine, RequestWithoutHostIs400) {
   EXPECT_EQ(d.fragment("/f", id, 0, "abcd", 4).status, 200);
 }
 
+// An invalid Host is a missing one (RFC 9112 §3.2): it would otherwise go into BITS-Reply-URL.
+TEST(UploadEngine, RequestWithAnInvalidHostIs400) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  ASSERT_FALSE(id.empty());
+  for (const char* host : {"a b", "evil.example/x?", "user@host", "[::1", "host:80a", "::1", "h:123456"}) {
+    Reply ping = d.send("BITS_POST /f HTTP/1.1\r\nHost: " + std::string(host) +
+                        "\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n");
+    expectError(ping, 400, "0x80070057");
+    Reply frag = d.send("BITS_POST /f HTTP/1.1\r\nHost: " + std::string(host) +
+                        "\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+                        "\r\nContent-Range: bytes 0-1/4\r\nContent-Length: 2\r\n\r\nab");
+    expectError(frag, 400, "0x80070057");
+  }
+  EXPECT_EQ(d.storage.contents(d.partialPath(id)), "");
+  for (const char* host : {"appliance", "appliance.example:8080", "10.0.0.1:80", "[fe80::1]:8080", "[::1]", "xn--bcher-kva.example"}) {
+    Reply ping = d.send("BITS_POST /f HTTP/1.1\r\nHost: " + std::string(host) +
+                        "\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n");
+    EXPECT_EQ(ping.status, 200) << host << "\n" << ping.raw;
+  }
+}
+
+// §1, §7.1: a header value over 4 KB is 400 E_INVALIDARG, whichever header carries it.
+TEST(UploadEngine, AnyHeaderValueOver4KBIs400) {
+  EngineDriver d;
+  std::string id = d.createSession("/f");
+  ASSERT_FALSE(id.empty());
+  Reply ping = d.send("BITS_POST /f HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(5000, 'x') +
+                      "\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n");
+  expectError(ping, 400, "0x80070057");
+  EXPECT_EQ(ping.get("BITS-Error-Context"), "0x5");
+  Reply frag = d.send("BITS_POST /f HTTP/1.1\r\nHost: a\r\nContent-Name: " + std::string(5000, 'n') +
+                      "\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: " + id +
+                      "\r\nContent-Range: bytes 0-1/4\r\nContent-Length: 2\r\n\r\nab");
+  expectError(frag, 400, "0x80070057");
+  EXPECT_EQ(d.storage.contents(d.partialPath(id)), "");
+  // 4 KB exactly is fine.
+  Reply edge = d.send("BITS_POST /f HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(4096, 'x') +
+                      "\r\nBITS-Packet-Type: Ping\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(edge.status, 200) << edge.raw;
+}
+
 // §10.1 (revised): Ping, Create-Session, Close-Session and Cancel-Session with neither Content-Length
 // nor Transfer-Encoding are bodyless HTTP/1.1 requests (RFC 9112 §6.3), as curl and Python's
 // http.client send them; they get their normal answers.
