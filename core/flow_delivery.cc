@@ -445,6 +445,8 @@ void UploadEngine::respondDelivered(Exchange& ex, const DeliveryOutcome& d, std:
     ++stats_.errors;
     spec.hasError = true;
     spec.errorCode = d.hresult;
+    ex.errorCode_ = d.hresult;  // for the access log and the error log
+    ex.errorAnswered_ = true;
     // The application's own status carries BG_E_HTTP_ERROR_<status> and context 0x7; a refused
     // copy to the destination is a remote-file error (0x5), as for a plain commit.
     spec.context = d.hresult == hresult::kHttpErrorBase + d.status ? ErrorContext::RemoteApplication

@@ -21,7 +21,7 @@ struct LimitSlot {
 LimitSlot gLimits[kLogKeys];
 
 void emit(LogLevel level, const char* fmt, va_list ap, uint64_t suppressed) {
-  char line[512];
+  char line[2048];  // a SIGHUP summary can name every setting
   int n = std::vsnprintf(line, sizeof line, fmt, ap);
   if (suppressed > 0) {
     size_t at = n < 0 ? 0 : static_cast<size_t>(n) < sizeof line ? static_cast<size_t>(n) : sizeof line - 1;

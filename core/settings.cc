@@ -2,6 +2,11 @@
 // table (core/settings.h).
 #include "core/settings.h"
 
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "core/auth.h"
 #include "core/content_range.h"
 #include "core/protocol.h"
@@ -276,6 +281,9 @@ bool applyFlag(Settings* s, std::string_view key, std::string_view value, std::s
 
 bool applySettingsText(Settings* s, std::string_view text, std::string_view origin, std::string* error) {
   int lineNo = 0;
+  // Each key at most once per text (as nginx refuses a duplicate directive): a second line for a
+  // key is far more often a mistake than a wish for the last one to win.
+  std::vector<std::pair<std::string, int>> seen;
   while (!text.empty()) {
     size_t nl = text.find('\n');
     std::string_view line = text.substr(0, nl);
@@ -290,8 +298,15 @@ bool applySettingsText(Settings* s, std::string_view text, std::string_view orig
     std::string reason;
     if (eq == std::string_view::npos) {
       reason = "expected 'key = value', got '" + std::string(line) + "'";
-    } else if (applySetting(s, trimOws(line.substr(0, eq)), line.substr(eq + 1), &reason)) {
-      continue;
+    } else {
+      const std::string key(trimOws(line.substr(0, eq)));
+      auto first = std::find_if(seen.begin(), seen.end(), [&](const auto& k) { return k.first == key; });
+      if (first != seen.end()) {
+        reason = key + " is set twice (first on line " + std::to_string(first->second) + ")";
+      } else if (applySetting(s, key, line.substr(eq + 1), &reason)) {
+        seen.emplace_back(key, lineNo);
+        continue;
+      }
     }
     *error = std::string(origin) + ":" + std::to_string(lineNo) + ": " + reason;
     return false;

@@ -42,6 +42,7 @@ void Exchange::clear() {
   status_ = 0;
   counted_ = false;
   errorCode_ = 0;
+  errorAnswered_ = false;
   reason_ = nullptr;
   relOffset_ = 0;
   relLen_ = 0;
@@ -339,6 +340,7 @@ Flow UploadEngine::fail(Exchange& ex, int status, uint32_t code, bool withRange)
   ex.failed_ = true;
   ex.status_ = status;
   ex.errorCode_ = code;
+  ex.errorAnswered_ = true;
   ex.responseLen_ = formatAck(spec, ex.response_);
   if (status != 416) ++stats_.errors;
   return Flow::Continue;

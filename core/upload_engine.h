@@ -199,7 +199,8 @@ class Exchange final : public StorageCallback,
   // For the access and error logs (core/access_log.h), valid until finish().
   PacketType packetType() const { return type_; }
   const SessionId* sessionId() const { return hasSessionId_ ? &sessionId_ : nullptr; }
-  bool hasErrorCode() const { return errorCode_ != 0; }
+  // The answer carried BITS-Error-Code (errorCode(); 0x0 on a 416, §10.1).
+  bool hasErrorCode() const { return errorAnswered_; }
   uint32_t errorCode() const { return errorCode_; }
   // Why the request was refused, when the engine knows better than its status says (else null).
   const char* refusalReason() const { return reason_; }
@@ -269,7 +270,8 @@ class Exchange final : public StorageCallback,
   bool expectContinue_ = false;
   bool close_ = false;
   int status_ = 0;
-  uint32_t errorCode_ = 0;         // the BITS-Error-Code answered (0: none)
+  uint32_t errorCode_ = 0;         // the BITS-Error-Code answered (see errorAnswered_)
+  bool errorAnswered_ = false;     // fail() answered with BITS-Error-Code
   const char* reason_ = nullptr;   // a static sentence for the error log (see refusalReason())
   // dest_ holds the destination path, NUL-terminated; the root-relative path (as the journal and
   // the session table keep it) is at dest_ + relOffset_: right after "<root>/", or after the NUL

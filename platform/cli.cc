@@ -85,6 +85,10 @@ CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* e
       }
     }
     if (key == "config") {
+      if (!configPath.empty()) {
+        *error = "--config given twice ('" + configPath + "' and '" + value + "'): give one file";
+        return CliOutcome::Error;
+      }
       configPath = value;
     } else {
       flags.emplace_back(key, value);

@@ -596,8 +596,12 @@ void UvServer::logRequest(Connection* c, int status, const char* reason) {
   ::clock_gettime(CLOCK_REALTIME, &ts);
   r.unixMs = static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
   r.client = c->peer;
-  r.user = engine_.userOf(ex);
-  if (parser.headersDone()) {
+  // Until its head is complete, a request has not reached the engine, and the slot's exchange still
+  // describes the last request the slot served (maybe another connection's): none of it is logged.
+  // (A head the parser refused is the exception: formatProtocolError cleared the exchange.)
+  const bool reached = parser.headersDone();
+  if (reached) r.user = engine_.userOf(ex);
+  if (reached) {
     const RequestHead& h = parser.head();
     r.hasRequest = true;
     r.method = h.method;
@@ -606,8 +610,8 @@ void UvServer::logRequest(Connection* c, int status, const char* reason) {
     r.httpMinor = h.httpMinor;
     if (h.has(HeaderId::ContentRange)) r.contentRange = h.value(HeaderId::ContentRange);
   }
-  r.packet = ex.packetType();
-  r.session = ex.sessionId();
+  r.packet = reached ? ex.packetType() : PacketType::Unknown;
+  r.session = reached ? ex.sessionId() : nullptr;
   r.status = status;
   if (status == 408 && c->sent408 > 0) {
     r.hasError = true;

@@ -50,6 +50,16 @@ TEST_F(LogLimit, SameKeyOncePerWindowThenCountsSuppressed) {
   EXPECT_EQ(gLines[2], "journal compacted to 400 bytes");  // nothing suppressed since
 }
 
+// A SIGHUP summary names every setting it applied and every one that needs a restart (60 keys):
+// such a line is written whole, not cut at 512 bytes.
+TEST_F(LogLimit, ALongLineIsWrittenWhole) {
+  std::string keys;
+  for (int i = 0; i < 60; ++i) keys += (i ? ", " : "") + std::string("setting-number-") + std::to_string(i);
+  logf(LogLevel::Info, "SIGHUP: applied %s; needs a restart: listen", keys.c_str());
+  ASSERT_EQ(gLines.size(), 1u);
+  EXPECT_EQ(gLines[0], "SIGHUP: applied " + keys + "; needs a restart: listen");
+}
+
 TEST_F(LogLimit, KeysAreIndependent) {
   logLimited(LogLevel::Info, "a", "first a");
   logLimited(LogLevel::Info, "b", "first b");

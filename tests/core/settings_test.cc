@@ -38,6 +38,13 @@ TEST(Settings, ErrorsNameTheOriginLineAndKey) {
   EXPECT_EQ(err, "f:1: unknown setting 'no-such-key'");
   EXPECT_FALSE(applySettingsText(&s, "just words\n", "f", &err));
   EXPECT_NE(err.find("expected 'key = value'"), std::string::npos);
+  // A key twice in one file is a mistake, not "the last one wins" (as nginx).
+  EXPECT_FALSE(applySettingsText(&s, "max-sessions = 10\n# comment\nmax-sessions = 20\n", "config file y.conf", &err));
+  EXPECT_EQ(err, "config file y.conf:3: max-sessions is set twice (first on line 1)");
+  // Each text on its own: a file may set what the board's defaults set.
+  ASSERT_TRUE(applySettingsText(&s, "max-sessions = 10\n", "board", &err)) << err;
+  ASSERT_TRUE(applySettingsText(&s, "max-sessions = 20\n", "config", &err)) << err;
+  EXPECT_EQ(s.maxSessions, 20u);
   EXPECT_FALSE(applySetting(&s, "fdatasync", "maybe", &err));
   EXPECT_FALSE(applySetting(&s, "max-connections", "99999999999", &err));
 }

@@ -83,7 +83,7 @@ TEST(AccessLog, TextLinesForEachRequestAndSigusr1Reopens) {
       {"200", "Ping", false, "-", "-", "0"},
       {"200", "Create-Session", true, "-", "-", "0"},
       {"200", "Fragment", true, "bytes 0-4/10", "-", "5"},
-      {"416", "Fragment", true, "bytes 7-9/10", "-", "3"},  // a resume hint, no error code
+      {"416", "Fragment", true, "bytes 7-9/10", "0x00000000", "3"},  // a resume hint: BITS-Error-Code 0x0 (§10.1)
       {"200", "Fragment", true, "bytes 5-9/10", "-", "5"},
       {"200", "Close-Session", true, "-", "-", "0"},
   };
@@ -114,6 +114,32 @@ TEST(AccessLog, TextLinesForEachRequestAndSigusr1Reopens) {
   ASSERT_TRUE(readFile(moved, &old));
   EXPECT_EQ(lines(old).size(), 6u);
   EXPECT_EQ(server.stop(), 0);
+}
+
+// A request whose head never completes (408) is logged with nothing of the request its request slot
+// served before (that may have been another client's): no packet type, no session.
+TEST(AccessLog, AHeadThatTimesOutIsLoggedWithoutTheSlotsLastRequest) {
+  TempDir logs;
+  std::string log = logs.path() + "/access.log";
+  BitsdProcess server({"--access-log", log, "--request-slots", "4", "--header-timeout-ms", "500"});
+  ASSERT_TRUE(server.start()) << server.stderrText();
+  {
+    Client a;
+    ASSERT_TRUE(a.connect(server.port()));
+    ASSERT_EQ(a.roundTrip(createRequest("/f.bin")).status, 200);
+  }
+  ASSERT_EQ(waitLines(log, 1).size(), 1u);
+  Client b;
+  ASSERT_TRUE(b.connect(server.port()));
+  ASSERT_TRUE(b.sendAll("BITS_POST /x HTTP/1.1\r\nHo"));
+  EXPECT_TRUE(b.waitClosed(10000));
+  std::vector<std::string> got = waitLines(log, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_NE(got[0].find(" Create-Session {"), std::string::npos) << got[0];
+  EXPECT_NE(got[1].find(" 408 "), std::string::npos) << got[1];
+  EXPECT_NE(got[1].find(" - - \"-\" 0x80070057 "), std::string::npos) << got[1];
+  EXPECT_EQ(got[1].find("Create-Session"), std::string::npos) << got[1];
+  EXPECT_EQ(server.stderrText().find("refused Create-Session"), std::string::npos) << server.stderrText();
 }
 
 TEST(AccessLog, JsonLinesParse) {

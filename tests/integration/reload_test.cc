@@ -239,6 +239,11 @@ TEST(BitsdCommandLineEdges, ConfigDirectoryAndBadOnOffAndEnumValuesGiveOneLine) 
   // A bare on/off flag still means on, before another flag or at the end.
   std::ofstream(d.path() + "/c.conf") << "max-connections = 0\n";
   expectOneLineError(with({"--allow-overwrites", "--config", d.path() + "/c.conf"}), "max-connections must be at least 1");
+  // A key twice in one file, and two --config files, are mistakes too.
+  std::ofstream(d.path() + "/twice.conf") << "max-sessions = 10\nmax-sessions = 20\n";
+  expectOneLineError(with({"--config", d.path() + "/twice.conf"}), "twice.conf:2: max-sessions is set twice (first on line 1)");
+  std::ofstream(d.path() + "/ok.conf") << "max-sessions = 10\n";
+  expectOneLineError(with({"--config", d.path() + "/ok.conf", "--config", d.path() + "/ok.conf"}), "--config given twice");
   EXPECT_FALSE(fileExists(d.path() + "/r")) << "a refused start left its root behind";
 }
 
