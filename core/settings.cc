@@ -603,20 +603,53 @@ std::string reloadTable() {
   return t;
 }
 
-const char* settingsHelp() {
-  static std::string text = [] {
-    std::string t;
-    for (const Field& f : kFields) {
-      std::string k = std::string("  --") + f.key;
-      if (f.kind != Kind::Bool) k += " V";
-      if (k.size() >= 30) k += "\n";  // a long name: its help goes on the next line, aligned
-      size_t col = k.size() - (k.rfind('\n') == std::string::npos ? 0 : k.rfind('\n') + 1);
-      k.append(col < 30 ? 30 - col : 0, ' ');
-      t += k + f.help + "\n";
+namespace {
+
+// A setting's value as a config file would give it: sizes with the largest exact K/M/G suffix.
+std::string valueText(const Field& f, const Settings& s) {
+  const char* p = reinterpret_cast<const char*>(&s) + f.offset;
+  auto size = [](uint64_t v) {
+    if (v != 0 && v % (1ull << 30) == 0) return std::to_string(v >> 30) + "G";
+    if (v != 0 && v % (1ull << 20) == 0) return std::to_string(v >> 20) + "M";
+    if (v != 0 && v % (1ull << 10) == 0) return std::to_string(v >> 10) + "K";
+    return std::to_string(v);
+  };
+  switch (f.kind) {
+    case Kind::Str: {
+      const std::string& v = *reinterpret_cast<const std::string*>(p);
+      return v.empty() ? "(empty)" : v;
     }
-    return t;
-  }();
+    case Kind::Bool: return *reinterpret_cast<const bool*>(p) ? "on" : "off";
+    case Kind::U32: return std::to_string(*reinterpret_cast<const uint32_t*>(p));
+    case Kind::U64: return std::to_string(*reinterpret_cast<const uint64_t*>(p));
+    case Kind::Size32: return size(*reinterpret_cast<const uint32_t*>(p));
+    case Kind::Size64: return size(*reinterpret_cast<const uint64_t*>(p));
+  }
+  return "";
+}
+
+std::string helpText(const Settings* defaults) {
+  std::string t;
+  for (const Field& f : kFields) {
+    std::string k = std::string("  --") + f.key;
+    if (f.kind != Kind::Bool) k += " V";
+    if (k.size() >= 30) k += "\n";  // a long name: its help goes on the next line, aligned
+    size_t col = k.size() - (k.rfind('\n') == std::string::npos ? 0 : k.rfind('\n') + 1);
+    k.append(col < 30 ? 30 - col : 0, ' ');
+    t += k + f.help;
+    if (defaults != nullptr) t += " [default: " + valueText(f, *defaults) + "]";
+    t += "\n";
+  }
+  return t;
+}
+
+}  // namespace
+
+const char* settingsHelp() {
+  static std::string text = helpText(nullptr);
   return text.c_str();
 }
+
+std::string settingsHelp(const Settings& defaults) { return helpText(&defaults); }
 
 }  // namespace bitsd

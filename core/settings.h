@@ -151,5 +151,7 @@ bool isSettingKey(std::string_view key, bool* isBool);
 
 // The text of --help's settings table: one line per key with its meaning.
 const char* settingsHelp();
+// The same with each key's value in `defaults` (the board's) after its meaning: "[default: 256K]".
+std::string settingsHelp(const Settings& defaults);
 
 }  // namespace bitsd

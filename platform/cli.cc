@@ -23,6 +23,14 @@ extern const char kBoardDefaults[];
 namespace bitsd::platform {
 
 const char* usageText() {
+  // Every key with the board's default (a board whose defaults do not parse cannot start either:
+  // parseCommandLine says so; here the help just lists the built-in values).
+  static const Settings boardDefaults = [] {
+    Settings s;
+    std::string ignored;
+    (void)applySettingsText(&s, board::kBoardDefaults, "board", &ignored);
+    return s;
+  }();
   static std::string text = std::string(
       "usage: bitsd [--config FILE] [OPTIONS]\n"
       "A BITS upload server: Windows clients upload with Start-BitsTransfer -TransferType Upload\n"
@@ -30,7 +38,7 @@ const char* usageText() {
       "'; a config file of 'key = value' lines overrides them; flags override both.\n\n"
       "  --config FILE               read settings from FILE\n"
       "  --help                      show this help\n"
-      "  --version                   show the version and the build's options\n" + settingsHelp();
+      "  --version                   show the version and the build's options\n" + settingsHelp(boardDefaults);
   return text.c_str();
 }
 

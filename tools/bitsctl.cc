@@ -485,12 +485,14 @@ int main(int argc, char** argv) {
     }
   }
   if (words.empty()) return usage();
+  // The command first: a mistyped one is named as such, not as a missing --state.
+  const bool known = words == std::vector<std::string>{"sessions"} ||
+                     (words.size() == 2 && words[0] == "journal" &&
+                      (words[1] == "dump" || words[1] == "verify" || words[1] == "compact"));
+  if (!known) fail("unknown command '" + words[0] + (words.size() > 1 ? " " + words[1] : "") + "' (see --help)");
   if (state.empty()) fail("--state DIR is required");
-  if (words == std::vector<std::string>{"sessions"}) return sessions(state);
-  if (words.size() == 2 && words[0] == "journal") {
-    if (words[1] == "dump") return dump(state);
-    if (words[1] == "verify") return verify(state);
-    if (words[1] == "compact") return compact(state);
-  }
-  fail("unknown command '" + words[0] + (words.size() > 1 ? " " + words[1] : "") + "' (see --help)");
+  if (words[0] == "sessions") return sessions(state);
+  if (words[1] == "dump") return dump(state);
+  if (words[1] == "verify") return verify(state);
+  return compact(state);
 }

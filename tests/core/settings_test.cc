@@ -322,6 +322,23 @@ TEST(Settings, AdminListenIsOffByDefaultAndABarePortIsLoopback) {
   EXPECT_EQ(err, "admin-users: 'b:b' is not a user name (1..32 of A-Z a-z 0-9 . _ -)");
 }
 
+// --help gives each key's default as the board sets it, written as a config file would.
+TEST(Settings, HelpWithDefaultsGivesEachKeysValue) {
+  Settings s;
+  std::string err;
+  ASSERT_TRUE(applySettingsText(&s, "read-buffer-bytes = 256K\nfdatasync = off\nlisten = 0.0.0.0:80\n", "board", &err));
+  std::string help = settingsHelp(s);
+  EXPECT_NE(help.find("--read-buffer-bytes V"), std::string::npos);
+  EXPECT_NE(help.find("[default: 256K]"), std::string::npos) << help;
+  EXPECT_NE(help.find("sync data before each Ack (turn off only for benchmarks) [default: off]"), std::string::npos);
+  EXPECT_NE(help.find("[default: 0.0.0.0:80]"), std::string::npos);
+  EXPECT_NE(help.find("[default: (empty)]"), std::string::npos);  // host-id
+  size_t lines = 0, withDefault = 0;
+  for (size_t pos = 0; (pos = help.find("  --", pos)) != std::string::npos; ++pos) ++lines;
+  for (size_t pos = 0; (pos = help.find("[default: ", pos)) != std::string::npos; ++pos) ++withDefault;
+  EXPECT_EQ(withDefault, lines);
+}
+
 // Every option line of --help keeps its name apart from its help, however long the name (a
 // 25-character name once ran into its text: "--tls-handshake-timeout-ms Vtime a client...").
 TEST(Settings, HelpNeverRunsANameIntoItsText) {

@@ -94,6 +94,20 @@ TEST(Bitsctl, SessionsDumpVerifyAndCompact) {
 // Compaction on the real file system: many short sessions grow the journal past its cap's
 // threshold; bitsd rewrites it in the background while serving; the file stays bounded, verifies,
 // and a restart finds the live sessions.
+// A mistyped command is named as one (one line, exit 2), with or without --state.
+TEST(Bitsctl, AnUnknownCommandIsNamed) {
+  for (std::vector<std::string> args : {std::vector<std::string>{"bogus"}, {"bogus", "--state", "/nonexistent"},
+                                        {"journal", "bogus"}, {"sesions", "--state", "/nonexistent"}}) {
+    RunResult r = runTool(args);
+    EXPECT_EQ(r.exitCode, 2) << args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find("unknown command '" + args[0]), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  RunResult noState = runTool({"sessions"});
+  EXPECT_EQ(noState.exitCode, 2);
+  EXPECT_NE(noState.err.find("--state DIR is required"), std::string::npos) << noState.err;
+}
+
 TEST(JournalCompaction, RealBitsdKeepsTheJournalBoundedAndRecoversFromIt) {
   BitsdProcess server({"--journal-max-bytes", "256K", "--max-sessions", "2000"});
   ASSERT_TRUE(server.start());
