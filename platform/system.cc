@@ -212,7 +212,10 @@ Outcome makeDirs(const std::string& path) {
     pos = path.find('/', pos + 1);
     partial = path.substr(0, pos);
     if (partial.empty()) continue;
-    if (::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (::mkdir(partial.c_str(), 0755) == 0) {
+      // Said once, so that a mistyped root or state that made a new tree is seen at start-up.
+      logf(LogLevel::Info, "created directory %s", partial.c_str());
+    } else if (errno != EEXIST) {
       return Outcome::fail(codeFromErrno(errno), "cannot create directory " + partial + ": " + std::strerror(errno));
     }
   }

@@ -247,6 +247,21 @@ TEST(BitsdCommandLineEdges, ConfigDirectoryAndBadOnOffAndEnumValuesGiveOneLine) 
   EXPECT_FALSE(fileExists(d.path() + "/r")) << "a refused start left its root behind";
 }
 
+// Directories bitsd creates for root and state (with their parents) are named at start-up, so that a
+// mistyped path that made a new tree is seen. Existing ones are not.
+TEST(BitsdCommandLineEdges, CreatedDirectoriesAreLogged) {
+  TempDir d;
+  const std::string root = d.path() + "/made/up/root", state = d.path() + "/made/state";
+  BitsdProcess bitsd({"--root", root, "--state", state});  // the later flags win
+  ASSERT_TRUE(bitsd.start()) << bitsd.stderrText();
+  const std::string err = bitsd.stderrText();
+  for (const std::string& dir : {d.path() + "/made", d.path() + "/made/up", root, state}) {
+    EXPECT_NE(err.find("created directory " + dir + "\n"), std::string::npos) << dir << "\n" << err;
+  }
+  EXPECT_EQ(err.find("created directory " + d.path() + "\n"), std::string::npos) << err;
+  EXPECT_EQ(bitsd.stop(), 0);
+}
+
 // A --listen that cannot be used leaves no freshly created root or state behind.
 TEST(BitsdCommandLineEdges, AFailedListenLeavesNoDirectoriesBehind) {
   TempDir d;
