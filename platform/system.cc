@@ -205,7 +205,8 @@ Code codeFromErrno(int e) {
   }
 }
 
-Outcome makeDirs(const std::string& path) {
+// `created` (if given) collects the directories this call made, for the start-up log.
+Outcome makeDirs(const std::string& path, std::vector<std::string>* created = nullptr) {
   std::string partial;
   size_t pos = 0;
   while (pos != std::string::npos) {
@@ -213,8 +214,7 @@ Outcome makeDirs(const std::string& path) {
     partial = path.substr(0, pos);
     if (partial.empty()) continue;
     if (::mkdir(partial.c_str(), 0755) == 0) {
-      // Said once, so that a mistyped root or state that made a new tree is seen at start-up.
-      logf(LogLevel::Info, "created directory %s", partial.c_str());
+      if (created != nullptr) created->push_back(partial);
     } else if (errno != EEXIST) {
       return Outcome::fail(codeFromErrno(errno), "cannot create directory " + partial + ": " + std::strerror(errno));
     }
@@ -254,8 +254,9 @@ void installLogging(const std::string& level) {
 
 Outcome prepareDirectories(const Settings& s, std::string* rootReal) {
   std::string partialDir = s.state + "/partial";
+  std::vector<std::string> created;
   for (const std::string& dir : {s.root, partialDir, s.state + "/replies"}) {
-    if (Outcome o = makeDirs(dir); !o.isOk()) return o;
+    if (Outcome o = makeDirs(dir, &created); !o.isOk()) return o;
   }
   std::string stateReal;
   if (Outcome o = realPath(s.root, rootReal); !o.isOk()) return o;
@@ -275,6 +276,9 @@ Outcome prepareDirectories(const Settings& s, std::string* rootReal) {
   if (::access(rootReal->c_str(), W_OK) != 0 || ::access(partialDir.c_str(), W_OK) != 0) {
     return Outcome::fail(Code::AccessDenied, "root and state must be writable by this user");
   }
+  // Named once the start goes on (a refused start says one line), so that a mistyped root or state
+  // that made a new tree is seen.
+  for (const std::string& dir : created) logf(LogLevel::Info, "created directory %s", dir.c_str());
   return Outcome::ok();
 }
 
