@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "core/access_log.h"
 #include "core/log.h"
@@ -180,7 +181,8 @@ int main(int argc, char** argv) {
   if (Outcome o = platform::bindListenSocket(settings.listen, &listenFd); !o.isOk()) return refuseToStart(o);
 
   std::string rootReal;
-  if (Outcome o = platform::prepareDirectories(settings, &rootReal); !o.isOk()) return refuseToStart(o);
+  std::vector<std::string> createdDirs;  // logged once the start has gone through (a refusal is one line)
+  if (Outcome o = platform::prepareDirectories(settings, &rootReal, &createdDirs); !o.isOk()) return refuseToStart(o);
   platform::DrbgRandom random;
   if (Outcome o = random.init(); !o.isOk()) return refuseToStart(o, 1);
 
@@ -323,6 +325,8 @@ int main(int argc, char** argv) {
   sig.accessLog = &accessLog;
   uv_signal_start(&sig.usr1, onUser1, SIGUSR1);
 
+  // So that a mistyped root or state that made a new tree is seen.
+  for (const std::string& dir : createdDirs) logf(LogLevel::Info, "created directory %s", dir.c_str());
   logf(LogLevel::Info, "root %s, state %s, fdatasync %s", rootReal.c_str(), settings.state.c_str(),
        settings.fdatasync ? "on" : "off");
   std::printf("bitsd listening on %s\n", url.c_str());

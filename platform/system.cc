@@ -252,7 +252,7 @@ void installLogging(const std::string& level) {
                                   : LogLevel::Info);
 }
 
-Outcome prepareDirectories(const Settings& s, std::string* rootReal) {
+Outcome prepareDirectories(const Settings& s, std::string* rootReal, std::vector<std::string>* createdDirs) {
   std::string partialDir = s.state + "/partial";
   std::vector<std::string> created;
   for (const std::string& dir : {s.root, partialDir, s.state + "/replies"}) {
@@ -276,9 +276,7 @@ Outcome prepareDirectories(const Settings& s, std::string* rootReal) {
   if (::access(rootReal->c_str(), W_OK) != 0 || ::access(partialDir.c_str(), W_OK) != 0) {
     return Outcome::fail(Code::AccessDenied, "root and state must be writable by this user");
   }
-  // Named once the start goes on (a refused start says one line), so that a mistyped root or state
-  // that made a new tree is seen.
-  for (const std::string& dir : created) logf(LogLevel::Info, "created directory %s", dir.c_str());
+  if (createdDirs != nullptr) *createdDirs = std::move(created);
   return Outcome::ok();
 }
 

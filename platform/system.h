@@ -89,7 +89,8 @@ void installLogging(const std::string& level);
 // system and that neither contains the other, resolves the root's real path, and deletes orphaned
 // in-progress files (without a journal, nothing can resume them after a restart).
 // Start-up errors come back as an Outcome with one line naming the problem.
-Outcome prepareDirectories(const Settings& s, std::string* rootReal);
+// `createdDirs` (if given) gets the directories it made, parents first, for the start-up log.
+Outcome prepareDirectories(const Settings& s, std::string* rootReal, std::vector<std::string>* createdDirs = nullptr);
 // The directories of `locations` (those that have one): creates them, replaces each with its real
 // path, and checks what the root is checked for: on the state's file system (a commit is a link or
 // rename out of state/partial), writable, and neither inside the state nor containing it.
