@@ -36,12 +36,18 @@ const std::string* DeliveryBook::firstFarmPending(FarmPending::Kind kind) const 
   return nullptr;
 }
 
-void DeliveryBook::expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTable& sessions) {
+void DeliveryBook::expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTable& sessions,
+                          std::vector<SessionId>* replyFiles) {
   for (auto it = farmPending_.begin(); it != farmPending_.end();) {
     bool old = it->second.wallSeconds + retentionSeconds <= nowWall && delivering_.count(it->first) == 0;
     it = old ? farmPending_.erase(it) : std::next(it);
   }
   if (deliveries.empty()) return;
+  // Single node (replyFiles): every session answered from a delivery serves its reply at its own URL,
+  // so the delivery (and its reply file) stays while any of them keeps its reply. Found once, and
+  // only if some delivery is old enough to go.
+  std::unordered_set<std::string_view> inUse;
+  bool inUseKnown = false;
   for (auto it = deliveries.begin(); it != deliveries.end();) {
     const DeliveryInfo& d = it->second;
     bool old = d.wallSeconds + retentionSeconds <= nowWall;
@@ -51,6 +57,18 @@ void DeliveryBook::expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTa
       ++it;
       continue;
     }
+    if (replyFiles != nullptr && !inUseKnown) {
+      inUseKnown = true;
+      for (const auto& [sid, txid] : sessionTxid) {
+        const Session* s = sessions.find(sid);
+        if (s != nullptr && keepsReply(*s)) inUse.insert(txid);
+      }
+    }
+    if (inUse.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    if (replyFiles != nullptr && servesReplyFile(d)) replyFiles->push_back(d.replySession);
     it = deliveries.erase(it);
   }
 }

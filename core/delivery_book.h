@@ -12,6 +12,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "core/journal_format.h"
 #include "core/journal_model.h"
@@ -78,7 +79,10 @@ class DeliveryBook {
 
   // Forgets ids delivered more than `retentionSeconds` before `nowWall`, except those still in
   // flight and those whose reply session is alive and keeps its reply (core/state_files.h).
-  void expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTable& sessions);
+  // `replyFiles` (if not null) gets the reply sessions of forgotten deliveries that served a reply
+  // file (servesReplyFile): their retained reply files go too.
+  void expire(uint64_t nowWall, uint64_t retentionSeconds, SessionTable& sessions,
+              std::vector<SessionId>* replyFiles = nullptr);
 
   // (Farm steps left unfinished longer than the retention go too.)
   // Hand-offs that began and did not end, by the session that began them (start-up reconciliation).

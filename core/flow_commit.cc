@@ -163,8 +163,9 @@ void CloseFlow::onJournal(UploadEngine& e, Exchange& ex, const Status& st) {
   s->state = SessionState::Closed;
   e.touch(*s);
   e.closeFile(*s);
-  // The reply is kept until Close/Cancel-Session (§5.4, §10.1).
-  if (s->handedOff && !e.removeReplyInBackground(s->id)) {
+  // The reply is kept until Close/Cancel-Session (§5.4, §10.1); its URL is gone from now on. The file
+  // stays while it is the delivery's reply of record (a later session of the transaction gets a copy).
+  if (s->handedOff && !e.holdsReplyOfRecord(s->id) && !e.removeReplyInBackground(s->id)) {
     logf(LogLevel::Warn, "reply file of a closed session left behind: background deletions are busy");
   }
   if (incomplete_) {

@@ -434,7 +434,11 @@ void UploadEngine::respondDelivered(Exchange& ex, const DeliveryOutcome& d, std:
     if (!staticUrl.empty()) {
       spec.replyUrl = staticUrl;
     } else {
-      size_t n = formatReplyUrl(ex, d.replySession, url, sizeof url);
+      // Single node: the asking session's own reply URL, which serves the delivery's reply of record
+      // for as long as the session keeps its reply (ReplyFlow), even when another session of the
+      // same transaction posted it and has ended since. A farm names the session that holds it.
+      const SessionId& named = farm_ == nullptr && ex.hasSessionId_ ? ex.sessionId_ : d.replySession;
+      size_t n = formatReplyUrl(ex, named, url, sizeof url);
       if (n == 0) {
         (void)fail(ex, 400, hresult::kInvalidArg, true);  // §5.4: reply URLs over 2,200 characters
         return;

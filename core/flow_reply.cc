@@ -74,14 +74,18 @@ Flow ReplyFlow::start(UploadEngine& e, Exchange& ex, const RequestHead& head) {
     ex.failed_ = false;
     return ForwardFlow::start(e, ex, id, true);  // `f` is gone: the exchange holds a ForwardFlow now
   }
-  // The reply belongs to the session that posted it; a later session that was answered from the
-  // same delivery points at it too.
+  // The reply file belongs to the session that posted it (the delivery's reply of record). On a
+  // single node every session answered from the delivery serves it at its own URL while it keeps
+  // its reply, whether or not the posting session has ended (its file stays for as long as the
+  // delivery is remembered: UploadEngine::holdsReplyOfRecord). A farm serves it only at the posting
+  // session's URL, which later sessions are pointed at.
   auto known = [&](const SessionId& sid) -> const DeliveryInfo* {
     const Session* s = e.sessions_.find(sid);
     if (s == nullptr || !keepsReply(*s)) return nullptr;
     if (e.authenticator_ != nullptr && s->owner != ex.user_) return nullptr;  // someone else's reply: unknown
     const DeliveryInfo* d = e.book_.endedFor(sid);
-    if (d == nullptr || d->status != 200 || !d->staticUrl.empty() || !(d->replySession == sid)) return nullptr;
+    if (d == nullptr || d->status != 200 || !d->staticUrl.empty()) return nullptr;
+    if (e.farm_ != nullptr && !(d->replySession == sid)) return nullptr;
     return d;
   };
   const DeliveryInfo* d = known(id);

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/journal_format.h"
+#include "core/journal_model.h"
 #include "core/protocol.h"
 #include "core/session_table.h"
 
@@ -39,10 +41,18 @@ void formatPartialName(const SessionId& id, char* out);
 bool parsePartialName(std::string_view name, SessionId* id);
 bool parseReplyName(std::string_view name, SessionId* id);
 
-// The reply-retention rule: a reply file is kept while its session's delivery has ended and the
-// session is neither closed nor expired (forgotten); a reply URL is served only then, and recovery
-// deletes any other reply file. The delivered-ID book keeps a delivery's answer at least as long.
+// The reply-retention rule: a reply URL is served while its session's delivery has ended and the
+// session is neither closed nor expired (forgotten). The reply file is kept at least that long, and
+// on a single node for as long as its delivery is remembered (servesReplyFile); recovery deletes any
+// other reply file. The delivered-ID book keeps a delivery's answer at least as long.
 inline bool keepsReply(const Session& s) { return s.handedOff && s.state == SessionState::Complete; }
+// A delivery whose answer is a reply file served at a reply URL (200, a reply file, no static URL).
+// On a single node that file is also its reply of record: kept after its session ends, for as long
+// as the delivery is remembered, so that a later session of the same transaction gets a copy of it
+// (UploadEngine::holdsReplyOfRecord, DeliveryBook::expire, platform/recovery.cc).
+inline bool servesReplyFile(const DeliveryInfo& d) {
+  return d.ended && d.status == 200 && (d.flags & kDeliveryHasReplyFile) != 0 && d.staticUrl.empty();
+}
 
 // How long a delivered transaction id is remembered after its delivery (seconds): the setting
 // delivered-retention, or the session timeout when that is 0.

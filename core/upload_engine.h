@@ -363,6 +363,10 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   const std::string& repliesDir() const { return repliesDir_; }
   // What is known about a transaction id (nullptr if nothing), for tests and bitsctl.
   const DeliveryInfo* findDelivery(std::string_view txid) const;
+  // Single node: the sessions whose reply file is a delivery's reply of record (kept after the
+  // session ends, until the delivery is forgotten, so that a later session of the same transaction
+  // gets a copy). Start-up keeps these files (platform/recovery.cc).
+  std::unordered_set<SessionId, SessionIdHash> repliesOfRecord() const;
   // True while background deletions are still running (shutdown waits for them).
   bool backgroundBusy() const;
 
@@ -444,12 +448,15 @@ class UploadEngine final : public StorageCallback, public SnapshotSource, public
   void formatPartialPath(const SessionId& id, char* out) { bitsd::formatPartialPath(partialDir_, id, out); }
   void formatReplyPath(const SessionId& id, char* out) { bitsd::formatReplyPath(repliesDir_, id, out); }
   bool removeReplyInBackground(const SessionId& id);
+  // Single node: session `id`'s reply file is its delivery's reply of record (repliesOfRecord()).
+  bool holdsReplyOfRecord(const SessionId& id) const;
   void expireDeliveries();
   void concludeCopiedDelivery(ReplayTarget& facts, Session& s, const std::string& txid, const RecoveryDecision& d);
   void closeFile(Session& s);
   void makeRoomForOpenFile();
   bool removeInBackground(const SessionId& id);
   bool removePathInBackground(const char* path);
+  std::vector<SessionId> replyScratch_;  // expireDeliveries: reply files to delete
   bool backgroundOpFree() const;
   Session* evictForNewSession(const Party& newcomer);
   bool makeRoomForNewSession(const Exchange& ex);

@@ -168,7 +168,7 @@ bool UploadEngine::expireSession(Session& s, const char* why) {
   bool open = s.state == SessionState::Open;
   if (open && !backgroundOpFree()) return false;
   if (!journal_.append(rec, nullptr).isOk()) return false;
-  if (keepsReply(s)) removeReplyInBackground(s.id);
+  if (keepsReply(s) && !holdsReplyOfRecord(s.id)) removeReplyInBackground(s.id);
   book_.forgetSession(s.id);
   if (open) {
     closeFile(s);
@@ -197,7 +197,32 @@ void UploadEngine::sweep() {
   publishEnded();
 }
 
-void UploadEngine::expireDeliveries() { book_.expire(clock_.wallSeconds(), retentionSeconds_, sessions_); }
+void UploadEngine::expireDeliveries() {
+  if (farm_ != nullptr) return book_.expire(clock_.wallSeconds(), retentionSeconds_, sessions_);
+  // A single node's forgotten deliveries take their retained reply files with them.
+  replyScratch_.clear();
+  book_.expire(clock_.wallSeconds(), retentionSeconds_, sessions_, &replyScratch_);
+  for (const SessionId& id : replyScratch_) {
+    if (!removeReplyInBackground(id)) {
+      logf(LogLevel::Debug, "a forgotten delivery's reply file stays until the next start: background deletions are busy");
+    }
+  }
+}
+
+bool UploadEngine::holdsReplyOfRecord(const SessionId& id) const {
+  if (farm_ != nullptr) return false;  // a farm keeps small replies in etcd instead
+  const DeliveryInfo* d = book_.endedFor(id);
+  return d != nullptr && d->replySession == id && servesReplyFile(*d);
+}
+
+std::unordered_set<SessionId, SessionIdHash> UploadEngine::repliesOfRecord() const {
+  std::unordered_set<SessionId, SessionIdHash> ids;
+  if (farm_ != nullptr) return ids;
+  for (const auto& [txid, d] : book_.deliveries) {
+    if (servesReplyFile(d)) ids.insert(d.replySession);
+  }
+  return ids;
+}
 
 const DeliveryInfo* UploadEngine::findDelivery(std::string_view txid) const { return book_.find(txid); }
 

@@ -307,17 +307,21 @@ Outcome recoverState(const Settings& settings, UploadEngine& engine, Journal& jo
   for (const std::string& name : strays) {
     if (::unlink((partialDir + "/" + name).c_str()) == 0) ++report->orphans;
   }
-  // Reply files (hand-off to the application): kept only for sessions whose delivery ended and that
-  // are neither closed nor expired; anything else is left over from a crash and goes.
+  // Reply files (hand-off to the application): kept for sessions whose delivery ended and that are
+  // neither closed nor expired, and (single node) for the reply of record of every delivery still
+  // remembered; anything else is left over from a crash and goes.
   std::string repliesDir = engine.repliesDir();
+  const auto ofRecord = engine.repliesOfRecord();
   if (DIR* d = ::opendir(repliesDir.c_str())) {
     std::vector<std::string> leftovers;
     while (dirent* e = ::readdir(d)) {
       std::string_view name = e->d_name;
       if (name == "." || name == "..") continue;
       SessionId id;
-      const Session* s = parseReplyName(name, &id) ? engine.findSession(id) : nullptr;
+      const bool named = parseReplyName(name, &id);
+      const Session* s = named ? engine.findSession(id) : nullptr;
       if (s != nullptr && keepsReply(*s)) continue;  // the reply-retention rule
+      if (named && ofRecord.count(id) != 0) continue;
       leftovers.emplace_back(name);
     }
     ::closedir(d);

@@ -144,12 +144,21 @@ TEST(HandOff, ANewSessionWithADeliveredTransactionIdIsNotPostedAndReplaysTheStor
   Upload second = upload(d, "/o.bin", "order", "order-77");
   ASSERT_EQ(second.ack.status, 200) << second.ack.raw;
   EXPECT_NE(second.id, first.id);
-  EXPECT_EQ(second.ack.get("BITS-Reply-URL"), first.ack.get("BITS-Reply-URL"));
+  // Its own reply URL, which serves the first session's reply (the reply of record): the first
+  // session's URL ends with that session.
+  const std::string firstUrl = first.ack.get("BITS-Reply-URL"), secondUrl = second.ack.get("BITS-Reply-URL");
+  EXPECT_NE(secondUrl, firstUrl);
+  EXPECT_NE(secondUrl.find(second.id.substr(1, 36)), std::string::npos) << secondUrl;
   EXPECT_EQ(second.ack.get("BITS-Session-Id"), second.id);
   EXPECT_EQ(d.notifier.posts.size(), 1u);
   EXPECT_EQ(d.engine.stats().deliveriesReplayed, 1u);
   d.settle();
   EXPECT_FALSE(d.storage.exists(d.partialPath(second.id)));
+  EXPECT_FALSE(d.storage.exists(d.replyPath(second.id)));  // no copy: one file per delivery
+  const std::string host = "http://appliance";
+  EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", secondUrl.substr(host.size()))).body, "receipt-1");
+  // The first session is still open: its own URL still serves the reply.
+  EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", firstUrl.substr(host.size()))).body, "receipt-1");
   // The same after a restart, for a third session.
   EngineDriver after(notifySettings());
   after.restartFrom(d);
@@ -157,8 +166,82 @@ TEST(HandOff, ANewSessionWithADeliveredTransactionIdIsNotPostedAndReplaysTheStor
   after.random.fill(burn, sizeof burn);
   Upload third = upload(after, "/o.bin", "order", "order-77");
   EXPECT_EQ(third.ack.status, 200);
-  EXPECT_EQ(third.ack.get("BITS-Reply-URL"), first.ack.get("BITS-Reply-URL"));
+  const std::string thirdUrl = third.ack.get("BITS-Reply-URL");
+  EXPECT_NE(thirdUrl.find(third.id.substr(1, 36)), std::string::npos) << thirdUrl;
+  EXPECT_EQ(after.send(EngineDriver::httpRequest("GET", thirdUrl.substr(host.size()))).body, "receipt-1");
   EXPECT_EQ(after.notifier.posts.size(), 0u);
+}
+
+// The case that used to end in 404: the first session downloaded its reply and closed, then the
+// client (a new job) uploads the same transaction again. Not posted again, and its reply URL works:
+// the closed session's reply file was kept as the delivery's reply of record, and the new session
+// serves it at its own URL, across a restart too. The file goes with the delivery.
+TEST(HandOff, AReplayAfterTheFirstSessionClosedStillGetsTheReply) {
+  EngineDriver d(notifySettings("value"));
+  d.notifier.answer.writeReply = true;
+  d.notifier.answer.replyBody = "receipt-9";
+  const std::string host = "http://appliance";
+  Upload first = upload(d, "/q.bin", "order", "order-9");
+  ASSERT_EQ(first.ack.status, 200);
+  const std::string firstUrl = first.ack.get("BITS-Reply-URL");
+  EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", firstUrl.substr(host.size()))).body, "receipt-9");
+  EXPECT_EQ(d.close("/q.bin", first.id).status, 200);
+  d.settle();
+  EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", firstUrl.substr(host.size()))).status, 404);
+  EXPECT_TRUE(d.storage.exists(d.replyPath(first.id))) << "the reply of record went with its session";
+
+  Upload second = upload(d, "/q.bin", "order", "order-9");
+  ASSERT_EQ(second.ack.status, 200) << second.ack.raw;
+  EXPECT_EQ(d.notifier.posts.size(), 1u);
+  const std::string secondUrl = second.ack.get("BITS-Reply-URL");
+  Reply got = d.send(EngineDriver::httpRequest("GET", secondUrl.substr(host.size())));
+  EXPECT_EQ(got.status, 200) << got.raw;
+  EXPECT_EQ(got.body, "receipt-9");
+  EXPECT_NE(secondUrl.find(second.id.substr(1, 36)), std::string::npos) << secondUrl;
+  // A repeat of its final fragment names the same URL (the cached final Ack).
+  Reply repeat = finalFragment(d, "/q.bin", second.id, "order", "order-9");
+  EXPECT_EQ(repeat.get("BITS-Reply-URL"), secondUrl);
+
+  // Closed too, then a restart: the reply of record is still there, and a third session gets it.
+  EXPECT_EQ(d.close("/q.bin", second.id).status, 200);
+  d.settle();
+  EXPECT_TRUE(d.storage.exists(d.replyPath(first.id)));
+  EngineDriver after(notifySettings("value"));
+  after.restartFrom(d);
+  uint8_t burn[64];
+  after.random.fill(burn, sizeof burn);
+  Upload third = upload(after, "/q.bin", "order", "order-9");
+  ASSERT_EQ(third.ack.status, 200) << third.ack.raw;
+  EXPECT_EQ(after.notifier.posts.size(), 0u);
+  EXPECT_EQ(after.send(EngineDriver::httpRequest("GET", third.ack.get("BITS-Reply-URL").substr(host.size()))).body,
+            "receipt-9");
+}
+
+// A session answered from a delivery keeps the reply of record alive past delivered-retention, even
+// when the posting session is gone; the file goes once no session keeps its reply any more.
+TEST(HandOff, TheReplyOfRecordStaysWhileAReplayedSessionKeepsItsReply) {
+  Settings s = notifySettings("value");
+  s.deliveredRetentionSeconds = 60;
+  EngineDriver d(s);
+  d.notifier.answer.writeReply = true;
+  d.notifier.answer.replyBody = "kept";
+  Upload first = upload(d, "/k2.bin", "x", "tx-k2");
+  ASSERT_EQ(first.ack.status, 200);
+  EXPECT_EQ(d.close("/k2.bin", first.id).status, 200);
+  Upload second = upload(d, "/k2.bin", "x", "tx-k2");
+  ASSERT_EQ(second.ack.status, 200);
+  const std::string target = second.ack.get("BITS-Reply-URL").substr(std::string("http://appliance").size());
+  d.clock.advanceMs(120 * 1000);  // past the retention, the second session still open
+  d.engine.sweep();
+  d.settle();
+  EXPECT_NE(d.engine.findDelivery("tx-k2"), nullptr);
+  EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", target)).body, "kept");
+  EXPECT_EQ(d.close("/k2.bin", second.id).status, 200);
+  d.engine.sweep();
+  d.settle();
+  EXPECT_EQ(d.engine.findDelivery("tx-k2"), nullptr);
+  EXPECT_FALSE(d.storage.exists(d.replyPath(first.id)));
+  EXPECT_EQ(d.notifier.posts.size(), 1u);
 }
 
 TEST(HandOff, TransientApplicationStatusIsRetriedOnTheNextAttemptWithTheSameId) {
@@ -384,16 +467,18 @@ TEST(HandOff, ReplyDownloadsSupportHeadRangesAndIfUnmodifiedSince) {
   Reply junk = d.send(EngineDriver::httpRequest("GET", "/dir/BITS-Sessions/Replies/zz/responsefile.bin"));
   EXPECT_EQ(junk.status, 404);
 
-  // Close-Session deletes the reply.
+  // Close-Session ends the reply URL (the file stays as the delivery's reply of record).
   EXPECT_EQ(d.close("/dir/x.bin", u.id).status, 200);
   d.settle();
-  EXPECT_FALSE(d.storage.exists(d.replyPath(u.id)));
   EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", target)).status, 404);
 }
 
+// Cancel-Session and the session timeout end the reply URL; the file stays as the delivery's reply
+// of record until the delivery is forgotten (delivered-retention), then goes.
 TEST(HandOff, CancelSessionAndTheSessionTimeoutDeleteTheReply) {
   Settings s = notifySettings("value");
   s.sessionTimeoutSeconds = 60;
+  s.deliveredRetentionSeconds = 120;
   EngineDriver d(s);
   d.notifier.answer.writeReply = true;
   d.notifier.answer.replyBody = "kept until the client is done";
@@ -405,9 +490,11 @@ TEST(HandOff, CancelSessionAndTheSessionTimeoutDeleteTheReply) {
   ASSERT_TRUE(d.storage.exists(d.replyPath(cancelled.id)));
   ASSERT_TRUE(d.storage.exists(d.replyPath(expired.id)));
 
+  std::string cancelledUrl = cancelled.ack.get("BITS-Reply-URL").substr(std::string("http://appliance").size());
   EXPECT_EQ(d.close("/c1.bin", cancelled.id, "Cancel-Session").status, 200);
   d.settle();
-  EXPECT_FALSE(d.storage.exists(d.replyPath(cancelled.id)));
+  EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", cancelledUrl)).status, 404);
+  EXPECT_TRUE(d.storage.exists(d.replyPath(cancelled.id)));  // the reply of record
   EXPECT_TRUE(d.storage.exists(d.replyPath(expired.id)));
 
   std::string target = expired.ack.get("BITS-Reply-URL").substr(std::string("http://appliance").size());
@@ -418,8 +505,17 @@ TEST(HandOff, CancelSessionAndTheSessionTimeoutDeleteTheReply) {
   d.clock.advanceMs(2 * 1000);
   d.engine.sweep();
   d.settle();
-  EXPECT_FALSE(d.storage.exists(d.replyPath(expired.id)));
   EXPECT_EQ(d.send(EngineDriver::httpRequest("GET", target)).status, 404);
+  EXPECT_TRUE(d.storage.exists(d.replyPath(expired.id)));  // the reply of record
+
+  // Past delivered-retention, both deliveries are forgotten and their files go.
+  d.clock.advanceMs(60 * 1000);
+  d.engine.sweep();
+  d.settle();
+  EXPECT_EQ(d.engine.findDelivery("tx-c1"), nullptr);
+  EXPECT_EQ(d.engine.findDelivery("tx-c2"), nullptr);
+  EXPECT_FALSE(d.storage.exists(d.replyPath(cancelled.id)));
+  EXPECT_FALSE(d.storage.exists(d.replyPath(expired.id)));
 }
 
 TEST(HandOff, AnApplicationWithNoReplyGetsAnEmptyReplyResource) {

@@ -138,8 +138,9 @@ TEST_F(HandOff, ByValueStreamsTheFileAndTheReplyComesBackWithRanges) {
   ASSERT_TRUE(c.connect(bitsd->port()));
   EXPECT_EQ(c.roundTrip(bitsRequest("/in.bin?acct=5", "Close-Session", {{"BITS-Session-Id", id}})).status, 200);
   EXPECT_EQ(get(bitsd->port(), "GET", target).status, 404);
-  // The file itself goes right after the Ack (removed in the background): wait for it, bounded.
-  EXPECT_TRUE(waitUntil([&] { return listDir(bitsd->state() + "/replies").empty(); }));
+  // The file stays as the delivery's reply of record: a later session of the same transaction
+  // serves it at its own URL (until delivered-retention).
+  EXPECT_EQ(listDir(bitsd->state() + "/replies").size(), 1u);
   EXPECT_TRUE(listDir(bitsd->state() + "/partial").empty());
 }
 
@@ -272,8 +273,38 @@ TEST_F(HandOff, ExactlyOnceAcrossRestartsAndNewSessionsWithTheSameTransactionId)
   // The client lost its session and uploads the same transaction again.
   Reply fresh = uploadAll(bitsd->port(), "/once.bin", "payload", "tx-once", nullptr);
   EXPECT_EQ(fresh.status, 200) << fresh.raw;
-  EXPECT_EQ(fresh.get("BITS-Reply-URL"), ack.get("BITS-Reply-URL"));
+  EXPECT_NE(fresh.get("BITS-Reply-URL"), ack.get("BITS-Reply-URL"));  // its own URL, the same reply
+  EXPECT_EQ(get(bitsd->port(), "GET", replyTarget(fresh)).body, "once");
   EXPECT_EQ(app.countFor("tx-once"), 1u);
+}
+
+// A client that downloaded its reply and closed its session, then (a new job) uploads the same
+// transaction again after a restart of bitsd: no second POST, and the reply URL in its final Ack
+// serves the application's reply (start-up kept the closed session's reply file as the delivery's
+// reply of record). It used to answer 404.
+TEST_F(HandOff, AReplayAfterCloseAndRestartServesTheReplyAtItsOwnUrl) {
+  TestApp::Behaviour b;
+  b.reply = "receipt after close";
+  app.set(b);
+  auto bitsd = startBitsd("value");
+  std::string id;
+  Reply ack = uploadAll(bitsd->port(), "/closed.bin", "payload", "tx-closed", &id);
+  ASSERT_EQ(ack.status, 200) << ack.raw << bitsd->stderrText();
+  EXPECT_EQ(get(bitsd->port(), "GET", replyTarget(ack)).body, "receipt after close");
+  Client c;
+  ASSERT_TRUE(c.connect(bitsd->port()));
+  EXPECT_EQ(c.roundTrip(bitsRequest("/closed.bin", "Close-Session", {{"BITS-Session-Id", id}})).status, 200);
+  EXPECT_EQ(get(bitsd->port(), "GET", replyTarget(ack)).status, 404);
+  ASSERT_EQ(bitsd->stop(), 0);
+  ASSERT_TRUE(bitsd->start()) << bitsd->stderrText();
+  EXPECT_EQ(listDir(bitsd->state() + "/replies").size(), 1u) << "start-up deleted the reply of record";
+
+  Reply again = uploadAll(bitsd->port(), "/closed.bin", "payload", "tx-closed", nullptr);
+  ASSERT_EQ(again.status, 200) << again.raw;
+  EXPECT_EQ(app.countFor("tx-closed"), 1u);
+  Reply reply = get(bitsd->port(), "GET", replyTarget(again));
+  EXPECT_EQ(reply.status, 200) << reply.raw;
+  EXPECT_EQ(reply.body, "receipt after close");
 }
 
 TEST_F(HandOff, KilledWhileTheApplicationHoldsThePostRepostsOnceWithTheSameId) {
@@ -455,7 +486,8 @@ TEST_F(HandOff, HandOffsInFlightAreBoundedAndOneTransactionIsNeverPostedTwiceAtO
   EXPECT_EQ(retryB.status, 200) << retryB.raw;
   Reply retryA2 = b.roundTrip(finalRequest("/a2.bin", idA2, 0, "aaaa", 4, "tx-a"));
   EXPECT_EQ(retryA2.status, 200) << retryA2.raw;
-  EXPECT_EQ(retryA2.get("BITS-Reply-URL"), doneA.get("BITS-Reply-URL"));
+  EXPECT_NE(retryA2.get("BITS-Reply-URL"), doneA.get("BITS-Reply-URL"));  // its own URL, the same reply
+  EXPECT_EQ(get(bitsd->port(), "GET", replyTarget(retryA2)).body, "fine");
   EXPECT_EQ(app.countFor("tx-a"), 1u);
   EXPECT_EQ(app.countFor("tx-b"), 1u);
 }
