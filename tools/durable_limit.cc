@@ -83,6 +83,16 @@ void writeAll(int fd, const char* p, size_t n) {
 
 std::atomic<uint64_t> syncNs{0};  // time spent in fdatasync, all connections
 
+// A fragment's last byte is written: fdatasync (timed), answer 1 byte, and move to the next.
+void endFragment(const Options& o, int file, int sock, uint64_t* fragmentEnd) {
+  auto s0 = std::chrono::steady_clock::now();
+  if (o.sync && ::fdatasync(file) != 0) die("fdatasync");
+  syncNs += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - s0).count());
+  char one = 1;
+  writeAll(sock, &one, 1);
+  *fragmentEnd = std::min(o.size, *fragmentEnd + o.fragment);
+}
+
 void receive(const Options& o, int sock, const std::string& path) {
   int file = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
   if (file < 0) die("open " + path);
@@ -101,12 +111,7 @@ void receive(const Options& o, int sock, const std::string& path) {
     }
     got += static_cast<uint64_t>(r);
     if (got == fragmentEnd) {
-      auto s0 = std::chrono::steady_clock::now();
-      if (o.sync && ::fdatasync(file) != 0) die("fdatasync");
-      syncNs += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - s0).count());
-      char one = 1;
-      writeAll(sock, &one, 1);
-      fragmentEnd = std::min(o.size, fragmentEnd + o.fragment);
+      endFragment(o, file, sock, &fragmentEnd);
     }
   }
   ::close(file);
@@ -176,12 +181,7 @@ void receiveHashed(const Options& o, int sock, const std::string& path) {
         std::unique_lock lock(m);
         cv.wait(lock, [&] { return idle.size() == kRing; });  // the hash has caught up
       }
-      auto s0 = std::chrono::steady_clock::now();
-      if (o.sync && ::fdatasync(file) != 0) die("fdatasync");
-      syncNs += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - s0).count());
-      char one = 1;
-      writeAll(sock, &one, 1);
-      fragmentEnd = std::min(o.size, fragmentEnd + o.fragment);
+      endFragment(o, file, sock, &fragmentEnd);
     }
   }
   {
