@@ -130,10 +130,12 @@ bool isValidHostHeader(std::string_view host) {
   }
   if (rest.empty()) return true;
   if (rest.front() != ':' || rest.size() > 6) return false;
+  uint32_t port = 0;
   for (char c : rest.substr(1)) {
     if (c < '0' || c > '9') return false;
+    port = port * 10 + static_cast<uint32_t>(c - '0');
   }
-  return true;
+  return port <= 65535;
 }
 
 }  // namespace bitsd

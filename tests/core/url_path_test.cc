@@ -116,11 +116,11 @@ TEST(UrlPath, LengthLimits) {
 
 TEST(HostHeader, ValidHostsAndPortsOnly) {
   for (const char* good : {"", "a", "appliance.example", "appliance:8080", "10.0.0.1", "10.0.0.1:80", "[::1]",
-                           "[fe80::1]:8080", "[::ffff:10.0.0.1]", "host:", "a-b_c~d", "%41b", "x!$&'()*+,;=y"}) {
+                           "[fe80::1]:8080", "[::ffff:10.0.0.1]", "host:", "host:65535", "a-b_c~d", "%41b", "x!$&'()*+,;=y"}) {
     EXPECT_TRUE(isValidHostHeader(good)) << good;
   }
   for (const char* bad : {"a b", "a/b", "a?b", "a#b", "user@host", "[::1", "[::1]x", "[zz::1]", "[]", "::1", ":80",
-                          "host:8o", "host:123456", "%4", "%zz", "a\tb", "h\xc3\xa9"}) {
+                          "host:8o", "host:123456", "host:65536", "host:99999", "%4", "%zz", "a\tb", "h\xc3\xa9"}) {
     EXPECT_FALSE(isValidHostHeader(bad)) << bad;
   }
 }
