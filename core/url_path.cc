@@ -2,6 +2,8 @@
 // (core/url_path.h).
 #include "core/url_path.h"
 
+#include <cstdint>
+
 #include "core/protocol.h"
 
 namespace bitsd {

@@ -27,8 +27,9 @@ const char* pathErrorText(PathError e);
 
 // A Host header value as RFC 9112 §3.2 and RFC 3986 §3.2.2 allow it: uri-host [":" port], where
 // uri-host is a reg-name (letters, digits, "-._~", %XX and "!$&'()*+,;="), an IPv4 address or a
-// bracketed IPv6 address, and port is at most 65535 (or empty, as RFC 3986 allows). Empty is valid (RFC 9112 allows it). Such
-// a value goes into BITS-Reply-URL, so anything else (spaces, "/", "?", "@", a bare IPv6) is 400.
+// bracketed IPv6 address, and port is at most 65535 (or empty, as RFC 3986 allows). An empty Host
+// is valid (RFC 9112 allows it). Such a value goes into BITS-Reply-URL, so anything else (spaces,
+// "/", "?", "@", a bare IPv6) is 400.
 bool isValidHostHeader(std::string_view host);
 
 }  // namespace bitsd
