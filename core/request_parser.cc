@@ -51,6 +51,7 @@ void RequestParser::reset() {
   currentHeader_ = -1;
   valueStart_ = 0;
   valueLen_ = 0;
+  valueWs_ = 0;
   urlStart_ = 0;
   inUrl_ = false;
   body_ = {};
@@ -195,13 +196,18 @@ Http1Action RequestParser::onHeaderFieldComplete() {
   fieldTooLong_ = false;
   valueStart_ = arenaLen_;
   valueLen_ = 0;
+  valueWs_ = 0;
   return Http1Action::Continue;
 }
 
 Http1Action RequestParser::onHeaderValue(const char* at, size_t len) {
-  // Every header value counts, kept or not: over 4 KB is 400 (BITS-UPLOAD.md §1, §7.1).
+  // Every header value counts, kept or not: over 4 KB is 400 (BITS-UPLOAD.md §1, §7.1). Trailing
+  // spaces and tabs are not part of the value (RFC 9110 §5.5), so the run of them so far is left out.
+  size_t ws = 0;
+  while (ws < len && (at[len - 1 - ws] == ' ' || at[len - 1 - ws] == '\t')) ++ws;
+  valueWs_ = ws == len ? valueWs_ + len : ws;
   valueLen_ += len;
-  if (valueLen_ > kMaxValueBytes) head_.oversizedValue = true;
+  if (valueLen_ - valueWs_ > kMaxValueBytes) head_.oversizedValue = true;
   if (currentHeader_ < 0 || head_.oversizedValue) return Http1Action::Continue;
   if (!appendArena(at, len)) {
     fail(431, "request header too large");

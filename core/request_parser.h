@@ -136,6 +136,7 @@ class RequestParser : private Http1Handler {
   int currentHeader_ = -1;   // HeaderId being collected, or -1 for ignored
   size_t valueStart_ = 0;
   size_t valueLen_ = 0;  // bytes of the current header value so far, kept or not
+  size_t valueWs_ = 0;   // ... of which the spaces and tabs at its end so far
   size_t urlStart_ = 0;
   bool inUrl_ = false;
 
