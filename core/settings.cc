@@ -253,6 +253,10 @@ bool parseInto(Settings* s, const Field& f, std::string_view value, std::string*
 
 }  // namespace
 
+uint32_t effectiveThreadPool(const Settings& s) {
+  return s.fdatasync || s.threadPoolSet ? s.threadPool : std::min(s.threadPool, kNoSyncThreadPool);
+}
+
 bool applySetting(Settings* s, std::string_view key, std::string_view value, std::string* error) {
   const Field* f = findField(key);
   if (f == nullptr) {
@@ -261,7 +265,10 @@ bool applySetting(Settings* s, std::string_view key, std::string_view value, std
   }
   value = trimOws(value);
   std::string expected;
-  if (parseInto(s, *f, value, &expected)) return true;
+  if (parseInto(s, *f, value, &expected)) {
+    if (std::string_view(f->key) == "thread-pool") s->threadPoolSet = true;
+    return true;
+  }
   *error = "invalid value '" + std::string(value) + "' for " + f->key + ": expected " + expected;
   return false;
 }
@@ -274,7 +281,10 @@ bool applyFlag(Settings* s, std::string_view key, std::string_view value, std::s
   }
   value = trimOws(value);
   std::string expected;
-  if (parseInto(s, *f, value, &expected)) return true;
+  if (parseInto(s, *f, value, &expected)) {
+    if (std::string_view(f->key) == "thread-pool") s->threadPoolSet = true;
+    return true;
+  }
   *error = "--" + std::string(f->key) + ": expected " + expected + ", got '" + std::string(value) + "'";
   return false;
 }

@@ -68,6 +68,7 @@ struct Settings {
   uint32_t readBufferBytes = 262144;    // size of each read buffer
   uint32_t maxOpenFiles = 256;          // in-progress files kept open at once
   uint32_t threadPool = 4;              // threads for file writes, syncs and digests (libuv's pool)
+  bool threadPoolSet = false;           // thread-pool came from a config file or a flag, not the board
   uint32_t maxHeaderBytes = 8192;       // request line + headers; beyond: 431
   uint32_t maxPathBytes = 1024;         // decoded, normalised path; beyond: 400
   uint64_t maxFragmentBytes = 16777216; // one Fragment body; beyond: 413 (client shrinks)
@@ -120,6 +121,12 @@ bool applySetting(Settings* s, std::string_view key, std::string_view value, std
 // Applies a whole `key = value` text. `origin` names the source in error messages ("board host",
 // "config file x.conf"); errors read "<origin>:<line>: <reason>".
 bool applySettingsText(Settings* s, std::string_view text, std::string_view origin, std::string* error);
+
+// The thread pool bitsd starts: `thread-pool`, except that with fdatasync off and thread-pool left at
+// the board's value it is at most kNoSyncThreadPool. No thread then waits on the disk, and fewer
+// threads hand work over faster (docs/BENCHMARKS.md, "Issue 18 at stop 25": small uploads).
+inline constexpr uint32_t kNoSyncThreadPool = 4;
+uint32_t effectiveThreadPool(const Settings& s);
 
 // Checks cross-field rules (non-zero limits, sane ranges). One-line reason on failure.
 bool validateSettings(const Settings& s, std::string* error);

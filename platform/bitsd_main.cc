@@ -187,7 +187,8 @@ int main(int argc, char** argv) {
   if (Outcome o = random.init(); !o.isOk()) return refuseToStart(o, 1);
 
   // libuv sizes its thread pool from this when the first work is queued (recovery, below).
-  ::setenv("UV_THREADPOOL_SIZE", std::to_string(settings.threadPool).c_str(), 1);
+  const uint32_t threads = effectiveThreadPool(settings);
+  ::setenv("UV_THREADPOOL_SIZE", std::to_string(threads).c_str(), 1);
   uv_loop_t* loop = uv_default_loop();
   platform::UvClock clock;
   platform::UploadSha256 sha;
@@ -327,8 +328,9 @@ int main(int argc, char** argv) {
 
   // So that a mistyped root or state that made a new tree is seen.
   for (const std::string& dir : createdDirs) logf(LogLevel::Info, "created directory %s", dir.c_str());
-  logf(LogLevel::Info, "root %s, state %s, fdatasync %s", rootReal.c_str(), settings.state.c_str(),
-       settings.fdatasync ? "on" : "off");
+  logf(LogLevel::Info, "root %s, state %s, fdatasync %s, thread pool %u%s", rootReal.c_str(), settings.state.c_str(),
+       settings.fdatasync ? "on" : "off", threads,
+       threads != settings.threadPool ? " (fdatasync off and thread-pool not set: at most 4)" : "");
   std::printf("bitsd listening on %s\n", url.c_str());
   std::fflush(stdout);
   platform::notifyServiceManager("READY=1");  // listening, and recovery is done

@@ -56,6 +56,7 @@ CliOutcome parseCommandLine(int argc, char** argv, Settings* out, std::string* e
     *error = boardError;
     return CliOutcome::Error;
   }
+  s.threadPoolSet = false;  // the board's value: effectiveThreadPool may lower it
   std::vector<std::pair<std::string, std::string>> flags;
   std::string configPath;
   for (int i = 1; i < argc; ++i) {

@@ -322,6 +322,29 @@ TEST(Settings, AdminListenIsOffByDefaultAndABarePortIsLoopback) {
   EXPECT_EQ(err, "admin-users: 'b:b' is not a user name (1..32 of A-Z a-z 0-9 . _ -)");
 }
 
+// With fdatasync off, a thread pool left at the board's value is at most 4 threads; one set in a
+// config file or a flag is used as given, and fdatasync on changes nothing.
+TEST(Settings, ThreadPoolFollowsFdatasyncUnlessSet) {
+  Settings board;
+  std::string err;
+  ASSERT_TRUE(applySettingsText(&board, "thread-pool = 16\n", "board", &err)) << err;
+  board.threadPoolSet = false;  // as parseCommandLine does after the board's text
+  EXPECT_EQ(effectiveThreadPool(board), 16u);
+  Settings off = board;
+  ASSERT_TRUE(applySetting(&off, "fdatasync", "off", &err)) << err;
+  EXPECT_EQ(effectiveThreadPool(off), kNoSyncThreadPool);
+  Settings set = off;
+  ASSERT_TRUE(applySetting(&set, "thread-pool", "16", &err)) << err;
+  EXPECT_EQ(effectiveThreadPool(set), 16u);
+  Settings small = off;
+  ASSERT_TRUE(applySettingsText(&small, "thread-pool = 2\n", "config", &err)) << err;
+  EXPECT_EQ(effectiveThreadPool(small), 2u);
+  Settings boardSmall;
+  ASSERT_TRUE(applySettingsText(&boardSmall, "thread-pool = 2\nfdatasync = off\n", "board", &err)) << err;
+  boardSmall.threadPoolSet = false;
+  EXPECT_EQ(effectiveThreadPool(boardSmall), 2u);  // never raised
+}
+
 // --help gives each key's default as the board sets it, written as a config file would.
 TEST(Settings, HelpWithDefaultsGivesEachKeysValue) {
   Settings s;

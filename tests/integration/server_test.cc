@@ -412,6 +412,27 @@ TEST(BitsdCommandLine, RaisesTheSoftFileLimitToWhatItsSettingsNeed) {
   EXPECT_EQ(server.stderrText().find("file descriptor limit"), std::string::npos) << server.stderrText();
 }
 
+// With fdatasync off and thread-pool left at the board's value, bitsd starts at most 4 pool threads
+// (core/settings.h effectiveThreadPool); a thread-pool given as a flag is used as given. Counted in
+// /proc/PID/task after a Create-Session (libuv starts the whole pool at its first job).
+TEST(BitsdCommandLine, ThreadPoolIsAtMostFourWithFdatasyncOffUnlessSet) {
+  auto threadsOf = [](std::vector<std::string> args) -> long {
+    BitsdProcess server(args);
+    if (!server.start()) return -1;
+    Client c;  // a Create-Session creates a file on the pool: libuv starts all its threads then
+    if (!c.connect(server.port()) || createSession(c, "/t.bin").empty()) return -1;
+    long n = static_cast<long>(listDir("/proc/" + std::to_string(server.pid()) + "/task").size());
+    server.stop();
+    return n;
+  };
+  long automatic = threadsOf({"--fdatasync", "off"});
+  long four = threadsOf({"--fdatasync", "off", "--thread-pool", "4"});
+  long twelve = threadsOf({"--fdatasync", "off", "--thread-pool", "12"});
+  ASSERT_GT(four, 0);
+  EXPECT_EQ(automatic, four) << "fdatasync off with the board's thread-pool should start 4 pool threads";
+  EXPECT_EQ(twelve, four + 8) << "a thread-pool flag is used as given";
+}
+
 TEST(BitsdCommandLine, WarnsWhenTheHardFileLimitIsTooLow) {
   // prlimit sets both limits for bitsd only (a hard limit cannot be raised again without privileges,
   // so this process keeps its own), then execs it.
